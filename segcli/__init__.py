@@ -1,0 +1,19 @@
+"""segcli: batch semantic segmentation (UPerNet, PSPNet) from the command line and Python."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Segmenter", "__version__"]
+
+if TYPE_CHECKING:
+    from .api import Segmenter
+
+
+def __getattr__(name: str) -> Any:  # lazy: `segcli --help` must not pay for importing torch
+    if name == "Segmenter":
+        from .api import Segmenter
+
+        return Segmenter
+    raise AttributeError(f"module 'segcli' has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""Every error segcli reports on purpose, and the exit code each one maps to.
+
+Library code raises these; `segcli.cli.app.main` is the one place that turns them into a one-line message
+(plus an optional hint line) on stderr and an exit code. Anything else is a bug and gets a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the job ran, some items failed (a batch with unreadable images, ...)
+EXIT_USAGE = 2  # bad flag, unknown model, unreadable weights or configuration: nothing could run
+EXIT_INTERRUPTED = 130
+
+
+class SegcliError(Exception):
+    """Base class: `message` is one line naming the file or thing at fault, `hint` says how to fix it."""
+
+    exit_code: int = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(SegcliError):
+    """The command line or API call cannot be satisfied as given."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(SegcliError):
+    """A registry file, config.json or preprocessor_config.json is invalid or unsupported."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelNotFoundError(ConfigError):
+    """A `--model` source names no registry entry, directory or Hub repository."""
+
+
+class CheckpointError(SegcliError):
+    """A weights file is unreadable, truncated, or its keys/shapes do not match the architecture."""
+
+    exit_code = EXIT_USAGE
+
+
+class DownloadError(SegcliError):
+    """A file could not be fetched from (or found offline in the cache of) the Hugging Face Hub."""
+
+    exit_code = EXIT_USAGE
+
+
+class IntegrityError(DownloadError):
+    """A downloaded file's sha256 differs from the one pinned in the registry."""
+
+
+class ImageError(SegcliError):
+    """One input image could not be read or decoded; batches report it and go on."""
+
+    exit_code = EXIT_FAILED

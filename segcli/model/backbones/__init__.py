@@ -1,0 +1,21 @@
+"""Backbones: each maps [B, 3, H, W] to four feature maps at strides 4, 8, 16, 32."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from torch import nn
+
+from .convnext import ConvNeXt, ConvNeXtConfig
+from .swin import Swin, SwinConfig
+
+BackboneConfig = Union[ConvNeXtConfig, SwinConfig]
+
+BACKBONES: dict[type, type[nn.Module]] = {ConvNeXtConfig: ConvNeXt, SwinConfig: Swin}
+
+
+def build_backbone(cfg: BackboneConfig) -> nn.Module:
+    return BACKBONES[type(cfg)](cfg)
+
+
+__all__ = ["BACKBONES", "BackboneConfig", "ConvNeXt", "ConvNeXtConfig", "Swin", "SwinConfig", "build_backbone"]

@@ -1,0 +1,81 @@
+"""The segmentor only wires the parts: normalise → backbone → decode head → logits at the input size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones import BackboneConfig, build_backbone
+from .heads.fcn import FCNHead, FCNHeadConfig
+from .heads.uper import UPerHead, UPerHeadConfig
+from .layers import resize
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """x_model = (x_uint8 * scale - mean) / std, per RGB channel."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    scale: float = 1 / 255
+
+
+@dataclass(frozen=True)
+class SegmentorConfig:
+    backbone: BackboneConfig
+    decode_head: UPerHeadConfig
+    auxiliary_head: FCNHeadConfig | None = None
+    normalization: Normalization = Normalization()
+
+    @property
+    def num_classes(self) -> int:
+        return self.decode_head.num_classes
+
+
+class Segmentor(nn.Module):
+    """Normalised [B, 3, H, W] → logits [B, K, H, W] (decode-head logits at 1/4, bilinearly upsampled).
+
+    The auxiliary head, when the checkpoint has one, is loaded (its keys are checked like any other) but only
+    runs in `forward_aux`; inference never pays for it.
+    """
+
+    def __init__(self, cfg: SegmentorConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.backbone = build_backbone(cfg.backbone)
+        self.decode_head = UPerHead(cfg.decode_head)
+        self.auxiliary_head = FCNHead(cfg.auxiliary_head) if cfg.auxiliary_head else None
+        n = cfg.normalization
+        # Not in the state dict; created on the CPU so a model built on "meta" still has real constants.
+        self.register_buffer("mean", torch.tensor(n.mean, device="cpu").view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(n.std, device="cpu").view(1, 3, 1, 1), persistent=False)
+        self.scale = n.scale
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] RGB in the 0..255 range (any float dtype) → the backbone's input."""
+        mean, std = self.mean.to(pixels.dtype), self.std.to(pixels.dtype)
+        return (pixels * self.scale - mean) / std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.decode_head(self.backbone(x))  # [B, K, H/4, W/4]
+        return resize(logits, tuple(x.shape[-2:]))
+
+    def forward_aux(self, x: torch.Tensor) -> torch.Tensor:
+        """Auxiliary-head logits [B, K, H, W] (training-time head; for checks and analysis)."""
+        if self.auxiliary_head is None:
+            raise ValueError("this model has no auxiliary head")
+        return resize(self.auxiliary_head(self.backbone(x)), tuple(x.shape[-2:]))
+
+
+def network_size(cfg: SegmentorConfig) -> tuple[int, int]:
+    """(parameter count, bytes of the fp32 state dict) of a network, without allocating it."""
+    with torch.device("meta"):
+        model = Segmentor(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return params, nbytes
