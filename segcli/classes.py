@@ -1,0 +1,65 @@
+"""Class sets (names + RGB palettes): the bundled ADE20K and Cityscapes sets, and derived palettes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from .errors import ConfigError
+
+KNOWN_SETS = ("ade20k", "cityscapes")
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    name: str  # "ade20k", "cityscapes", or "custom"
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]  # RGB per class index
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != len(self.palette):
+            raise ConfigError(f"class set {self.name!r}: {len(self.classes)} names but {len(self.palette)} colours")
+
+    @property
+    def palette_array(self) -> np.ndarray:
+        return np.asarray(self.palette, dtype=np.uint8).reshape(-1, 3)
+
+
+@cache
+def known_set(name: str) -> ClassSet:
+    """A bundled class set by name (`ade20k`, `cityscapes`)."""
+    if name not in KNOWN_SETS:
+        raise ConfigError(f"unknown class set {name!r}", hint=f"bundled sets: {', '.join(KNOWN_SETS)}")
+    data = json.loads((resources.files("segcli") / "data" / f"{name}.json").read_text(encoding="utf-8"))
+    return ClassSet(name, tuple(data["classes"]), tuple(tuple(c) for c in data["palette"]))
+
+
+def derived_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """n distinct colours: the PASCAL VOC bit-interleaved colour map (0 → black), extended to any n."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c, shift = i, 7
+        while c and shift >= 0:
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+            shift -= 1
+        out.append((r, g, b))
+    return tuple(out)
+
+
+def class_set_for(names: tuple[str, ...], palette: list | None = None) -> ClassSet:
+    """Class set for a model's names: a bundled set when the names match it exactly (so ADE20K models get
+    the ADE20K palette), the given palette when the config carries one, else a derived palette."""
+    if palette is not None:
+        return ClassSet("custom", names, tuple(tuple(int(v) for v in c) for c in palette))
+    for name in KNOWN_SETS:
+        if known_set(name).classes == names:
+            return known_set(name)
+    return ClassSet("custom", names, derived_palette(len(names)))

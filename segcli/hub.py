@@ -1,0 +1,171 @@
+"""Registry spec / repo id → local file through huggingface_hub (standard HF cache, revisions, offline, sha256).
+
+The environment is read at call time (not at import, as huggingface_hub's constants are), so HF_HOME,
+HF_HUB_CACHE, HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN apply to every call as they are set then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import DownloadError, IntegrityError
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def cache_dir() -> Path:
+    """The huggingface_hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+class EntryMissingError(DownloadError):
+    """The repository and revision exist but do not have the file."""
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+
+
+def endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _describe(repo: str, revision: str | None, filename: str) -> str:
+    return f"{repo}@{revision or 'main'}:{filename}"
+
+
+def fetch(
+    repo: str, filename: str, revision: str | None = None, *, force: bool = False, name: str | None = None
+) -> Path:
+    """Path of `filename` from `repo` at `revision`, downloaded into the HF cache when not there yet.
+
+    Raises DownloadError with what is missing and how to get it (offline, unknown repo/revision/file, network).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    what = _describe(repo, revision, filename)
+    get = f"segcli download {name}" if name else f"segcli download {repo}" + (f"@{revision}" if revision else "")
+    try:
+        path = hf_hub_download(
+            repo,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir(),
+            force_download=force,
+            local_files_only=offline(),
+            endpoint=endpoint(),
+        )
+    except LocalEntryNotFoundError:
+        if offline():
+            raise DownloadError(
+                f"{what} is not in the Hugging Face cache {cache_dir()} and HF_HUB_OFFLINE is set",
+                hint=f"run `{get}` where the Hub is reachable, or point HF_HUB_CACHE at a cache that has it",
+            ) from None
+        raise DownloadError(
+            f"{what} is not cached and the Hub ({endpoint() or 'https://huggingface.co'}) cannot be reached",
+            hint=f"check the network or HF_ENDPOINT, then run `{get}`",
+        ) from None
+    except GatedRepoError:
+        raise DownloadError(f"{what}: the repository is gated", hint="accept its terms on the Hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise DownloadError(
+            f"{what}: repository {repo!r} not found", hint="check the name; private repositories need HF_TOKEN"
+        ) from None
+    except RevisionNotFoundError:
+        raise DownloadError(f"{what}: revision {revision!r} not found in {repo}") from None
+    except EntryNotFoundError:
+        raise EntryMissingError(f"{what}: the repository has no file {filename!r} at that revision") from None
+    except HfHubHTTPError as e:
+        raise DownloadError(f"{what}: download failed ({str(e).splitlines()[0]})") from None
+    except OSError as e:  # network errors below the HTTP layer, disk full, permissions
+        raise DownloadError(f"{what}: download failed ({e})") from None
+    return Path(path)
+
+
+def try_cached(repo: str, filename: str, revision: str | None = None) -> Path | None:
+    """The cached file, or None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir(), revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp_file() -> Path:
+    base = os.environ.get("SEGCLI_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "segcli")
+    return Path(base).expanduser() / "verified.json"
+
+
+def _stamp_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _read_stamps() -> dict[str, str]:
+    try:
+        data = json.loads(_stamp_file().read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamp(key: str, digest: str) -> None:
+    """Remember a verified (file, size, mtime) → sha256; best effort (a read-only home only costs time)."""
+    target = _stamp_file()
+    try:
+        stamps = _read_stamps()
+        stamps[key] = digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump(stamps, tmp)
+        os.replace(tmp.name, target)
+    except OSError:
+        pass
+
+
+def file_sha256(path: Path, *, quiet: bool = False) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) and remembered in ~/.cache/segcli."""
+    key = _stamp_key(path)
+    known = _read_stamps().get(key)
+    if known:
+        return known
+    if not quiet and path.stat().st_size > 50_000_000:
+        print(f"segcli: verifying sha256 of {path} ...", file=sys.stderr)
+    digest = sha256_file(path)
+    _write_stamp(key, digest)
+    return digest
+
+
+def verify(path: Path, expected: str | None, what: str, fix: str, *, quiet: bool = False) -> str:
+    """Check `path` against the pinned sha256 (when there is one); return the actual digest."""
+    actual = file_sha256(path, quiet=quiet)
+    if expected and actual != expected:
+        raise IntegrityError(
+            f"{what}: sha256 mismatch for {path}: expected {expected}, got {actual}",
+            hint=f"nothing was deleted; {fix}",
+        )
+    return actual

@@ -1,0 +1,121 @@
+"""`--model` / `from_pretrained` sources → (ModelInfo, local weights file).
+
+A source is, in this order of precedence:
+  1. an existing local directory with config.json + model.safetensors (+ preprocessor_config.json), as
+     transformers' `save_pretrained` writes them — or a .safetensors file with config.json beside it;
+  2. a registry name (weights.toml, plus the user registry);
+  3. a Hub repository id `owner/name` with an optional `@revision` (a registry entry with the same repo,
+     and revision when one is given, is used with its pinned sha256).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import ModelInfo, Origin, info_from_hf_dir
+from .errors import CheckpointError, ConfigError, ModelNotFoundError
+from .hub import EntryMissingError, fetch, file_sha256, verify
+from .registry import ModelSpec
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+PICKLES = ("pytorch_model.bin", "model.pth", "model.pt")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    info: ModelInfo
+    weights: Path
+
+
+def _local_dir(directory: Path, weights: Path | None = None) -> Resolved:
+    config = directory / "config.json"
+    if not config.is_file():
+        raise ConfigError(
+            f"{directory}: no config.json",
+            hint="a model directory holds config.json + model.safetensors as transformers' save_pretrained writes",
+        )
+    if weights is None:
+        for candidate in (directory / WEIGHTS, directory / INDEX):
+            if candidate.is_file():
+                weights = candidate
+                break
+        else:
+            pickled = [p for p in PICKLES if (directory / p).is_file()]
+            if pickled:
+                raise CheckpointError(
+                    f"{directory}: has {pickled[0]} but no model.safetensors; segcli never unpickles implicitly",
+                    hint="convert it once to safetensors (README, 'Checkpoints in other formats')",
+                )
+            raise CheckpointError(f"{directory}: no model.safetensors (or {INDEX})")
+    pre = directory / "preprocessor_config.json"
+    digest = file_sha256(weights)
+    origin = Origin("local", path=str(directory.resolve()), filename=weights.name, sha256=digest)
+    info = info_from_hf_dir(config, pre if pre.is_file() else None, str(directory), origin)
+    return Resolved(info, weights)
+
+
+def resolve_spec(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -> Resolved:
+    """Fetch (or find in the cache) a registry entry's weights and verify their sha256."""
+    path = fetch(spec.repo, spec.filename, spec.revision, force=force, name=spec.name)
+    digest = verify(
+        path,
+        spec.sha256,
+        spec.name,
+        fix=f"re-download with `segcli download {spec.name} --force`, or fix sha256 in {spec.registry_file}",
+        quiet=quiet,
+    )
+    info = spec.info()
+    return Resolved(replace(info, origin=replace(info.origin, sha256=digest)), path)
+
+
+def _hub_repo(repo: str, revision: str | None, force: bool) -> Resolved:
+    config = fetch(repo, "config.json", revision, force=force)
+    try:
+        weights = fetch(repo, WEIGHTS, revision, force=force)
+    except EntryMissingError:
+        index = fetch(repo, INDEX, revision, force=force)
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index}: not a readable safetensors index ({e})") from None
+        for shard in shards:
+            fetch(repo, shard, revision, force=force)
+        weights = index
+    try:
+        pre: Path | None = fetch(repo, "preprocessor_config.json", revision, force=force)
+    except EntryMissingError:
+        pre = None
+    origin = Origin("hub", repo, revision or "main", weights.name, file_sha256(weights))
+    name = repo + (f"@{revision}" if revision else "")
+    return Resolved(info_from_hf_dir(config, pre, name, origin), weights)
+
+
+def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False) -> Resolved:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _local_dir(path)
+    if path.is_file():
+        if path.suffix != ".safetensors" and not path.name.endswith(".index.json"):
+            raise ConfigError(
+                f"{path}: not a model source", hint="give a directory with config.json + model.safetensors"
+            )
+        return _local_dir(path.parent, path)
+    if source in registry:
+        return resolve_spec(registry[source], force=force)
+    repo, _, revision = source.partition("@")
+    if REPO_ID.match(repo):
+        for spec in registry.values():
+            if spec.repo == repo and (not revision or revision == spec.revision):
+                return resolve_spec(spec, force=force)
+        return _hub_repo(repo, revision or None, force)
+    close = difflib.get_close_matches(source, list(registry), n=3)
+    raise ModelNotFoundError(
+        f"unknown model {source!r}: not a registry name, an existing directory or an owner/name Hub repo id",
+        hint=f"did you mean {', '.join(close)}?" if close else "`segcli models` lists the registry",
+    )
