@@ -1,0 +1,134 @@
+"""The stable Python API: `Segmenter`.
+
+    from segcli import Segmenter
+    seg = Segmenter.from_pretrained("upernet-convnext-tiny")
+    labels = seg.predict("photo.jpg")          # numpy [H, W] class indices
+    logits = seg.logits("photo.jpg")           # torch float32 [K, H, W]
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from . import engine
+from .checkpoint import load_weights
+from .config import ModelInfo
+from .errors import UsageError
+from .images import ImageInput, load_image
+from .model import Segmentor
+from .presets import Preset, get_preset
+from .registry import load_registry
+from .sources import resolve
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}  # fmt: skip
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`auto` → cuda, then mps, then cpu; anything else as torch understands it (checked for availability)."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {device!r}", hint="use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda requested but torch sees no CUDA GPU", hint="use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("device mps requested but it is not available", hint="use --device cpu or auto")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise UsageError(f"unsupported dtype {dtype}", hint="float32, bfloat16 or float16")
+        return dtype
+    try:
+        return DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise UsageError(f"unsupported dtype {dtype!r}", hint="float32, bfloat16 or float16") from None
+
+
+class Segmenter:
+    """A loaded model plus what is needed to run it on images (classes, palette, presets)."""
+
+    def __init__(self, model: Segmentor, info: ModelInfo) -> None:
+        self.model = model.eval()
+        self.info = info
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        registry: str | os.PathLike[str] | None = None,
+    ) -> Segmenter:
+        """Load a model from a registry name, a Hub repo id (`owner/name[@revision]`) or a local directory.
+
+        Weights are fetched into the Hugging Face cache on first use (see `segcli download`), verified
+        against the registry's sha256, and loaded strictly: any missing, unexpected or mis-shaped key is
+        an error. `registry` adds a user registry file (else $SEGCLI_REGISTRY).
+        """
+        dev, dt = resolve_device(device), resolve_dtype(dtype)
+        resolved = resolve(os.fspath(source), load_registry(registry))
+        with torch.device("meta"):
+            model = Segmentor(resolved.info.network)
+        load_weights(model, resolved.weights, dt)
+        return cls(model.to(dev), resolved.info)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info.classes)
+
+    @property
+    def palette(self) -> np.ndarray:
+        """[num_classes, 3] uint8 RGB colour of each class index."""
+        return self.info.class_set.palette_array
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.info.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def preset(self, name: str | None = None) -> Preset:
+        return get_preset(name or self.info.default_preset)
+
+    def _small_logits(self, image: ImageInput, preset: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        rgb = load_image(image)
+        small = engine.forward(self.model, rgb, self.preset(preset), self.info.input_size)
+        return small, rgb.shape[:2]
+
+    def logits(self, image: ImageInput, preset: str | None = None) -> torch.Tensor:
+        """Float32 logits [num_classes, H, W] on the CPU, at the image's own size."""
+        small, size = self._small_logits(image, preset)
+        return engine.logits_at(small, size)
+
+    def predict(self, image: ImageInput, preset: str | None = None) -> np.ndarray:
+        """Class indices [H, W] at the image's own size (uint8 up to 256 classes, else uint16)."""
+        small, size = self._small_logits(image, preset)
+        return engine.labels_at(small, size)
+
+    def __repr__(self) -> str:
+        return f"Segmenter({self.info.name!r}, classes={self.num_classes}, device={self.device}, dtype={self.dtype})"

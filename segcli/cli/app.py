@@ -1,0 +1,63 @@
+"""The segcli application: global options and command registration only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED
+from . import download_cmd, models_cmd, predict_cmd
+from .common import STATE
+
+EPILOG = (
+    "Exit codes: 0 all done; 1 some inputs failed (each named on stderr); 2 usage or configuration error "
+    "(bad flag, unknown model, unreadable or mismatched weights, download failed); 130 interrupted."
+)
+
+app = typer.Typer(
+    name="segcli",
+    help="Batch semantic segmentation of image collections (UPerNet on ConvNeXt / Swin).",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[@revision]" and "<stem>" must print as written
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"segcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    registry: Annotated[
+        Path | None,
+        typer.Option(envvar="SEGCLI_REGISTRY", help="Extra registry TOML (same schema as weights.toml)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    STATE.registry = registry
+    STATE.debug = debug
+
+
+app.command("models", epilog=EPILOG)(models_cmd.models)
+app.command("download", epilog=EPILOG)(download_cmd.download)
+app.command("predict", epilog=EPILOG)(predict_cmd.predict)
+
+
+def main() -> None:
+    try:
+        app(prog_name="segcli")
+    except KeyboardInterrupt:
+        print("segcli: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

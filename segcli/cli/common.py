@@ -1,0 +1,74 @@
+"""What every command shares: the error → message + exit code map, shared options, output helpers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..errors import EXIT_INTERRUPTED, SegcliError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class State:
+    registry: Path | None = None
+    debug: bool = False
+
+
+STATE = State()
+
+
+def eprint(*parts: object) -> None:
+    """A plain line on stderr (no markup, so file names with brackets print as they are)."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def report(err: SegcliError) -> None:
+    eprint(f"segcli: error: {err.message}")
+    if err.hint:
+        eprint(f"segcli: hint: {err.hint}")
+
+
+def handle_errors(fn: F) -> F:
+    """The one place that maps exceptions to messages and exit codes (tracebacks only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SegcliError as e:
+            if STATE.debug or os.environ.get("SEGCLI_DEBUG"):
+                raise
+            report(e)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            eprint("segcli: interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Registry name (see `segcli models`), Hub repo id owner/name[@revision], or a local directory "
+        "with config.json + model.safetensors.",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")]
+PresetOpt = Annotated[
+    str | None, typer.Option(help="Inference preset (default: the model's own; `hf` = the Hub preprocessor).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]

@@ -1,0 +1,47 @@
+"""`segcli download`: fetch weights into the Hugging Face cache ahead of use (and verify them)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import EXIT_USAGE, SegcliError, UsageError
+from .common import STATE, eprint, handle_errors, report
+
+
+@handle_errors
+def download(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Registry names (see `segcli models`) or Hub repo ids owner/name[@revision]."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every registry entry.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
+) -> None:
+    """Download model weights into the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE), verifying the
+    registry's sha256. Prints NAME, path and sha256 per model on stdout; progress goes to stderr."""
+    from ..registry import load_registry
+    from ..sources import REPO_ID, resolve, resolve_spec
+
+    registry = load_registry(STATE.registry)
+    targets = list(registry) if all_ else list(dict.fromkeys(names or []))
+    if not targets:
+        raise UsageError("name at least one model, or use --all", hint="`segcli models` lists the registry")
+    unknown = [n for n in targets if n not in registry and not REPO_ID.match(n.partition("@")[0])]
+    if unknown:
+        raise UsageError(f"unknown model(s): {', '.join(unknown)}", hint="`segcli models` lists the registry")
+    failed = 0
+    for name in targets:
+        try:
+            resolved = resolve_spec(registry[name], force=force) if name in registry else resolve(name, registry, force=force)
+        except SegcliError as e:
+            failed += 1
+            report(e)
+            continue
+        o = resolved.info.origin
+        print(f"{name}\t{resolved.weights}\t{o.sha256 or '-'}", flush=True)
+        if o.kind == "registry" and not registry[name].sha256:
+            eprint(f"segcli: note: {name} has no pinned sha256 in {registry[name].registry_file}; got {o.sha256}")
+    if failed:
+        raise typer.Exit(EXIT_USAGE)

@@ -1,0 +1,72 @@
+"""`segcli models`: the registry as a table (or JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .common import STATE, JsonOpt, handle_errors
+
+
+def _rows() -> list[dict[str, Any]]:
+    from ..hub import try_cached
+    from ..model import network_size
+    from ..registry import load_registry
+
+    rows = []
+    for spec in load_registry(STATE.registry).values():
+        params, nbytes = network_size(spec.network)
+        cached = try_cached(spec.repo, spec.filename, spec.revision)
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "backbone": spec.backbone_name,
+                "params": params,
+                "download_bytes": nbytes,
+                "miou": spec.miou,
+                "miou_ms": spec.miou_ms,
+                "crop_size": spec.crop_size,
+                "dataset": spec.dataset,
+                "preset": spec.preset,
+                "protocol": spec.protocol,
+                "repo": spec.repo,
+                "revision": spec.revision,
+                "filename": spec.filename,
+                "sha256": spec.sha256,
+                "license": spec.license,
+                "cached": cached is not None,
+                "cached_path": str(cached) if cached else None,
+            }
+        )
+    return rows
+
+
+@handle_errors
+def models(json_out: JsonOpt = False) -> None:
+    """List the registry: backbone, parameters, download size, published mIoU, cached or not."""
+    rows = _rows()
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=None, header_style="bold")
+    for col, just in [("name", "left"), ("backbone", "left"), ("params", "right"), ("download", "right"),
+                      ("mIoU ss/ms", "right"), ("crop", "right"), ("dataset", "left"), ("cached", "left")]:  # fmt: skip
+        table.add_column(col, justify=just, no_wrap=True)
+    for r in rows:
+        miou = f"{r['miou']:.2f} / {r['miou_ms']:.2f}" if r["miou"] is not None and r["miou_ms"] is not None else "-"
+        table.add_row(
+            r["name"],
+            r["backbone"],
+            f"{r['params'] / 1e6:.1f}M",
+            f"{r['download_bytes'] / 1e6:.0f} MB",
+            miou,
+            str(r["crop_size"]),
+            r["dataset"],
+            "yes" if r["cached"] else "no",
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
