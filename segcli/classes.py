@@ -58,7 +58,13 @@ def class_set_for(names: tuple[str, ...], palette: list | None = None) -> ClassS
     """Class set for a model's names: a bundled set when the names match it exactly (so ADE20K models get
     the ADE20K palette), the given palette when the config carries one, else a derived palette."""
     if palette is not None:
-        return ClassSet("custom", names, tuple(tuple(int(v) for v in c) for c in palette))
+        try:
+            colours = tuple((int(r), int(g), int(b)) for r, g, b in palette)
+        except (TypeError, ValueError):
+            raise ConfigError("`palette` must be a list of [R, G, B] integer triples") from None
+        if any(not 0 <= v <= 255 for c in colours for v in c):
+            raise ConfigError("`palette` values must be 0..255")
+        return ClassSet("custom", names, colours)
     for name in KNOWN_SETS:
         if known_set(name).classes == names:
             return known_set(name)

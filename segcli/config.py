@@ -182,6 +182,9 @@ def info_from_hf_dir(
     if preprocessor_path is not None:
         norm, size = preprocess_from_hf(read_json(preprocessor_path), str(preprocessor_path))
         network = SegmentorConfig(network.backbone, network.decode_head, network.auxiliary_head, norm)
-    classes = class_set_for(names, cfg.get("palette"))
+    try:
+        classes = class_set_for(names, cfg.get("palette"))
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e.message}") from None
     preset = cfg.get("segcli_preset", "hf")
     return ModelInfo(name, network, classes, size, preset, origin)

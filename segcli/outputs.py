@@ -36,13 +36,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def label_png(labels: np.ndarray, palette: np.ndarray) -> bytes:
     """PNG bytes: mode P with the palette (pixel value = class index) up to 256 classes, else 16-bit gray."""
     buf = io.BytesIO()
+    h, w = labels.shape
     if len(palette) <= 256:
-        im = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
+        im = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
         flat = np.zeros((256, 3), dtype=np.uint8)
         flat[: len(palette)] = palette
         im.putpalette(flat.tobytes())
     else:
-        im = Image.fromarray(labels.astype(np.uint16, copy=False), mode="I;16")
+        im = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint16))  # mode I;16
     im.save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
 

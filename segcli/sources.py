@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import ModelInfo, Origin, info_from_hf_dir
 from .errors import CheckpointError, ConfigError, ModelNotFoundError
-from .hub import EntryMissingError, fetch, file_sha256, verify
+from .hub import EntryMissingError, fetch, file_sha256, try_cached, verify
 from .registry import ModelSpec
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -61,8 +61,16 @@ def _local_dir(directory: Path, weights: Path | None = None) -> Resolved:
 
 
 def resolve_spec(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -> Resolved:
-    """Fetch (or find in the cache) a registry entry's weights and verify their sha256."""
-    path = fetch(spec.repo, spec.filename, spec.revision, force=force, name=spec.name)
+    """Fetch (or find in the cache) a registry entry's weights and verify their sha256.
+
+    A cached file whose sha256 equals the pinned one is used without asking the Hub anything: pinned
+    content cannot change, and a machine with a flaky or no network should not wait on retries for it.
+    """
+    cached = None if force or not spec.sha256 else try_cached(spec.repo, spec.filename, spec.revision)
+    if cached is not None and file_sha256(cached, quiet=quiet) == spec.sha256:
+        path = cached
+    else:
+        path = fetch(spec.repo, spec.filename, spec.revision, force=force, name=spec.name)
     digest = verify(
         path,
         spec.sha256,
