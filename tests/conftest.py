@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakehub import FakeHub  # noqa: E402
+from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin  # noqa: E402
+
+ORIGINAL_ENV = dict(os.environ)  # opt-in Hub tests use the user's real cache and settings
+_ENV_CLEARED = (
+    "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN", "SEGCLI_REGISTRY", "SEGCLI_DEBUG", "XDG_CACHE_HOME",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty HF cache and segcli cache, and no Hub / registry settings."""
+    base = tmp_path_factory.mktemp("env")
+    for name in _ENV_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(base / "hf"))
+    monkeypatch.setenv("SEGCLI_CACHE", str(base / "segcli-cache"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    yield base
+
+
+@pytest.fixture(scope="session")
+def tiny_convnext_dir(tmp_path_factory) -> Path:
+    """A tiny random UperNet-ConvNeXt (150 ADE20K classes) as save_pretrained writes it. Read-only."""
+    return save_hf_dir(randomize_(tiny_convnext(), seed=1), tmp_path_factory.mktemp("tiny-convnext"))
+
+
+@pytest.fixture(scope="session")
+def tiny_swin_dir(tmp_path_factory) -> Path:
+    return save_hf_dir(randomize_(tiny_swin(), seed=2), tmp_path_factory.mktemp("tiny-swin"))
+
+
+@pytest.fixture()
+def fake_hub(monkeypatch):
+    hub = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    yield hub
+    hub.stop()

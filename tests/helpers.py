@@ -1,0 +1,138 @@
+"""Test helpers: random-weight reference models (transformers 4.57.6) saved in the Hub layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA = Path(__file__).parent / "data"
+ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "data" / "ade20k.json").read_text())["classes"]
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter and BatchNorm statistic a random, non-default value.
+
+    Defaults (LayerNorm 1/0, BN mean 0 / var 1, layer scale 1e-6, zero relative-position bias) would let a
+    wrong implementation of those parts pass unnoticed, so each is drawn from a distribution whose spread
+    keeps activations of a deep random network in a trained-like range.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(shape, lo, hi):
+        return torch.rand(shape, generator=g) * (hi - lo) + lo
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if "layer_scale" in name:
+                p.copy_(rand(p.shape, 0.05, 0.5))
+            elif "relative_position_bias_table" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif p.ndim == 1 and leaf == "weight":  # LayerNorm / BatchNorm scale
+                p.copy_(rand(p.shape, 0.5, 1.5))
+            elif leaf == "bias":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            else:  # conv / linear weights, fan-in scaled
+                fan_in = p[0].numel() if p.ndim > 1 else 1
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / fan_in) ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.2)
+            elif name.endswith("running_var"):
+                b.copy_(rand(b.shape, 0.5, 2.0))
+            elif name.endswith("num_batches_tracked"):
+                b.fill_(1000)
+    return model
+
+
+def hf_convnext(depths, widths, num_labels=150, aux_in=None, **kw):
+    from transformers import ConvNextConfig, UperNetConfig
+
+    bb = ConvNextConfig(depths=list(depths), hidden_sizes=list(widths), out_features=STAGES)
+    return _upernet(bb, widths, num_labels, aux_in, **kw)
+
+
+def hf_swin(embed_dim, depths, heads, window, num_labels=150, aux_in=None, **kw):
+    from transformers import SwinConfig, UperNetConfig  # noqa: F401
+
+    bb = SwinConfig(embed_dim=embed_dim, depths=list(depths), num_heads=list(heads), window_size=window,
+                    out_features=STAGES)  # fmt: skip
+    widths = [embed_dim * 2**i for i in range(4)]
+    return _upernet(bb, widths, num_labels, aux_in, **kw)
+
+
+def _upernet(bb, widths, num_labels, aux_in, hidden_size=512, aux_channels=256, id2label=None, **kw):
+    from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+    if id2label is None:
+        id2label = {i: ADE_CLASSES[i] for i in range(num_labels)} if num_labels == 150 else None
+    extra = {"id2label": id2label} if id2label else {"num_labels": num_labels}
+    cfg = UperNetConfig(backbone_config=bb, hidden_size=hidden_size, auxiliary_channels=aux_channels,
+                        auxiliary_in_channels=aux_in or widths[2], **extra, **kw)  # fmt: skip
+    return UperNetForSemanticSegmentation(cfg).eval()
+
+
+def tiny_convnext(**kw):
+    return hf_convnext((1, 1, 2, 1), (16, 24, 32, 40), hidden_size=32, aux_channels=16, **kw)
+
+
+def tiny_swin(**kw):
+    return hf_swin(16, (2, 2, 2, 2), (1, 2, 2, 4), window=7, hidden_size=32, aux_channels=16, **kw)
+
+
+def save_hf_dir(model, path: Path, processor: bool = True) -> Path:
+    """`save_pretrained(safe_serialization=True)` plus the Hub's preprocessor_config.json."""
+    from transformers import SegformerImageProcessor
+
+    model.save_pretrained(path, safe_serialization=True)
+    if processor:
+        SegformerImageProcessor().save_pretrained(path)
+    return path
+
+
+def hf_logits_from_file(model, image_path: Path) -> torch.Tensor:
+    """transformers' own pipeline: processor → model → logits resized to the image size. [K, H, W]."""
+    from PIL import Image
+    from transformers import SegformerImageProcessor
+
+    image = Image.open(image_path).convert("RGB")
+    pixel_values = SegformerImageProcessor()(image, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        logits = model(pixel_values).logits
+    size = (image.height, image.width)
+    return torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)[0]
+
+
+def reference_keys(name: str) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, int]]:
+    """Key → (shape, dtype) of a Hub checkpoint, and the header totals, from tests/data/checkpoint-keys."""
+    keys, totals = {}, {}
+    text = gzip.decompress((DATA / "checkpoint-keys" / f"keys_{name}.txt.gz").read_bytes()).decode()
+    for line in text.splitlines():
+        if line.startswith("# params"):
+            for part in line[2:].split()[1:]:
+                k, v = part.split("=")
+                totals[k] = int(v.replace(",", ""))
+        elif line.startswith("# state_dict"):
+            totals["fp32_bytes"] = int(line.rsplit("=", 1)[1].replace(",", ""))
+        elif line and not line.startswith("#"):
+            key, shape, dtype = line.split("\t")[:3]
+            keys[key] = (tuple(json.loads(shape)), dtype)
+    return keys, totals
+
+
+def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth, photo-like RGB uint8 image (gradients + blobs), so resizing is not dominated by noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.zeros((h, w, 3), np.float32)
+    for c in range(3):
+        for _ in range(4):
+            cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.1, 0.4) * max(h, w)
+            img[..., c] += rng.uniform(40, 120) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

@@ -1,0 +1,180 @@
+"""The command line: help, models, predict outputs re-read and checked, failures and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_image, reference_keys
+from PIL import Image
+from typer.testing import CliRunner
+
+from segcli import Segmenter
+from segcli.cli.app import app
+from segcli.classes import known_set
+
+NINE_PARAMS = {  # parameter totals of the nine Hub checkpoints, from the reference key lists' headers
+    name: reference_keys(name)[1]["total"]
+    for name in ["upernet-convnext-tiny", "upernet-convnext-xlarge", "upernet-swin-tiny", "upernet-swin-large"]
+}
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def tree(tmp_path) -> Path:
+    """photos/ with nested folders, two images sharing a stem in different folders, a non-image file."""
+    root = tmp_path / "photos"
+    for rel, (h, w) in {"a.jpg": (60, 90), "sub/a.png": (45, 33), "sub/deeper/b.JPEG": (80, 64)}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(random_image(h, w, seed=len(rel))).save(root / rel)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_help_lists_commands_and_exit_codes():
+    r = cli("--help")
+    assert r.exit_code == 0
+    for word in ("models", "download", "predict", "Exit codes", "130 interrupted"):
+        assert word in r.stdout
+    r = cli("predict", "--help")
+    assert r.exit_code == 0 and "owner/name[@revision]" in r.stdout and "--out" in r.stdout
+
+
+def test_version_and_python_m():
+    from segcli import __version__
+
+    assert cli("--version").stdout.strip() == f"segcli {__version__}"
+    out = subprocess.run([sys.executable, "-m", "segcli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"segcli {__version__}"
+
+
+def test_models_json_and_table():
+    r = cli("models", "--json")
+    assert r.exit_code == 0
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert len([n for n in rows if n.startswith("upernet-")]) == 9
+    for name, params in NINE_PARAMS.items():
+        assert rows[name]["params"] == params
+        assert rows[name]["cached"] is False
+    assert rows["upernet-convnext-tiny"]["download_bytes"] == 241_021_848
+    table = cli("models")
+    assert table.exit_code == 0
+    for name in rows:
+        assert name in table.stdout
+    assert "60.2M" in table.stdout and "46.11 / 46.62" in table.stdout
+
+
+def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):
+    out = tmp_path / "out"
+    r = cli("predict", tree, "-m", tiny_convnext_dir, "-o", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""  # results are files; stdout stays clean
+    assert "3 image(s) segmented" in r.stderr
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs == ["a.png", "sub/a.png", "sub/deeper/b.png"]
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*"))
+
+    seg = Segmenter.from_pretrained(tiny_convnext_dir)
+    ade = known_set("ade20k")
+    for src, rel in [("a.jpg", "a"), ("sub/a.png", "sub/a"), ("sub/deeper/b.JPEG", "sub/deeper/b")]:
+        im = Image.open(out / f"{rel}.png")
+        assert im.mode == "P"
+        pal = np.asarray(im.getpalette()[: 150 * 3], np.uint8).reshape(150, 3)
+        assert np.array_equal(pal, ade.palette_array)
+        labels = np.asarray(im)
+        expected = seg.predict(tree / src)
+        assert np.array_equal(labels, expected)
+
+        doc = json.loads((out / f"{rel}.json").read_text())
+        h, w = labels.shape
+        assert doc["schema"] == "segcli.prediction/1" and doc["input"] == str(tree / src)
+        assert doc["image"] == {"width": w, "height": h} and doc["preset"] == "hf"
+        assert doc["model"]["source"] == "local" and len(doc["model"]["sha256"]) == 64
+        counts = np.bincount(labels.ravel(), minlength=150)
+        assert [c["index"] for c in doc["classes"]] == sorted(np.flatnonzero(counts), key=lambda i: (-counts[i], i))
+        for c in doc["classes"]:
+            assert c["pixels"] == counts[c["index"]] and c["name"] == ade.classes[c["index"]]
+            assert c["fraction"] == pytest.approx(counts[c["index"]] / labels.size)
+        assert sum(c["pixels"] for c in doc["classes"]) == labels.size
+
+
+def test_predict_single_files_keep_their_stem(tiny_convnext_dir, tree, tmp_path):
+    out = tmp_path / "out"
+    r = cli("predict", tree / "a.jpg", tree / "sub/deeper/b.JPEG", tree / "a.jpg", "-m", tiny_convnext_dir, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png"]
+
+
+def test_predict_stem_collision_is_reported_not_overwritten(tiny_convnext_dir, tree, tmp_path):
+    out = tmp_path / "out"
+    r = cli("predict", tree / "a.jpg", tree / "sub/a.png", "-m", tiny_convnext_dir, "-o", out)
+    assert r.exit_code == 1
+    assert f"{tree / 'sub/a.png'}: output {out / 'a.png'} is already written for {tree / 'a.jpg'}" in r.stderr
+    doc = json.loads((out / "a.json").read_text())
+    assert doc["input"] == str(tree / "a.jpg")
+
+
+def test_predict_goes_on_after_bad_files(tiny_convnext_dir, tree, tmp_path):
+    (tree / "empty.png").write_bytes(b"")
+    (tree / "text.jpg").write_text("hello")
+    good = (tree / "a.jpg").read_bytes()
+    (tree / "trunc.jpg").write_bytes(good[: len(good) // 3])
+    out = tmp_path / "out"
+    r = cli("predict", tree, tmp_path / "missing-dir", "-m", tiny_convnext_dir, "-o", out)
+    assert r.exit_code == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("segcli: error:")]
+    assert len(errors) == 4
+    for name in ("empty.png: empty file", "text.jpg: not an image", "trunc.jpg: cannot decode", "missing-dir: no such"):
+        assert sum(name in line for line in errors) == 1, name
+    assert "3 image(s) segmented" in r.stderr and "4 failed" in r.stderr
+    assert sorted(p.stem for p in out.rglob("*.png")) == ["a", "a", "b"]  # the good ones all done
+    assert not (out / "empty.png").exists() and not (out / "trunc.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "no-such-model"], "unknown model 'no-such-model'"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--dtype", "int8"], "unsupported dtype 'int8'"),
+        (["--device", "quantum"], "unknown device 'quantum'"),
+    ],
+)
+def test_predict_usage_errors_exit_2(tiny_convnext_dir, tree, tmp_path, args, message):
+    base = ["predict", tree, "-o", tmp_path / "out"]
+    if "-m" not in args:
+        base += ["-m", tiny_convnext_dir]
+    r = cli(*base, *args)
+    assert r.exit_code == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_out_is_a_file(tiny_convnext_dir, tree, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = cli("predict", tree, "-m", tiny_convnext_dir, "-o", tmp_path / "file")
+    assert r.exit_code == 2 and "is not a directory" in r.stderr
+
+
+def test_predict_corrupt_weights_exit_2(tiny_convnext_dir, tree, tmp_path):
+    import shutil
+
+    d = shutil.copytree(tiny_convnext_dir, tmp_path / "m")
+    (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000])
+    r = cli("predict", tree, "-m", d, "-o", tmp_path / "out")
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith(f"segcli: error: {d / 'model.safetensors'}: not a readable safetensors file")
+    assert len(lines) == 2 and lines[1].startswith("segcli: hint:")
+
+
+def test_debug_shows_the_traceback(tiny_convnext_dir, tree, tmp_path):
+    r = cli("--debug", "predict", tree, "-m", "no-such-model", "-o", tmp_path / "out")
+    assert r.exit_code != 0 and r.exception is not None and "unknown model" in str(r.exception)
