@@ -32,9 +32,8 @@ def eprint(*parts: object) -> None:
 
 
 def report(err: SegcliError) -> None:
-    eprint(f"segcli: error: {err.message}")
-    if err.hint:
-        eprint(f"segcli: hint: {err.hint}")
+    """Exactly one line per error: `segcli: error: <what, naming the file> (<how to fix it>)`."""
+    eprint(f"segcli: error: {err}")
 
 
 def handle_errors(fn: F) -> F:
