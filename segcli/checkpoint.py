@@ -34,21 +34,16 @@ def _safe_reason(e: Exception) -> str:
     return text[:200]
 
 
+def _looks_pickled(head: bytes) -> bool:
+    """torch.save output: a zip archive (PK) or a bare pickle (protocol 2+: 0x80, then 2..5)."""
+    return head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of one .safetensors file, or a CheckpointError naming the file (truncated, not safetensors)."""
     from safetensors import safe_open
 
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read weights file ({e.strerror or e})") from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path}: this is a pickled PyTorch checkpoint, not safetensors; segcli never unpickles implicitly",
-            hint="convert it once to model.safetensors (see the README, 'Checkpoints in other formats')",
-        )
     try:
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -56,11 +51,22 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                 tensors[key] = f.get_tensor(key)
         return tensors
     except Exception as e:  # safetensors raises its own error type for truncated / corrupt headers
-        size = path.stat().st_size if path.exists() else 0
+        reason = _safe_reason(e)
+    try:  # only a file safetensors rejected is examined further, so a valid one is never misjudged
+        with open(path, "rb") as f:
+            head = f.read(8)
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read weights file ({e.strerror or e})") from None
+    if _looks_pickled(head):
         raise CheckpointError(
-            f"{path}: not a readable safetensors file ({_safe_reason(e)}; {size} bytes)",
-            hint="the file is truncated or corrupt: download it again (segcli download NAME --force)",
-        ) from None
+            f"{path}: this is a pickled PyTorch checkpoint, not safetensors; segcli never unpickles implicitly",
+            hint="convert it once to model.safetensors (see the README, 'Checkpoints in other formats')",
+        )
+    raise CheckpointError(
+        f"{path}: not a readable safetensors file ({reason}; {size} bytes)",
+        hint="the file is truncated or corrupt: download it again (segcli download NAME --force)",
+    )
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

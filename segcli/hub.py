@@ -154,7 +154,7 @@ def file_sha256(path: Path, *, quiet: bool = False) -> str:
     if known:
         return known
     if not quiet and path.stat().st_size > 50_000_000:
-        print(f"segcli: verifying sha256 of {path} ...", file=sys.stderr)
+        print(f"segcli: computing the sha256 of {path} (once per file) ...", file=sys.stderr)
     digest = sha256_file(path)
     _write_stamp(key, digest)
     return digest

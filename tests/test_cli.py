@@ -178,3 +178,9 @@ def test_predict_corrupt_weights_exit_2(tiny_convnext_dir, tree, tmp_path):
 def test_debug_shows_the_traceback(tiny_convnext_dir, tree, tmp_path):
     r = cli("--debug", "predict", tree, "-m", "no-such-model", "-o", tmp_path / "out")
     assert r.exit_code != 0 and r.exception is not None and "unknown model" in str(r.exception)
+
+
+def test_bad_preset_is_reported_before_any_download(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the default model is not cached: loading it would fail
+    r = cli("predict", tree, "-o", tmp_path / "out", "--preset", "nope")
+    assert r.exit_code == 2 and "unknown preset 'nope'" in r.stderr and "HF_HUB_OFFLINE" not in r.stderr

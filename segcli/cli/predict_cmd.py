@@ -33,7 +33,10 @@ def predict(
     and the batch goes on; the exit code is then 1."""
     from ..api import Segmenter
     from ..batch import discover, run
+    from ..presets import get_preset
 
+    if preset is not None:
+        get_preset(preset)  # a typo is a usage error before any download or model loading
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     found = discover(inputs)
@@ -42,7 +45,6 @@ def predict(
     if not found.items and not found.errors:
         raise UsageError("no images found in the inputs", hint="supported: jpg jpeg png bmp tif tiff webp")
     seg = Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
-    seg.preset(preset)  # unknown preset: a usage error before any work
     result = run(
         seg,
         found.items,
