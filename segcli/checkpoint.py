@@ -69,17 +69,20 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     )
 
 
+def shard_names(index: Path) -> list[str]:
+    """The shard files a model.safetensors.index.json lists (relative to its folder)."""
+    try:
+        return sorted(set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index}: not a readable safetensors index ({_safe_reason(e)})") from None
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A .safetensors file, or every shard listed by a model.safetensors.index.json."""
     path = Path(path)
     if path.name.endswith(".index.json"):
-        try:
-            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors index ({_safe_reason(e)})") from None
         tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
+        for shard in shard_names(path):
             tensors.update(read_safetensors(path.parent / shard))
         return tensors
     return read_safetensors(path)

@@ -11,11 +11,11 @@ A source is, in this order of precedence:
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .checkpoint import shard_names
 from .config import ModelInfo, Origin, info_from_hf_dir
 from .errors import CheckpointError, ConfigError, ModelNotFoundError
 from .hub import EntryMissingError, fetch, file_sha256, try_cached, verify
@@ -87,14 +87,9 @@ def _hub_repo(repo: str, revision: str | None, force: bool) -> Resolved:
     try:
         weights = fetch(repo, WEIGHTS, revision, force=force)
     except EntryMissingError:
-        index = fetch(repo, INDEX, revision, force=force)
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{index}: not a readable safetensors index ({e})") from None
-        for shard in shards:
+        weights = fetch(repo, INDEX, revision, force=force)
+        for shard in shard_names(weights):
             fetch(repo, shard, revision, force=force)
-        weights = index
     try:
         pre: Path | None = fetch(repo, "preprocessor_config.json", revision, force=force)
     except EntryMissingError:

@@ -8,8 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakehub import FakeHub  # noqa: E402
-from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin  # noqa: E402
+from fakehub import FakeHub
+from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin
 
 ORIGINAL_ENV = dict(os.environ)  # opt-in Hub tests use the user's real cache and settings
 _ENV_CLEARED = (

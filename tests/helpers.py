@@ -51,7 +51,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def hf_convnext(depths, widths, num_labels=150, aux_in=None, **kw):
-    from transformers import ConvNextConfig, UperNetConfig
+    from transformers import ConvNextConfig
 
     bb = ConvNextConfig(depths=list(depths), hidden_sizes=list(widths), out_features=STAGES)
     return _upernet(bb, widths, num_labels, aux_in, **kw)

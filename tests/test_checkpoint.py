@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin
+from helpers import randomize_, save_hf_dir, tiny_convnext
 from safetensors.torch import load_file, save_file
 
 from segcli import Segmenter
@@ -186,7 +186,7 @@ def test_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_path)
     """A valid safetensors file whose little-endian header length begins with bytes 80 02 still loads."""
     from segcli.checkpoint import read_safetensors
 
-    for pad in range(0, 1200):
+    for pad in range(1200):
         f = tmp_path / "w.safetensors"
         save_file({"x": torch.arange(3.0)}, f, metadata={"pad": "p" * pad})
         if f.read_bytes()[:2] == b"\x80\x02":

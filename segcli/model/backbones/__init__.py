@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from torch import nn
 
 from .convnext import ConvNeXt, ConvNeXtConfig
 from .swin import Swin, SwinConfig
 
-BackboneConfig = Union[ConvNeXtConfig, SwinConfig]
+BackboneConfig = ConvNeXtConfig | SwinConfig
 
 BACKBONES: dict[type, type[nn.Module]] = {ConvNeXtConfig: ConvNeXt, SwinConfig: Swin}
 
