@@ -9,17 +9,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import engine
+from . import engine, presets
 from .checkpoint import load_weights
 from .config import ModelInfo
 from .errors import UsageError
-from .images import ImageInput, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .model import Segmentor
-from .presets import Preset, get_preset
+from .presets import Params
 from .registry import load_registry
 from .sources import resolve
 
@@ -112,23 +114,44 @@ class Segmenter:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def preset(self, name: str | None = None) -> Preset:
-        return get_preset(name or self.info.default_preset)
+    def params(self, preset: str | Params | None = None, **overrides: Any) -> Params:
+        """The resolved inference parameters of `preset` (default: the model's) with `overrides` applied:
+        resize ("none" | "SHORT[:LONG]" | "HxW"), resample, mode ("whole" | "slide"), crop, stride, scales,
+        flip, tile_batch. Unknown names or invalid values raise UsageError. Resolved `Params` pass as is."""
+        if isinstance(preset, Params) and not any(v is not None for v in overrides.values()):
+            return preset
+        if isinstance(preset, Params):
+            raise UsageError("give either resolved Params or a preset name with overrides, not both")
+        proto = replace(self.info.protocol, align_corners=self.model.align_corners)
+        if overrides.get("tile_batch") is None and self.device.type != "cpu":
+            overrides["tile_batch"] = 4  # windows batch well on accelerators; on CPUs it only costs memory
+        return presets.resolve(preset or self.info.default_preset, proto, self.info.input_size, **overrides)
 
-    def _small_logits(self, image: ImageInput, preset: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
-        rgb = load_image(image)
-        small = engine.forward(self.model, rgb, self.preset(preset), self.info.input_size)
-        return small, rgb.shape[:2]
+    def run(
+        self,
+        image: ImageInput,
+        preset: str | Params | None = None,
+        *,
+        labels: bool = True,
+        probs: bool = False,
+        logits: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        **overrides: Any,
+    ) -> engine.Prediction:
+        """Everything `predict` / `logits` compute, in one pass: labels, float16 probabilities and/or
+        float32 logits at the image's size, plus the resolved parameters."""
+        params = self.params(preset, **overrides)
+        rgb = load_image(image, max_pixels=max_pixels)
+        return engine.predict(self.model, rgb, params, labels=labels, probs=probs, logits=logits)
 
-    def logits(self, image: ImageInput, preset: str | None = None) -> torch.Tensor:
-        """Float32 logits [num_classes, H, W] on the CPU, at the image's own size."""
-        small, size = self._small_logits(image, preset)
-        return engine.logits_at(small, size)
+    def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
+        """Float32 logits [num_classes, H, W] on the CPU, at the image's own size. With several views
+        (scales / flip) these are the log of the averaged probabilities (same argmax, same softmax)."""
+        return self.run(image, preset, labels=False, logits=True, **overrides).logits
 
-    def predict(self, image: ImageInput, preset: str | None = None) -> np.ndarray:
+    def predict(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> np.ndarray:
         """Class indices [H, W] at the image's own size (uint8 up to 256 classes, else uint16)."""
-        small, size = self._small_logits(image, preset)
-        return engine.labels_at(small, size)
+        return self.run(image, preset, **overrides).labels
 
     def __repr__(self) -> str:
         return f"Segmenter({self.info.name!r}, classes={self.num_classes}, device={self.device}, dtype={self.dtype})"

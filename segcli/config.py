@@ -18,6 +18,7 @@ from .model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
 from .model.heads.fcn import FCNHeadConfig
 from .model.heads.uper import UPerHeadConfig
 from .model.segmentor import IMAGENET_MEAN, IMAGENET_STD, Normalization, SegmentorConfig
+from .presets import MODES, Protocol
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -42,6 +43,7 @@ class ModelInfo:
     input_size: tuple[int, int] = (512, 512)  # (H, W) the `hf` preset resizes to (preprocessor_config.json)
     default_preset: str = "hf"
     origin: Origin = field(default_factory=lambda: Origin("local"))
+    protocol: Protocol = field(default_factory=Protocol)  # what the `mmseg` presets use
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -186,5 +188,20 @@ def info_from_hf_dir(
         classes = class_set_for(names, cfg.get("palette"))
     except ConfigError as e:
         raise ConfigError(f"{config_path}: {e.message}") from None
-    preset = cfg.get("segcli_preset", "hf")
-    return ModelInfo(name, network, classes, size, preset, origin)
+    preset, protocol = segcli_block(cfg.get("segcli", {}), str(config_path))
+    return ModelInfo(name, network, classes, size, preset, origin, protocol)
+
+
+def segcli_block(block: Any, where: str) -> tuple[str, Protocol]:
+    """Optional `"segcli": {"preset", "crop_size", "mode", "stride", "align_corners"}` of a config.json
+    (written by `segcli convert`): the default preset and the evaluation protocol."""
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: `segcli` must be an object")
+    unknown = sorted(set(block) - {"preset", "crop_size", "mode", "stride", "align_corners"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown `segcli` field(s) {', '.join(unknown)}")
+    mode = block.get("mode", "whole")
+    if mode not in MODES:
+        raise ConfigError(f"{where}: segcli.mode must be whole or slide, got {mode!r}")
+    proto = Protocol(int(block.get("crop_size", 512)), mode, block.get("stride"), bool(block.get("align_corners", False)))
+    return str(block.get("preset", "hf")), proto

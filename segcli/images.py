@@ -53,12 +53,13 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im)
-    if mode.startswith("I") or mode == "F":
-        a = np.asarray(im).astype(np.float32)
-        if mode == "F":
-            a = a * 255.0 if a.size and a.max() <= 1.0 else a
-        else:  # I;16*, I: 16-bit data
-            a = a / 257.0
+    if mode.startswith("I"):  # I;16*, I: 16-bit data; rint(v / 257) in integers (no float copy)
+        a = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)
+        gray = ((a + 128) // 257).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        a = a * 255.0 if a.size and a.max() <= 1.0 else a
         gray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode in ("1", "L", "LA"):

@@ -1,32 +1,192 @@
-"""Inference presets: named, documented bundles of preprocessing and inference parameters."""
+"""Inference presets: named, documented bundles of inference parameters, and explicit overrides.
+
+`hf`        the Hub preprocessor: Pillow bilinear resize to the model's input size (512×512), whole image.
+`mmseg`     mmsegmentation's single-scale test protocol behind the model zoo's mIoU: keep-ratio resize to
+            short side = crop (512 or 640) with the long side ≤ 4×crop, plain bilinear (cv2 geometry);
+            sliding windows (crop, stride 2/3·crop) for ConvNeXt, the whole image for Swin.
+`mmseg-ms`  `mmseg` at 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 × the resize target, each with and without a
+            horizontal flip (12 views); softmax probabilities averaged (mmseg `--aug-test`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from .errors import UsageError
 
+MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+MODES = ("whole", "slide")
+RESAMPLES = ("pil", "bilinear")
+
 
 @dataclass(frozen=True)
-class Preset:
-    name: str
-    summary: str
-    mode: str = "whole"  # whole image in one forward pass
-    resize: str = "fixed"  # "fixed": to the model's preprocessor size, aspect ratio not kept
+class Protocol:
+    """A model's evaluation protocol (data from weights.toml / config.json), which presets refer to."""
+
+    crop_size: int = 512
+    mode: str = "whole"
+    stride: int | None = None  # default: 2/3 of the crop, as mmseg's configs use (341 for 512, 426 for 640)
+    align_corners: bool = False
+
+    @property
+    def slide_stride(self) -> int:
+        return self.stride or self.crop_size * 2 // 3
 
 
-PRESETS: dict[str, Preset] = {
-    "hf": Preset(
-        "hf",
-        "the Hub preprocessor (SegformerImageProcessor): Pillow bilinear resize of the uint8 image to the "
-        "model's input size (512x512), x/255, ImageNet mean/std; logits bilinearly resized back "
-        "(align_corners=False). Reproduces transformers' published logits.",
-    ),
-}
+@dataclass(frozen=True)
+class Resize:
+    """How the image is resized before inference: `none`, keep-ratio (`short[:long]`) or `fixed` (`HxW`)."""
+
+    kind: str = "none"  # "none" | "keep" | "fixed"
+    short: int = 0
+    long: int = 0
+    height: int = 0
+    width: int = 0
+
+    @classmethod
+    def parse(cls, text: str | Resize) -> Resize:
+        if isinstance(text, Resize):
+            return text
+        t = str(text).strip().lower()
+        if t == "none":
+            return cls("none")
+        if m := re.fullmatch(r"(\d+)x(\d+)", t):
+            return cls("fixed", height=int(m[1]), width=int(m[2]))
+        if m := re.fullmatch(r"(\d+)(?::(\d+))?", t):
+            short = int(m[1])
+            return cls("keep", short=short, long=int(m[2]) if m[2] else 4 * short)
+        raise UsageError(
+            f"invalid resize {text!r}", hint="use none, SHORT[:LONG] (keep ratio, e.g. 512:2048) or HxW (e.g. 512x512)"
+        )
+
+    def __str__(self) -> str:
+        if self.kind == "keep":
+            return f"{self.short}:{self.long}"
+        if self.kind == "fixed":
+            return f"{self.height}x{self.width}"
+        return "none"
 
 
-def get_preset(name: str) -> Preset:
+@dataclass(frozen=True)
+class Params:
+    """Fully resolved inference parameters; recorded in every prediction's JSON."""
+
+    preset: str
+    resize: Resize = field(default_factory=Resize)
+    resample: str = "bilinear"  # image resampling: "pil" (antialiased) | "bilinear" (cv2 geometry)
+    mode: str = "whole"
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    tile_batch: int = 1
+    align_corners: bool = False
+
+    @property
+    def views(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["resize"] = str(self.resize)
+        d["crop"] = list(self.crop) if self.crop else None
+        d["stride"] = list(self.stride) if self.stride else None
+        d["scales"] = list(self.scales)
+        return d
+
+
+def _pair(v: Any, name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, str) and (m := re.fullmatch(r"\s*(\d+)\s*(?:x\s*(\d+))?\s*", v)):
+        return (int(m[1]), int(m[2] or m[1]))
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        return (int(v[0]), int(v[1]))
+    raise UsageError(f"invalid {name} {v!r}", hint=f"give N or HxW, e.g. --{name} 512")
+
+
+def _scales(v: Any) -> tuple[float, ...]:
     try:
-        return PRESETS[name]
-    except KeyError:
-        raise UsageError(f"unknown preset {name!r}", hint=f"presets: {', '.join(PRESETS)}") from None
+        vals = tuple(float(s) for s in (v.split(",") if isinstance(v, str) else v))
+    except (TypeError, ValueError):
+        raise UsageError(f"invalid scales {v!r}", hint="give ratios like 0.5,0.75,1.0") from None
+    if not vals or any(s <= 0 for s in vals):
+        raise UsageError(f"invalid scales {v!r}: ratios must be positive")
+    return vals
+
+
+def _base(name: str, proto: Protocol, input_size: tuple[int, int]) -> Params:
+    if name == "hf":
+        return Params("hf", Resize("fixed", height=input_size[0], width=input_size[1]), "pil", "whole")
+    if name in ("mmseg", "mmseg-ms"):
+        crop = proto.crop_size
+        slide = proto.mode == "slide"
+        params = Params(
+            name,
+            Resize("keep", short=crop, long=4 * crop),
+            "bilinear",
+            proto.mode,
+            (crop, crop) if slide else None,
+            (proto.slide_stride,) * 2 if slide else None,
+        )
+        return replace(params, scales=MS_RATIOS, flip=True) if name == "mmseg-ms" else params
+    raise UsageError(f"unknown preset {name!r}", hint=f"presets: {', '.join(PRESETS)}")
+
+
+PRESETS = {
+    "hf": "Hub preprocessor: Pillow bilinear resize to 512x512, whole image (transformers' published logits)",
+    "mmseg": "mmseg single-scale test: keep-ratio short side = crop (long <= 4x), slide (ConvNeXt) or whole",
+    "mmseg-ms": "mmseg multi-scale + flip test: ratios 0.5-1.75 x flip, softmax averaged (12 views)",
+}
+OVERRIDES = ("resize", "resample", "mode", "crop", "stride", "scales", "flip", "tile_batch")
+
+
+def check(name: str | None, **overrides: Any) -> None:
+    """Syntax of a preset name and overrides, before any model is loaded (typos fail fast)."""
+    if name is not None and name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}", hint=f"presets: {', '.join(PRESETS)}")
+    resolve("mmseg", Protocol(mode="slide"), **{k: v for k, v in overrides.items() if k != "mode"})
+    if overrides.get("mode") not in (None, *MODES):
+        raise UsageError(f"invalid mode {overrides['mode']!r}", hint="whole or slide")
+
+
+def resolve(
+    name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512), **overrides: Any
+) -> Params:
+    """The preset's parameters for a model, with explicit overrides applied (None = keep the preset's)."""
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise UsageError(f"unknown inference option(s) {', '.join(unknown)}", hint=f"known: {', '.join(OVERRIDES)}")
+    p = replace(_base(name, proto, input_size), align_corners=proto.align_corners)
+    o = {k: v for k, v in overrides.items() if v is not None}
+    if "resize" in o:
+        p = replace(p, resize=Resize.parse(o["resize"]))
+    if "resample" in o:
+        if o["resample"] not in RESAMPLES:
+            raise UsageError(f"invalid resample {o['resample']!r}", hint="pil or bilinear")
+        p = replace(p, resample=o["resample"])
+    if "mode" in o:
+        if o["mode"] not in MODES:
+            raise UsageError(f"invalid mode {o['mode']!r}", hint="whole or slide")
+        p = replace(p, mode=o["mode"])
+    if "scales" in o:
+        p = replace(p, scales=_scales(o["scales"]))
+    if "flip" in o:
+        p = replace(p, flip=bool(o["flip"]))
+    if "tile_batch" in o:
+        if int(o["tile_batch"]) < 1:
+            raise UsageError("tile-batch must be at least 1")
+        p = replace(p, tile_batch=int(o["tile_batch"]))
+    if p.mode == "slide":
+        crop = _pair(o["crop"], "crop") if "crop" in o else p.crop or (proto.crop_size,) * 2
+        stride = _pair(o["stride"], "stride") if "stride" in o else p.stride or tuple(c * 2 // 3 for c in crop)
+        if min(crop) < 1 or min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]:
+            raise UsageError(f"invalid window: crop {crop}, stride {stride}", hint="need 1 <= stride <= crop")
+        p = replace(p, crop=crop, stride=stride)
+    else:
+        if "crop" in o or "stride" in o:
+            raise UsageError("--crop/--stride apply to slide mode", hint="add --mode slide")
+        p = replace(p, crop=None, stride=None)
+    return p

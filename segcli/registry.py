@@ -17,6 +17,7 @@ from .model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
 from .model.heads.fcn import FCNHeadConfig
 from .model.heads.uper import UPerHeadConfig
 from .model.segmentor import SegmentorConfig
+from .presets import MODES, PRESETS, Protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +44,8 @@ class ModelSpec:
     network: SegmentorConfig
     crop_size: int
     preset: str
+    mode: str = "whole"
+    stride: int | None = None
     description: str = ""
     miou: float | None = None
     miou_ms: float | None = None
@@ -56,13 +59,20 @@ class ModelSpec:
         text = f"{'-'.join(map(str, b.depths))} /{b.out_channels[0]}"
         return f"swin {text} w{b.window_size}" if isinstance(b, SwinConfig) else f"convnext {text}"
 
+    @property
+    def evaluation(self) -> Protocol:
+        """The structured protocol (crop, mode, stride) that `protocol` describes in words."""
+        return Protocol(self.crop_size, self.mode, self.stride)
+
     def info(self) -> ModelInfo:
         origin = Origin("registry", self.repo, self.revision, self.filename, self.sha256)
-        return ModelInfo(self.name, self.network, known_set(self.dataset), (512, 512), self.preset, origin)
+        return ModelInfo(
+            self.name, self.network, known_set(self.dataset), (512, 512), self.preset, origin, self.evaluation
+        )
 
 
 _REQUIRED = ("repo", "filename", "license", "dataset", "backbone", "crop_size", "preset")
-_OPTIONAL = ("revision", "sha256", "head", "description", "miou", "miou_ms", "protocol")
+_OPTIONAL = ("revision", "sha256", "head", "description", "miou", "miou_ms", "protocol", "mode", "stride")
 
 
 def _backbone(table: Any, where: str) -> BackboneConfig:
@@ -102,6 +112,10 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
     unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    if entry.get("mode", "whole") not in MODES:
+        raise ConfigError(f"{where}: mode must be whole or slide, got {entry['mode']!r}")
+    if entry["preset"] not in PRESETS:
+        raise ConfigError(f"{where}: unknown preset {entry['preset']!r} ({', '.join(PRESETS)})")
     if entry["dataset"] not in KNOWN_SETS:
         raise ConfigError(f"{where}: dataset {entry['dataset']!r} is not a bundled class set ({', '.join(KNOWN_SETS)})")
     sha = entry.get("sha256") or None
@@ -127,6 +141,8 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
         miou=entry.get("miou"),
         miou_ms=entry.get("miou_ms"),
         protocol=entry.get("protocol", ""),
+        mode=entry.get("mode", "whole"),
+        stride=entry.get("stride"),
         registry_file=str(source),
     )
 

@@ -61,15 +61,19 @@ class Segmentor(nn.Module):
         mean, std = self.mean.to(pixels.dtype), self.std.to(pixels.dtype)
         return (pixels * self.scale - mean) / std
 
+    @property
+    def align_corners(self) -> bool:
+        return self.decode_head.align_corners
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.decode_head(self.backbone(x))  # [B, K, H/4, W/4]
-        return resize(logits, tuple(x.shape[-2:]))
+        return resize(logits, tuple(x.shape[-2:]), self.align_corners)
 
     def forward_aux(self, x: torch.Tensor) -> torch.Tensor:
         """Auxiliary-head logits [B, K, H, W] (training-time head; for checks and analysis)."""
         if self.auxiliary_head is None:
             raise ValueError("this model has no auxiliary head")
-        return resize(self.auxiliary_head(self.backbone(x)), tuple(x.shape[-2:]))
+        return resize(self.auxiliary_head(self.backbone(x)), tuple(x.shape[-2:]), self.align_corners)
 
 
 def network_size(cfg: SegmentorConfig) -> tuple[int, int]:
