@@ -1,4 +1,4 @@
-"""Output files: palette / 16-bit label PNGs and JSON summaries, always written atomically."""
+"""Output files: palette / index PNGs, overlays, probabilities, JSON; always written atomically."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-SUMMARY_SCHEMA = "segcli.prediction/1"
+PREDICTION_SCHEMA = "segcli.prediction/1"
+RUN_SCHEMA = "segcli.run/1"
+FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
+SAVE_KINDS = ("label", "overlay", "probs", "json")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -33,9 +36,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def label_png(labels: np.ndarray, palette: np.ndarray) -> bytes:
-    """PNG bytes: mode P with the palette (pixel value = class index) up to 256 classes, else 16-bit gray."""
+def _png(im: Image.Image, fingerprint: str | None = None) -> bytes:
     buf = io.BytesIO()
+    info = None
+    if fingerprint is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(FINGERPRINT_KEY, fingerprint)
+    im.save(buf, format="PNG", compress_level=6, pnginfo=info)
+    return buf.getvalue()
+
+
+def label_png(labels: np.ndarray, palette: np.ndarray, fingerprint: str | None = None) -> bytes:
+    """PNG bytes: mode P with the palette (pixel value = class index) up to 256 classes, else 16-bit gray."""
     h, w = labels.shape
     if len(palette) <= 256:
         im = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
@@ -44,34 +56,63 @@ def label_png(labels: np.ndarray, palette: np.ndarray) -> bytes:
         im.putpalette(flat.tobytes())
     else:
         im = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint16))  # mode I;16
-    im.save(buf, format="PNG", optimize=False, compress_level=6)
+    return _png(im, fingerprint)
+
+
+def index_png(labels: np.ndarray, num_classes: int) -> bytes:
+    """Grayscale PNG of class indices: 8-bit up to 256 classes, else 16-bit."""
+    dtype = np.uint8 if num_classes <= 256 else np.uint16
+    return _png(Image.fromarray(np.ascontiguousarray(labels, dtype=dtype)))
+
+
+def read_fingerprint(path: Path) -> str | None:
+    try:
+        with Image.open(path) as im:
+            return im.text.get(FINGERPRINT_KEY)  # type: ignore[attr-defined]
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def overlay_jpeg(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> bytes:
+    """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4)."""
+    colours = palette[labels]  # [H, W, 3]
+    blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    buf = io.BytesIO()
+    image8 = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
+    image8.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: class edges keep their colour
     return buf.getvalue()
 
 
-def class_stats(labels: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
-    """Classes present, largest area first: index, name, pixel count, fraction of the image."""
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
-    total = int(labels.size)
-    present = [int(i) for i in np.flatnonzero(counts)]
-    present.sort(key=lambda i: (-int(counts[i]), i))
+def probs_npy(probs: np.ndarray) -> bytes:
+    """float16 [K, H, W] class probabilities as .npy."""
+    buf = io.BytesIO()
+    np.save(buf, probs.astype(np.float16, copy=False))
+    return buf.getvalue()
+
+
+def topk_npz(probs: np.ndarray, k: int) -> bytes:
+    """The k most probable classes per pixel: `indices` [k, H, W] (uint8 / uint16) and `probs` float16,
+    most probable first, as .npz."""
+    k = min(k, probs.shape[0])
+    idx = np.argsort(-probs, axis=0, kind="stable")[:k]
+    top = np.take_along_axis(probs, idx, axis=0)
+    buf = io.BytesIO()
+    np.savez(buf, indices=idx.astype(np.uint8 if probs.shape[0] <= 256 else np.uint16), probs=top.astype(np.float16))
+    return buf.getvalue()
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(labels.ravel(), minlength=num_classes)
+
+
+def class_stats(counts: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Classes present, largest area first: index, name, pixel count, fraction of the total."""
+    total = int(counts.sum()) or 1
+    present = sorted((int(i) for i in np.flatnonzero(counts)), key=lambda i: (-int(counts[i]), i))
     return [
         {"index": i, "name": classes[i], "pixels": int(counts[i]), "fraction": float(counts[i]) / total}
         for i in present
     ]
-
-
-def summary(
-    *, input_path: str, labels: np.ndarray, classes: list[str], model: dict[str, Any], preset: str
-) -> dict[str, Any]:
-    h, w = labels.shape
-    return {
-        "schema": SUMMARY_SCHEMA,
-        "input": input_path,
-        "image": {"width": int(w), "height": int(h)},
-        "model": model,
-        "preset": preset,
-        "classes": class_stats(labels, classes),
-    }
 
 
 def json_bytes(data: dict[str, Any]) -> bytes:

@@ -67,7 +67,10 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")]
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")]
 PresetOpt = Annotated[
-    str | None, typer.Option(help="Inference preset (default: the model's own; `hf` = the Hub preprocessor).")
+    str | None,
+    typer.Option(
+        help="Inference preset: hf | mmseg | mmseg-ms (default: the model's own; mmseg for registry models)."
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]

@@ -1,0 +1,61 @@
+"""Progress on stderr: a Rich bar on a terminal, a plain line every few seconds otherwise, or nothing."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+PLAIN_EVERY_S = 10.0
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool = True, plain_every: float | None = None) -> None:
+        self.total, self.enabled = total, enabled
+        self.plain_every = PLAIN_EVERY_S if plain_every is None else plain_every
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.tty = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._start = self._last = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self._bar = Bar(
+                TextColumn("segcli"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(), TextColumn("{task.fields[failed]}"), console=Console(stderr=True),
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("images", total=self.total, rate="", failed="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _rate(self) -> float:
+        elapsed = time.monotonic() - self._start
+        return self.counts["done"] / elapsed if elapsed > 0 else 0.0
+
+    def print_error(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def advance(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        n = sum(self.counts.values())
+        if self._bar is not None:
+            failed = f"{self.counts['failed']} failed" if self.counts["failed"] else ""
+            self._bar.update(self._task, completed=n, rate=f"{self._rate():.2f} img/s", failed=failed)
+        elif self.enabled and (time.monotonic() - self._last >= self.plain_every):
+            self._last = time.monotonic()
+            rate = self._rate()
+            left = self.total - n
+            eta = f", ETA {int(left / rate // 60)}m{int(left / rate % 60):02d}s" if rate > 0 and left else ""
+            print(f"segcli: {n}/{self.total} images ({self.counts['done']} done, {self.counts['skipped']} "
+                  f"skipped, {self.counts['failed']} failed), {rate:.2f} img/s{eta}", file=sys.stderr, flush=True)  # fmt: skip
