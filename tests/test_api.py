@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from helpers import random_image
 from PIL import Image
 
-from segcli import Segmenter, engine
+from segcli import Segmenter
 from segcli.errors import ImageError, UsageError
 from segcli.images import load_image
 
@@ -45,27 +45,21 @@ def test_predict_is_argmax_of_logits(seg, photo):
     assert np.array_equal(seg.predict(path), logits.argmax(0).numpy())
 
 
-def test_logits_resize_equals_interpolate_of_model_output(seg, photo):
-    """The hf preset = model logits at 512×512 resized bilinearly (align_corners=False) to the image."""
+def test_hf_preset_is_model_logits_at_512_resized_back(seg, photo):
+    """The hf preset = Pillow resize to 512×512, model logits resized bilinearly (align_corners=False)."""
     arr, path = photo
-    x = engine.to_input(engine.resize_image(arr, (512, 512)), seg.model, torch.device("cpu"), torch.float32)
+    x512 = np.asarray(Image.fromarray(arr).resize((512, 512), Image.Resampling.BILINEAR))
+    x = seg.model.normalize(torch.tensor(x512).permute(2, 0, 1)[None].float())
     with torch.no_grad():
         ref = F.interpolate(seg.model(x), size=(123, 201), mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(seg.logits(path), ref, rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("src, dst", [((128, 128), (123, 201)), ((16, 24), (300, 257)), ((50, 40), (50, 40))])
-def test_strip_resize_matches_interpolate(monkeypatch, src, dst):
-    monkeypatch.setattr(engine, "STRIP_BYTES", 7 * 4 * dst[1] * 5)  # 5-row strips: many boundaries
-    small = torch.randn(7, *src, generator=torch.Generator().manual_seed(0))
-    ref = F.interpolate(small[None], size=dst, mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(engine.logits_at(small, dst), ref, rtol=0, atol=1e-5)  # fp32 rounding order
-    assert np.array_equal(engine.labels_at(small, dst), engine.logits_at(small, dst).argmax(0).numpy())
+    torch.testing.assert_close(seg.logits(path, "hf"), ref, rtol=0, atol=1e-5)
 
 
 def test_label_dtype_grows_with_classes():
-    assert engine.label_dtype(150) == np.uint8 and engine.label_dtype(256) == np.uint8
-    assert engine.label_dtype(257) == np.uint16 and engine.label_dtype(70000) == np.int32
+    from segcli.engine.merge import label_dtype
+
+    assert label_dtype(150) == np.uint8 and label_dtype(256) == np.uint8
+    assert label_dtype(257) == np.uint16 and label_dtype(70000) == np.int32
 
 
 def test_grayscale_rgba_palette_and_16bit(tmp_path):
@@ -162,3 +156,10 @@ def test_bad_device_and_dtype(tiny_convnext_dir):
 def test_unknown_preset(seg, photo):
     with pytest.raises(UsageError, match="unknown preset 'mmseg-xl'"):
         seg.predict(photo[1], preset="mmseg-xl")
+
+
+def test_16bit_scaling_rounds_like_division(tmp_path):
+    values = np.array([[0, 128, 129, 385, 386, 65407, 65535, 257 * 100 + 128, 257 * 100 + 129]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "v.png")
+    got = load_image(tmp_path / "v.png")[0, :, 0]
+    assert got.tolist() == np.rint(values[0] / 257).astype(int).tolist() == [0, 0, 1, 1, 2, 255, 255, 100, 101]

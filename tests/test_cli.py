@@ -76,7 +76,7 @@ def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):
     r = cli("predict", tree, "-m", tiny_convnext_dir, "-o", out, "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert r.stdout == ""  # results are files; stdout stays clean
-    assert "3 image(s) segmented" in r.stderr
+    assert "3 done, 0 skipped, 0 failed of 3" in r.stderr
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert pngs == ["a.png", "sub/a.png", "sub/deeper/b.png"]
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*"))
@@ -107,18 +107,17 @@ def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):
 
 def test_predict_single_files_keep_their_stem(tiny_convnext_dir, tree, tmp_path):
     out = tmp_path / "out"
-    r = cli("predict", tree / "a.jpg", tree / "sub/deeper/b.JPEG", tree / "a.jpg", "-m", tiny_convnext_dir, "-o", out)
+    r = cli("predict", tree / "sub/deeper/b.JPEG", tree / "sub/deeper/b.JPEG", "-m", tiny_convnext_dir, "-o", out)
     assert r.exit_code == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.json", "b.png", "summary.json"]  # named twice, done once
 
 
-def test_predict_stem_collision_is_reported_not_overwritten(tiny_convnext_dir, tree, tmp_path):
+def test_predict_files_with_one_stem_in_two_folders(tiny_convnext_dir, tree, tmp_path):
     out = tmp_path / "out"
     r = cli("predict", tree / "a.jpg", tree / "sub/a.png", "-m", tiny_convnext_dir, "-o", out)
-    assert r.exit_code == 1
-    assert f"{tree / 'sub/a.png'}: output {out / 'a.png'} is already written for {tree / 'a.jpg'}" in r.stderr
-    doc = json.loads((out / "a.json").read_text())
-    assert doc["input"] == str(tree / "a.jpg")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "a.json").read_text())["input"] == str(tree / "a.jpg")
+    assert json.loads((out / "sub" / "a.json").read_text())["input"] == str(tree / "sub/a.png")
 
 
 def test_predict_goes_on_after_bad_files(tiny_convnext_dir, tree, tmp_path):
@@ -133,7 +132,7 @@ def test_predict_goes_on_after_bad_files(tiny_convnext_dir, tree, tmp_path):
     assert len(errors) == 4
     for name in ("empty.png: empty file", "text.jpg: not an image", "trunc.jpg: cannot decode", "missing-dir: no such"):
         assert sum(name in line for line in errors) == 1, name
-    assert "3 image(s) segmented" in r.stderr and "4 failed" in r.stderr
+    assert "3 done, 0 skipped, 4 failed of 7" in r.stderr
     assert sorted(p.stem for p in out.rglob("*.png")) == ["a", "a", "b"]  # the good ones all done
     assert not (out / "empty.png").exists() and not (out / "trunc.png").exists()
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import ORIGINAL_ENV
 
-from segcli import Segmenter, engine
+from segcli import Segmenter
+from segcli.engine.resample import resize_pil
 from segcli.images import load_image
 
 pytestmark = pytest.mark.hub
@@ -41,6 +42,6 @@ def test_golden_logits(name, ade_val_1):
     seg = Segmenter.from_pretrained(name)
     assert seg.info.origin.sha256 and len(seg.info.origin.sha256) == 64
     print(f"\n{name}: sha256 {seg.info.origin.sha256} ({os.path.getsize(ade_val_1)} byte image)")
-    rgb = load_image(ade_val_1)
-    logits = engine.forward(seg.model, rgb, seg.preset("hf"), seg.info.input_size)  # [150, 512, 512]
+    rgb = load_image(ade_val_1)  # the 512×512 logits: the hf preset on the image already resized to 512×512
+    logits = seg.logits(resize_pil(rgb, (512, 512)), "hf")
     torch.testing.assert_close(logits[0, :3, :3], torch.tensor(GOLDEN[name]), rtol=0, atol=1e-4)

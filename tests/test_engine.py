@@ -1,0 +1,235 @@
+"""The inference engine: window grid, bounded accumulation (= the full buffer), resampling, views, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import random_image
+
+from segcli import Segmenter
+from segcli.engine import plan, predict, view_size
+from segcli.engine.merge import Merger, ViewChain
+from segcli.engine.resample import RowResampler, rescale_size, resize_bilinear
+from segcli.engine.slide import SlideAccumulator, grid, spans
+from segcli.errors import UsageError
+from segcli.presets import Params, Protocol, Resize, resolve
+from segcli.registry import load_registry
+
+
+@pytest.fixture(scope="module")
+def seg(tiny_convnext_dir) -> Segmenter:
+    return Segmenter.from_pretrained(tiny_convnext_dir)
+
+
+def test_spans_follow_mmseg():
+    # h_grids = max(H - crop + stride - 1, 0) // stride + 1; the last window moved back to end at H
+    assert spans(2048, 512, 341) == [(0, 512), (341, 853), (682, 1194), (1023, 1535), (1364, 1876), (1536, 2048)]
+    assert spans(1024, 512, 512) == [(0, 512), (512, 1024)]  # exact multiple: no overlap, no shift
+    assert spans(300, 512, 341) == [(0, 300)]  # smaller than the crop: one smaller window, no padding
+    assert spans(513, 512, 341) == [(0, 512), (1, 513)]
+
+
+def _full_buffer(windows, h, w, k):
+    """mmseg's slide_inference accumulation, written out: a [K, H, W] sum and a count, then divide."""
+    preds, count = torch.zeros(k, h, w), torch.zeros(1, h, w)
+    for win, logit in windows:
+        preds += F.pad(logit, (win.x1, w - win.x2, win.y1, h - win.y2))
+        count[:, win.y1 : win.y2, win.x1 : win.x2] += 1
+    return preds / count
+
+
+@pytest.mark.parametrize(
+    "h, w, crop, stride",
+    [(1001, 517, 256, 171), (300, 457, 512, 341), (512, 1024, 256, 256), (400, 333, 100, 30), (90, 700, 64, 17)],
+)
+def test_strip_accumulation_equals_the_full_buffer(h, w, crop, stride):
+    k = 5
+    rows = grid(h, w, (crop, crop), (stride, stride))
+    g = torch.Generator().manual_seed(h * w)
+    windows = [(win, torch.randn(k, *win.shape, generator=g)) for row in rows for win in row]
+    acc = SlideAccumulator(h, w, rows, k)
+    out = torch.full((k, h, w), float("nan"))
+    written = torch.zeros(h, w, dtype=torch.int32)
+    order = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
+    for (r, c), (_, logit) in zip(order, windows):
+        for b in acc.add(r, c, logit):
+            out[:, b.y1 : b.y2, b.x1 : b.x2] = b.data
+            written[b.y1 : b.y2, b.x1 : b.x2] += 1
+    assert bool((written == 1).all())  # every pixel finished exactly once
+    assert torch.equal(out, _full_buffer(windows, h, w, k))  # same additions in the same order: same floats
+
+
+def test_accumulator_memory_is_bounded_by_width_not_area():
+    h, w, crop, stride, k = 3000, 1200, 200, 133, 7
+    rows = grid(h, w, (crop, crop), (stride, stride))
+    acc = SlideAccumulator(h, w, rows, k)
+    for r, row in enumerate(rows):
+        for c, win in enumerate(row):
+            acc.add(r, c, torch.zeros(k, *win.shape))
+    overlap = max(row[0].y2 - f for row, f in zip(rows, acc.finish))  # rows carried to the next window row
+    assert overlap == 193  # the last window row is moved back to end at the border: a bigger overlap
+    bound = k * (overlap * w + 2 * crop * crop)  # one carry at full width + the columns around the window
+    assert acc.peak_elements <= bound
+    assert acc.peak_elements < k * h * w / 10  # the full buffer holds 15× more here, ∝ height
+
+
+def test_windows_out_of_order_are_refused():
+    rows = grid(100, 100, (64, 64), (40, 40))
+    acc = SlideAccumulator(100, 100, rows, 2)
+    with pytest.raises(ValueError, match="grid order"):
+        acc.add(0, 1, torch.zeros(2, 64, 64))
+
+
+@pytest.mark.parametrize("src, dst, ac", [((128, 128), (123, 201), False), ((16, 24), (300, 257), False),
+                                          ((37, 50), (100, 30), True), ((50, 40), (50, 40), False)])  # fmt: skip
+def test_row_resampler_equals_interpolate(src, dst, ac):
+    x = torch.randn(6, *src, generator=torch.Generator().manual_seed(0))
+    ref = F.interpolate(x[None], size=dst, mode="bilinear", align_corners=ac)[0]
+    out = torch.full((6, *dst), float("nan"))
+    rs = RowResampler(src, dst, ac)
+    cuts = [0, 1, 2, 7, 8, src[0] // 2, src[0]]  # strips of 1, 1, 5, 1, ... rows
+    for a, b in zip(cuts, cuts[1:]):
+        if b > a:
+            for y, strip in rs.push(a, x[:, a:b]):
+                out[:, y : y + strip.shape[1]] = strip
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+def test_flipped_view_crops_the_mirrored_image():
+    img = random_image(40, 60, seed=3)
+    params = Params("t", Resize("none"), "bilinear", "slide", (32, 32), (20, 20), flip=True)
+    plain, flipped = plan(img, params, 3)
+    mirrored = img[:, ::-1]
+    for row in flipped.rows:
+        for win in row:
+            assert np.array_equal(flipped.crop(win), mirrored[win.y1 : win.y2, win.x1 : win.x2])
+            assert np.array_equal(plain.crop(win), img[win.y1 : win.y2, win.x1 : win.x2])
+
+
+def test_flip_views_are_mirror_symmetric(seg):
+    """With views {image, mirrored image}, mirroring the input mirrors the averaged probabilities."""
+    img = random_image(150, 211, seed=4)
+    p = seg.params("hf", resize="none", mode="slide", crop=96, stride=64, flip=True)
+    a = predict(seg.model, img, p, logits=True).logits.exp()
+    b = predict(seg.model, np.ascontiguousarray(img[:, ::-1]), p, logits=True).logits.exp()
+    torch.testing.assert_close(a, b.flip(-1), rtol=0, atol=1e-6)
+
+
+def test_view_chain_flips_back_then_resizes():
+    data = torch.randn(3, 10, 16)
+    chain = ViewChain((10, 16), (25, 40), flip=True, align_corners=False)
+    from segcli.engine.slide import Block
+
+    out = torch.cat([b.data for b in chain.push(Block(0, 10, 0, 16, data))], dim=1)
+    ref = F.interpolate(data.flip(-1)[None], size=(25, 40), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+def test_whole_equals_slide_when_the_crop_covers_the_image(seg):
+    img = random_image(300, 457, seed=5)
+    whole = seg.logits(img, "hf", resize="none")
+    slide = seg.logits(img, "hf", resize="none", mode="slide", crop=512, stride=341)
+    assert torch.equal(whole, slide)
+
+
+def test_tile_batch_gives_the_same_result(seg):
+    img = random_image(400, 530, seed=6)
+    kw = dict(resize="none", mode="slide", crop=128, stride=85)
+    one = seg.run(img, "hf", logits=True, tile_batch=1, **kw)
+    many = seg.run(img, "hf", logits=True, tile_batch=7, **kw)
+    assert one.windows == many.windows == 5 * 6
+    assert np.array_equal(one.labels, many.labels)
+    torch.testing.assert_close(one.logits, many.logits, rtol=0, atol=1e-5)  # batched convs: last-bit noise
+
+
+def test_multi_view_is_the_mean_of_softmaxes(seg):
+    """12 views (6 scales × flip) computed one by one and averaged = the engine's merged result."""
+    img = random_image(120, 170, seed=7)
+    p = seg.params("mmseg-ms", resize="96:384")
+    merged = predict(seg.model, img, p, logits=True, probs=True)
+    single = []
+    for view in plan(img, p, seg.num_classes):
+        sp = Params("one", Resize("none"), "bilinear", "whole")
+        x = view.image[:, ::-1] if view.flip else view.image
+        lg = predict(seg.model, np.ascontiguousarray(x), sp, logits=True).logits
+        lg = lg.flip(-1) if view.flip else lg
+        single.append(F.interpolate(lg[None], size=(120, 170), mode="bilinear", align_corners=False)[0].softmax(0))
+    mean = torch.stack(single).mean(0)
+    assert merged.views == 12
+    torch.testing.assert_close(merged.logits.exp(), mean, rtol=0, atol=1e-5)
+    assert np.abs(merged.probs.astype(np.float32) - mean.numpy()).max() < 1e-3  # float16 storage
+    assert np.array_equal(merged.labels, merged.logits.argmax(0).numpy())
+
+
+def test_merger_holds_a_band_not_the_image():
+    m = Merger(2, (1000, 50), 4, labels=True, probs=False, logits=False)
+    from segcli.engine.slide import Block
+
+    for y in range(0, 1000, 100):  # two views advancing together, 100 rows at a time
+        for v in (0, 1):
+            m.add(v, Block(y, y + 100, 0, 50, torch.randn(4, 100, 50)))
+    assert m.peak_elements <= 4 * 100 * 50
+    assert m.result().labels.shape == (1000, 50)
+
+
+def test_view_sizes_follow_mmcv():
+    p = resolve("mmseg", Protocol(512, "slide"))
+    assert view_size(683, 512, p, 1.0) == (683, 512)  # short side already 512
+    assert view_size(300, 400, p, 1.0) == (512, 683)  # small images are enlarged to short side 512
+    assert view_size(400, 3000, p, 1.0) == (273, 2048)  # long side capped at 2048
+    assert view_size(512, 683, p, 0.5) == (256, 342)  # 0.x MultiScaleFlipAug: ratio × (2048, 512)
+
+
+def test_cv2_style_image_resize_is_within_one_level_of_opencv():
+    cv2 = pytest.importorskip("cv2")
+    img = random_image(300, 457, seed=8)
+    for size in [(512, 780), (150, 229), (1001, 517)]:
+        ours = resize_bilinear(img, size).astype(int)
+        ref = cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR).astype(int)
+        assert np.abs(ours - ref).max() <= 1  # OpenCV rounds 11-bit fixed-point weights
+
+
+def test_rescale_size_matches_mmcv():
+    mmcv = pytest.importorskip("mmcv")
+    rng = np.random.default_rng(0)
+    for h, w in rng.integers(16, 4000, (300, 2)):
+        for scale in [(2048, 512), (2560, 640), (1536, 384)]:
+            assert rescale_size(int(w), int(h), *scale) == mmcv.rescale_size((int(w), int(h)), scale)
+
+
+def test_registry_presets():
+    specs = load_registry()
+    tiny = resolve("mmseg", specs["upernet-convnext-tiny"].evaluation)
+    assert (tiny.resize, tiny.mode, tiny.crop, tiny.stride) == (Resize("keep", 512, 2048), "slide", (512, 512), (341, 341))
+    large = resolve("mmseg", specs["upernet-convnext-large"].evaluation)
+    assert (str(large.resize), large.crop, large.stride) == ("640:2560", (640, 640), (426, 426))
+    swin = resolve("mmseg-ms", specs["upernet-swin-base"].evaluation)
+    assert (swin.mode, swin.crop, swin.scales, swin.flip, swin.views) == ("whole", None, (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True, 12)
+    hf = resolve("hf", specs["upernet-swin-base"].evaluation)
+    assert (str(hf.resize), hf.resample, hf.mode) == ("512x512", "pil", "whole")
+    assert all(s.preset == "mmseg" for n, s in specs.items() if n.startswith("upernet-"))
+
+
+def test_overrides_and_their_errors():
+    proto = Protocol(512, "slide")
+    p = resolve("mmseg", proto, resize="none", crop="256x384", stride=200, scales="1,1.5", flip=True, tile_batch=3)
+    assert (p.resize.kind, p.crop, p.stride, p.scales, p.flip, p.tile_batch) == ("none", (256, 384), (200, 200), (1.0, 1.5), True, 3)
+    assert resolve("hf", proto, mode="slide").crop == (512, 512)  # slide on a whole preset: the model's crop
+    assert resolve("mmseg", proto, mode="whole").crop is None
+    for bad, msg in [({"resize": "big"}, "invalid resize"), ({"mode": "tiles"}, "invalid mode"),
+                     ({"stride": 600}, "need 1 <= stride <= crop"), ({"scales": "0,1"}, "must be positive"),
+                     ({"crop": "ax3"}, "invalid crop"), ({"tile_batch": 0}, "at least 1"), ({"colour": 1}, "unknown")]:  # fmt: skip
+        with pytest.raises(UsageError, match=msg):
+            resolve("mmseg", proto, **bad)
+    with pytest.raises(UsageError, match="apply to slide mode"):
+        resolve("hf", proto, crop=256)
+    with pytest.raises(UsageError, match="unknown preset"):
+        resolve("tiles", proto)
+
+
+def test_params_are_recorded_in_json(seg):
+    p = seg.params("mmseg-ms", resize="128:512")
+    d = p.to_json()
+    assert d["preset"] == "mmseg-ms" and d["resize"] == "128:512" and d["scales"][0] == 0.5 and d["flip"] is True
