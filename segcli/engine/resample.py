@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 STRIP_BYTES = 64 << 20  # float32 budget of one resized strip
+WHOLE_BYTES = 512 << 20  # up to this output size a map that arrives whole is resized in one call
 Strip = tuple[int, torch.Tensor]  # (first row, [K, rows, W])
 
 
@@ -103,6 +104,13 @@ class RowResampler:
         if self.identity:
             yield start, strip
             return
+        out_h, out_w = self.dst
+        whole = start == 0 and strip.shape[1] == self.src[0]
+        if whole and 4 * strip.shape[0] * out_h * out_w <= WHOLE_BYTES:
+            # the whole map at once and a moderate output: one interpolation, as the references do
+            self.next_row = out_h
+            yield 0, F.interpolate(strip[None], size=self.dst, mode="bilinear", align_corners=self.align_corners)[0]
+            return
         if self._held is not None:
             if self._held_start + self._held.shape[1] != start:
                 raise ValueError("source strips must be consecutive")
@@ -110,17 +118,19 @@ class RowResampler:
             start = self._held_start
         end = start + strip.shape[1]
         y0, y1, wy0, wy1 = self._indices(strip.device)
-        out_h, out_w = self.dst
         done = out_h
         if end < self.src[0]:  # output rows whose lower source row is not here yet must wait
             done = int(torch.searchsorted(y1.cpu(), torch.tensor(end), right=False))
         k = strip.shape[0]
-        rows = max(1, STRIP_BYTES // (4 * k * out_w))
+        rows = max(1, min(256, STRIP_BYTES // (4 * k * out_w)))
         for r0 in range(self.next_row, done, rows):
             r = slice(r0, min(done, r0 + rows))
-            top = strip.index_select(1, y0[r] - start)  # [K, rows, w]
-            bottom = strip.index_select(1, y1[r] - start)
-            vert = top * wy0[r, None] + bottom * wy1[r, None]
+            a, b = int(y0[r][0]), int(y1[r][-1]) + 1  # the band of source rows these output rows read
+            band = torch.zeros((r.stop - r0, b - a), dtype=strip.dtype, device=strip.device)
+            n = torch.arange(r.stop - r0, device=strip.device)
+            band.index_put_((n, y0[r] - a), wy0[r], accumulate=True)
+            band.index_put_((n, y1[r] - a), wy1[r], accumulate=True)
+            vert = torch.matmul(band, strip[:, a - start : b - start])  # [K, rows, w]: 2 weights per row
             # along x: F.interpolate with the row count unchanged is the same 1-D linear resampling
             yield r0, F.interpolate(vert[None], size=(vert.shape[1], out_w), mode="bilinear",
                                     align_corners=self.align_corners)[0]  # fmt: skip

@@ -65,15 +65,20 @@ class Segmentor(nn.Module):
     def align_corners(self) -> bool:
         return self.decode_head.align_corners
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features in NCHW layout (ConvNeXt's permutes leave channels-last strides, which make
+        every later convolution and resize slower on CPUs)."""
+        return [f.contiguous() for f in self.backbone(x)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.decode_head(self.backbone(x))  # [B, K, H/4, W/4]
+        logits = self.decode_head(self.features(x))  # [B, K, H/4, W/4]
         return resize(logits, tuple(x.shape[-2:]), self.align_corners)
 
     def forward_aux(self, x: torch.Tensor) -> torch.Tensor:
         """Auxiliary-head logits [B, K, H, W] (training-time head; for checks and analysis)."""
         if self.auxiliary_head is None:
             raise ValueError("this model has no auxiliary head")
-        return resize(self.auxiliary_head(self.backbone(x)), tuple(x.shape[-2:]), self.align_corners)
+        return resize(self.auxiliary_head(self.features(x)), tuple(x.shape[-2:]), self.align_corners)
 
 
 def network_size(cfg: SegmentorConfig) -> tuple[int, int]:

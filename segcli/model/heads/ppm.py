@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import ConvModule, resize
+from ..layers import ConvModule, conv_upsampled_concat, resize
 
 
 class PyramidPooling(nn.ModuleList):
@@ -23,3 +23,8 @@ class PyramidPooling(nn.ModuleList):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = tuple(x.shape[-2:])
         return [resize(branch(x), size, self.align_corners) for branch in self]
+
+    def fuse(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """``conv(cat([x, *self(x)]))`` (the PPM bottleneck's convolution) without upsampling the pooled
+        maps first: see `conv_upsampled_concat`."""
+        return conv_upsampled_concat(conv, [x, *(branch(x) for branch in self)], tuple(x.shape[-2:]), self.align_corners)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import ConvModule, resize
+from ..layers import ConvModule, conv_upsampled_concat, resize
 from .ppm import PyramidPooling
 
 
@@ -37,10 +37,12 @@ class UPerHead(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         top = features[-1]
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
-        laterals.append(self.bottleneck(torch.cat([top, *self.psp_modules(top)], dim=1)))  # PPM at 1/32
+        bn = self.bottleneck  # PPM at 1/32: bottleneck(cat[top, up(pooled)]) without upsampling first
+        laterals.append(bn.activation(bn.batch_norm(self.psp_modules.fuse(top, bn.conv))))
         for i in range(len(laterals) - 1, 0, -1):  # top-down: 1/32 → 1/16 → 1/8 → 1/4
             laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[-2:], self.align_corners)
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)] + [laterals[-1]]
-        size = outs[0].shape[-2:]
-        fused = torch.cat([outs[0]] + [resize(o, size, self.align_corners) for o in outs[1:]], dim=1)
-        return self.classifier(self.fpn_bottleneck(fused))  # [B, K, H/4, W/4]
+        # fpn_bottleneck(cat[1/4, up(1/8), up(1/16), up(1/32)]) without materialising the upsampled maps
+        fb = self.fpn_bottleneck
+        fused = conv_upsampled_concat(fb.conv, outs, tuple(outs[0].shape[-2:]), self.align_corners)
+        return self.classifier(fb.activation(fb.batch_norm(fused)))  # [B, K, H/4, W/4]
