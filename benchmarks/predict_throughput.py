@@ -57,7 +57,7 @@ def run_transformers(model_dir: Path, paths: list[Path], out: Path, dtype: torch
     from segcli.classes import known_set
 
     processor = SegformerImageProcessor.from_pretrained(model_dir)
-    model = UperNetForSemanticSegmentation.from_pretrained(model_dir, torch_dtype=dtype).eval()
+    model = UperNetForSemanticSegmentation.from_pretrained(model_dir, dtype=dtype).eval()
     palette = known_set("ade20k").palette_array
     flat = np.zeros((256, 3), np.uint8)
     flat[:150] = palette

@@ -288,3 +288,34 @@ def test_plain_progress_lines_when_not_a_terminal(tiny_convnext_dir, tmp_path, m
     assert lines and "3/3 images (3 done, 0 skipped, 0 failed)" in lines[-1]
     quiet = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o2", "--quiet")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_ctrl_c_finishes_in_flight_images_and_exits_130(tiny_convnext_dir, tmp_path):
+    """A real SIGINT to a running `segcli predict`: exit 130, summary.json says interrupted, every PNG
+    that exists is complete, no temp files are left, and re-running finishes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = make(tmp_path / "in", {f"{i:03d}.png": (96, 96) for i in range(150)})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "segcli", "predict", str(src), "-m", str(tiny_convnext_dir), "-o", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.png"))) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err.decode()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and 0 < summary["counts"]["done"] < 150
+    assert not list(out.glob(".*.tmp"))
+    for png in out.glob("*.png"):
+        assert np.asarray(Image.open(png)).shape == (96, 96)  # complete files only
+    again = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "-q")
+    assert again.exit_code == 0
+    after = json.loads((out / "summary.json").read_text())["counts"]
+    assert after["skipped"] == summary["counts"]["done"] and after["done"] + after["skipped"] == 150

@@ -233,3 +233,20 @@ def test_params_are_recorded_in_json(seg):
     p = seg.params("mmseg-ms", resize="128:512")
     d = p.to_json()
     assert d["preset"] == "mmseg-ms" and d["resize"] == "128:512" and d["scales"][0] == 0.5 and d["flip"] is True
+
+
+def test_flip_twice_is_the_identity(seg):
+    """The flipped view of the mirrored image sees exactly the windows of the unflipped image."""
+    img = random_image(90, 130, seed=11)
+    p = seg.params("hf", resize="none", mode="slide", crop=64, stride=40, flip=True)
+    plain = plan(img, p, seg.num_classes)[0]
+    flipped_of_mirror = plan(np.ascontiguousarray(img[:, ::-1]), p, seg.num_classes)[1]
+    for row in plain.rows:
+        for win in row:
+            assert np.array_equal(flipped_of_mirror.crop(win), plain.crop(win))
+    strip = torch.randn(4, 6, 9)
+    chain = ViewChain((6, 9), (6, 9), flip=True, align_corners=False)
+    from segcli.engine.slide import Block
+
+    back = next(chain.push(Block(0, 6, 0, 9, strip.flip(-1)))).data
+    assert torch.equal(back, strip)  # flipped twice: the values, bit for bit
