@@ -18,7 +18,7 @@ from .model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
 from .model.heads.fcn import FCNHeadConfig
 from .model.heads.uper import UPerHeadConfig
 from .model.segmentor import IMAGENET_MEAN, IMAGENET_STD, Normalization, SegmentorConfig
-from .presets import MODES, Protocol
+from .presets import MODES, PRESETS, Protocol
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -173,13 +173,21 @@ def preprocess_from_hf(pre: dict[str, Any], where: str) -> tuple[Normalization, 
     return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
 
 
-def info_from_hf_dir(
+def info_from_dir(
     config_path: Path, preprocessor_path: Path | None, name: str, origin: Origin
 ) -> ModelInfo:
-    """ModelInfo of a `save_pretrained` directory (or the same files fetched from a Hub repository)."""
+    """ModelInfo of a `save_pretrained` directory (or the same files fetched from a Hub repository), or of
+    a directory `segcli convert` wrote (config.json with "format": "segcli/1")."""
     cfg = read_json(config_path)
     names = class_names_from_hf(cfg, str(config_path))
-    network = network_from_hf(cfg, len(names), str(config_path))
+    if cfg.get("format") == "segcli/1":
+        from .arch import network_from_tables
+
+        network = network_from_tables(cfg.get("backbone"), cfg.get("head"), len(names), str(config_path))
+    elif "format" in cfg:
+        raise ConfigError(f"{config_path}: config format {cfg['format']!r} is not supported (segcli/1 expected)")
+    else:
+        network = network_from_hf(cfg, len(names), str(config_path))
     size = (512, 512)
     if preprocessor_path is not None:
         norm, size = preprocess_from_hf(read_json(preprocessor_path), str(preprocessor_path))
@@ -193,15 +201,19 @@ def info_from_hf_dir(
 
 
 def segcli_block(block: Any, where: str) -> tuple[str, Protocol]:
-    """Optional `"segcli": {"preset", "crop_size", "mode", "stride", "align_corners"}` of a config.json
+    """Optional `"segcli": {"preset", "crop_size", "mode", "stride", "align_corners", "resize"}` of a config.json
     (written by `segcli convert`): the default preset and the evaluation protocol."""
     if not isinstance(block, dict):
         raise ConfigError(f"{where}: `segcli` must be an object")
-    unknown = sorted(set(block) - {"preset", "crop_size", "mode", "stride", "align_corners"})
+    unknown = sorted(set(block) - {"preset", "crop_size", "mode", "stride", "align_corners", "resize"})
     if unknown:
         raise ConfigError(f"{where}: unknown `segcli` field(s) {', '.join(unknown)}")
     mode = block.get("mode", "whole")
     if mode not in MODES:
         raise ConfigError(f"{where}: segcli.mode must be whole or slide, got {mode!r}")
-    proto = Protocol(int(block.get("crop_size", 512)), mode, block.get("stride"), bool(block.get("align_corners", False)))
-    return str(block.get("preset", "hf")), proto
+    preset = str(block.get("preset", "hf"))
+    if preset not in PRESETS:
+        raise ConfigError(f"{where}: segcli.preset {preset!r} is not a preset ({', '.join(PRESETS)})")
+    proto = Protocol(int(block.get("crop_size", 512)), mode, block.get("stride"),
+                     bool(block.get("align_corners", False)), block.get("resize"))  # fmt: skip
+    return preset, proto

@@ -42,6 +42,10 @@ class ModelNotFoundError(ConfigError):
     """A `--model` source names no registry entry, directory or Hub repository."""
 
 
+class NeedsConversionError(ConfigError):
+    """A registry model published as an mmseg .pth has not been converted to safetensors yet."""
+
+
 class CheckpointError(SegcliError):
     """A weights file is unreadable, truncated, or its keys/shapes do not match the architecture."""
 

@@ -115,9 +115,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _stamp_file() -> Path:
+def segcli_cache() -> Path:
+    """segcli's own cache: $SEGCLI_CACHE, else $XDG_CACHE_HOME/segcli, else ~/.cache/segcli."""
     base = os.environ.get("SEGCLI_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "segcli")
-    return Path(base).expanduser() / "verified.json"
+    return Path(base).expanduser()
+
+
+def _stamp_file() -> Path:
+    return segcli_cache() / "verified.json"
 
 
 def _stamp_key(path: Path) -> str:
@@ -169,3 +174,27 @@ def verify(path: Path, expected: str | None, what: str, fix: str, *, quiet: bool
             hint=f"nothing was deleted; {fix}",
         )
     return actual
+
+
+def fetch_url(url: str, dest: Path, *, quiet: bool = False, timeout: float = 30.0) -> Path:
+    """Download `url` to `dest` (through `dest`.part, renamed when complete), progress on stderr."""
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr, disable=quiet) as bar:
+                while block := r.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+        os.replace(part, dest)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"{url}: download failed ({reason})") from None
+    return dest

@@ -29,6 +29,7 @@ class Protocol:
     mode: str = "whole"
     stride: int | None = None  # default: 2/3 of the crop, as mmseg's configs use (341 for 512, 426 for 640)
     align_corners: bool = False
+    resize: str | None = None  # keep-ratio target SHORT:LONG of the test pipeline (default crop:4×crop)
 
     @property
     def slide_stride(self) -> int:
@@ -125,7 +126,7 @@ def _base(name: str, proto: Protocol, input_size: tuple[int, int]) -> Params:
         slide = proto.mode == "slide"
         params = Params(
             name,
-            Resize("keep", short=crop, long=4 * crop),
+            Resize.parse(proto.resize) if proto.resize else Resize("keep", short=crop, long=4 * crop),
             "bilinear",
             proto.mode,
             (crop, crop) if slide else None,

@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .arch import network_from_tables
 from .classes import KNOWN_SETS, known_set
 from .config import ModelInfo, Origin
-from .errors import ConfigError
-from .model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
-from .model.heads.fcn import FCNHeadConfig
-from .model.heads.uper import UPerHeadConfig
+from .errors import ConfigError, UsageError
+from .model.backbones import ResNetConfig, SwinConfig
 from .model.segmentor import SegmentorConfig
-from .presets import MODES, PRESETS, Protocol
+from .presets import MODES, PRESETS, Protocol, Resize
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,8 +24,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 ENV_REGISTRY = "SEGCLI_REGISTRY"
-_BACKBONE_TYPES: dict[str, type] = {"convnext": ConvNeXtConfig, "swin": SwinConfig}
-_HEAD_KEYS = {"channels", "pool_scales", "aux_channels", "aux_in_channels", "aux_num_convs", "auxiliary"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -35,17 +32,20 @@ class ModelSpec:
     """One registry entry."""
 
     name: str
-    repo: str
-    revision: str
-    filename: str
-    sha256: str | None
     license: str
     dataset: str
     network: SegmentorConfig
     crop_size: int
     preset: str
+    repo: str | None = None  # Hub safetensors: repo, revision, filename, sha256
+    revision: str = "main"
+    filename: str | None = None
+    sha256: str | None = None
+    url: str | None = None  # an mmsegmentation .pth, converted locally (`segcli download` / `segcli convert`)
+    sha256_prefix: str | None = None  # the hash prefix mmcv puts in published file names
     mode: str = "whole"
     stride: int | None = None
+    resize: str | None = None
     description: str = ""
     miou: float | None = None
     miou_ms: float | None = None
@@ -53,53 +53,35 @@ class ModelSpec:
     registry_file: str = ""
 
     @property
+    def needs_conversion(self) -> bool:
+        return self.url is not None
+
+    @property
     def backbone_name(self) -> str:
-        """e.g. `convnext 3-3-9-3 /96` or `swin 2-2-6-2 /96 w7` (depths, first width, window)."""
+        """e.g. `convnext 3-3-9-3 /96`, `swin 2-2-6-2 /96 w7` or `resnet50-d8 (psp)`."""
         b = self.network.backbone
+        if isinstance(b, ResNetConfig):
+            dilated = "-d8" if max(b.dilations) > 1 else ""
+            return f"resnet{b.depth}{dilated} ({self.network.arch})"
         text = f"{'-'.join(map(str, b.depths))} /{b.out_channels[0]}"
         return f"swin {text} w{b.window_size}" if isinstance(b, SwinConfig) else f"convnext {text}"
 
     @property
     def evaluation(self) -> Protocol:
         """The structured protocol (crop, mode, stride) that `protocol` describes in words."""
-        return Protocol(self.crop_size, self.mode, self.stride)
+        align = self.network.decode_head.align_corners
+        return Protocol(self.crop_size, self.mode, self.stride, align, self.resize)
 
     def info(self) -> ModelInfo:
-        origin = Origin("registry", self.repo, self.revision, self.filename, self.sha256)
+        origin = Origin("registry", self.repo, self.revision if self.repo else None, self.filename, self.sha256)
         return ModelInfo(
             self.name, self.network, known_set(self.dataset), (512, 512), self.preset, origin, self.evaluation
         )
 
 
-_REQUIRED = ("repo", "filename", "license", "dataset", "backbone", "crop_size", "preset")
-_OPTIONAL = ("revision", "sha256", "head", "description", "miou", "miou_ms", "protocol", "mode", "stride")
-
-
-def _backbone(table: Any, where: str) -> BackboneConfig:
-    if not isinstance(table, dict) or table.get("type") not in _BACKBONE_TYPES:
-        raise ConfigError(f"{where}: `backbone` needs type = {' | '.join(map(repr, _BACKBONE_TYPES))}")
-    cls = _BACKBONE_TYPES[table["type"]]
-    args = {k: v for k, v in table.items() if k != "type"}
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown backbone field(s) {', '.join(unknown)}", hint=f"known: {sorted(known)}")
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
-    return cls(**args)
-
-
-def _network(backbone: BackboneConfig, head: dict[str, Any], num_classes: int, where: str) -> SegmentorConfig:
-    unknown = sorted(set(head) - _HEAD_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown head field(s) {', '.join(unknown)}", hint=f"known: {sorted(_HEAD_KEYS)}")
-    ch = backbone.out_channels
-    decode = UPerHeadConfig(ch, num_classes, head.get("channels", 512), tuple(head.get("pool_scales", (1, 2, 3, 6))))
-    aux = None
-    if head.get("auxiliary", True):
-        aux = FCNHeadConfig(
-            head.get("aux_in_channels", ch[2]), num_classes, head.get("aux_channels", 256), head.get("aux_num_convs", 1)
-        )
-    return SegmentorConfig(backbone, decode, aux)
+_REQUIRED = ("license", "dataset", "backbone", "crop_size", "preset")
+_OPTIONAL = ("repo", "revision", "filename", "sha256", "url", "sha256_prefix", "head", "description", "miou",
+             "miou_ms", "protocol", "mode", "stride", "resize")  # fmt: skip
 
 
 def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
@@ -112,26 +94,36 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
     unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    if entry.get("resize") is not None:
+        try:
+            Resize.parse(entry["resize"])
+        except UsageError as e:
+            raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
     if entry.get("mode", "whole") not in MODES:
         raise ConfigError(f"{where}: mode must be whole or slide, got {entry['mode']!r}")
     if entry["preset"] not in PRESETS:
         raise ConfigError(f"{where}: unknown preset {entry['preset']!r} ({', '.join(PRESETS)})")
     if entry["dataset"] not in KNOWN_SETS:
         raise ConfigError(f"{where}: dataset {entry['dataset']!r} is not a bundled class set ({', '.join(KNOWN_SETS)})")
+    if bool(entry.get("url")) == bool(entry.get("repo")):
+        raise ConfigError(f"{where}: give either repo + filename (Hub safetensors) or url (mmseg .pth), not both")
+    if entry.get("repo") and not entry.get("filename"):
+        raise ConfigError(f"{where}: missing field(s) filename")
     sha = entry.get("sha256") or None
     if sha is not None and not _SHA256.match(sha):
         raise ConfigError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
-    try:
-        backbone = _backbone(entry["backbone"], where)
-        network = _network(backbone, entry.get("head", {}), len(known_set(entry["dataset"]).classes), where)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    prefix = entry.get("sha256_prefix") or None
+    if prefix is not None and not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
+        raise ConfigError(f"{where}: sha256_prefix must be 8 to 64 lowercase hex digits, got {prefix!r}")
+    network = network_from_tables(entry["backbone"], entry.get("head"), len(known_set(entry["dataset"]).classes), where)
     return ModelSpec(
         name=name,
-        repo=entry["repo"],
+        repo=entry.get("repo"),
         revision=entry.get("revision", "main"),
-        filename=entry["filename"],
+        filename=entry.get("filename"),
         sha256=sha,
+        url=entry.get("url"),
+        sha256_prefix=prefix,
         license=entry["license"],
         dataset=entry["dataset"],
         network=network,
@@ -143,6 +135,7 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
         protocol=entry.get("protocol", ""),
         mode=entry.get("mode", "whole"),
         stride=entry.get("stride"),
+        resize=entry.get("resize"),
         registry_file=str(source),
     )
 

@@ -16,9 +16,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .checkpoint import shard_names
-from .config import ModelInfo, Origin, info_from_hf_dir
-from .errors import CheckpointError, ConfigError, ModelNotFoundError
-from .hub import EntryMissingError, fetch, file_sha256, try_cached, verify
+from .config import ModelInfo, Origin, info_from_dir
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DownloadError,
+    IntegrityError,
+    ModelNotFoundError,
+    NeedsConversionError,
+)
+from .hub import EntryMissingError, fetch, fetch_url, file_sha256, segcli_cache, try_cached, verify
 from .registry import ModelSpec
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -56,8 +63,54 @@ def _local_dir(directory: Path, weights: Path | None = None) -> Resolved:
     pre = directory / "preprocessor_config.json"
     digest = file_sha256(weights)
     origin = Origin("local", path=str(directory.resolve()), filename=weights.name, sha256=digest)
-    info = info_from_hf_dir(config, pre if pre.is_file() else None, str(directory), origin)
+    info = info_from_dir(config, pre if pre.is_file() else None, str(directory), origin)
     return Resolved(info, weights)
+
+
+def converted_dir(spec: ModelSpec) -> Path:
+    """Where `segcli download` puts a converted mmseg checkpoint."""
+    return segcli_cache() / "converted" / spec.name
+
+
+def conversion_commands(spec: ModelSpec) -> str:
+    pth = Path(spec.url or "").name
+    return f"curl -L -o {pth} {spec.url} && segcli convert {pth} --arch {spec.name} -o {converted_dir(spec)}"
+
+
+def _converted(spec: ModelSpec) -> Resolved:
+    d = converted_dir(spec)
+    if (d / "config.json").is_file() and (d / WEIGHTS).is_file():
+        r = _local_dir(d)
+        return Resolved(replace(r.info, name=spec.name, origin=replace(r.info.origin, kind="converted")), r.weights)
+    raise NeedsConversionError(
+        f"{spec.name} is published by mmsegmentation as a .pth checkpoint and is not converted yet",
+        hint=f"run `segcli download {spec.name}` to fetch and convert it, or by hand: {conversion_commands(spec)}",
+    )
+
+
+def download_and_convert(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -> Resolved:
+    """Fetch an mmseg checkpoint, check the sha256 prefix of its published name, convert it."""
+    from .convert import convert
+
+    if not force:
+        try:
+            return _converted(spec)
+        except NeedsConversionError:
+            pass
+    pth = segcli_cache() / "downloads" / Path(spec.url or "").name
+    if force or not pth.is_file():
+        try:
+            fetch_url(spec.url or "", pth, quiet=quiet)
+        except DownloadError as e:
+            raise DownloadError(e.message, hint=f"where {spec.url} is reachable: {conversion_commands(spec)}") from None
+    digest = file_sha256(pth, quiet=quiet)
+    if spec.sha256_prefix and not digest.startswith(spec.sha256_prefix):
+        raise IntegrityError(
+            f"{spec.name}: sha256 of {pth} is {digest}, which does not start with {spec.sha256_prefix}",
+            hint=f"nothing was deleted; remove {pth} and download again (segcli download {spec.name} --force)",
+        )
+    convert(pth, spec, converted_dir(spec))
+    return _converted(spec)
 
 
 def resolve_spec(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -> Resolved:
@@ -66,6 +119,8 @@ def resolve_spec(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -
     A cached file whose sha256 equals the pinned one is used without asking the Hub anything: pinned
     content cannot change, and a machine with a flaky or no network should not wait on retries for it.
     """
+    if spec.needs_conversion:
+        return _converted(spec)
     cached = None if force or not spec.sha256 else try_cached(spec.repo, spec.filename, spec.revision)
     if cached is not None and file_sha256(cached, quiet=quiet) == spec.sha256:
         path = cached
@@ -96,7 +151,7 @@ def _hub_repo(repo: str, revision: str | None, force: bool) -> Resolved:
         pre = None
     origin = Origin("hub", repo, revision or "main", weights.name, file_sha256(weights))
     name = repo + (f"@{revision}" if revision else "")
-    return Resolved(info_from_hf_dir(config, pre, name, origin), weights)
+    return Resolved(info_from_dir(config, pre, name, origin), weights)
 
 
 def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False) -> Resolved:
@@ -114,7 +169,7 @@ def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False)
     repo, _, revision = source.partition("@")
     if REPO_ID.match(repo):
         for spec in registry.values():
-            if spec.repo == repo and (not revision or revision == spec.revision):
+            if spec.repo is not None and spec.repo == repo and (not revision or revision == spec.revision):
                 return resolve_spec(spec, force=force)
         return _hub_repo(repo, revision or None, force)
     close = difflib.get_close_matches(source, list(registry), n=3)

@@ -59,7 +59,8 @@ def test_models_json_and_table():
     r = cli("models", "--json")
     assert r.exit_code == 0
     rows = {m["name"]: m for m in json.loads(r.stdout)}
-    assert len([n for n in rows if n.startswith("upernet-")]) == 9
+    assert len([n for n, r in rows.items() if (r["repo"] or "").startswith("openmmlab/")]) == 9
+    assert len([r for r in rows.values() if r["url"]]) == 6
     for name, params in NINE_PARAMS.items():
         assert rows[name]["params"] == params
         assert rows[name]["cached"] is False
@@ -68,7 +69,8 @@ def test_models_json_and_table():
     assert table.exit_code == 0
     for name in rows:
         assert name in table.stdout
-    assert "60.2M" in table.stdout and "46.11 / 46.62" in table.stdout
+    assert "60.2M" in table.stdout and "46.11 / 46.62" in table.stdout and "not cached" in table.stdout
+    assert rows["pspnet-r50-d8-ade20k"]["state"] == "needs conversion" and rows["upernet-swin-tiny"]["state"] == "not cached"
 
 
 def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):

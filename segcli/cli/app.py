@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED
-from . import download_cmd, models_cmd, predict_cmd
+from . import convert_cmd, download_cmd, models_cmd, predict_cmd
 from .common import STATE
 
 EPILOG = (
@@ -20,7 +20,7 @@ EPILOG = (
 
 app = typer.Typer(
     name="segcli",
-    help="Batch semantic segmentation of image collections (UPerNet on ConvNeXt / Swin).",
+    help="Batch semantic segmentation of image collections (UPerNet on ConvNeXt / Swin / ResNet, PSPNet).",
     epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
@@ -53,6 +53,7 @@ def root(
 app.command("models", epilog=EPILOG)(models_cmd.models)
 app.command("download", epilog=EPILOG)(download_cmd.download)
 app.command("predict", epilog=EPILOG)(predict_cmd.predict)
+app.command("convert", epilog=EPILOG)(convert_cmd.convert)
 
 
 def main() -> None:

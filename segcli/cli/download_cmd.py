@@ -20,9 +20,10 @@ def download(
     force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
 ) -> None:
     """Download model weights into the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE), verifying the
-    registry's sha256. Prints NAME, path and sha256 per model on stdout; progress goes to stderr."""
+    registry's sha256; mmsegmentation .pth entries are fetched, checked and converted to safetensors in
+    segcli's cache. Prints NAME, path and sha256 per model on stdout; progress goes to stderr."""
     from ..registry import load_registry
-    from ..sources import REPO_ID, resolve, resolve_spec
+    from ..sources import REPO_ID, download_and_convert, resolve, resolve_spec
 
     registry = load_registry(STATE.registry)
     targets = list(registry) if all_ else list(dict.fromkeys(names or []))
@@ -33,15 +34,21 @@ def download(
         raise UsageError(f"unknown model(s): {', '.join(unknown)}", hint="`segcli models` lists the registry")
     failed = 0
     for name in targets:
+        spec = registry.get(name)
         try:
-            resolved = resolve_spec(registry[name], force=force) if name in registry else resolve(name, registry, force=force)
+            if spec is not None and spec.needs_conversion:
+                resolved = download_and_convert(spec, force=force)
+            elif spec is not None:
+                resolved = resolve_spec(spec, force=force)
+            else:
+                resolved = resolve(name, registry, force=force)
         except SegcliError as e:
             failed += 1
             report(e)
             continue
         o = resolved.info.origin
         print(f"{name}\t{resolved.weights}\t{o.sha256 or '-'}", flush=True)
-        if o.kind == "registry" and not registry[name].sha256:
+        if o.kind == "registry" and spec is not None and not spec.sha256:
             eprint(f"segcli: note: {name} has no pinned sha256 in {registry[name].registry_file}; got {o.sha256}")
     if failed:
         raise typer.Exit(EXIT_USAGE)

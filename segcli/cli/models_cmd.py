@@ -13,11 +13,18 @@ def _rows() -> list[dict[str, Any]]:
     from ..hub import try_cached
     from ..model import network_size
     from ..registry import load_registry
+    from ..sources import converted_dir
 
     rows = []
     for spec in load_registry(STATE.registry).values():
         params, nbytes = network_size(spec.network)
-        cached = try_cached(spec.repo, spec.filename, spec.revision)
+        if spec.needs_conversion:
+            d = converted_dir(spec)
+            cached = d / "model.safetensors" if (d / "model.safetensors").is_file() else None
+            state = "ready" if cached else "needs conversion"
+        else:
+            cached = try_cached(spec.repo, spec.filename, spec.revision)
+            state = "cached" if cached else "not cached"
         rows.append(
             {
                 "name": spec.name,
@@ -36,8 +43,10 @@ def _rows() -> list[dict[str, Any]]:
                 "filename": spec.filename,
                 "sha256": spec.sha256,
                 "license": spec.license,
+                "url": spec.url,
                 "cached": cached is not None,
                 "cached_path": str(cached) if cached else None,
+                "state": state,
             }
         )
     return rows
@@ -45,7 +54,8 @@ def _rows() -> list[dict[str, Any]]:
 
 @handle_errors
 def models(json_out: JsonOpt = False) -> None:
-    """List the registry: backbone, parameters, download size, published mIoU, cached or not."""
+    """List the registry: backbone, parameters, download size, published mIoU and state (cached / not
+    cached for Hub weights; ready / needs conversion for mmsegmentation checkpoints)."""
     rows = _rows()
     if json_out:
         print(json.dumps(rows, indent=2))
@@ -55,7 +65,7 @@ def models(json_out: JsonOpt = False) -> None:
 
     table = Table(title=None, header_style="bold")
     for col, just in [("name", "left"), ("backbone", "left"), ("params", "right"), ("download", "right"),
-                      ("mIoU ss/ms", "right"), ("crop", "right"), ("dataset", "left"), ("cached", "left")]:  # fmt: skip
+                      ("mIoU ss/ms", "right"), ("crop", "right"), ("dataset", "left"), ("state", "left")]:  # fmt: skip
         table.add_column(col, justify=just, no_wrap=True)
     for r in rows:
         miou = f"{r['miou']:.2f} / {r['miou_ms']:.2f}" if r["miou"] is not None and r["miou_ms"] is not None else "-"
@@ -67,6 +77,6 @@ def models(json_out: JsonOpt = False) -> None:
             miou,
             str(r["crop_size"]),
             r["dataset"],
-            "yes" if r["cached"] else "no",
+            r["state"],
         )
     Console(width=None if sys.stdout.isatty() else 200).print(table)

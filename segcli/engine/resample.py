@@ -64,7 +64,7 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int], chunk_rows: int = 
     if (src_h, src_w) == (h, w):
         return image
     y0, y1, wy0, wy1 = linear_indices(h, src_h)
-    src = torch.from_numpy(np.ascontiguousarray(image))
+    src = torch.from_numpy(np.require(image, requirements=["C", "W"]))  # decoded arrays may be read-only
     out = np.empty((h, w, 3), dtype=np.uint8)
     for r0 in range(0, h, chunk_rows):
         r = slice(r0, min(h, r0 + chunk_rows))

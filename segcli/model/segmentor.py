@@ -9,7 +9,11 @@ from torch import nn
 
 from .backbones import BackboneConfig, build_backbone
 from .heads.fcn import FCNHead, FCNHeadConfig
+from .heads.psp import PSPHead, PSPHeadConfig
 from .heads.uper import UPerHead, UPerHeadConfig
+
+HeadConfig = UPerHeadConfig | PSPHeadConfig
+HEADS: dict[type, type[nn.Module]] = {UPerHeadConfig: UPerHead, PSPHeadConfig: PSPHead}
 from .layers import resize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,7 +32,7 @@ class Normalization:
 @dataclass(frozen=True)
 class SegmentorConfig:
     backbone: BackboneConfig
-    decode_head: UPerHeadConfig
+    decode_head: HeadConfig
     auxiliary_head: FCNHeadConfig | None = None
     normalization: Normalization = Normalization()
 
@@ -36,9 +40,13 @@ class SegmentorConfig:
     def num_classes(self) -> int:
         return self.decode_head.num_classes
 
+    @property
+    def arch(self) -> str:
+        return "pspnet" if isinstance(self.decode_head, PSPHeadConfig) else "upernet"
+
 
 class Segmentor(nn.Module):
-    """Normalised [B, 3, H, W] → logits [B, K, H, W] (decode-head logits at 1/4, bilinearly upsampled).
+    """Normalised [B, 3, H, W] → logits [B, K, H, W] (decode-head logits at 1/4 or 1/8, bilinearly upsampled).
 
     The auxiliary head, when the checkpoint has one, is loaded (its keys are checked like any other) but only
     runs in `forward_aux`; inference never pays for it.
@@ -48,7 +56,7 @@ class Segmentor(nn.Module):
         super().__init__()
         self.config = cfg
         self.backbone = build_backbone(cfg.backbone)
-        self.decode_head = UPerHead(cfg.decode_head)
+        self.decode_head = HEADS[type(cfg.decode_head)](cfg.decode_head)
         self.auxiliary_head = FCNHead(cfg.auxiliary_head) if cfg.auxiliary_head else None
         n = cfg.normalization
         # Not in the state dict; created on the CPU so a model built on "meta" still has real constants.

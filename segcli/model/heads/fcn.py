@@ -19,7 +19,7 @@ class FCNHeadConfig:
     concat_input: bool = False
     kernel_size: int = 3
     dilation: int = 1
-    in_index: int = 2  # which backbone level it reads (2 = stride 16)
+    in_index: int = 2  # which backbone level it reads (2: stride 16, or 8 in a dilated ResNet)
 
 
 class FCNHead(nn.Module):

@@ -1,0 +1,86 @@
+"""Architecture tables ↔ network configs.
+
+The same small schema describes a network in weights.toml entries and in the config.json that
+`segcli convert` writes:
+
+    backbone = {type = "convnext" | "swin" | "resnet", <that config's fields>}
+    head     = {type = "uper" | "psp", channels, pool_scales, align_corners,
+                auxiliary, aux_in_channels, aux_channels, aux_num_convs}
+
+Variants are data: ConvNeXt-T and -XL, or PSPNet R50-D8 and UPerNet R101, differ only in these numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .errors import ConfigError
+from .model.backbones import BackboneConfig, ConvNeXtConfig, ResNetConfig, SwinConfig
+from .model.heads.fcn import FCNHeadConfig
+from .model.heads.psp import PSPHeadConfig
+from .model.heads.uper import UPerHeadConfig
+from .model.segmentor import SegmentorConfig
+
+BACKBONE_TYPES: dict[str, type] = {"convnext": ConvNeXtConfig, "swin": SwinConfig, "resnet": ResNetConfig}
+HEAD_TYPES = ("uper", "psp")
+HEAD_KEYS = {"type", "channels", "pool_scales", "align_corners", "auxiliary", "aux_in_channels", "aux_channels",
+             "aux_num_convs"}  # fmt: skip
+
+
+def backbone_from_table(table: Any, where: str) -> BackboneConfig:
+    if not isinstance(table, dict) or table.get("type") not in BACKBONE_TYPES:
+        raise ConfigError(f"{where}: `backbone` needs type = {' | '.join(map(repr, BACKBONE_TYPES))}")
+    cls = BACKBONE_TYPES[table["type"]]
+    args = {k: v for k, v in table.items() if k != "type"}
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown backbone field(s) {', '.join(unknown)}", hint=f"known: {sorted(known)}")
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: invalid backbone ({e})") from None
+
+
+def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) -> SegmentorConfig:
+    """The network a `backbone` and a `head` table describe, with `num_classes` outputs."""
+    bb = backbone_from_table(backbone, where)
+    head = head or {}
+    if not isinstance(head, dict):
+        raise ConfigError(f"{where}: `head` must be a table")
+    unknown = sorted(set(head) - HEAD_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown head field(s) {', '.join(unknown)}", hint=f"known: {sorted(HEAD_KEYS)}")
+    kind = head.get("type", "uper")
+    if kind not in HEAD_TYPES:
+        raise ConfigError(f"{where}: head type must be {' or '.join(HEAD_TYPES)}, got {kind!r}")
+    ch = bb.out_channels
+    width, scales = head.get("channels", 512), tuple(head.get("pool_scales", (1, 2, 3, 6)))
+    ac = bool(head.get("align_corners", False))
+    if kind == "uper":
+        decode: UPerHeadConfig | PSPHeadConfig = UPerHeadConfig(ch, num_classes, width, scales, ac)
+    else:
+        decode = PSPHeadConfig(ch[-1], num_classes, width, scales, ac)
+    aux = None
+    if head.get("auxiliary", True):
+        aux = FCNHeadConfig(head.get("aux_in_channels", ch[2]), num_classes, head.get("aux_channels", 256),
+                            head.get("aux_num_convs", 1))  # fmt: skip
+    return SegmentorConfig(bb, decode, aux)
+
+
+def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The inverse of `network_from_tables` (what `segcli convert` writes into config.json)."""
+    bb = net.backbone
+    kind = next(name for name, cls in BACKBONE_TYPES.items() if isinstance(bb, cls))
+    backbone = {"type": kind, **{f.name: list(v) if isinstance(v := getattr(bb, f.name), tuple) else v
+                                 for f in fields(bb)}}  # fmt: skip
+    d = net.decode_head
+    head: dict[str, Any] = {"type": "psp" if isinstance(d, PSPHeadConfig) else "uper", "channels": d.channels,
+                            "pool_scales": list(d.pool_scales), "align_corners": d.align_corners}  # fmt: skip
+    a = net.auxiliary_head
+    head["auxiliary"] = a is not None
+    if a is not None:
+        head.update(aux_in_channels=a.in_channels, aux_channels=a.channels, aux_num_convs=a.num_convs)
+    return backbone, head

@@ -1,0 +1,107 @@
+"""ResNetV1c (He et al., CVPR 2016; the "c" deep stem of Bag of Tricks) as mmsegmentation builds it.
+
+Deep stem (three 3×3 convs 32-32-64, the first with stride 2) and a 3×3 stride-2 max pool, then four
+stages of bottlenecks (stride in the 3×3 conv, "pytorch" style). The dilated variant (PSPNet "D8":
+strides 1,2,1,1 and dilations 1,1,2,4) keeps the last two stages at 1/8 resolution; with
+`contract_dilation` the first block of a dilated stage uses half the dilation. Parameter names follow
+mmseg's `ResNetV1c` (`stem.{0,1,3,4,6,7}`, `layer{1-4}.{i}.conv{1-3}/bn{1-3}/downsample.{0,1}`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    depth: int = 50
+    strides: tuple[int, ...] = (1, 2, 2, 2)
+    dilations: tuple[int, ...] = (1, 1, 1, 1)
+    contract_dilation: bool = True
+    stem_channels: int = 64
+    in_channels: int = 3
+    blocks: tuple[int, ...] | None = None  # overrides the block counts of `depth` (reduced test models)
+
+    @property
+    def stage_blocks(self) -> tuple[int, ...]:
+        return self.blocks or BLOCKS[self.depth]
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        return tuple(64 * 2**i * Bottleneck.expansion for i in range(len(self.stage_blocks)))
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (stride, dilation) → 1×1 ×4 channels, each with BatchNorm; ReLU after the residual sum."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def _stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int, contract: bool) -> nn.Sequential:
+    downsample = None
+    if stride != 1 or inplanes != planes * Bottleneck.expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(planes * Bottleneck.expansion),
+        )
+    first = dilation // 2 if contract and dilation > 1 else dilation
+    layers = [Bottleneck(inplanes, planes, stride, first, downsample)]
+    layers += [Bottleneck(planes * Bottleneck.expansion, planes, 1, dilation, None) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+class ResNet(nn.Module):
+    """[B, 3, H, W] → four maps [B, 256·2^i, H/s_i, W/s_i]; s = 4, 8, 16, 32 (or 4, 8, 8, 8 when dilated)."""
+
+    def __init__(self, cfg: ResNetConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.out_channels = cfg.out_channels
+        half = cfg.stem_channels // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(cfg.in_channels, half, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(half, half, 3, padding=1, bias=False),
+            nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(half, cfg.stem_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cfg.stem_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = cfg.stem_channels
+        for i, (blocks, stride, dilation) in enumerate(zip(cfg.stage_blocks, cfg.strides, cfg.dilations)):
+            planes = 64 * 2**i
+            self.add_module(f"layer{i + 1}", _stage(inplanes, planes, blocks, stride, dilation, cfg.contract_dilation))
+            inplanes = planes * Bottleneck.expansion
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.stem(x))  # [B, 64, H/4, W/4]
+        features = []
+        for i in range(len(self.config.stage_blocks)):
+            x = getattr(self, f"layer{i + 1}")(x)
+            features.append(x)
+        return features
