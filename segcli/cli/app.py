@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED
-from . import convert_cmd, download_cmd, models_cmd, predict_cmd
+from . import convert_cmd, download_cmd, evaluate_cmd, models_cmd, predict_cmd
 from .common import STATE
 
 EPILOG = (
@@ -53,6 +53,7 @@ def root(
 app.command("models", epilog=EPILOG)(models_cmd.models)
 app.command("download", epilog=EPILOG)(download_cmd.download)
 app.command("predict", epilog=EPILOG)(predict_cmd.predict)
+app.command("evaluate", epilog=EPILOG)(evaluate_cmd.evaluate)
 app.command("convert", epilog=EPILOG)(convert_cmd.convert)
 
 
