@@ -88,6 +88,12 @@ class Segmenter:
         """
         dev, dt = resolve_device(device), resolve_dtype(dtype)
         resolved = resolve(os.fspath(source), load_registry(registry))
+        if resolved.weights.suffix.lower() == ".onnx":
+            from .onnx_model import OnnxSegmentor
+
+            if dt != torch.float32:
+                raise UsageError("ONNX models run in the precision they were exported in", hint="drop --dtype")
+            return cls(OnnxSegmentor(resolved.weights, resolved.info), resolved.info)
         with torch.device("meta"):
             model = Segmentor(resolved.info.network)
         load_weights(model, resolved.weights, dt)

@@ -173,6 +173,19 @@ def preprocess_from_hf(pre: dict[str, Any], where: str) -> tuple[Normalization, 
     return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
 
 
+def preprocess_from_native(pre: Any, where: str) -> tuple[Normalization, tuple[int, int]]:
+    """`"preprocess": {"mean", "std", "scale", "size": [H, W]}` of a segcli config.json."""
+    try:
+        mean, std = tuple(float(v) for v in pre["mean"]), tuple(float(v) for v in pre["std"])
+        h, w = (int(v) for v in pre.get("size", (512, 512)))
+        scale = float(pre.get("scale", 1 / 255))
+    except (TypeError, KeyError, ValueError):
+        raise ConfigError(f"{where}: `preprocess` needs mean [3], std [3], optional scale and size [H, W]") from None
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"{where}: preprocess mean and std need three values (RGB)")
+    return Normalization(mean, std, scale), (h, w)  # type: ignore[arg-type]
+
+
 def info_from_dir(
     config_path: Path, preprocessor_path: Path | None, name: str, origin: Origin
 ) -> ModelInfo:
@@ -191,6 +204,9 @@ def info_from_dir(
     size = (512, 512)
     if preprocessor_path is not None:
         norm, size = preprocess_from_hf(read_json(preprocessor_path), str(preprocessor_path))
+        network = SegmentorConfig(network.backbone, network.decode_head, network.auxiliary_head, norm)
+    elif cfg.get("preprocess") is not None:  # segcli's own format keeps it in config.json
+        norm, size = preprocess_from_native(cfg["preprocess"], str(config_path))
         network = SegmentorConfig(network.backbone, network.decode_head, network.auxiliary_head, norm)
     try:
         classes = class_set_for(names, cfg.get("palette"))

@@ -6,6 +6,7 @@ A source is, in this order of precedence:
   2. a registry name (weights.toml, plus the user registry);
   3. a Hub repository id `owner/name` with an optional `@revision` (a registry entry with the same repo,
      and revision when one is given, is used with its pinned sha256).
+An `.onnx` file exported by `segcli export` (with its sidecar JSON) runs through onnxruntime.
 """
 
 from __future__ import annotations
@@ -158,6 +159,10 @@ def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False)
     path = Path(source).expanduser()
     if path.is_dir():
         return _local_dir(path)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        from .onnx_model import onnx_info
+
+        return Resolved(onnx_info(path), path)
     if path.is_file():
         if path.suffix != ".safetensors" and not path.name.endswith(".index.json"):
             raise ConfigError(

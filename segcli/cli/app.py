@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED
-from . import convert_cmd, download_cmd, evaluate_cmd, models_cmd, predict_cmd
+from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd
 from .common import STATE
 
 EPILOG = (
@@ -55,6 +55,7 @@ app.command("download", epilog=EPILOG)(download_cmd.download)
 app.command("predict", epilog=EPILOG)(predict_cmd.predict)
 app.command("evaluate", epilog=EPILOG)(evaluate_cmd.evaluate)
 app.command("convert", epilog=EPILOG)(convert_cmd.convert)
+app.command("export", epilog=EPILOG)(export_cmd.export)
 
 
 def main() -> None:

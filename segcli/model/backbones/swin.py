@@ -89,12 +89,12 @@ class SwinSelfAttention(nn.Module):
         q, k, v = (proj(x).view(bw, n, self.heads, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.heads).permute(2, 0, 1).to(q.dtype)  # [h, N, N]
-        if mask is not None:  # [nW, N, N]: view the batch as [B, nW] so one mask serves every image
-            nw = mask.shape[0]
-            q, k, v = (t.view(bw // nw, nw, self.heads, n, -1) for t in (q, k, v))
+        if mask is not None:  # [nW, N, N], the same for every image: windows are batch-major
             bias = bias + mask[:, None].to(q.dtype)  # [nW, h, N, N]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return out.reshape(bw, self.heads, n, -1).transpose(1, 2).reshape(bw, n, c)
+            if bw != mask.shape[0]:
+                bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)  # [B * nW, h, N, N] (4-D: exports to ONNX)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B * nW, h, N, d]
+        return out.transpose(1, 2).reshape(bw, n, c)
 
 
 class SwinSelfOutput(nn.Module):

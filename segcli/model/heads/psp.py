@@ -32,8 +32,11 @@ class PSPHead(nn.Module):
         self.psp_modules = PyramidPooling(cfg.in_channels, cfg.channels, cfg.pool_scales, cfg.align_corners)
         self.bottleneck = ConvModule(cfg.in_channels + len(cfg.pool_scales) * cfg.channels, cfg.channels, 3, 1)
         self.classifier = nn.Conv2d(cfg.channels, cfg.num_classes, kernel_size=1)
+        self.fused = True  # False: the plain concat + conv form (for export: no in-place updates)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[self.in_index]
         bn = self.bottleneck  # bottleneck(cat[x, up(pooled)]) without upsampling the pooled maps first
+        if not self.fused:
+            return self.classifier(bn(torch.cat([x, *self.psp_modules(x)], dim=1)))
         return self.classifier(bn.activation(bn.batch_norm(self.psp_modules.fuse(x, bn.conv))))

@@ -33,16 +33,23 @@ class UPerHead(nn.Module):
         self.fpn_convs = nn.ModuleList(ConvModule(ch, ch, 3, padding=1) for _ in cfg.in_channels[:-1])
         self.fpn_bottleneck = ConvModule(len(cfg.in_channels) * ch, ch, 3, padding=1)
         self.classifier = nn.Conv2d(ch, cfg.num_classes, kernel_size=1)
+        self.fused = True  # False: the plain concat + conv form (for export: no in-place updates)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         top = features[-1]
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
         bn = self.bottleneck  # PPM at 1/32: bottleneck(cat[top, up(pooled)]) without upsampling first
-        laterals.append(bn.activation(bn.batch_norm(self.psp_modules.fuse(top, bn.conv))))
+        if self.fused:
+            laterals.append(bn.activation(bn.batch_norm(self.psp_modules.fuse(top, bn.conv))))
+        else:
+            laterals.append(bn(torch.cat([top, *self.psp_modules(top)], dim=1)))
         for i in range(len(laterals) - 1, 0, -1):  # top-down: 1/32 → 1/16 → 1/8 → 1/4
             laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[-2:], self.align_corners)
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)] + [laterals[-1]]
         # fpn_bottleneck(cat[1/4, up(1/8), up(1/16), up(1/32)]) without materialising the upsampled maps
-        fb = self.fpn_bottleneck
-        fused = conv_upsampled_concat(fb.conv, outs, tuple(outs[0].shape[-2:]), self.align_corners)
+        fb, size = self.fpn_bottleneck, tuple(outs[0].shape[-2:])
+        if not self.fused:
+            cat = torch.cat([outs[0]] + [resize(o, size, self.align_corners) for o in outs[1:]], dim=1)
+            return self.classifier(fb(cat))
+        fused = conv_upsampled_concat(fb.conv, outs, size, self.align_corners)
         return self.classifier(fb.activation(fb.batch_norm(fused)))  # [B, K, H/4, W/4]

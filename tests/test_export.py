@@ -1,0 +1,161 @@
+"""`segcli export`: ONNX / TorchScript / fp16 safetensors, verified against the eager model.
+
+Sizes are chosen so that the deepest feature map is not a multiple of the PPM bins (1, 2, 3, 6): 160×224 gives
+5×7 at 1/32 (UPerNet) and 20×28 at 1/8 (PSPNet).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import random_image, randomize_
+from PIL import Image
+from typer.testing import CliRunner
+
+from segcli import Segmenter
+from segcli.cli.app import app
+from segcli.classes import known_set
+from segcli.config import ModelInfo
+from segcli.export import FixedAdaptivePool, pool_matrix, save_native
+from segcli.model import Segmentor, SegmentorConfig
+from segcli.model.backbones import ResNetConfig
+from segcli.model.heads.fcn import FCNHeadConfig
+from segcli.model.heads.psp import PSPHeadConfig
+
+pytest.importorskip("onnxruntime")
+SIZE = "160x224"
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny_pspnet_dir(tmp_path_factory) -> Path:
+    bb = ResNetConfig(50, (1, 2, 1, 1), (1, 1, 2, 4), blocks=(1, 1, 1, 1))
+    net = SegmentorConfig(bb, PSPHeadConfig(2048, 19, channels=32, align_corners=True), FCNHeadConfig(1024, 19, channels=16))
+    model = randomize_(Segmentor(net), seed=3).eval()
+    info = ModelInfo("tiny-pspnet", net, known_set("cityscapes"))
+    return save_native(model, info, tmp_path_factory.mktemp("pspnet"), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("s, n", [(1, 5), (2, 5), (3, 7), (6, 20), (6, 28), (6, 6), (3, 3)])
+def test_fixed_pooling_equals_adaptive_pooling(s, n):
+    x = torch.randn(2, 4, n, n + 3)
+    ref = torch.nn.functional.adaptive_avg_pool2d(x, s)
+    torch.testing.assert_close(FixedAdaptivePool(s, n, n + 3)(x), ref, rtol=0, atol=1e-6)
+    assert torch.allclose(pool_matrix(n, s).sum(1), torch.ones(s))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["convnext", "swin", "pspnet"])
+def test_onnx_export_verifies(model, tiny_convnext_dir, tiny_swin_dir, tiny_pspnet_dir, tmp_path):
+    src = {"convnext": tiny_convnext_dir, "swin": tiny_swin_dir, "pspnet": tiny_pspnet_dir}[model]
+    r = cli("export", src, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", SIZE)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["verified"] is True and {c["input"] for c in doc["checks"]} == {"random", "image"}
+    for c in doc["checks"]:
+        print(f"\nEXPORT onnx {model} {c['input']}: max|diff| {c['max_abs_diff']:.2e}, labels {c['label_agreement']:.5f}")
+        assert c["max_abs_diff"] <= 1e-4 and c["label_agreement"] > 0.999
+    side = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert side["format"] == "segcli-export/1" and side["input"]["size"] == [160, 224]
+    assert side["classes"] == Segmenter.from_pretrained(src).classes and len(side["palette"]) == len(side["classes"])
+
+
+@pytest.fixture(scope="module")
+def onnx_convnext(tiny_convnext_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "convnext.onnx"
+    r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", out, "--size", "128x128", "--no-verify")
+    assert r.exit_code == 0, r.stderr
+    return out
+
+
+def test_predict_through_onnx_equals_eager(onnx_convnext, tiny_convnext_dir, tmp_path):
+    eager, ort = Segmenter.from_pretrained(tiny_convnext_dir), Segmenter.from_pretrained(onnx_convnext)
+    assert ort.info.input_size == (128, 128) and ort.classes == eager.classes and ort.params().preset == "hf"
+    img = random_image(200, 300, seed=4)
+    whole = dict(resize="128x128")
+    torch.testing.assert_close(ort.logits(img, "hf", **whole), eager.logits(img, "hf", **whole), rtol=0, atol=1e-4)
+    slide = dict(resize="none", mode="slide", crop=128, stride=85)
+    a, b = ort.run(img, "hf", logits=True, **slide), eager.run(img, "hf", logits=True, **slide)
+    assert a.windows == b.windows == 2 * 4
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-4)
+    assert (a.labels == b.labels).mean() > 0.999
+    Image.fromarray(img).save(tmp_path / "x.png")
+    r = cli("predict", tmp_path / "x.png", "-m", onnx_convnext, "-o", tmp_path / "out", "--jsonl")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["model"]["source"] == "onnx"
+    assert (np.asarray(Image.open(tmp_path / "out" / "x.png")) == eager.predict(img, "hf", **whole)).mean() > 0.999
+    bad = cli("predict", tmp_path / "x.png", "-m", onnx_convnext, "-o", tmp_path / "o2", "--preset", "hf", "--resize", "96x96")
+    assert bad.exit_code == 2 and "was exported for 128x128 inputs" in bad.stderr  # every image would fail
+
+
+def test_dynamic_onnx_runs_other_sizes(tiny_convnext_dir, tiny_swin_dir, tmp_path):
+    r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "d.onnx", "--size", SIZE, "--dynamic")
+    assert r.exit_code == 0, r.stderr
+    checks = {c["input"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["random, other size"]["shape"] == [1, 3, 197, 203] and checks["random, other size"]["ok"]
+    ort = Segmenter.from_pretrained(tmp_path / "d.onnx")
+    eager = Segmenter.from_pretrained(tiny_convnext_dir)
+    img = random_image(90, 150, seed=5)
+    torch.testing.assert_close(ort.logits(img, "hf", resize="none"), eager.logits(img, "hf", resize="none"), rtol=0, atol=1e-4)
+    r = cli("export", tiny_swin_dir, "-f", "onnx", "-o", tmp_path / "s.onnx", "--dynamic")
+    assert r.exit_code == 2 and "not supported for Swin" in r.stderr
+
+
+def test_torchscript_with_preprocess_and_labels(tiny_pspnet_dir, tmp_path):
+    r = cli("export", tiny_pspnet_dir, "-f", "torchscript", "-o", tmp_path / "m.pt", "--size", SIZE,
+            "--with-preprocess", "--labels")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["verified"] and all(c["label_agreement"] >= 0.999 for c in doc["checks"])
+    module = torch.jit.load(str(tmp_path / "m.pt"))
+    img = random_image(160, 224, seed=6)
+    labels = module(torch.from_numpy(img)[None])[0].numpy()  # uint8 RGB in, class indices out: usable alone
+    eager = Segmenter.from_pretrained(tiny_pspnet_dir)
+    assert (labels == eager.predict(img, "hf", resize="160x224")).mean() > 0.999
+    side = json.loads((tmp_path / "m.pt.json").read_text())
+    assert side["input"]["layout"].startswith("NHWC uint8") and side["output"]["name"] == "labels"
+    assert side["align_corners"] is True and side["classes"][0] == "road"
+
+
+def test_verification_failure_keeps_the_file(onnx_convnext, tiny_convnext_dir, tmp_path):
+    r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", "128x128", "--atol", "1e-12")
+    assert r.exit_code == 1
+    assert "differs from the model beyond --atol 1e-12; the file is kept" in r.stderr
+    assert (tmp_path / "m.onnx").is_file() and json.loads(r.stdout)["verified"] is False
+
+
+def test_missing_onnxruntime_names_the_extra(tiny_convnext_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx")
+    assert r.exit_code != 0 and "onnxruntime is not installed" in r.stderr and "pip install 'segcli[onnx]'" in r.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_fp16_safetensors_halves_the_file_and_loads_back(tiny_convnext_dir, tmp_path):
+    r = cli("export", tiny_convnext_dir, "-f", "safetensors-fp16", "-o", tmp_path / "fp16")
+    assert r.exit_code == 0, r.stderr
+    full = (tiny_convnext_dir / "model.safetensors").stat().st_size
+    half = (tmp_path / "fp16" / "model.safetensors").stat().st_size
+    assert 0.45 < half / full < 0.55
+    a, b = Segmenter.from_pretrained(tiny_convnext_dir), Segmenter.from_pretrained(tmp_path / "fp16")
+    assert b.dtype == torch.float32 and b.classes == a.classes and b.info.input_size == a.info.input_size
+    w = b.model.decode_head.classifier.weight
+    assert torch.equal(w, a.model.decode_head.classifier.weight.half().float())
+    img = random_image(96, 128, seed=7)
+    la, lb = a.logits(img), b.logits(img)
+    assert (la - lb).abs().max() < 2e-2 * la.abs().max() and (la.argmax(0) == lb.argmax(0)).float().mean() > 0.98
+
+
+def test_export_usage_errors(tiny_convnext_dir, tmp_path):
+    for args, msg in [(["-f", "tflite"], "unknown --format"), (["-f", "torchscript", "--dynamic"], "ONNX only"),
+                      (["-f", "onnx", "--size", "big"], "invalid --size"), (["-f", "onnx", "--size", "16x16"], "too small")]:  # fmt: skip
+        r = cli("export", tiny_convnext_dir, *args, "-o", tmp_path / "m.x")
+        assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
