@@ -44,7 +44,6 @@ def export(
     image and compared with the eager model: beyond --atol the exit code is 1 (the file is kept)."""
     from .. import export as ex
     from ..api import Segmenter
-    from ..engine.resample import resize_pil
     opts = ex.ExportOptions(fmt, _size(size), dynamic, with_preprocess, labels, opset)
     if fmt == "onnx":
         for module in ("onnx", "onnxscript"):
@@ -78,13 +77,9 @@ def export(
     result = {"format": fmt, "path": str(out), "sidecar": str(side), "size": list(opts.size), "dynamic": dynamic,
               "verified": None, "checks": []}  # fmt: skip
     if verify:
-        import numpy as np
+        from ..images import synthetic_photo
 
-        from ..images import load_image
-
-        rng = np.random.default_rng(0)
-        image = _photo(rng, *opts.size)
-        v = ex.verify(seg.model, out, opts, atol, resize_pil(load_image(image), opts.size))
+        v = ex.verify(seg.model, out, opts, atol, synthetic_photo(*opts.size))
         result.update(verified=v.ok, checks=v.checks)
         if not quiet:
             for c in v.checks:
@@ -98,15 +93,3 @@ def export(
     if not quiet:
         eprint(f"segcli: exported {out} (+ {side.name})")
 
-
-def _photo(rng, h: int, w: int):
-    """A smooth, photo-like RGB image (gradients and blobs), as a numpy array."""
-    import numpy as np
-
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        for _ in range(4):
-            cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.1, 0.4) * max(h, w)
-            img[..., c] += rng.uniform(40, 120) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
