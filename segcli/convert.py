@@ -56,8 +56,8 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: refusing to unpickle: the checkpoint holds objects that need code to run "
                 f"({culprit.strip()[:160]}); segcli reads .pth files with torch.load(weights_only=True) only",
-                hint="if you trust the file, save just its tensors where it was made: torch.save(torch.load(F, "
-                "weights_only=False)['state_dict'], 'state_dict.pth'), then convert that",
+                hint="if you trust the file, re-save only its state_dict (plain tensors) with torch.save in the "
+                "environment that made it, then convert that file",
             ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
