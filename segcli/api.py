@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import engine, presets
+from . import presets
 from .checkpoint import load_weights
-from .config import ModelInfo
+from .engine import Prediction, SegModel, predict_many
 from .errors import UsageError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .info import ModelInfo
 from .model import Segmentor
 from .presets import Params
 from .registry import load_registry
@@ -67,8 +68,10 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 class Segmenter:
     """A loaded model plus what is needed to run it on images (classes, palette, presets)."""
 
-    def __init__(self, model: Segmentor, info: ModelInfo) -> None:
-        self.model = model.eval()
+    def __init__(self, model: SegModel, info: ModelInfo) -> None:
+        if isinstance(model, Segmentor):
+            model.eval()
+        self.model = model
         self.info = info
 
     @classmethod
@@ -88,12 +91,12 @@ class Segmenter:
         """
         dev, dt = resolve_device(device), resolve_dtype(dtype)
         resolved = resolve(os.fspath(source), load_registry(registry))
-        if resolved.weights.suffix.lower() == ".onnx":
-            from .onnx_model import OnnxSegmentor
+        if resolved.info.network is None:  # an exported ONNX file
+            from .onnx_runner import OnnxRunner
 
             if dt != torch.float32:
                 raise UsageError("ONNX models run in the precision they were exported in", hint="drop --dtype")
-            return cls(OnnxSegmentor(resolved.weights, resolved.info), resolved.info)
+            return cls(OnnxRunner(resolved.weights, len(resolved.info.classes)), resolved.info)
         with torch.device("meta"):
             model = Segmentor(resolved.info.network)
         load_weights(model, resolved.weights, dt)
@@ -114,11 +117,11 @@ class Segmenter:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return self.model.dtype
 
     def params(self, preset: str | Params | None = None, **overrides: Any) -> Params:
         """The resolved inference parameters of `preset` (default: the model's) with `overrides` applied:
@@ -143,12 +146,17 @@ class Segmenter:
         logits: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         **overrides: Any,
-    ) -> engine.Prediction:
+    ) -> Prediction:
         """Everything `predict` / `logits` compute, in one pass: labels, float16 probabilities and/or
         float32 logits at the image's size, plus the resolved parameters."""
         params = self.params(preset, **overrides)
         rgb = load_image(image, max_pixels=max_pixels)
-        return engine.predict(self.model, rgb, params, labels=labels, probs=probs, logits=logits)
+        return predict_many(self.model, [rgb], params, labels=labels, probs=probs, logits=logits)[0]
+
+    def run_many(self, images: list[np.ndarray], params: Params, *, probs: bool = False) -> list[Prediction]:
+        """Labels (and float16 probabilities) of decoded RGB uint8 images [H, W, 3] with resolved `params`;
+        same-size images share forward passes. What batch prediction calls."""
+        return predict_many(self.model, images, params, probs=probs)
 
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
         """Float32 logits [num_classes, H, W] on the CPU, at the image's own size. With several views

@@ -26,7 +26,6 @@ from .errors import CheckpointError
 
 DERIVED_SUFFIXES = ("relative_position_index", "num_batches_tracked")
 SHOW = 10  # keys listed per category in a mismatch report
-INDEX_NAME = "model.safetensors.index.json"
 
 
 def _safe_reason(e: Exception) -> str:

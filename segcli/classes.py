@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -69,3 +70,26 @@ def class_set_for(names: tuple[str, ...], palette: list | None = None) -> ClassS
         if known_set(name).classes == names:
             return known_set(name)
     return ClassSet("custom", names, derived_palette(len(names)))
+
+
+def read_class_names(path: Path) -> tuple[str, ...]:
+    """Class names from a JSON list, a JSON {"0": name} mapping, or a text file with one name per line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read class names ({e.strerror or e})") from None
+    if path.suffix.lower() != ".json":
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(data, dict):
+        data = data.get("id2label", data)
+        try:
+            data = [data[k] for k in sorted(data, key=int)]
+        except (ValueError, TypeError):
+            raise ConfigError(f"{path}: expected a list of names or an {{id: name}} mapping") from None
+    if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+        raise ConfigError(f"{path}: expected a list of class names")
+    return tuple(data)

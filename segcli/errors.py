@@ -1,7 +1,7 @@
 """Every error segcli reports on purpose, and the exit code each one maps to.
 
-Library code raises these; `segcli.cli.app.main` is the one place that turns them into a one-line message
-(plus an optional hint line) on stderr and an exit code. Anything else is a bug and gets a traceback.
+Library code raises these; `segcli.cli.common.handle_errors` is the one place that turns them into a one-line
+message (with its hint) on stderr and an exit code. Anything else is a bug and gets a traceback.
 """
 
 from __future__ import annotations
@@ -62,7 +62,25 @@ class IntegrityError(DownloadError):
     """A downloaded file's sha256 differs from the one pinned in the registry."""
 
 
+class EntryMissingError(DownloadError):
+    """The Hub repository and revision exist but do not have the file."""
+
+
 class ImageError(SegcliError):
     """One input image could not be read or decoded; batches report it and go on."""
 
     exit_code = EXIT_FAILED
+
+
+class LabelRangeError(ImageError):
+    """Ground-truth or predicted values outside the class range (and not the ignore index)."""
+
+
+class UnreducedLabelsError(LabelRangeError):
+    """Ground truth that looks like a raw ADE20K annotation (0 = other, 1..K = classes): nothing can be scored."""
+
+    exit_code = EXIT_USAGE
+
+
+class MissingExtraError(SegcliError):
+    """An optional dependency (an extra such as `[onnx]`) is not installed."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .errors import ImageError, UsageError
 from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
-from .outputs import atomic_write_bytes
+from .fsutil import atomic_write_bytes
 
 EVALUATION_SCHEMA = "segcli.evaluation/1"
 
@@ -37,7 +37,7 @@ class Pairing:
     pred_only: list[Path] = field(default_factory=list)  # predictions without ground truth
 
 
-def _pngs(folder: Path) -> list[Path]:
+def label_files(folder: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -45,10 +45,14 @@ def _pngs(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def _key(path: Path, root: Path, suffix: str) -> str:
-    rel = path.relative_to(root)
-    stem = rel.stem[: -len(suffix)] if suffix and rel.stem.endswith(suffix) else rel.stem
-    return (rel.parent / stem).as_posix()
+def strip_suffix(name: Path, suffix: str) -> str:
+    """`<folder>/<stem>` with the stem suffix (e.g. `_leftImg8bit`) removed: the key pairs are matched by."""
+    stem = name.name[: -len(suffix)] if suffix and name.name.endswith(suffix) else name.name
+    return (name.parent / stem).as_posix()
+
+
+def pair_key(path: Path, root: Path, suffix: str) -> str:
+    return strip_suffix(path.relative_to(root).with_suffix(""), suffix)
 
 
 def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "") -> Pairing:
@@ -59,11 +63,11 @@ def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "
     for name, d in (("--pred", pred_dir), ("--gt", gt_dir)):
         if not d.is_dir():
             raise UsageError(f"{name} {d}: not a directory")
-    gts = {_key(p, gt_dir, gt_suffix): p for p in _pngs(gt_dir)}
+    gts = {pair_key(p, gt_dir, gt_suffix): p for p in label_files(gt_dir)}
     preds: dict[str, Path] = {}
     labels: dict[str, Path] = {}
-    for p in _pngs(pred_dir):
-        key = _key(p, pred_dir, pred_suffix)
+    for p in label_files(pred_dir):
+        key = pair_key(p, pred_dir, pred_suffix)
         if key.endswith("_label"):
             labels[key[: -len("_label")]] = p
         else:

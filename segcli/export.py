@@ -1,105 +1,43 @@
 """Export to ONNX / TorchScript / fp16 safetensors, with a built-in parity check against the eager model.
 
-ONNX has no adaptive average pooling, and exporters fail (or worse) on the PPM's 1/2/3/6 bins when the
-deepest feature map is not a multiple of the bin count. For export, each bin is rewritten as pooling with
-fixed weights for the exported size: an AvgPool when the map divides evenly, otherwise two small constant
-matrices (rows and columns of the same bins PyTorch uses: [⌊i·n/s⌋, ⌈(i+1)·n/s⌉)), the same averages.
-With `dynamic`, the matrices are built from the input's shape inside the graph instead.
+The exported graph is a copy of the model with every `ExportForm` module in its export form (the PPM's
+adaptive pooling as fixed pooling, concatenations built plainly), optionally wrapped with preprocessing
+and argmax. The sidecar JSON (`formats.sidecar`) and the safetensors model directory (`formats.native`)
+are written by their format modules.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
-from .errors import SegcliError, UsageError
+from ._version import __version__
+from .errors import UsageError
+from .extras import require
+from .formats import native
+from .formats.sidecar import Layout
+from .info import ModelInfo
 from .model import Segmentor
-from .model.heads.ppm import PyramidPooling
+from .model.backbones import SwinConfig
+from .model.layers import ExportForm
 
 FORMATS = ("onnx", "torchscript", "safetensors-fp16")
-SIDECAR_FORMAT = "segcli-export/1"
 
 
-class ExportError(SegcliError):
-    """The exported model is missing a runtime, could not be written, or failed verification."""
-
-
-def pool_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[s, n]: row i averages input positions ⌊i·n/s⌋ … ⌈(i+1)·n/s⌉-1, as adaptive_avg_pool does."""
-    i = torch.arange(s)
-    start = (i * n) // s
-    end = ((i + 1) * n + s - 1) // s
-    j = torch.arange(n)
-    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
-    return inside.to(dtype) / (end - start)[:, None].to(dtype)
-
-
-class FixedAdaptivePool(nn.Module):
-    """adaptive_avg_pool2d(x, s) for inputs of exactly (h, w): AvgPool2d when s divides both, else x's
-    rows and columns multiplied by constant averaging matrices."""
-
-    def __init__(self, s: int, h: int, w: int) -> None:
-        super().__init__()
-        self.s, self.h, self.w = s, h, w
-        self.even = h % s == 0 and w % s == 0
-        self.register_buffer("rows", pool_matrix(h, s), persistent=False)  # [s, h]
-        self.register_buffer("cols", pool_matrix(w, s).t().contiguous(), persistent=False)  # [w, s]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.even:
-            return F.avg_pool2d(x, (self.h // self.s, self.w // self.s))
-        return torch.matmul(torch.matmul(self.rows.to(x.dtype), x), self.cols.to(x.dtype))  # [B, C, s, s]
-
-
-class ShapeAdaptivePool(nn.Module):
-    """adaptive_avg_pool2d(x, s) with the averaging matrices built from x's shape (dynamic export)."""
-
-    def __init__(self, s: int) -> None:
-        super().__init__()
-        self.s = s
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = pool_matrix(x.shape[-2], self.s, x.dtype)
-        cols = pool_matrix(x.shape[-1], self.s, x.dtype).t()
-        return torch.matmul(torch.matmul(rows, x), cols)
-
-
-def _deepest_size(model: Segmentor, size: tuple[int, int]) -> dict[int, tuple[int, int]]:
-    """Input size of every PyramidPooling module for an input of `size` (recorded with hooks)."""
-    seen: dict[int, tuple[int, int]] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.__setitem__(id(mod), tuple(args[0].shape[-2:])))
-             for m in model.modules() if isinstance(m, PyramidPooling)]  # fmt: skip
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, 3, *size))
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
-def prepare(model: Segmentor, size: tuple[int, int] | None) -> Segmentor:
-    """A copy of `model` whose PPM pooling exports everywhere: fixed for `size`, from shapes if None. The
-    fused convolution of upsampled inputs (in-place updates) is replaced by its plain form."""
+def prepare(model: Segmentor, dynamic: bool) -> Segmentor:
+    """A float32 copy of `model` with every module in its export form."""
     m = copy.deepcopy(model).eval().float()
     for mod in m.modules():
-        if hasattr(mod, "fused"):
-            mod.fused = False
-    sizes = _deepest_size(m, size) if size is not None else {}
-    for ppm in (mod for mod in m.modules() if isinstance(mod, PyramidPooling)):
-        for branch in ppm:
-            s = branch[0].output_size
-            s = s if isinstance(s, int) else s[0]
-            branch[0] = FixedAdaptivePool(s, *sizes[id(ppm)]) if size is not None else ShapeAdaptivePool(s)
+        if isinstance(mod, ExportForm):
+            mod.to_export_form(dynamic)
     return m
 
 
@@ -126,14 +64,14 @@ class ExportOptions:
     labels: bool = False
     opset: int = 18
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.fmt, None if self.dynamic else self.size, self.with_preprocess, self.labels)
 
-def example_input(opts: ExportOptions, generator: torch.Generator | None = None, image: np.ndarray | None = None):
-    h, w = opts.size
-    if image is None:
-        pixels = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=generator)
-    else:
-        pixels = torch.from_numpy(np.ascontiguousarray(image))[None]
-    return pixels
+
+def example_input(size: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random uint8 RGB pixels [1, H, W, 3]."""
+    return torch.randint(0, 256, (1, *size, 3), dtype=torch.uint8, generator=generator)
 
 
 def to_model_input(pixels: torch.Tensor, model: Segmentor, opts: ExportOptions) -> torch.Tensor:
@@ -141,78 +79,41 @@ def to_model_input(pixels: torch.Tensor, model: Segmentor, opts: ExportOptions) 
 
 
 def export_onnx(model: Segmentor, opts: ExportOptions, path: Path) -> None:
-    prepared = prepare(model, None if opts.dynamic else opts.size)
-    wrapper = Exportable(prepared, opts.with_preprocess, opts.labels).eval()
-    x = to_model_input(example_input(opts).expand(2, -1, -1, -1), model, opts)  # batch 2: size 1 would specialise
-    kwargs: dict[str, Any] = {"input_names": ["pixels" if opts.with_preprocess else "input"],
-                              "output_names": ["labels" if opts.labels else "logits"]}  # fmt: skip
+    wrapper = Exportable(prepare(model, opts.dynamic), opts.with_preprocess, opts.labels).eval()
+    x = to_model_input(example_input(opts.size).expand(2, -1, -1, -1), model, opts)  # batch 2: 1 would specialise
+    dims: dict[int, Any] = {0: torch.export.Dim("batch")}
     if opts.dynamic:
         h, w = (1, 2) if opts.with_preprocess else (2, 3)
-        batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
-        kwargs["dynamic_shapes"] = ({0: batch, h: height, w: width},)
-    else:
-        batch = torch.export.Dim("batch")
-        kwargs["dynamic_shapes"] = ({0: batch},)
-    import logging
-    import warnings
-
+        dims.update({h: torch.export.Dim("height"), w: torch.export.Dim("width")})
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (x,), str(path), dynamo=True, opset_version=opts.opset, external_data=False,
-                              verbose=False, **kwargs)  # fmt: skip
+            torch.onnx.export(
+                wrapper,
+                (x,),
+                str(path),
+                dynamo=True,
+                opset_version=opts.opset,
+                external_data=False,
+                verbose=False,
+                input_names=["pixels" if opts.with_preprocess else "input"],
+                output_names=["labels" if opts.labels else "logits"],
+                dynamic_shapes=(dims,),
+            )
     finally:
         onnx_log.setLevel(level)
 
 
 def export_torchscript(model: Segmentor, opts: ExportOptions, path: Path) -> None:
-    prepared = prepare(model, opts.size)
-    wrapper = Exportable(prepared, opts.with_preprocess, opts.labels).eval()
-    x = to_model_input(example_input(opts), model, opts)
-    with torch.no_grad():
+    wrapper = Exportable(prepare(model, dynamic=False), opts.with_preprocess, opts.labels).eval()
+    x = to_model_input(example_input(opts.size), model, opts)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the pooling sizes are constants on purpose
         traced = torch.jit.trace(wrapper, (x,), check_trace=False)
     traced.save(str(path))
-
-
-def sidecar(seg: Any, opts: ExportOptions, params: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to use the exported file without segcli."""
-    info = seg.info
-    n = seg.model.config.normalization
-    o = info.origin
-    return {
-        "format": SIDECAR_FORMAT,
-        "exported_by": f"segcli {__version__}",
-        "model_format": opts.fmt,
-        "input": {
-            "name": "pixels" if opts.with_preprocess else "input",
-            "layout": "NHWC uint8 RGB 0..255" if opts.with_preprocess else "NCHW float32, normalised",
-            "size": None if opts.dynamic else list(opts.size),
-            "dynamic": ["batch", "height", "width"] if opts.dynamic else ["batch"],
-            "normalization": {"mean": list(n.mean), "std": list(n.std), "scale": n.scale,
-                              "formula": "(pixel * scale - mean) / std per RGB channel"},  # fmt: skip
-        },
-        "output": {"name": "labels" if opts.labels else "logits",
-                   "layout": "NHW int64 class indices" if opts.labels else "NCHW float32 logits at the input size"},  # fmt: skip
-        "classes": list(info.classes),
-        "palette": [list(map(int, c)) for c in info.class_set.palette],
-        "align_corners": seg.model.align_corners,
-        "preset": {"name": info.default_preset, "resolved": params},
-        "protocol": {"crop_size": info.protocol.crop_size, "mode": info.protocol.mode, "stride": info.protocol.stride,
-                     "resize": info.protocol.resize},  # fmt: skip
-        "source": {"name": info.name, "kind": o.kind, "repo": o.repo, "revision": o.revision, "sha256": o.sha256,
-                   "path": o.path},  # fmt: skip
-    }
-
-
-def write_sidecar(path: Path, doc: dict[str, Any]) -> Path:
-    from .outputs import atomic_write_bytes
-
-    side = path.with_suffix(path.suffix + ".json")
-    atomic_write_bytes(side, (json.dumps(doc, indent=2) + "\n").encode())
-    return side
 
 
 def run_exported(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
@@ -226,15 +127,8 @@ def run_exported(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
         return module(x).numpy()
 
 
-def require_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "onnxruntime is not installed: it runs ONNX models (verification, --model FILE.onnx)",
-            hint="pip install 'segcli[onnx]'",
-        ) from None
-    return onnxruntime
+def require_onnxruntime() -> Any:
+    return require("onnxruntime", "onnx", "it runs ONNX models (verification, --model FILE.onnx)")
 
 
 @dataclass
@@ -246,27 +140,33 @@ class Verification:
         return all(c["ok"] for c in self.checks)
 
 
+def _check(name: str, x: torch.Tensor, ref: np.ndarray, out: np.ndarray, labels: bool, atol: float) -> dict[str, Any]:
+    if labels:
+        diff, agree = None, float((out == ref).mean())
+        ok = agree >= 0.999
+    else:
+        diff = float(np.abs(out - ref).max())
+        agree = float((out.argmax(1) == ref.argmax(1)).mean())
+        ok = diff <= atol
+    return {"input": name, "shape": list(x.shape), "max_abs_diff": diff, "label_agreement": agree, "ok": ok}
+
+
 def verify(model: Segmentor, path: Path, opts: ExportOptions, atol: float, image: np.ndarray) -> Verification:
     """Run the exported file and the eager model on a random input and a real-looking image; compare."""
     eager = Exportable(model, opts.with_preprocess, opts.labels).eval()
-    checks = []
-    inputs = {"random": example_input(opts, torch.Generator().manual_seed(0)), "image": example_input(opts, image=image)}
+    inputs = {
+        "random": example_input(opts.size, torch.Generator().manual_seed(0)),
+        "image": torch.from_numpy(np.ascontiguousarray(image))[None],
+    }
     if opts.dynamic:  # another size than the one traced
         h, w = opts.size
-        inputs["random, other size"] = example_input(ExportOptions(opts.fmt, (h + 37, w - 21)), torch.Generator().manual_seed(1))
+        inputs["random, other size"] = example_input((h + 37, w - 21), torch.Generator().manual_seed(1))
+    checks = []
     for name, pixels in inputs.items():
         x = to_model_input(pixels, model, opts)
         with torch.no_grad():
             ref = eager(x).numpy()
-        out = run_exported(path, opts.fmt, x)
-        if opts.labels:
-            diff, agree = None, float((out == ref).mean())
-            ok = agree >= 0.999
-        else:
-            diff = float(np.abs(out - ref).max())
-            agree = float((out.argmax(1) == ref.argmax(1)).mean())
-            ok = diff <= atol
-        checks.append({"input": name, "shape": list(x.shape), "max_abs_diff": diff, "label_agreement": agree, "ok": ok})
+        checks.append(_check(name, x, ref, run_exported(path, opts.fmt, x), opts.labels, atol))
     return Verification(checks)
 
 
@@ -277,40 +177,28 @@ def validate(opts: ExportOptions, model: Segmentor) -> None:
         raise UsageError("--dynamic applies to ONNX only", hint="TorchScript exports are traced at --size")
     if min(opts.size) < 32:
         raise UsageError(f"--size {opts.size[0]}x{opts.size[1]} is too small (at least 32x32)")
-    from .model.backbones import SwinConfig
-
     if opts.dynamic and isinstance(model.config.backbone, SwinConfig):
-        raise UsageError("--dynamic height/width is not supported for Swin backbones",
-                         hint="export Swin models at a fixed --size (the batch dimension stays dynamic)")  # fmt: skip
+        raise UsageError(
+            "--dynamic height/width is not supported for Swin backbones",
+            hint="export Swin models at a fixed --size (the batch dimension stays dynamic)",
+        )
 
 
-def save_native(model: Segmentor, info: Any, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
+def save_native(model: Segmentor, info: ModelInfo, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
     """A model directory (model.safetensors in `dtype` + config.json in segcli's format) that
     `Segmenter.from_pretrained` loads; float16 halves the download, and loading casts back to float32."""
-    from safetensors.torch import save
-
-    from .arch import tables_from_network
-    from .convert import NATIVE_FORMAT
-    from .outputs import atomic_write_bytes
-
-    state = model.state_dict()
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in sorted(state.items())}
-    backbone, head = tables_from_network(model.config)
-    n, p = model.config.normalization, info.protocol
-    config = {
-        "format": NATIVE_FORMAT,
-        "architecture": model.config.arch,
-        "backbone": backbone,
-        "head": head,
-        "id2label": {str(i): name for i, name in enumerate(info.classes)},
-        "palette": [list(map(int, c)) for c in info.class_set.palette],
-        "preprocess": {"mean": list(n.mean), "std": list(n.std), "scale": n.scale, "size": list(info.input_size)},
-        "segcli": {"preset": info.default_preset, "crop_size": p.crop_size, "mode": p.mode, "stride": p.stride,
-                   "align_corners": p.align_corners, "resize": p.resize},  # fmt: skip
-        "source": {"name": info.name, "sha256": info.origin.sha256, "repo": info.origin.repo,
-                   "revision": info.origin.revision, "converted_by": f"segcli {__version__}", "dtype": str(dtype)},  # fmt: skip
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "model.safetensors", save(tensors, metadata={"format": "pt"}))
-    atomic_write_bytes(out_dir / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-    return out_dir
+    o = info.origin
+    source = {
+        "name": info.name,
+        "sha256": o.sha256,
+        "repo": o.repo,
+        "revision": o.revision,
+        "converted_by": f"segcli {__version__}",
+        "dtype": str(dtype),
+    }
+    preset, protocol = info.default_preset, info.protocol
+    return native.write(out_dir, tensors, model.config, info.class_set, preset, protocol, source, info.input_size)

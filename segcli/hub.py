@@ -10,10 +10,10 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from .errors import DownloadError, IntegrityError
+from .errors import DownloadError, EntryMissingError, IntegrityError
+from .fsutil import atomic_path, atomic_write_bytes
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -25,10 +25,6 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
     return Path(home).expanduser() / "hub"
-
-
-class EntryMissingError(DownloadError):
-    """The repository and revision exist but do not have the file."""
 
 
 def offline() -> bool:
@@ -144,10 +140,7 @@ def _write_stamp(key: str, digest: str) -> None:
     try:
         stamps = _read_stamps()
         stamps[key] = digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as tmp:
-            json.dump(stamps, tmp)
-        os.replace(tmp.name, target)
+        atomic_write_bytes(target, json.dumps(stamps).encode())
     except OSError:
         pass
 
@@ -177,24 +170,20 @@ def verify(path: Path, expected: str | None, what: str, fix: str, *, quiet: bool
 
 
 def fetch_url(url: str, dest: Path, *, quiet: bool = False, timeout: float = 30.0) -> Path:
-    """Download `url` to `dest` (through `dest`.part, renamed when complete), progress on stderr."""
+    """Download `url` to `dest` (atomically: complete or not at all), progress on stderr."""
     import urllib.error
     import urllib.request
 
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+        with atomic_path(dest) as part, urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr, disable=quiet) as bar:
                 while block := r.read(1 << 20):
                     f.write(block)
                     bar.update(len(block))
-        os.replace(part, dest)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"{url}: download failed ({reason})") from None
     return dest

@@ -18,20 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import LabelRangeError, UnreducedLabelsError
 
 METRICS = ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall")
 CONVENTIONS = ("nan", "zero")
-
-
-class LabelRangeError(ImageError):
-    """Ground-truth or predicted values outside the class range (and not the ignore index)."""
-
-
-class UnreducedLabelsError(LabelRangeError):
-    """Ground truth that looks like a raw ADE20K annotation (0 = other, 1..K = classes)."""
-
-    exit_code = 2
 
 
 def gt_lookup(num_classes: int, ignore_index: int, reduce_zero_label: bool, max_value: int) -> np.ndarray:
@@ -111,19 +101,7 @@ def scores(cm: np.ndarray, convention: str = "nan") -> dict[str, Any]:
         per = {k: np.nan_to_num(v, nan=0.0) for k, v in per.items()}
         means = {f"m{k}": float(v.mean()) for k, v in per.items()}
     else:
-        with np.errstate(all="ignore"), _quiet_nanmean():
-            means = {f"m{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in per.items()}
+        means = {f"m{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in per.items()}
     return {"aAcc": float(a_acc), **means, "per_class": per, "gt_pixels": g.astype(np.int64),
             "pred_pixels": p.astype(np.int64), "intersection": i.astype(np.int64)}  # fmt: skip
 
-
-class _quiet_nanmean:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)

@@ -1,39 +1,19 @@
-"""Output files: palette / index PNGs, overlays, probabilities, JSON; always written atomically."""
+"""Output encoders: palette / index PNGs (with the resume fingerprint), overlays, probabilities, JSON bytes.
+
+They return bytes; `fsutil.atomic_write_bytes` puts them on disk."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-PREDICTION_SCHEMA = "segcli.prediction/1"
-RUN_SCHEMA = "segcli.run/1"
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
 SAVE_KINDS = ("label", "overlay", "probs", "json")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _png(im: Image.Image, fingerprint: str | None = None) -> bytes:

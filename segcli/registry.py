@@ -12,7 +12,7 @@ from typing import Any
 
 from .arch import network_from_tables
 from .classes import KNOWN_SETS, known_set
-from .config import ModelInfo, Origin
+from .info import ModelInfo, Origin
 from .errors import ConfigError, UsageError
 from .model.backbones import ResNetConfig, SwinConfig
 from .model.segmentor import SegmentorConfig

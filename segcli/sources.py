@@ -17,20 +17,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .checkpoint import shard_names
-from .config import ModelInfo, Origin, info_from_dir
 from .errors import (
     CheckpointError,
     ConfigError,
     DownloadError,
+    EntryMissingError,
     IntegrityError,
     ModelNotFoundError,
     NeedsConversionError,
 )
-from .hub import EntryMissingError, fetch, fetch_url, file_sha256, segcli_cache, try_cached, verify
+from .formats import hf, native, sidecar
+from .formats.common import read_json
+from .hub import fetch, fetch_url, file_sha256, segcli_cache, try_cached, verify
+from .info import ModelInfo, Origin
 from .registry import ModelSpec
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-WEIGHTS = "model.safetensors"
+WEIGHTS = native.WEIGHTS
 INDEX = "model.safetensors.index.json"
 PICKLES = ("pytorch_model.bin", "model.pth", "model.pt")
 
@@ -39,6 +42,13 @@ PICKLES = ("pytorch_model.bin", "model.pth", "model.pt")
 class Resolved:
     info: ModelInfo
     weights: Path
+
+
+def read_info(config: Path, preprocessor: Path | None, name: str, origin: Origin) -> ModelInfo:
+    """ModelInfo of a config.json: segcli's own format when it says so, else a transformers config."""
+    cfg = read_json(config)
+    reader = native.read_info if "format" in cfg else hf.read_info
+    return reader(cfg, config, preprocessor, name, origin)
 
 
 def _local_dir(directory: Path, weights: Path | None = None) -> Resolved:
@@ -64,7 +74,7 @@ def _local_dir(directory: Path, weights: Path | None = None) -> Resolved:
     pre = directory / "preprocessor_config.json"
     digest = file_sha256(weights)
     origin = Origin("local", path=str(directory.resolve()), filename=weights.name, sha256=digest)
-    info = info_from_dir(config, pre if pre.is_file() else None, str(directory), origin)
+    info = read_info(config, pre if pre.is_file() else None, str(directory), origin)
     return Resolved(info, weights)
 
 
@@ -152,7 +162,7 @@ def _hub_repo(repo: str, revision: str | None, force: bool) -> Resolved:
         pre = None
     origin = Origin("hub", repo, revision or "main", weights.name, file_sha256(weights))
     name = repo + (f"@{revision}" if revision else "")
-    return Resolved(info_from_dir(config, pre, name, origin), weights)
+    return Resolved(read_info(config, pre, name, origin), weights)
 
 
 def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False) -> Resolved:
@@ -160,9 +170,7 @@ def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False)
     if path.is_dir():
         return _local_dir(path)
     if path.is_file() and path.suffix.lower() == ".onnx":
-        from .onnx_model import onnx_info
-
-        return Resolved(onnx_info(path), path)
+        return Resolved(sidecar.read_info(path, sidecar.read(path)), path)
     if path.is_file():
         if path.suffix != ".safetensors" and not path.name.endswith(".index.json"):
             raise ConfigError(

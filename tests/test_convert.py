@@ -133,7 +133,7 @@ def test_truncated_checkpoint(psp_pth, tmp_path):
     bad = tmp_path / "cut.pth"
     bad.write_bytes(psp_pth.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"cut\.pth: not a readable PyTorch checkpoint"):
-        from segcli.convert import read_pth
+        from segcli.formats.mmseg import read_pth
 
         read_pth(bad)
     r = cli("convert", bad, "--arch", "pspnet-r50-d8-ade20k", "-o", tmp_path / "o")
@@ -235,7 +235,7 @@ def test_download_without_network_prints_the_commands(monkeypatch, tmp_path):
 def test_every_mmseg_entry_has_mmseg_s_layout(arch):
     """The registry's architecture for each mmseg checkpoint accepts exactly mmseg's own state dict."""
     from segcli.checkpoint import match_state_dict
-    from segcli.convert import map_key
+    from segcli.formats.mmseg import map_key
     from segcli.model import Segmentor
     from segcli.registry import load_registry
 

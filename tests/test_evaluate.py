@@ -15,7 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segcli.cli.app import app
-from segcli.metrics import LabelRangeError, UnreducedLabelsError, confusion, scores
+from segcli.errors import LabelRangeError, UnreducedLabelsError
+from segcli.metrics import confusion, scores
 
 
 def cli(*args):

@@ -20,11 +20,12 @@ from typer.testing import CliRunner
 from segcli import Segmenter
 from segcli.cli.app import app
 from segcli.classes import known_set
-from segcli.config import ModelInfo
-from segcli.export import FixedAdaptivePool, pool_matrix, save_native
+from segcli.export import save_native
+from segcli.info import ModelInfo
 from segcli.model import Segmentor, SegmentorConfig
 from segcli.model.backbones import ResNetConfig
 from segcli.model.heads.fcn import FCNHeadConfig
+from segcli.model.heads.ppm import ExportPool, pool_matrix
 from segcli.model.heads.psp import PSPHeadConfig
 
 pytest.importorskip("onnxruntime")
@@ -44,11 +45,12 @@ def tiny_pspnet_dir(tmp_path_factory) -> Path:
     return save_native(model, info, tmp_path_factory.mktemp("pspnet"), dtype=torch.float32)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("s, n", [(1, 5), (2, 5), (3, 7), (6, 20), (6, 28), (6, 6), (3, 3)])
-def test_fixed_pooling_equals_adaptive_pooling(s, n):
+def test_fixed_pooling_equals_adaptive_pooling(s, n, dynamic):
     x = torch.randn(2, 4, n, n + 3)
     ref = torch.nn.functional.adaptive_avg_pool2d(x, s)
-    torch.testing.assert_close(FixedAdaptivePool(s, n, n + 3)(x), ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ExportPool(s, dynamic)(x), ref, rtol=0, atol=1e-6)
     assert torch.allclose(pool_matrix(n, s).sum(1), torch.ones(s))
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .. import __version__
-from ..errors import EXIT_INTERRUPTED
+from .._version import __version__
 from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd
 from .common import STATE
 
@@ -59,8 +57,4 @@ app.command("export", epilog=EPILOG)(export_cmd.export)
 
 
 def main() -> None:
-    try:
-        app(prog_name="segcli")
-    except KeyboardInterrupt:
-        print("segcli: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    app(prog_name="segcli")  # every command maps its errors and Ctrl-C itself (common.handle_errors)

@@ -74,3 +74,33 @@ PresetOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+# The inference options predict and evaluate (with --model) share: each overrides the preset's value.
+INFERENCE = "Inference (overrides the preset)"
+ResizeOpt = Annotated[str | None, typer.Option(help="none | SHORT[:LONG] (keep ratio) | HxW.", rich_help_panel=INFERENCE)]
+ModeOpt = Annotated[str | None, typer.Option(help="whole | slide (sliding windows).", rich_help_panel=INFERENCE)]
+CropOpt = Annotated[str | None, typer.Option(help="Slide window size: N or HxW.", rich_help_panel=INFERENCE)]
+StrideOpt = Annotated[str | None, typer.Option(help="Slide window stride: N or HxW.", rich_help_panel=INFERENCE)]
+ScalesOpt = Annotated[
+    str | None, typer.Option(help="Ratios of the resize target, e.g. 0.5,1,1.5.", rich_help_panel=INFERENCE)
+]
+FlipOpt = Annotated[
+    bool | None, typer.Option("--flip/--no-flip", help="Add horizontally flipped views.", rich_help_panel=INFERENCE)
+]
+TileBatchOpt = Annotated[
+    int | None, typer.Option(help="Windows per forward pass (default 1 on CPU, 4 on GPU).", rich_help_panel=INFERENCE)
+]
+
+
+def inference_overrides(
+    resize: str | None,
+    mode: str | None,
+    crop: str | None,
+    stride: str | None,
+    scales: str | None,
+    flip: bool | None,
+    tile_batch: int | None,
+) -> dict[str, Any]:
+    """The inference options as `Segmenter.params` overrides (None: the preset's value)."""
+    return {"resize": resize, "mode": mode, "crop": crop, "stride": stride, "scales": scales, "flip": flip,
+            "tile_batch": tile_batch}  # fmt: skip

@@ -26,7 +26,8 @@ def convert(
     torch.load(weights_only=True) — a checkpoint that needs code to unpickle is refused — every key and
     shape is checked against --arch, and the output is byte-identical for the same input. Prints the
     output directory; use it with --model."""
-    from ..convert import convert as run, read_classes
+    from ..classes import read_class_names
+    from ..convert import convert as run
     from ..registry import load_registry
 
     if not src.is_file():
@@ -35,7 +36,7 @@ def convert(
     if arch not in registry:
         choices = ", ".join(n for n, s in registry.items() if s.needs_conversion)
         raise UsageError(f"unknown --arch {arch!r}", hint=f"mmseg architectures: {choices}")
-    names = read_classes(classes) if classes is not None else None
+    names = read_class_names(classes) if classes is not None else None
     done = run(src, registry[arch], out, names)
     eprint(f"segcli: converted {src} → {done} (use --model {done})")
     print(done)

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import EXIT_FAILED, UsageError
 from .common import STATE, PresetOpt, QuietOpt, eprint, handle_errors
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+    from ..export import ExportOptions
+
+ModelArg = Annotated[str, typer.Argument(help="Any --model source: registry name, Hub repo id, local directory.")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript | safetensors-fp16.")]
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Output file (.onnx / .pt), or directory for safetensors-fp16.")
+]
+SizeOpt = Annotated[str, typer.Option(help="Input size HxW the export is traced (and verified) at.")]
+DynamicOpt = Annotated[bool, typer.Option("--dynamic", help="ONNX: any height and width (ConvNeXt / ResNet models).")]
+PreprocessOpt = Annotated[
+    bool, typer.Option("--with-preprocess", help="Bake normalisation in: the input is uint8 RGB NHWC.")
+]
+LabelsOpt = Annotated[bool, typer.Option("--labels", help="Append argmax: the output is class indices.")]
+AtolOpt = Annotated[float, typer.Option(help="Largest allowed |logit difference| against the eager model.")]
+VerifyOpt = Annotated[
+    bool, typer.Option("--verify/--no-verify", help="Run the export and compare it with the model.")
+]
+OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.")]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -20,20 +41,42 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _require_runtimes(fmt: str, verify: bool) -> None:
+    from ..export import require_onnxruntime
+    from ..extras import require
+
+    if fmt == "onnx":
+        for module in ("onnx", "onnxscript"):
+            require(module, "onnx", "torch's ONNX exporter needs it")
+        if verify:
+            require_onnxruntime()
+
+
+def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: bool) -> dict[str, Any]:
+    from .. import export as ex
+    from ..images import synthetic_photo
+
+    v = ex.verify(seg.model, out, opts, atol, synthetic_photo(*opts.size))
+    if not quiet:
+        for c in v.checks:
+            diff = "-" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.2e}"
+            agree = f"{100 * c['label_agreement']:.3f}%"
+            eprint(f"segcli: verify {c['input']:<18} max|diff| {diff}  labels agree {agree}  {'ok' if c['ok'] else 'FAILED'}")
+    return {"verified": v.ok, "checks": v.checks}
+
+
 @handle_errors
 def export(
-    model: Annotated[str, typer.Argument(help="Any --model source: registry name, Hub repo id, local directory.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript | safetensors-fp16.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.onnx / .pt), or directory for safetensors-fp16.")],
-    size: Annotated[str, typer.Option(help="Input size HxW the export is traced (and verified) at.")] = "512x512",
-    dynamic: Annotated[bool, typer.Option("--dynamic", help="ONNX: any height and width (ConvNeXt / ResNet models).")] = False,
-    with_preprocess: Annotated[
-        bool, typer.Option("--with-preprocess", help="Bake normalisation in: the input is uint8 RGB NHWC.")
-    ] = False,
-    labels: Annotated[bool, typer.Option("--labels", help="Append argmax: the output is class indices.")] = False,
-    atol: Annotated[float, typer.Option(help="Largest allowed |logit difference| against the eager model.")] = 1e-4,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the export and compare it with the model.")] = True,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    model: ModelArg,
+    fmt: FormatOpt,
+    out: OutOpt,
+    size: SizeOpt = "512x512",
+    dynamic: DynamicOpt = False,
+    with_preprocess: PreprocessOpt = False,
+    labels: LabelsOpt = False,
+    atol: AtolOpt = 1e-4,
+    verify: VerifyOpt = True,
+    opset: OpsetOpt = 18,
     preset: PresetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -44,16 +87,11 @@ def export(
     image and compared with the eager model: beyond --atol the exit code is 1 (the file is kept)."""
     from .. import export as ex
     from ..api import Segmenter
+    from ..formats import sidecar
+    from ..fsutil import atomic_path
+
     opts = ex.ExportOptions(fmt, _size(size), dynamic, with_preprocess, labels, opset)
-    if fmt == "onnx":
-        for module in ("onnx", "onnxscript"):
-            try:
-                __import__(module)
-            except ImportError:
-                raise ex.ExportError(f"{module} is not installed: torch's ONNX exporter needs it",
-                                     hint="pip install 'segcli[onnx]'") from None  # fmt: skip
-        if verify:
-            ex.require_onnxruntime()
+    _require_runtimes(fmt, verify)
     seg = Segmenter.from_pretrained(model, registry=STATE.registry)
     if not isinstance(seg.model, ex.Segmentor):
         raise UsageError(f"{model}: already an exported model")
@@ -66,30 +104,18 @@ def export(
         return
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory", hint="give a file name, e.g. model.onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         (ex.export_onnx if fmt == "onnx" else ex.export_torchscript)(seg.model, opts, tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    side = ex.write_sidecar(out, ex.sidecar(seg, opts, seg.params(preset).to_json()))
-    result = {"format": fmt, "path": str(out), "sidecar": str(side), "size": list(opts.size), "dynamic": dynamic,
-              "verified": None, "checks": []}  # fmt: skip
+    doc = sidecar.describe(seg.info, seg.model.config.normalization, seg.model.align_corners,
+                           seg.params(preset).to_json(), opts.layout)  # fmt: skip
+    side = sidecar.write(out, doc)
+    result: dict[str, Any] = {"format": fmt, "path": str(out), "sidecar": str(side), "size": list(opts.size),
+                              "dynamic": dynamic, "verified": None, "checks": []}  # fmt: skip
     if verify:
-        from ..images import synthetic_photo
-
-        v = ex.verify(seg.model, out, opts, atol, synthetic_photo(*opts.size))
-        result.update(verified=v.ok, checks=v.checks)
-        if not quiet:
-            for c in v.checks:
-                diff = "-" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.2e}"
-                eprint(f"segcli: verify {c['input']:<18} max|diff| {diff}  labels agree {100 * c['label_agreement']:.3f}%"
-                       f"  {'ok' if c['ok'] else 'FAILED'}")  # fmt: skip
+        result.update(_verify(seg, out, opts, atol, quiet))
     print(json.dumps(result))
     if verify and not result["verified"]:
         eprint(f"segcli: warning: {out} differs from the model beyond --atol {atol}; the file is kept")
         raise typer.Exit(EXIT_FAILED)
     if not quiet:
         eprint(f"segcli: exported {out} (+ {side.name})")
-

@@ -6,17 +6,37 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
 from ..images import DEFAULT_MAX_PIXELS
-from .common import STATE, DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, QuietOpt, eprint, handle_errors
+from .common import (
+    STATE,
+    CropOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FlipOpt,
+    ModelOpt,
+    ModeOpt,
+    PresetOpt,
+    QuietOpt,
+    ResizeOpt,
+    ScalesOpt,
+    StrideOpt,
+    TileBatchOpt,
+    eprint,
+    handle_errors,
+    inference_overrides,
+)
 from .progress import Progress
 
+if TYPE_CHECKING:
+    from ..batch import ImageRecord, Options, RunSummary
+
 DEFAULT_MODEL = "upernet-convnext-tiny"
-IN, OUT, INF, RUN = "Inputs", "Outputs", "Inference (overrides the preset)", "Execution"
+IN, OUT, RUN = "Inputs", "Outputs", "Execution"
 
 
 def _save_kinds(text: str) -> frozenset[str]:
@@ -25,7 +45,9 @@ def _save_kinds(text: str) -> frozenset[str]:
     kinds = {k.strip() for k in text.split(",") if k.strip() and k.strip() != "none"}
     unknown = sorted(kinds - set(SAVE_KINDS))
     if unknown:
-        raise UsageError(f"unknown --save kind(s) {', '.join(unknown)}", hint=f"choose from {', '.join(SAVE_KINDS)}, or none")
+        raise UsageError(
+            f"unknown --save kind(s) {', '.join(unknown)}", hint=f"choose from {', '.join(SAVE_KINDS)}, or none"
+        )
     return frozenset(kinds)
 
 
@@ -47,61 +69,124 @@ class _StopOnSigint:
         self.stop = True
         eprint("segcli: interrupted: finishing the images in flight (Ctrl-C again to stop at once)")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _Reporter:
+    """Each record as it comes: an error line for failures, a JSON line with --jsonl, progress."""
+
+    def __init__(self, progress: Progress, jsonl: bool) -> None:
+        self.progress, self.jsonl = progress, jsonl
+
+    def __call__(self, record: ImageRecord) -> None:
+        if record.status == "failed":
+            self.progress.print_error(f"segcli: error: {record.error}")
+        if self.jsonl:
+            print(json.dumps(record.to_json(), ensure_ascii=False), flush=True)
+        self.progress.advance(record.status)
+
+
+def _check_options(alpha: float, topk: int | None, batch_size: int, out: Path) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha {alpha} is outside 0..1")
+    if topk is not None and topk < 1:
+        raise UsageError("--topk must be at least 1")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+
+
+def _finish(summary: RunSummary, doc: dict[str, Any], opts: Options, shard: tuple[int, int] | None, quiet: bool) -> None:
+    """Write summary.json, say how it went, exit with the code that tells it."""
+    from ..fsutil import atomic_write_bytes
+    from ..outputs import json_bytes
+
+    name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
+    opts.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(opts.out / name, json_bytes(doc))
+    if not quiet:
+        s = summary
+        rate = f", {s.done / s.seconds:.2f} images/s" if s.seconds > 0 and s.done else ""
+        eprint(f"segcli: {s.done} done, {s.skipped} skipped, {len(s.failures)} failed of {s.total} → {opts.out}{rate}")
+    if summary.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if summary.failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="INPUT",
+        help="Image files, folders (searched recursively), glob patterns ('scans/*/*.tif'), or - to read "
+        "paths from stdin, one per line.",
+    ),
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).", rich_help_panel=OUT)]
+NullOpt = Annotated[
+    bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=IN)
+]
+ExtOpt = Annotated[
+    str | None, typer.Option(help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN)
+]
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive/--no-recursive", help="Search subfolders.", rich_help_panel=IN)
+]
+ShardOpt = Annotated[
+    str | None, typer.Option(help="Process shard I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/8.", rich_help_panel=IN)
+]
+MaxPixelsOpt = Annotated[
+    int, typer.Option(help="Refuse larger images (default: Pillow's decompression-bomb limit).", rich_help_panel=IN)
+]
+SaveOpt = Annotated[
+    str,
+    typer.Option(help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none.", rich_help_panel=OUT),
+]
+AlphaOpt = Annotated[float, typer.Option(help="Overlay opacity of the class colours (0..1).", rich_help_panel=OUT)]
+TopkOpt = Annotated[
+    int | None,
+    typer.Option(help="probs: keep the K most probable classes (.npz) instead of all (.npy).", rich_help_panel=OUT),
+]
+JsonlOpt = Annotated[
+    bool, typer.Option("--jsonl", help="One JSON record per image on stdout (and nothing else).", rich_help_panel=OUT)
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Redo images whose outputs already exist.", rich_help_panel=OUT)
+]
+BatchSizeOpt = Annotated[int, typer.Option(help="Same-size images run together.", rich_help_panel=RUN)]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="CPU threads for inference (default: torch's).", rich_help_panel=RUN)
+]
+
+
 @handle_errors
 def predict(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="INPUT",
-            help="Image files, folders (searched recursively), glob patterns ('scans/*/*.tif'), or - to read "
-            "paths from stdin, one per line.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).", rich_help_panel=OUT)],
+    inputs: InputsArg,
+    out: OutOpt,
     model: ModelOpt = DEFAULT_MODEL,
-    null: Annotated[
-        bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=IN)
-    ] = False,
-    ext: Annotated[
-        str | None, typer.Option(help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN)
-    ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Search subfolders.", rich_help_panel=IN)] = True,
-    shard: Annotated[
-        str | None, typer.Option(help="Process shard I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/8.", rich_help_panel=IN)
-    ] = None,
-    max_pixels: Annotated[
-        int, typer.Option(help="Refuse larger images (default: Pillow's decompression-bomb limit).", rich_help_panel=IN)
-    ] = DEFAULT_MAX_PIXELS,
-    save: Annotated[
-        str, typer.Option(help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none.", rich_help_panel=OUT)
-    ] = "json",
-    alpha: Annotated[float, typer.Option(help="Overlay opacity of the class colours (0..1).", rich_help_panel=OUT)] = 0.5,
-    topk: Annotated[
-        int | None, typer.Option(help="probs: keep the K most probable classes (.npz) instead of all (.npy).", rich_help_panel=OUT)
-    ] = None,
-    jsonl: Annotated[
-        bool, typer.Option("--jsonl", help="One JSON record per image on stdout (and nothing else).", rich_help_panel=OUT)
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Redo images whose outputs already exist.", rich_help_panel=OUT)
-    ] = False,
+    null: NullOpt = False,
+    ext: ExtOpt = None,
+    recursive: RecursiveOpt = True,
+    shard: ShardOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    save: SaveOpt = "json",
+    alpha: AlphaOpt = 0.5,
+    topk: TopkOpt = None,
+    jsonl: JsonlOpt = False,
+    overwrite: OverwriteOpt = False,
     preset: PresetOpt = None,
-    resize: Annotated[str | None, typer.Option(help="none | SHORT[:LONG] (keep ratio) | HxW.", rich_help_panel=INF)] = None,
-    mode: Annotated[str | None, typer.Option(help="whole | slide (sliding windows).", rich_help_panel=INF)] = None,
-    crop: Annotated[str | None, typer.Option(help="Slide window size: N or HxW.", rich_help_panel=INF)] = None,
-    stride: Annotated[str | None, typer.Option(help="Slide window stride: N or HxW.", rich_help_panel=INF)] = None,
-    scales: Annotated[str | None, typer.Option(help="Ratios of the resize target, e.g. 0.5,1,1.5.", rich_help_panel=INF)] = None,
-    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Add horizontally flipped views.", rich_help_panel=INF)] = None,
-    tile_batch: Annotated[
-        int | None, typer.Option(help="Windows per forward pass (default 1 on CPU, 4 on GPU).", rich_help_panel=INF)
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Same-size images run together.", rich_help_panel=RUN)] = 1,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for inference (default: torch's).", rich_help_panel=RUN)] = None,
+    resize: ResizeOpt = None,
+    mode: ModeOpt = None,
+    crop: CropOpt = None,
+    stride: StrideOpt = None,
+    scales: ScalesOpt = None,
+    flip: FlipOpt = None,
+    tile_batch: TileBatchOpt = None,
+    batch_size: BatchSizeOpt = 1,
+    threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     quiet: QuietOpt = False,
@@ -116,26 +201,19 @@ def predict(
     from .. import batch
     from ..api import Segmenter
     from ..inputs import discover, in_shard, parse_extensions, parse_shard
-    from ..outputs import atomic_write_bytes, json_bytes
     from ..presets import check
 
-    overrides = {"resize": resize, "mode": mode, "crop": crop, "stride": stride, "scales": scales, "flip": flip,
-                 "tile_batch": tile_batch}  # fmt: skip
+    overrides = inference_overrides(resize, mode, crop, stride, scales, flip, tile_batch)
     check(preset, **overrides)  # typos are usage errors before any download or model loading
     kinds = _save_kinds(save)
     shard_spec = parse_shard(shard)
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha {alpha} is outside 0..1")
-    if topk is not None and topk < 1:
-        raise UsageError("--topk must be at least 1")
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    _check_options(alpha, topk, batch_size, out)
     found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out)
     items = [it for it in found.items if in_shard(it, shard_spec)]
     if not items and not found.errors:
-        raise UsageError("no images found in the inputs", hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp")
+        raise UsageError(
+            "no images found in the inputs", hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp"
+        )
     if threads is not None:
         import torch
 
@@ -143,32 +221,15 @@ def predict(
     seg = Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
     params = seg.params(preset, **overrides)
     opts = batch.Options(out, kinds, alpha, topk, overwrite, batch_size, max_pixels)
-
     progress = Progress(len(items) + len(found.errors), enabled=not quiet)
-
-    def report(record: dict[str, Any]) -> None:
-        if record["status"] == "failed":
-            progress.print_error(f"segcli: error: {record['error']}")
-        if jsonl:
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-        progress.advance(record["status"])
-
-    for arg, reason in found.errors:
-        report({"schema": "segcli.prediction/1", "input": arg, "name": None, "status": "failed",
-                "error": f"{arg}: {reason}"})  # fmt: skip
+    report = _Reporter(progress, jsonl)
+    summary = batch.RunSummary(tuple(seg.classes), total=len(found.errors))
     with progress, _StopOnSigint() as sigint:
-        result = batch.run(seg, items, params, opts, report=report, should_stop=lambda: sigint.stop)
-    result.total += len(found.errors)
-    result.failures[:0] = [{"input": a, "error": f"{a}: {r}"} for a, r in found.errors]
-    name = "summary.json" if shard_spec is None else f"summary-shard-{shard_spec[0]}-of-{shard_spec[1]}.json"
+        for arg, reason in found.errors:
+            record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
+            summary.add(record)
+            report(record)
+        batch.run(seg, items, params, opts, report=report, should_stop=lambda: sigint.stop, summary=summary)
     extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / name, json_bytes(batch.summary(result, seg, params, opts, extra)))
-    if not quiet:
-        rate = f", {result.done / result.seconds:.2f} images/s" if result.seconds > 0 and result.done else ""
-        eprint(f"segcli: {result.done} done, {result.skipped} skipped, {len(result.failures)} failed "
-               f"of {result.total} → {out}{rate}")  # fmt: skip
-    if result.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if result.failures:
-        raise typer.Exit(EXIT_FAILED)
+    doc = summary.to_json(batch.model_record(seg.info), params.preset, params.to_json(), sorted(opts.save), extra)
+    _finish(summary, doc, opts, shard_spec, quiet)

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..presets import Params
 from .resample import RowResampler
 from .slide import Block
 
-if TYPE_CHECKING:
-    from . import Prediction
+
+@dataclass
+class Prediction:
+    """What the engine computed for one image, at the image's own size."""
+
+    labels: np.ndarray | None = None  # [H, W] class indices
+    probs: np.ndarray | None = None  # [K, H, W] float16 probabilities
+    logits: torch.Tensor | None = None  # [K, H, W] float32 (multi-view: log of the averaged probabilities)
+    params: Params | None = None  # what it ran with
+    windows: int = 0
+    views: int = 0
+    held_elements: int = 0  # most accumulator values (float32) held at once: windows' sums + view merging
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -118,8 +129,6 @@ class Merger:
             self.lo = ready
 
     def result(self) -> Prediction:
-        from . import Prediction
-
         if self.n > 1 and self.lo != self.size[0]:
             raise RuntimeError("views did not cover the image")  # a bug, not a user error
         return Prediction(

@@ -76,12 +76,6 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int], chunk_rows: int = 
     return out
 
 
-def resize_strips(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> Iterator[Strip]:
-    """A whole [K, h, w] map resized to `size`, as strips (for callers that have the map in one piece)."""
-    rs = RowResampler(logits.shape[1:], size, align_corners)
-    yield from rs.push(0, logits)
-
-
 class RowResampler:
     """Bilinear resize of [K, h, w] → [K, H, W] fed with consecutive source-row strips, top to bottom."""
 

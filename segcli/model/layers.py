@@ -37,6 +37,16 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class ExportForm:
+    """A module with a second, export-friendly form of its forward (same function, other operators).
+
+    `segcli export` calls `to_export_form` on every such module of a copy of the model; inference keeps the
+    faster form."""
+
+    def to_export_form(self, dynamic: bool) -> None:
+        raise NotImplementedError
+
+
 class ConvModule(nn.Module):
     """conv (no bias) → BatchNorm → ReLU; parameters named `conv.*` and `batch_norm.*`."""
 
@@ -110,3 +120,27 @@ def conv_upsampled_concat(
             along_y = F.interpolate(row, size=(h_out, w_out), mode="bilinear", align_corners=align_corners)
             _shift_add(out, along_y, ky - ph, 2)
     return out
+
+
+class ConcatConvModule(ConvModule, ExportForm):
+    """ConvModule over ``cat([parts[0], *(resize(p, size of parts[0]) for p in parts[1:])])``.
+
+    The inference form never builds the upsampled concatenation (`conv_upsampled_concat`); the export form
+    is the plain one (no in-place updates). Same parameters (`conv.*`, `batch_norm.*`), same result up to
+    float rounding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, align_corners: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.align_corners = align_corners
+        self.fused = True
+
+    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        size = tuple(parts[0].shape[-2:])
+        if self.fused:
+            y = conv_upsampled_concat(self.conv, parts, size, self.align_corners)
+        else:
+            y = self.conv(torch.cat([resize(p, size, self.align_corners) for p in parts], dim=1))
+        return self.activation(self.batch_norm(y))
+
+    def to_export_form(self, dynamic: bool) -> None:
+        self.fused = False

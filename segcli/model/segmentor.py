@@ -11,10 +11,10 @@ from .backbones import BackboneConfig, build_backbone
 from .heads.fcn import FCNHead, FCNHeadConfig
 from .heads.psp import PSPHead, PSPHeadConfig
 from .heads.uper import UPerHead, UPerHeadConfig
+from .layers import resize
 
 HeadConfig = UPerHeadConfig | PSPHeadConfig
 HEADS: dict[type, type[nn.Module]] = {UPerHeadConfig: UPerHead, PSPHeadConfig: PSPHead}
-from .layers import resize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +48,7 @@ class SegmentorConfig:
 class Segmentor(nn.Module):
     """Normalised [B, 3, H, W] → logits [B, K, H, W] (decode-head logits at 1/4 or 1/8, bilinearly upsampled).
 
-    The auxiliary head, when the checkpoint has one, is loaded (its keys are checked like any other) but only
+    Implements the engine's `SegModel`. The auxiliary head, when the checkpoint has one, is loaded (its keys are checked like any other) but only
     runs in `forward_aux`; inference never pays for it.
     """
 
@@ -72,6 +72,18 @@ class Segmentor(nn.Module):
     @property
     def align_corners(self) -> bool:
         return self.decode_head.align_corners
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features in NCHW layout (ConvNeXt's permutes leave channels-last strides, which make

@@ -1,30 +1,65 @@
-"""Pyramid Pooling Module (Zhao et al., CVPR 2017), shared by the UPerNet and PSPNet heads."""
+"""Pyramid Pooling Module (Zhao et al., CVPR 2017), shared by the UPerNet and PSPNet heads.
+
+Its export form: ONNX has no adaptive average pooling, and exporters fail (or worse) on the 1/2/3/6 bins
+when the pooled map is not a multiple of the bin count. Each bin is then computed as an AvgPool when the map
+divides evenly, otherwise as two small averaging matrices (rows and columns of the same bins PyTorch uses:
+[⌊i·n/s⌋, ⌈(i+1)·n/s⌉)) — the same averages; with `dynamic`, the matrices are built from the input's shape
+inside the graph.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvModule, conv_upsampled_concat, resize
+from ..layers import ConvModule, ExportForm
 
 
-class PyramidPooling(nn.ModuleList):
-    """x [B, C, h, w] → one [B, channels, h, w] map per bin size: adaptive average pool to s×s, 1×1 conv,
-    bilinear upsampling back to h×w. Children are `Sequential(pool, ConvModule)` (keys `{i}.1.conv.*`)."""
+def pool_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[s, n]: row i averages input positions ⌊i·n/s⌋ … ⌈(i+1)·n/s⌉-1, as adaptive_avg_pool does."""
+    i = torch.arange(s)
+    start = (i * n) // s
+    end = ((i + 1) * n + s - 1) // s
+    j = torch.arange(n)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
 
-    def __init__(
-        self, in_channels: int, channels: int, scales: tuple[int, ...] = (1, 2, 3, 6), align_corners: bool = False
-    ) -> None:
-        super().__init__(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels, channels, 1)) for s in scales
-        )
-        self.align_corners = align_corners
+
+class ExportPool(nn.Module):
+    """adaptive_avg_pool2d(x, s) in operators every exporter has.
+
+    Static (`dynamic=False`): x's height and width are constants of the traced graph, so the averaging
+    matrices are too (or an AvgPool2d when s divides both). Dynamic: the matrices are built from x's shape."""
+
+    def __init__(self, s: int, dynamic: bool) -> None:
+        super().__init__()
+        self.s, self.dynamic = s, dynamic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if not self.dynamic:
+            h, w = int(h), int(w)
+            if h % self.s == 0 and w % self.s == 0:
+                return F.avg_pool2d(x, (h // self.s, w // self.s))
+        rows = pool_matrix(h, self.s, x.dtype)  # [s, h]
+        cols = pool_matrix(w, self.s, x.dtype).t()  # [w, s]
+        return torch.matmul(torch.matmul(rows, x), cols)  # [B, C, s, s]
+
+
+class PyramidPooling(nn.ModuleList, ExportForm):
+    """x [B, C, h, w] → one [B, channels, s, s] map per bin size s: adaptive average pooling, 1×1 conv.
+
+    Children are `Sequential(pool, ConvModule)` (keys `{i}.1.conv.*`). Upsampling the pooled maps back to
+    h×w is left to the bottleneck that concatenates them (`ConcatConvModule`), which can skip it."""
+
+    def __init__(self, in_channels: int, channels: int, scales: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels, channels, 1)) for s in scales)
+        self.scales = scales
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        size = tuple(x.shape[-2:])
-        return [resize(branch(x), size, self.align_corners) for branch in self]
+        return [branch(x) for branch in self]
 
-    def fuse(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-        """``conv(cat([x, *self(x)]))`` (the PPM bottleneck's convolution) without upsampling the pooled
-        maps first: see `conv_upsampled_concat`."""
-        return conv_upsampled_concat(conv, [x, *(branch(x) for branch in self)], tuple(x.shape[-2:]), self.align_corners)
+    def to_export_form(self, dynamic: bool) -> None:
+        for branch, s in zip(self, self.scales):
+            branch[0] = ExportPool(s, dynamic)

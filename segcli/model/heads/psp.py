@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import ConvModule
+from ..layers import ConcatConvModule
 from .ppm import PyramidPooling
 
 
@@ -29,14 +29,11 @@ class PSPHead(nn.Module):
         super().__init__()
         self.in_index = cfg.in_index
         self.align_corners = cfg.align_corners
-        self.psp_modules = PyramidPooling(cfg.in_channels, cfg.channels, cfg.pool_scales, cfg.align_corners)
-        self.bottleneck = ConvModule(cfg.in_channels + len(cfg.pool_scales) * cfg.channels, cfg.channels, 3, 1)
+        self.psp_modules = PyramidPooling(cfg.in_channels, cfg.channels, cfg.pool_scales)
+        width = cfg.in_channels + len(cfg.pool_scales) * cfg.channels
+        self.bottleneck = ConcatConvModule(width, cfg.channels, 3, cfg.align_corners)
         self.classifier = nn.Conv2d(cfg.channels, cfg.num_classes, kernel_size=1)
-        self.fused = True  # False: the plain concat + conv form (for export: no in-place updates)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[self.in_index]
-        bn = self.bottleneck  # bottleneck(cat[x, up(pooled)]) without upsampling the pooled maps first
-        if not self.fused:
-            return self.classifier(bn(torch.cat([x, *self.psp_modules(x)], dim=1)))
-        return self.classifier(bn.activation(bn.batch_norm(self.psp_modules.fuse(x, bn.conv))))
+        return self.classifier(self.bottleneck([x, *self.psp_modules(x)]))  # cat[x, up(pooled)] → 3×3

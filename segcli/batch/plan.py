@@ -1,0 +1,106 @@
+"""What a batch run will do with each input, decided before any model runs: process, skip or refuse.
+
+An image is *skipped* when an earlier run finished it with the same fingerprint (model, inference
+parameters, what is saved): its palette PNG carries that fingerprint in a text chunk and every other
+requested output exists. It is *refused* when one of its outputs would overwrite an input image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..images import DEFAULT_MAX_PIXELS
+from ..inputs import Item
+from ..outputs import read_fingerprint
+from ..presets import Params
+from .records import ImageRecord
+
+
+@dataclass(frozen=True)
+class Options:
+    out: Path
+    save: frozenset[str] = frozenset({"json"})  # besides the palette PNG: label, overlay, probs, json
+    alpha: float = 0.5  # overlay opacity of the class colours
+    topk: int | None = None  # probs: only the k most probable classes (.npz) instead of all (.npy)
+    overwrite: bool = False
+    batch_size: int = 1  # same-size images per forward pass
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decoders: int = 2  # decoding threads
+
+
+@dataclass(frozen=True)
+class Task:
+    item: Item
+    paths: dict[str, Path]  # output kind → file
+    record: ImageRecord | None = None  # decided already (skipped / refused); None: to be processed
+
+
+def fingerprint(model: dict[str, Any], params: Params, opts: Options) -> str:
+    """What makes two runs' outputs interchangeable: weights, inference parameters, what is saved."""
+    what = {
+        "model": model.get("sha256") or model,
+        "inference": params.to_json(),
+        "save": sorted(opts.save),
+        "alpha": opts.alpha if "overlay" in opts.save else None,
+        "topk": opts.topk,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def output_paths(item: Item, opts: Options) -> dict[str, Path]:
+    base = opts.out / item.name.parent
+    stem = item.name.name
+    paths = {"png": base / f"{stem}.png"}
+    if "label" in opts.save:
+        paths["label"] = base / f"{stem}_label.png"
+    if "overlay" in opts.save:
+        paths["overlay"] = base / f"{stem}_overlay.jpg"
+    if "probs" in opts.save:
+        paths["probs"] = base / (f"{stem}_top{opts.topk}.npz" if opts.topk else f"{stem}_probs.npy")
+    if "json" in opts.save:
+        paths["json"] = base / f"{stem}.json"
+    return paths
+
+
+def finished_before(paths: dict[str, Path], fp: str) -> bool:
+    return read_fingerprint(paths["png"]) == fp and all(p.is_file() for p in paths.values())
+
+
+def _earlier_counts(paths: dict[str, Path], num_classes: int) -> np.ndarray | None:
+    """Class pixel counts recorded in a finished image's JSON (for the run's totals), if it has one."""
+    if "json" not in paths:
+        return None
+    try:
+        previous = json.loads(paths["json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for c in previous.get("classes", []) if isinstance(previous, dict) else []:
+        if 0 <= c.get("index", -1) < num_classes:
+            counts[c["index"]] += int(c.get("pixels", 0))
+    return counts
+
+
+def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Task]:
+    """One task per item, in order."""
+    inputs = {it.path.resolve() for it in items}
+    tasks = []
+    for item in items:
+        paths = output_paths(item, opts)
+        name = item.name.as_posix()
+        if any(p.resolve() in inputs for p in paths.values()):
+            reason = f"{item.path}: its output would overwrite an input image; choose another --out"
+            tasks.append(Task(item, paths, ImageRecord.failed(str(item.path), name, reason)))
+        elif not opts.overwrite and finished_before(paths, fp):
+            record = ImageRecord(str(item.path), name, "skipped", outputs=paths)
+            record.counts = _earlier_counts(paths, num_classes)
+            tasks.append(Task(item, paths, record))
+        else:
+            tasks.append(Task(item, paths))
+    return tasks

@@ -1,0 +1,120 @@
+"""The records a batch run produces, each with its JSON form written once here.
+
+`ImageRecord`: one input's outcome. Its `to_json()` is the `--jsonl` line; `file_json()` the `<stem>.json`
+file (the same without status and error). `RunSummary`: the run's `summary.json`, accumulated from the records.
+
+    done     schema, input, name, image, model, preset, inference, classes, outputs, fingerprint, timings,
+             status, error
+    skipped  schema, input, name, status, error, outputs
+    failed   schema, input, name, status, error
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..info import ModelInfo
+from ..outputs import class_stats
+
+PREDICTION_SCHEMA = "segcli.prediction/1"
+RUN_SCHEMA = "segcli.run/1"
+
+
+def model_record(info: ModelInfo) -> dict[str, Any]:
+    """Which weights made an output (name, source kind, repo, revision, sha256, path)."""
+    o = info.origin
+    return {
+        "name": info.name,
+        "source": o.kind,
+        "repo": o.repo,
+        "revision": o.revision,
+        "sha256": o.sha256,
+        "path": o.path,
+    }
+
+
+@dataclass
+class ImageRecord:
+    input: str
+    name: str | None
+    status: str  # "done" | "skipped" | "failed"
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # done: image, model, preset, inference, classes
+    fingerprint: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: np.ndarray | None = None  # pixels per class (done, or skipped with an earlier JSON); not in the JSON
+
+    @classmethod
+    def failed(cls, input: str, name: str | None, error: str) -> ImageRecord:
+        return cls(input, name, "failed", error)
+
+    def file_json(self) -> dict[str, Any]:
+        """The `<stem>.json` written beside a finished image's PNG."""
+        return {
+            "schema": PREDICTION_SCHEMA,
+            "input": self.input,
+            "name": self.name,
+            **self.details,
+            "outputs": {k: str(p) for k, p in self.outputs.items()},
+            "fingerprint": self.fingerprint,
+            "timings": self.timings,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The record streamed with `--jsonl` (and handed to `report` callbacks)."""
+        if self.status == "done":
+            return {**self.file_json(), "status": "done", "error": None}
+        doc: dict[str, Any] = {"schema": PREDICTION_SCHEMA, "input": self.input, "name": self.name,
+                               "status": self.status, "error": self.error}  # fmt: skip
+        if self.status == "skipped":
+            doc["outputs"] = {k: str(p) for k, p in self.outputs.items()}
+        return doc
+
+
+@dataclass
+class RunSummary:
+    """Totals of a run, fed record by record; `to_json()` is summary.json."""
+
+    classes: tuple[str, ...]
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    class_pixels: np.ndarray = field(init=False)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def __post_init__(self) -> None:
+        self.class_pixels = np.zeros(len(self.classes), dtype=np.int64)
+
+    def add(self, record: ImageRecord) -> None:
+        if record.status == "done":
+            self.done += 1
+        elif record.status == "skipped":
+            self.skipped += 1
+        else:
+            self.failures.append({"input": record.input, "error": record.error or ""})
+        if record.counts is not None and record.status != "failed":
+            self.class_pixels += record.counts
+
+    def to_json(self, model: dict[str, Any], preset: str, inference: dict[str, Any], save: list[str],
+                extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        return {
+            "schema": RUN_SCHEMA,
+            "model": model,
+            "preset": preset,
+            "inference": inference,
+            "save": save,
+            **extra,
+            "counts": {"total": self.total, "done": self.done, "skipped": self.skipped, "failed": len(self.failures)},
+            "interrupted": self.interrupted,
+            "classes": class_stats(self.class_pixels, list(self.classes)),
+            "failures": self.failures,
+            "seconds": self.seconds,
+            "images_per_second": self.done / self.seconds if self.seconds > 0 else None,
+        }

@@ -1,0 +1,64 @@
+"""A batch run: plan the items, run the pipeline over the segmenter, collect the records into a summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..images import load_image
+from ..inputs import Item
+from ..presets import Params
+from .pipeline import Pipeline
+from .plan import Options, Task, fingerprint, plan
+from .records import ImageRecord, RunSummary, model_record
+from .writer import Writer
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+
+
+def _decode(max_pixels: int, task: Task) -> np.ndarray:
+    return load_image(task.item.path, max_pixels=max_pixels)
+
+
+def run(
+    seg: Segmenter,
+    items: list[Item],
+    params: Params,
+    opts: Options,
+    *,
+    report: Callable[[ImageRecord], None] = lambda record: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    summary: RunSummary | None = None,
+) -> RunSummary:
+    """Segment `items` into `opts.out`; `report` gets every image's record (done / skipped / failed) in
+    input order; `should_stop` is polled between batches (Ctrl-C finishes the images in flight). Records
+    are added to `summary` (a new one when not given), which is returned."""
+    start = time.perf_counter()
+    model = model_record(seg.info)
+    fp = fingerprint(model, params, opts)
+    tasks = plan(items, opts, fp, seg.num_classes)
+    details = {"model": model, "preset": params.preset, "inference": params.to_json()}
+    write = Writer(tuple(seg.classes), seg.palette, opts, details, fp)
+    want_probs = "probs" in opts.save
+    pipeline = Pipeline(
+        decode=partial(_decode, opts.max_pixels),
+        infer=partial(seg.run_many, params=params, probs=want_probs),
+        write=write,
+        batch_size=opts.batch_size,
+        decoders=opts.decoders,
+    )
+    totals = summary if summary is not None else RunSummary(tuple(seg.classes))
+    totals.total += len(items)
+
+    def emit(record: ImageRecord) -> None:
+        totals.add(record)
+        report(record)
+
+    totals.interrupted = pipeline.run(tasks, emit, should_stop)
+    totals.seconds += time.perf_counter() - start
+    return totals

@@ -1,0 +1,158 @@
+"""Views, their windows, and the one schedule that runs them all (see the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..presets import Params
+from .merge import Merger, Prediction, ViewChain
+from .model import SegModel
+from .resample import rescale_size, resize_bilinear, resize_pil, scale_size
+from .slide import SlideAccumulator, Window, grid
+
+
+@dataclass
+class View:
+    index: int
+    scale: float
+    flip: bool
+    image: np.ndarray  # the resized RGB uint8 image (shared by a scale's flipped and unflipped views)
+    rows: list[list[Window]]
+    acc: SlideAccumulator
+    chain: ViewChain
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[:2]
+
+    def crop(self, win: Window) -> np.ndarray:
+        w = self.image.shape[1]
+        if self.flip:  # the window of the mirrored image = the mirrored window of the image
+            return self.image[win.y1 : win.y2, w - win.x2 : w - win.x1][:, ::-1]
+        return self.image[win.y1 : win.y2, win.x1 : win.x2]
+
+
+def view_size(h: int, w: int, params: Params, scale: float) -> tuple[int, int]:
+    """(h, w) of the image for one scale, following mmcv's size rules."""
+    r = params.resize
+    if r.kind == "keep":  # mmseg 0.x MultiScaleFlipAug: ratio × (long, short), then keep-ratio rescale
+        nw, nh = rescale_size(w, h, int(r.long * scale), int(r.short * scale))
+    elif r.kind == "fixed":
+        nw, nh = scale_size(r.width, r.height, scale)
+    else:  # mmseg 1.x TestTimeAug Resize(scale_factor=ratio, keep_ratio=True)
+        if scale == 1.0:
+            return h, w
+        sw, sh = scale_size(w, h, scale)
+        nw, nh = rescale_size(w, h, max(sw, sh), min(sw, sh))
+    return max(nh, 1), max(nw, 1)
+
+
+def plan(image: np.ndarray, params: Params, num_classes: int, device: torch.device | None = None) -> list[View]:
+    """One view per (scale, flip) of an RGB uint8 image [H, W, 3], with its windows and accumulator."""
+    h, w = image.shape[:2]
+    views: list[View] = []
+    for scale in params.scales:
+        size = view_size(h, w, params, scale)
+        resized = resize_pil(image, size) if params.resample == "pil" else resize_bilinear(image, size)
+        vh, vw = size
+        rows = grid(vh, vw, params.crop, params.stride) if params.mode == "slide" else [[Window(0, vh, 0, vw)]]
+        for flip in (False, True) if params.flip else (False,):
+            acc = SlideAccumulator(vh, vw, rows, num_classes, device)
+            chain = ViewChain((vh, vw), (h, w), flip, params.align_corners)
+            views.append(View(len(views), scale, flip, resized, rows, acc, chain))
+    return views
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """One window of one view of one image, in schedule order."""
+
+    view: View
+    row: int
+    col: int
+    image: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.view.rows[self.row][self.col].shape
+
+    def pixels(self) -> np.ndarray:
+        return self.view.crop(self.view.rows[self.row][self.col])
+
+
+def _schedule(all_views: list[list[View]], heights: list[int]) -> list[_Tile]:
+    """Every window, window rows ordered by how far down their image they get (views advance together)."""
+    rows = [
+        (v.acc.finish[r] * heights[n] / v.size[0], v.index, r, n, v)
+        for n, views in enumerate(all_views)
+        for v in views
+        for r in range(len(v.rows))
+    ]
+    rows.sort(key=lambda t: t[:4])
+    return [_Tile(v, r, c, n) for _, _, r, n, v in rows for c in range(len(v.rows[r]))]
+
+
+def _batches(tiles: list[_Tile], limit: int) -> list[list[_Tile]]:
+    """Consecutive runs of up to `limit` tiles of one shape (what one forward pass takes)."""
+    out: list[list[_Tile]] = []
+    for t in tiles:
+        if out and len(out[-1]) < limit and out[-1][0].shape == t.shape:
+            out[-1].append(t)
+        else:
+            out.append([t])
+    return out
+
+
+@torch.inference_mode()
+def predict_many(
+    model: SegModel,
+    images: list[np.ndarray],
+    params: Params,
+    *,
+    labels: bool = True,
+    probs: bool = False,
+    logits: bool = False,
+) -> list[Prediction]:
+    """Run the model on RGB uint8 images [H, W, 3] as `params` say; outputs at each image's own size.
+
+    Windows of all images and views share forward passes (up to `tile_batch` × images per pass) wherever
+    their shapes agree, so same-size images batch like a single image's windows do."""
+    device, k = model.device, model.num_classes
+    all_views = [plan(image, params, k, device) for image in images]
+    mergers = [
+        Merger(len(views), image.shape[:2], k, labels=labels, probs=probs, logits=logits, device=device)
+        for image, views in zip(images, all_views)
+    ]
+    tiles = _schedule(all_views, [image.shape[0] for image in images])
+    for batch in _batches(tiles, params.tile_batch * len(images)):
+        crops = np.stack([t.pixels() for t in batch])  # [B, h, w, 3] uint8
+        x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().contiguous()  # NCHW: faster on CPU
+        out = model(model.normalize(x).to(model.dtype)).float()  # [B, K, h, w]
+        for t, logit in zip(batch, out):
+            for block in t.view.acc.add(t.row, t.col, logit):
+                for done in t.view.chain.push(block):
+                    mergers[t.image].add(t.view.index, done)
+    results = []
+    for views, merger in zip(all_views, mergers):
+        result = merger.result()
+        result.params, result.views = params, len(views)
+        result.windows = sum(len(row) for v in views for row in v.rows)
+        result.held_elements = sum(v.acc.peak_elements for v in views) + merger.peak_elements
+        results.append(result)
+    return results
+
+
+def predict(
+    model: SegModel,
+    image: np.ndarray,
+    params: Params,
+    *,
+    labels: bool = True,
+    probs: bool = False,
+    logits: bool = False,
+) -> Prediction:
+    """`predict_many` for one image."""
+    return predict_many(model, [image], params, labels=labels, probs=probs, logits=logits)[0]

@@ -1,0 +1,18 @@
+"""Optional dependencies (the `[onnx]` extra, ...): imported only where used, with one error when missing."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import MissingExtraError
+
+
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import `module`, or raise MissingExtraError saying what it is for and how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(
+            f"{module} is not installed: {purpose}", hint=f"pip install 'segcli[{extra}]'"
+        ) from None

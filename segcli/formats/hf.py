@@ -1,0 +1,140 @@
+"""transformers' `UperNetForSemanticSegmentation` files: `config.json` and `preprocessor_config.json`, read.
+
+What `save_pretrained` writes and the openmmlab Hub repositories hold. Module names in segcli follow the
+same layout, so the weights need no key mapping; only the configs are translated here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..info import ModelInfo, Origin
+from ..model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
+from ..model.heads.fcn import FCNHeadConfig
+from ..model.heads.uper import UPerHeadConfig
+from ..model.segmentor import IMAGENET_MEAN, IMAGENET_STD, Normalization, SegmentorConfig
+from .common import class_names, class_set, read_json, segcli_block
+
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _ints(v: Any, where: str, key: str) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(i, int) for i in v):
+        raise ConfigError(f"{where}: `{key}` must be a list of integers, got {v!r}")
+    return tuple(v)
+
+
+def _convnext(bb: dict[str, Any], where: str) -> ConvNeXtConfig:
+    if bb.get("num_stages", 4) != 4:
+        raise ConfigError(f"{where}: ConvNeXt with {bb['num_stages']} stages is not supported (4 expected)")
+    return ConvNeXtConfig(
+        depths=_ints(bb.get("depths", [3, 3, 9, 3]), where, "depths"),
+        widths=_ints(bb.get("hidden_sizes", [96, 192, 384, 768]), where, "hidden_sizes"),
+        in_channels=bb.get("num_channels", 3),
+        patch_size=bb.get("patch_size", 4),
+        layer_scale=bb.get("layer_scale_init_value", 1e-6) > 0,
+        act=bb.get("hidden_act", "gelu"),
+    )
+
+
+def _swin(bb: dict[str, Any], where: str) -> SwinConfig:
+    if bb.get("use_absolute_embeddings", False):
+        raise ConfigError(f"{where}: Swin with absolute position embeddings is not supported")
+    return SwinConfig(
+        embed_dim=bb.get("embed_dim", 96),
+        depths=_ints(bb.get("depths", [2, 2, 6, 2]), where, "depths"),
+        num_heads=_ints(bb.get("num_heads", [3, 6, 12, 24]), where, "num_heads"),
+        window_size=bb.get("window_size", 7),
+        mlp_ratio=float(bb.get("mlp_ratio", 4.0)),
+        qkv_bias=bb.get("qkv_bias", True),
+        in_channels=bb.get("num_channels", 3),
+        patch_size=bb.get("patch_size", 4),
+        eps=float(bb.get("layer_norm_eps", 1e-5)),
+        act=bb.get("hidden_act", "gelu"),
+    )
+
+
+BACKBONES = {"convnext": _convnext, "swin": _swin}
+
+
+def backbone(bb: dict[str, Any], where: str) -> BackboneConfig:
+    """The backbone of a `backbone_config` (ConvNeXt or Swin, all four stages out)."""
+    out = bb.get("out_features")
+    if out is None and bb.get("out_indices") is not None:
+        out = [f"stage{i}" for i in bb["out_indices"]]
+    if out is not None and list(out) != STAGES:
+        raise ConfigError(f"{where}: backbone out_features {out} — UPerNet needs all four stages {STAGES}")
+    kind = bb.get("model_type")
+    if kind not in BACKBONES:
+        raise ConfigError(
+            f"{where}: backbone model_type {kind!r} is not supported",
+            hint="segcli runs UperNet on ConvNeXt and Swin backbones",
+        )
+    return BACKBONES[kind](bb, where)
+
+
+def network(cfg: dict[str, Any], num_classes: int, where: str) -> SegmentorConfig:
+    """The network of a transformers `UperNetForSemanticSegmentation` config.json."""
+    if cfg.get("model_type") != "upernet":
+        raise ConfigError(
+            f"{where}: model_type {cfg.get('model_type')!r} is not supported",
+            hint="segcli reads UperNetForSemanticSegmentation configs (model_type 'upernet')",
+        )
+    if cfg.get("use_timm_backbone") or cfg.get("backbone_config") is None:
+        raise ConfigError(f"{where}: needs a `backbone_config` (timm / named backbones are not supported)")
+    bb = backbone(cfg["backbone_config"], where)
+    channels = bb.out_channels
+    head = UPerHeadConfig(
+        in_channels=channels,
+        num_classes=num_classes,
+        channels=cfg.get("hidden_size", 512),
+        pool_scales=_ints(cfg.get("pool_scales", [1, 2, 3, 6]), where, "pool_scales"),
+    )
+    aux = None
+    if cfg.get("use_auxiliary_head", True):
+        aux = FCNHeadConfig(
+            in_channels=cfg.get("auxiliary_in_channels") or channels[2],
+            num_classes=num_classes,
+            channels=cfg.get("auxiliary_channels", 256),
+            num_convs=cfg.get("auxiliary_num_convs", 1),
+            concat_input=cfg.get("auxiliary_concat_input", False),
+        )
+    return SegmentorConfig(bb, head, aux)
+
+
+def preprocessing(pre: dict[str, Any], where: str) -> tuple[Normalization, tuple[int, int]]:
+    """Normalisation and input size of a SegformerImageProcessor-style preprocessor_config.json."""
+    size = pre.get("size", {"height": 512, "width": 512})
+    if isinstance(size, int):
+        hw = (size, size)
+    elif isinstance(size, dict) and {"height", "width"} <= size.keys():
+        hw = (int(size["height"]), int(size["width"]))
+    else:
+        raise ConfigError(f"{where}: unsupported `size` {size!r}", hint="expected {'height': H, 'width': W}")
+    if pre.get("do_resize", True) is False:
+        raise ConfigError(f"{where}: do_resize=false is not supported by the `hf` preset")
+    if pre.get("resample", 2) != 2:
+        raise ConfigError(f"{where}: resample={pre['resample']} — only bilinear (2) is supported")
+    normalize = pre.get("do_normalize", True)
+    mean = tuple(pre.get("image_mean", IMAGENET_MEAN)) if normalize else (0.0, 0.0, 0.0)
+    std = tuple(pre.get("image_std", IMAGENET_STD)) if normalize else (1.0, 1.0, 1.0)
+    scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"{where}: image_mean and image_std need three values (RGB)")
+    return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
+
+
+def read_info(cfg: dict[str, Any], config_path: Path, preprocessor: Path | None, name: str, origin: Origin) -> ModelInfo:
+    """ModelInfo of a `save_pretrained` directory (or the same files fetched from a Hub repository)."""
+    where = str(config_path)
+    names = class_names(cfg, where)
+    net = network(cfg, len(names), where)
+    size = (512, 512)
+    if preprocessor is not None:
+        norm, size = preprocessing(read_json(preprocessor), str(preprocessor))
+        net = SegmentorConfig(net.backbone, net.decode_head, net.auxiliary_head, norm)
+    classes = class_set(cfg, names, where)
+    preset, protocol = segcli_block(cfg.get("segcli", {}), where)
+    return ModelInfo(name, net, classes, size, preset, origin, protocol)

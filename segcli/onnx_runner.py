@@ -1,0 +1,48 @@
+"""An exported ONNX file (with the sidecar `segcli export` writes) run through onnxruntime, as a `SegModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .extras import require
+from .formats import sidecar
+
+
+class OnnxRunner:
+    """Implements the engine's `SegModel` with an onnxruntime session on the CPU, in float32."""
+
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, path: Path, num_classes: int) -> None:
+        ort = require("onnxruntime", "onnx", "it runs ONNX models (verification, --model FILE.onnx)")
+        doc = sidecar.read(path)
+        self.path = path
+        self.num_classes = num_classes
+        self.align_corners = bool(doc.get("align_corners", False))
+        self.size = sidecar.input_size(doc)
+        norm = sidecar.normalization(doc)
+        self.normalization = norm
+        self._mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm.std).view(1, 3, 1, 1)
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        n = self.normalization
+        return (pixels * n.scale - self._mean.to(pixels.dtype)) / self._std.to(pixels.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            h, w = self.size
+            raise UsageError(
+                f"{self.path} was exported for {h}x{w} inputs, this view/window is {x.shape[-2]}x{x.shape[-1]}",
+                hint=f"use --preset hf (resize to {h}x{w}), or --mode slide --crop {h}x{w} on images at least that "
+                "large, or export with --dynamic",
+            )
+        feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])

@@ -1,0 +1,72 @@
+"""The package's seams: what loading a model imports, and how modules import each other."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PACKAGE = Path(__file__).parents[1] / "segcli"
+HEAVY = ("segcli.export", "onnx", "onnxruntime", "onnxscript")
+
+
+def test_loading_a_local_model_and_predicting_imports_no_exporter(tiny_convnext_dir, tmp_path):
+    """The API and `segcli predict` on a local model directory never import the exporter or ONNX."""
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(tmp_path / "x.png")
+    script = f"""
+import json, sys
+import numpy as np
+from segcli import Segmenter
+from segcli.cli.app import app
+seg = Segmenter.from_pretrained({str(tiny_convnext_dir)!r})
+labels = seg.predict(np.zeros((32, 48, 3), np.uint8))
+try:
+    app(["predict", {str(tmp_path / "x.png")!r}, "-m", {str(tiny_convnext_dir)!r}, "-o", {str(tmp_path / "out")!r},
+         "-q"], prog_name="segcli")
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+print(json.dumps({{"shape": list(labels.shape), "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["shape"] == [32, 48] and (tmp_path / "out" / "x.png").is_file()
+    assert doc["loaded"] == []
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _is_module(dotted: str) -> bool:
+    base = PACKAGE.parent.joinpath(*dotted.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def test_no_module_imports_the_init_of_a_package_containing_it():
+    """`from . import name` / `from .. import name` may only name submodules: a module that took a name from
+    the `__init__` of its own package (or of a package above it) would depend on its package's assembly."""
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                continue
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            target = ".".join(base + (node.module.split(".") if node.module else []))
+            if not (PACKAGE.parent.joinpath(*target.split(".")) / "__init__.py").is_file():
+                continue  # from a plain module
+            if not (module == target or module.startswith(target + ".")):
+                continue  # another package's __init__ (its public names) is fine
+            names = [a.name for a in node.names if not _is_module(f"{target}.{a.name}")]
+            if names and path.name != "__init__.py":
+                offences.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {names} from {target}")
+    assert offences == []
