@@ -59,8 +59,10 @@ def main() -> None:
         doc = ev.report(result, [str(i) for i in range(150)], ev.Settings(150), "nan", {})
         seconds = time.perf_counter() - t
         assert result.pairs == args.pairs and not result.failures
-        print(f"segcli evaluate: {args.pairs / seconds:.0f} pairs/s ({seconds:.1f} s, {args.workers} threads), "
-              f"mIoU {100 * doc['summary']['mIoU']:.2f}")  # fmt: skip
+        print(
+            f"segcli evaluate: {args.pairs / seconds:.0f} pairs/s ({seconds:.1f} s, {args.workers} threads), "
+            f"mIoU {100 * doc['summary']['mIoU']:.2f}"
+        )
 
 
 if __name__ == "__main__":

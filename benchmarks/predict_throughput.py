@@ -33,7 +33,9 @@ def make_model(path: Path) -> None:
     from helpers import hf_convnext, randomize_
 
     torch.manual_seed(0)
-    randomize_(hf_convnext((3, 3, 9, 3), (96, 192, 384, 768), aux_in=384)).save_pretrained(path, safe_serialization=True)
+    randomize_(hf_convnext((3, 3, 9, 3), (96, 192, 384, 768), aux_in=384)).save_pretrained(
+        path, safe_serialization=True
+    )
     from transformers import SegformerImageProcessor
 
     SegformerImageProcessor().save_pretrained(path)
@@ -101,14 +103,23 @@ def main() -> None:
         tmp = Path(tmp)
         make_model(tmp / "model")
         paths = make_images(tmp / "images", args.images)
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images 512x683, "
-              f"{args.dtype}, random-weight UPerNet ConvNeXt-T")  # fmt: skip
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images 512x683, "
+            f"{args.dtype}, random-weight UPerNet ConvNeXt-T"
+        )
         t_hf = run_transformers(tmp / "model", paths, tmp / "out-hf", dtype)
         print(f"transformers loop: {args.images / t_hf:.3f} images/s ({t_hf:.1f} s)", flush=True)
         t_seg = run_segcli(tmp / "model", paths, tmp / "out-segcli", args.dtype, args.batch_size)
         print(f"segcli predict:    {args.images / t_seg:.3f} images/s ({t_seg:.1f} s)")
-        agree = np.mean([(np.asarray(Image.open(tmp / "out-hf" / f"{p.stem}.png"))
-                          == np.asarray(Image.open(tmp / "out-segcli" / f"{p.stem}.png"))).mean() for p in paths])  # fmt: skip
+        agree = np.mean(
+            [
+                (
+                    np.asarray(Image.open(tmp / "out-hf" / f"{p.stem}.png"))
+                    == np.asarray(Image.open(tmp / "out-segcli" / f"{p.stem}.png"))
+                ).mean()
+                for p in paths
+            ]
+        )
         print(f"ratio segcli / transformers: {t_hf / t_seg:.2f}x   (label agreement {agree:.5f})")
 
 

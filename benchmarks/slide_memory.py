@@ -23,11 +23,11 @@ CROP, STRIDE, K = 512, 341, 150
 
 
 def build_model():
+    import torch
+
     from segcli.model import Segmentor, SegmentorConfig
     from segcli.model.backbones import ConvNeXtConfig
     from segcli.model.heads.uper import UPerHeadConfig
-
-    import torch
 
     torch.manual_seed(0)
     bb = ConvNeXtConfig(depths=(1, 1, 1, 1), widths=(32, 64, 128, 256))
@@ -88,8 +88,12 @@ def child(method: str, size: int, labels_path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="2048,4096,8192")
-    ap.add_argument("--full-buffer-max-gb", type=float, default=6.0,
-                    help="skip the full buffer above this (it also allocates a padded copy per window)")
+    ap.add_argument(
+        "--full-buffer-max-gb",
+        type=float,
+        default=6.0,
+        help="skip the full buffer above this (it also allocates a padded copy per window)",
+    )
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "SIZE", "LABELS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -114,8 +118,10 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", method, str(size), path]
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             labels[method] = path
-            print(f"{size:>6} {method:>12} {grid:>8} {r['seconds']:>8.1f} {r['peak_rss_mb'] / 1024:>7.2f} GiB"
-                  f" {r['held_mb'] / 1024:>8.2f} GiB")  # fmt: skip
+            print(
+                f"{size:>6} {method:>12} {grid:>8} {r['seconds']:>8.1f} {r['peak_rss_mb'] / 1024:>7.2f} GiB"
+                f" {r['held_mb'] / 1024:>8.2f} GiB"
+            )
         if len(labels) == 2:
             same = (np.load(labels["segcli"]) == np.load(labels["full-buffer"])).mean()
             print(f"{'':>6} label agreement segcli vs full buffer: {same:.7f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+
 __all__ = ["Segmenter", "__version__"]
 
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
 """The stable Python API: `Segmenter`.
 
-    from segcli import Segmenter
-    seg = Segmenter.from_pretrained("upernet-convnext-tiny")
-    labels = seg.predict("photo.jpg")          # numpy [H, W] class indices
-    logits = seg.logits("photo.jpg")           # torch float32 [K, H, W]
+from segcli import Segmenter
+seg = Segmenter.from_pretrained("upernet-convnext-tiny")
+labels = seg.predict("photo.jpg")          # numpy [H, W] class indices
+logits = seg.logits("photo.jpg")           # torch float32 [K, H, W]
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from .registry import load_registry
 from .sources import resolve
 
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -24,8 +24,16 @@ from .model.segmentor import SegmentorConfig
 
 BACKBONE_TYPES: dict[str, type] = {"convnext": ConvNeXtConfig, "swin": SwinConfig, "resnet": ResNetConfig}
 HEAD_TYPES = ("uper", "psp")
-HEAD_KEYS = {"type", "channels", "pool_scales", "align_corners", "auxiliary", "aux_in_channels", "aux_channels",
-             "aux_num_convs"}  # fmt: skip
+HEAD_KEYS = {
+    "type",
+    "channels",
+    "pool_scales",
+    "align_corners",
+    "auxiliary",
+    "aux_in_channels",
+    "aux_channels",
+    "aux_num_convs",
+}
 
 
 def backbone_from_table(table: Any, where: str) -> BackboneConfig:
@@ -65,8 +73,9 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
         decode = PSPHeadConfig(ch[-1], num_classes, width, scales, ac)
     aux = None
     if head.get("auxiliary", True):
-        aux = FCNHeadConfig(head.get("aux_in_channels", ch[2]), num_classes, head.get("aux_channels", 256),
-                            head.get("aux_num_convs", 1))  # fmt: skip
+        aux = FCNHeadConfig(
+            head.get("aux_in_channels", ch[2]), num_classes, head.get("aux_channels", 256), head.get("aux_num_convs", 1)
+        )
     return SegmentorConfig(bb, decode, aux)
 
 
@@ -74,11 +83,17 @@ def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str,
     """The inverse of `network_from_tables` (what `segcli convert` writes into config.json)."""
     bb = net.backbone
     kind = next(name for name, cls in BACKBONE_TYPES.items() if isinstance(bb, cls))
-    backbone = {"type": kind, **{f.name: list(v) if isinstance(v := getattr(bb, f.name), tuple) else v
-                                 for f in fields(bb)}}  # fmt: skip
+    backbone = {
+        "type": kind,
+        **{f.name: list(v) if isinstance(v := getattr(bb, f.name), tuple) else v for f in fields(bb)},
+    }
     d = net.decode_head
-    head: dict[str, Any] = {"type": "psp" if isinstance(d, PSPHeadConfig) else "uper", "channels": d.channels,
-                            "pool_scales": list(d.pool_scales), "align_corners": d.align_corners}  # fmt: skip
+    head: dict[str, Any] = {
+        "type": "psp" if isinstance(d, PSPHeadConfig) else "uper",
+        "channels": d.channels,
+        "pool_scales": list(d.pool_scales),
+        "align_corners": d.align_corners,
+    }
     a = net.auxiliary_head
     head["auxiliary"] = a is not None
     if a is not None:

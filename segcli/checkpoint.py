@@ -46,10 +46,10 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
                 tensors[key] = f.get_tensor(key)
         return tensors
-    except Exception as e:  # safetensors raises its own error type for truncated / corrupt headers
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for truncated / corrupt headers
         reason = _safe_reason(e)
     try:  # only a file safetensors rejected is examined further, so a valid one is never misjudged
         with open(path, "rb") as f:
@@ -92,9 +92,7 @@ def _cap(keys: list[str]) -> str:
     return shown + (f", … and {len(keys) - SHOW} more" if len(keys) > SHOW else "")
 
 
-def match_state_dict(
-    model: nn.Module, tensors: dict[str, torch.Tensor], where: str
-) -> dict[str, torch.Tensor]:
+def match_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     """The complete state dict to load into `model`, or a CheckpointError listing every discrepancy."""
     expected = model.state_dict()
     missing, conflicts, wrong_index = [], [], []

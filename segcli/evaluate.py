@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, UsageError
-from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
 from .fsutil import atomic_write_bytes
+from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
 
 EVALUATION_SCHEMA = "segcli.evaluation/1"
 
@@ -90,8 +90,10 @@ def read_labels(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("RGB", "RGBA"):
-                raise ImageError(f"{path}: a colour image, not a label map (pixel value = class index)",
-                                 hint="palette PNGs (mode P) and grayscale index PNGs are label maps")  # fmt: skip
+                raise ImageError(
+                    f"{path}: a colour image, not a label map (pixel value = class index)",
+                    hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
+                )
             if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
                 raise ImageError(f"{path}: image mode {im.mode} is not a label map")
             return np.asarray(im)
@@ -100,7 +102,9 @@ def read_labels(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"{path}: cannot read label map ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ImageError(
+            f"{path}: cannot read label map ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,9 @@ def pair_matrix(p: Pair, s: Settings) -> np.ndarray:
             )
         pred = np.asarray(Image.fromarray(pred).resize(gt.shape[::-1], Image.Resampling.NEAREST))
     where = f"{p.gt} (with {p.pred.name})"
-    return confusion(gt, pred, s.num_classes, ignore_index=s.ignore_index,
-                     reduce_zero_label=s.reduce_zero_label, where=where)  # fmt: skip
+    return confusion(
+        gt, pred, s.num_classes, ignore_index=s.ignore_index, reduce_zero_label=s.reduce_zero_label, where=where
+    )
 
 
 def evaluate(
@@ -168,8 +173,16 @@ def evaluate(
         result.pairs += 1
         if per_image:
             sc = scores(cm)
-            result.per_image.append({"name": p.key, "pred": str(p.pred), "gt": str(p.gt), "aAcc": _num(sc["aAcc"]),
-                                     "mIoU": _num(sc["mIoU"]), "pixels": int(cm.sum())})  # fmt: skip
+            result.per_image.append(
+                {
+                    "name": p.key,
+                    "pred": str(p.pred),
+                    "gt": str(p.gt),
+                    "aAcc": _num(sc["aAcc"]),
+                    "mIoU": _num(sc["mIoU"]),
+                    "pixels": int(cm.sum()),
+                }
+            )
         progress(True)
     result.seconds = time.perf_counter() - start
     return result
@@ -187,8 +200,11 @@ def report(result: Result, classes: list[str], s: Settings, convention: str, ext
     for i, name in enumerate(classes):
         row: dict[str, Any] = {"index": i, "name": name}
         row.update({m: _num(per[m][i]) for m in METRICS})
-        row.update(gt_pixels=int(sc["gt_pixels"][i]), pred_pixels=int(sc["pred_pixels"][i]),
-                   intersection=int(sc["intersection"][i]))  # fmt: skip
+        row.update(
+            gt_pixels=int(sc["gt_pixels"][i]),
+            pred_pixels=int(sc["pred_pixels"][i]),
+            intersection=int(sc["intersection"][i]),
+        )
         rows.append(row)
     return {
         "schema": EVALUATION_SCHEMA,
@@ -212,8 +228,16 @@ def write_csv(doc: dict[str, Any], path: Path) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["index", "name", *METRICS, "gt_pixels", "pred_pixels", "intersection"])
     for r in doc["classes"]:
-        w.writerow([r["index"], r["name"], *("" if r[m] is None else repr(r[m]) for m in METRICS),
-                    r["gt_pixels"], r["pred_pixels"], r["intersection"]])  # fmt: skip
+        w.writerow(
+            [
+                r["index"],
+                r["name"],
+                *("" if r[m] is None else repr(r[m]) for m in METRICS),
+                r["gt_pixels"],
+                r["pred_pixels"],
+                r["intersection"],
+            ]
+        )
     means = doc["summary"]
     w.writerow(["", "mean", *("" if means[f"m{m}"] is None else repr(means[f"m{m}"]) for m in METRICS), "", "", ""])
     w.writerow(["", "aAcc", "" if means["aAcc"] is None else repr(means["aAcc"])])
@@ -234,5 +258,3 @@ def write_confusion(matrix: np.ndarray, path: Path) -> None:
 
 def json_text(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-

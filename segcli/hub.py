@@ -79,7 +79,9 @@ def fetch(
             hint=f"check the network or HF_ENDPOINT, then run `{get}`",
         ) from None
     except GatedRepoError:
-        raise DownloadError(f"{what}: the repository is gated", hint="accept its terms on the Hub and set HF_TOKEN") from None
+        raise DownloadError(
+            f"{what}: the repository is gated", hint="accept its terms on the Hub and set HF_TOKEN"
+        ) from None
     except RepositoryNotFoundError:
         raise DownloadError(
             f"{what}: repository {repo!r} not found", hint="check the name; private repositories need HF_TOKEN"

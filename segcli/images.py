@@ -98,7 +98,9 @@ def load_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
         what = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {what}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated data, broken chunks
-        raise ImageError(f"{path}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ImageError(
+            f"{path}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     return np.ascontiguousarray(rgb)
 
 

@@ -38,9 +38,14 @@ def gt_lookup(num_classes: int, ignore_index: int, reduce_zero_label: bool, max_
 
 
 def confusion(
-    gt: np.ndarray, pred: np.ndarray, num_classes: int, *, ignore_index: int = 255, reduce_zero_label: bool = False,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    num_classes: int,
+    *,
+    ignore_index: int = 255,
+    reduce_zero_label: bool = False,
     where: str = "",
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """[K, K] int64 counts (rows ground truth, columns prediction) of one label-map pair."""
     k = num_classes
     if gt.dtype == np.uint8 and pred.dtype == np.uint8:
@@ -65,8 +70,10 @@ def confusion(
             hint="check --num-classes / --ignore-index / --reduce-zero-label",
         )
     if pred_values.size and int(pred_values.max()) >= k:
-        raise LabelRangeError(f"{where}: predicted values {_show(pred_values[pred_values >= k])} are outside 0..{k - 1}",
-                              hint="the predictions come from a model with other classes")  # fmt: skip
+        raise LabelRangeError(
+            f"{where}: predicted values {_show(pred_values[pred_values >= k])} are outside 0..{k - 1}",
+            hint="the predictions come from a model with other classes",
+        )
     cm = np.zeros((k + 1, k), dtype=np.int64)  # the extra row collects ignored pixels
     if pairs is not None:
         np.add.at(cm, lut[gt_values], pairs[gt_values, :k])
@@ -102,6 +109,11 @@ def scores(cm: np.ndarray, convention: str = "nan") -> dict[str, Any]:
         means = {f"m{k}": float(v.mean()) for k, v in per.items()}
     else:
         means = {f"m{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in per.items()}
-    return {"aAcc": float(a_acc), **means, "per_class": per, "gt_pixels": g.astype(np.int64),
-            "pred_pixels": p.astype(np.int64), "intersection": i.astype(np.int64)}  # fmt: skip
-
+    return {
+        "aAcc": float(a_acc),
+        **means,
+        "per_class": per,
+        "gt_pixels": g.astype(np.int64),
+        "pred_pixels": p.astype(np.int64),
+        "intersection": i.astype(np.int64),
+    }

@@ -153,9 +153,7 @@ def check(name: str | None, **overrides: Any) -> None:
         raise UsageError(f"invalid mode {overrides['mode']!r}", hint="whole or slide")
 
 
-def resolve(
-    name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512), **overrides: Any
-) -> Params:
+def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512), **overrides: Any) -> Params:
     """The preset's parameters for a model, with explicit overrides applied (None = keep the preset's)."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:

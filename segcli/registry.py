@@ -12,8 +12,8 @@ from typing import Any
 
 from .arch import network_from_tables
 from .classes import KNOWN_SETS, known_set
-from .info import ModelInfo, Origin
 from .errors import ConfigError, UsageError
+from .info import ModelInfo, Origin
 from .model.backbones import ResNetConfig, SwinConfig
 from .model.segmentor import SegmentorConfig
 from .presets import MODES, PRESETS, Protocol, Resize
@@ -80,8 +80,22 @@ class ModelSpec:
 
 
 _REQUIRED = ("license", "dataset", "backbone", "crop_size", "preset")
-_OPTIONAL = ("repo", "revision", "filename", "sha256", "url", "sha256_prefix", "head", "description", "miou",
-             "miou_ms", "protocol", "mode", "stride", "resize")  # fmt: skip
+_OPTIONAL = (
+    "repo",
+    "revision",
+    "filename",
+    "sha256",
+    "url",
+    "sha256_prefix",
+    "head",
+    "description",
+    "miou",
+    "miou_ms",
+    "protocol",
+    "mode",
+    "stride",
+    "resize",
+)
 
 
 def _spec(name: str, entry: Any, source: Path) -> ModelSpec:

@@ -13,9 +13,16 @@ from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin
 
 ORIGINAL_ENV = dict(os.environ)  # opt-in Hub tests use the user's real cache and settings
 _ENV_CLEARED = (
-    "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN", "SEGCLI_REGISTRY", "SEGCLI_DEBUG", "XDG_CACHE_HOME",
-)  # fmt: skip
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "SEGCLI_REGISTRY",
+    "SEGCLI_DEBUG",
+    "XDG_CACHE_HOME",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -60,8 +60,9 @@ def hf_convnext(depths, widths, num_labels=150, aux_in=None, **kw):
 def hf_swin(embed_dim, depths, heads, window, num_labels=150, aux_in=None, **kw):
     from transformers import SwinConfig, UperNetConfig  # noqa: F401
 
-    bb = SwinConfig(embed_dim=embed_dim, depths=list(depths), num_heads=list(heads), window_size=window,
-                    out_features=STAGES)  # fmt: skip
+    bb = SwinConfig(
+        embed_dim=embed_dim, depths=list(depths), num_heads=list(heads), window_size=window, out_features=STAGES
+    )
     widths = [embed_dim * 2**i for i in range(4)]
     return _upernet(bb, widths, num_labels, aux_in, **kw)
 
@@ -72,8 +73,14 @@ def _upernet(bb, widths, num_labels, aux_in, hidden_size=512, aux_channels=256, 
     if id2label is None:
         id2label = {i: ADE_CLASSES[i] for i in range(num_labels)} if num_labels == 150 else None
     extra = {"id2label": id2label} if id2label else {"num_labels": num_labels}
-    cfg = UperNetConfig(backbone_config=bb, hidden_size=hidden_size, auxiliary_channels=aux_channels,
-                        auxiliary_in_channels=aux_in or widths[2], **extra, **kw)  # fmt: skip
+    cfg = UperNetConfig(
+        backbone_config=bb,
+        hidden_size=hidden_size,
+        auxiliary_channels=aux_channels,
+        auxiliary_in_channels=aux_in or widths[2],
+        **extra,
+        **kw,
+    )
     return UperNetForSemanticSegmentation(cfg).eval()
 
 

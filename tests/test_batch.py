@@ -128,7 +128,12 @@ def test_every_save_kind_is_written_and_correct(tiny_convnext_dir, seg, tmp_path
     assert doc["outputs"]["overlay"] == str(base / "photo_overlay.jpg")
     assert sum(c["pixels"] for c in doc["classes"]) == 50 * 70
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["schema"] == "segcli.run/1" and summary["counts"] == {"total": 1, "done": 1, "skipped": 0, "failed": 0}
+    assert summary["schema"] == "segcli.run/1" and summary["counts"] == {
+        "total": 1,
+        "done": 1,
+        "skipped": 0,
+        "failed": 0,
+    }
     assert summary["classes"] == doc["classes"] and summary["images_per_second"] > 0
 
 
@@ -272,8 +277,12 @@ def test_shard_runs_write_their_own_summaries(tiny_convnext_dir, tmp_path):
 
 def test_usage_errors_for_batch_flags(tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"a.png": (8, 8)})
-    for args, msg in [(["--save", "everything"], "unknown --save kind"), (["--shard", "2/2"], "need 0 <= INDEX"),
-                      (["--alpha", "2"], "outside 0..1"), (["--ext", ","], "invalid --ext")]:  # fmt: skip
+    for args, msg in [
+        (["--save", "everything"], "unknown --save kind"),
+        (["--shard", "2/2"], "need 0 <= INDEX"),
+        (["--alpha", "2"], "outside 0..1"),
+        (["--ext", ","], "invalid --ext"),
+    ]:
         r = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o", *args)
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
 

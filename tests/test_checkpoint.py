@@ -95,11 +95,11 @@ def test_not_safetensors_and_pickles_are_refused(tiny_convnext_dir, tmp_path):
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         Segmenter.from_pretrained(d)
     torch.save({"state_dict": {}}, d / "model.safetensors")  # a zip pickle under the wrong name
-    with pytest.raises(CheckpointError, match="pickled PyTorch checkpoint.*never unpickles"):
+    with pytest.raises(CheckpointError, match=r"pickled PyTorch checkpoint.*never unpickles"):
         Segmenter.from_pretrained(d)
     (d / "model.safetensors").unlink()
     torch.save({}, d / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="pytorch_model.bin but no model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin but no model\.safetensors"):
         Segmenter.from_pretrained(d)
 
 

@@ -70,7 +70,10 @@ def test_models_json_and_table():
     for name in rows:
         assert name in table.stdout
     assert "60.2M" in table.stdout and "46.11 / 46.62" in table.stdout and "not cached" in table.stdout
-    assert rows["pspnet-r50-d8-ade20k"]["state"] == "needs conversion" and rows["upernet-swin-tiny"]["state"] == "not cached"
+    assert (
+        rows["pspnet-r50-d8-ade20k"]["state"] == "needs conversion"
+        and rows["upernet-swin-tiny"]["state"] == "not cached"
+    )
 
 
 def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):

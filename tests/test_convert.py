@@ -37,18 +37,36 @@ def mmseg_model(kind: str, depth: int = 50, num_classes: int = 150, align_corner
     from mmseg.registry import MODELS
 
     dilated = kind == "psp"
-    backbone = dict(type="ResNetV1c", depth=depth, num_stages=4, out_indices=(0, 1, 2, 3),
-                    dilations=(1, 1, 2, 4) if dilated else (1, 1, 1, 1), strides=(1, 2, 1, 1) if dilated else (1, 2, 2, 2),
-                    norm_cfg=BN, norm_eval=False, style="pytorch", contract_dilation=True)  # fmt: skip
+    backbone = dict(
+        type="ResNetV1c",
+        depth=depth,
+        num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        dilations=(1, 1, 2, 4) if dilated else (1, 1, 1, 1),
+        strides=(1, 2, 1, 1) if dilated else (1, 2, 2, 2),
+        norm_cfg=BN,
+        norm_eval=False,
+        style="pytorch",
+        contract_dilation=True,
+    )
     common = dict(dropout_ratio=0.1, num_classes=num_classes, norm_cfg=BN, align_corners=align_corners)
     if kind == "psp":
         head = dict(type="PSPHead", in_channels=2048, in_index=3, channels=512, pool_scales=(1, 2, 3, 6), **common)
     else:
-        head = dict(type="UPerHead", in_channels=[256, 512, 1024, 2048], in_index=[0, 1, 2, 3],
-                    pool_scales=(1, 2, 3, 6), channels=512, **common)  # fmt: skip
+        head = dict(
+            type="UPerHead",
+            in_channels=[256, 512, 1024, 2048],
+            in_index=[0, 1, 2, 3],
+            pool_scales=(1, 2, 3, 6),
+            channels=512,
+            **common,
+        )
     aux = dict(type="FCNHead", in_channels=1024, in_index=2, channels=256, num_convs=1, concat_input=False, **common)
-    model = MODELS.build(dict(type="EncoderDecoder", backbone=backbone, decode_head=head, auxiliary_head=aux,
-                              test_cfg=dict(mode="whole")))  # fmt: skip
+    model = MODELS.build(
+        dict(
+            type="EncoderDecoder", backbone=backbone, decode_head=head, auxiliary_head=aux, test_cfg=dict(mode="whole")
+        )
+    )
     randomize_(model, seed=depth + len(kind))
     model.eval()
     return model
@@ -83,11 +101,14 @@ def test_converted_checkpoint_matches_mmseg(case, tmp_path):
         ref = mm.encode_decode(x, metas)  # backbone → decode head → resize to the input (align_corners)
         ours = seg.model(x)
         feats = mm.extract_feat(x)
-        aux_ref = torch.nn.functional.interpolate(mm.auxiliary_head(feats), size=(200, 264), mode="bilinear",
-                                                  align_corners=align)  # fmt: skip
+        aux_ref = torch.nn.functional.interpolate(
+            mm.auxiliary_head(feats), size=(200, 264), mode="bilinear", align_corners=align
+        )
         aux = seg.model.forward_aux(x)
     diff, aux_diff = (ours - ref).abs().max().item(), (aux - aux_ref).abs().max().item()
-    print(f"\nMMSEG-PARITY {case}: logits max|diff| {diff:.2e} (range {ref.min():.1f}..{ref.max():.1f}), aux {aux_diff:.2e}")
+    print(
+        f"\nMMSEG-PARITY {case}: logits max|diff| {diff:.2e} (range {ref.min():.1f}..{ref.max():.1f}), aux {aux_diff:.2e}"
+    )
     assert ref.std() > 0.1 and len(ref.argmax(1).unique()) > 3  # a non-degenerate random model
     assert diff <= 1e-4 and aux_diff <= 1e-4
 
@@ -229,8 +250,15 @@ def test_download_without_network_prints_the_commands(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "arch", ["pspnet-r50-d8-ade20k", "pspnet-r101-d8-ade20k", "upernet-r50-ade20k", "upernet-r101-ade20k",
-             "pspnet-r50-d8-cityscapes", "pspnet-r101-d8-cityscapes"],  # fmt: skip
+    "arch",
+    [
+        "pspnet-r50-d8-ade20k",
+        "pspnet-r101-d8-ade20k",
+        "upernet-r50-ade20k",
+        "upernet-r101-ade20k",
+        "pspnet-r50-d8-cityscapes",
+        "pspnet-r101-d8-cityscapes",
+    ],
 )
 def test_every_mmseg_entry_has_mmseg_s_layout(arch):
     """The registry's architecture for each mmseg checkpoint accepts exactly mmseg's own state dict."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -53,7 +55,7 @@ def test_strip_accumulation_equals_the_full_buffer(h, w, crop, stride):
     out = torch.full((k, h, w), float("nan"))
     written = torch.zeros(h, w, dtype=torch.int32)
     order = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
-    for (r, c), (_, logit) in zip(order, windows):
+    for (r, c), (_, logit) in zip(order, windows, strict=True):
         for b in acc.add(r, c, logit):
             out[:, b.y1 : b.y2, b.x1 : b.x2] = b.data
             written[b.y1 : b.y2, b.x1 : b.x2] += 1
@@ -68,7 +70,7 @@ def test_accumulator_memory_is_bounded_by_width_not_area():
     for r, row in enumerate(rows):
         for c, win in enumerate(row):
             acc.add(r, c, torch.zeros(k, *win.shape))
-    overlap = max(row[0].y2 - f for row, f in zip(rows, acc.finish))  # rows carried to the next window row
+    overlap = max(row[0].y2 - f for row, f in zip(rows, acc.finish, strict=True))  # rows carried to the next window row
     assert overlap == 193  # the last window row is moved back to end at the border: a bigger overlap
     bound = k * (overlap * w + 2 * crop * crop)  # one carry at full width + the columns around the window
     assert acc.peak_elements <= bound
@@ -82,15 +84,22 @@ def test_windows_out_of_order_are_refused():
         acc.add(0, 1, torch.zeros(2, 64, 64))
 
 
-@pytest.mark.parametrize("src, dst, ac", [((128, 128), (123, 201), False), ((16, 24), (300, 257), False),
-                                          ((37, 50), (100, 30), True), ((50, 40), (50, 40), False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "src, dst, ac",
+    [
+        ((128, 128), (123, 201), False),
+        ((16, 24), (300, 257), False),
+        ((37, 50), (100, 30), True),
+        ((50, 40), (50, 40), False),
+    ],
+)
 def test_row_resampler_equals_interpolate(src, dst, ac):
     x = torch.randn(6, *src, generator=torch.Generator().manual_seed(0))
     ref = F.interpolate(x[None], size=dst, mode="bilinear", align_corners=ac)[0]
     out = torch.full((6, *dst), float("nan"))
     rs = RowResampler(src, dst, ac)
     cuts = [0, 1, 2, 7, 8, src[0] // 2, src[0]]  # strips of 1, 1, 5, 1, ... rows
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         if b > a:
             for y, strip in rs.push(a, x[:, a:b]):
                 out[:, y : y + strip.shape[1]] = strip
@@ -202,11 +211,22 @@ def test_rescale_size_matches_mmcv():
 def test_registry_presets():
     specs = load_registry()
     tiny = resolve("mmseg", specs["upernet-convnext-tiny"].evaluation)
-    assert (tiny.resize, tiny.mode, tiny.crop, tiny.stride) == (Resize("keep", 512, 2048), "slide", (512, 512), (341, 341))
+    assert (tiny.resize, tiny.mode, tiny.crop, tiny.stride) == (
+        Resize("keep", 512, 2048),
+        "slide",
+        (512, 512),
+        (341, 341),
+    )
     large = resolve("mmseg", specs["upernet-convnext-large"].evaluation)
     assert (str(large.resize), large.crop, large.stride) == ("640:2560", (640, 640), (426, 426))
     swin = resolve("mmseg-ms", specs["upernet-swin-base"].evaluation)
-    assert (swin.mode, swin.crop, swin.scales, swin.flip, swin.views) == ("whole", None, (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True, 12)
+    assert (swin.mode, swin.crop, swin.scales, swin.flip, swin.views) == (
+        "whole",
+        None,
+        (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+        True,
+        12,
+    )
     hf = resolve("hf", specs["upernet-swin-base"].evaluation)
     assert (str(hf.resize), hf.resample, hf.mode) == ("512x512", "pil", "whole")
     assert all(s.preset == "mmseg" for n, s in specs.items() if n.startswith("upernet-"))
@@ -215,12 +235,25 @@ def test_registry_presets():
 def test_overrides_and_their_errors():
     proto = Protocol(512, "slide")
     p = resolve("mmseg", proto, resize="none", crop="256x384", stride=200, scales="1,1.5", flip=True, tile_batch=3)
-    assert (p.resize.kind, p.crop, p.stride, p.scales, p.flip, p.tile_batch) == ("none", (256, 384), (200, 200), (1.0, 1.5), True, 3)
+    assert (p.resize.kind, p.crop, p.stride, p.scales, p.flip, p.tile_batch) == (
+        "none",
+        (256, 384),
+        (200, 200),
+        (1.0, 1.5),
+        True,
+        3,
+    )
     assert resolve("hf", proto, mode="slide").crop == (512, 512)  # slide on a whole preset: the model's crop
     assert resolve("mmseg", proto, mode="whole").crop is None
-    for bad, msg in [({"resize": "big"}, "invalid resize"), ({"mode": "tiles"}, "invalid mode"),
-                     ({"stride": 600}, "need 1 <= stride <= crop"), ({"scales": "0,1"}, "must be positive"),
-                     ({"crop": "ax3"}, "invalid crop"), ({"tile_batch": 0}, "at least 1"), ({"colour": 1}, "unknown")]:  # fmt: skip
+    for bad, msg in [
+        ({"resize": "big"}, "invalid resize"),
+        ({"mode": "tiles"}, "invalid mode"),
+        ({"stride": 600}, "need 1 <= stride <= crop"),
+        ({"scales": "0,1"}, "must be positive"),
+        ({"crop": "ax3"}, "invalid crop"),
+        ({"tile_batch": 0}, "at least 1"),
+        ({"colour": 1}, "unknown"),
+    ]:
         with pytest.raises(UsageError, match=msg):
             resolve("mmseg", proto, **bad)
     with pytest.raises(UsageError, match="apply to slide mode"):

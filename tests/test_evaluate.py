@@ -73,8 +73,12 @@ def mmseg_metrics(pairs, k, ignore=255):
     import_mmseg()
     from mmseg.evaluation.metrics import IoUMetric
 
-    areas = [IoUMetric.intersect_and_union(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)), k,
-                                           ignore) for g, p in pairs]  # fmt: skip
+    areas = [
+        IoUMetric.intersect_and_union(
+            torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)), k, ignore
+        )
+        for g, p in pairs
+    ]
     totals = [sum(a[i] for a in areas) for i in range(4)]
     return IoUMetric.total_area_to_metrics(*totals, metrics=["mIoU", "mDice", "mFscore"])
 
@@ -113,7 +117,9 @@ def test_reduce_zero_label_round_trip():
     assert np.array_equal(confusion(gt, pred, 150), confusion(raw, pred, 150, reduce_zero_label=True))
     raw255 = raw.copy()
     raw255[0, 0] = 255  # an explicit ignore stays ignored
-    assert confusion(raw255, pred, 150, reduce_zero_label=True).sum() == confusion(raw, pred, 150, reduce_zero_label=True).sum() - (raw[0, 0] != 0)
+    assert confusion(raw255, pred, 150, reduce_zero_label=True).sum() == confusion(
+        raw, pred, 150, reduce_zero_label=True
+    ).sum() - (raw[0, 0] != 0)
 
 
 def test_label_errors():
@@ -152,8 +158,24 @@ def dataset(tmp_path):
 def test_cli_json_csv_confusion(dataset):
     root, pairs = dataset
     out = root / "report.json"
-    r = cli("evaluate", "--pred", root / "pred", "--gt", root / "gt", "--gt-suffix", "_gtFine", "--num-classes", 12,
-            "--json", out, "--csv", root / "m.csv", "--confusion", root / "cm.npy", "--per-image")  # fmt: skip
+    r = cli(
+        "evaluate",
+        "--pred",
+        root / "pred",
+        "--gt",
+        root / "gt",
+        "--gt-suffix",
+        "_gtFine",
+        "--num-classes",
+        12,
+        "--json",
+        out,
+        "--csv",
+        root / "m.csv",
+        "--confusion",
+        root / "cm.npy",
+        "--per-image",
+    )
     assert r.exit_code == 1  # one ground-truth file has no prediction
     assert "lonely_gtFine.png: no prediction for this ground truth" in r.stderr
     assert "1 prediction(s) without ground truth" in r.stderr and "mIoU" in r.stderr
@@ -172,8 +194,21 @@ def test_cli_json_csv_confusion(dataset):
 def test_cli_json_to_stdout_only(dataset):
     root, _ = dataset
     (root / "gt" / "b" / "lonely_gtFine.png").unlink()
-    r = cli("evaluate", "--pred", root / "pred", "--gt", root / "gt", "--gt-suffix", "_gtFine", "--num-classes", 12,
-            "--json", "-", "--absent", "zero")  # fmt: skip
+    r = cli(
+        "evaluate",
+        "--pred",
+        root / "pred",
+        "--gt",
+        root / "gt",
+        "--gt-suffix",
+        "_gtFine",
+        "--num-classes",
+        12,
+        "--json",
+        "-",
+        "--absent",
+        "zero",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)  # nothing but JSON on stdout
     assert doc["convention"] == "zero" and doc["classes"][11]["IoU"] == 0.0
@@ -202,14 +237,27 @@ def test_cli_errors(tmp_path):
     r = cli("evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--num-classes", 12)
     h = gt.shape[0]
     assert r.exit_code == 1 and f"prediction is 50x{h} but" in r.stderr and "--resize-pred nearest" in r.stderr
-    r = cli("evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--num-classes", 12, "--resize-pred", "nearest")
+    r = cli(
+        "evaluate",
+        "--pred",
+        tmp_path / "pred",
+        "--gt",
+        tmp_path / "gt",
+        "--num-classes",
+        12,
+        "--resize-pred",
+        "nearest",
+    )
     assert r.exit_code == 0, r.stderr
     Image.fromarray(random_image(70, 90)).save(tmp_path / "pred" / "i.png")
     r = cli("evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--num-classes", 12)
     assert r.exit_code == 1 and "a colour image, not a label map" in r.stderr
-    for args, msg in [([], "say what the classes are"), (["--num-classes", 12, "--absent", "maybe"], "--absent"),
-                      (["--num-classes", 12, "--classes", "coco"], "not a class set"),
-                      (["--num-classes", 12, "--model", "x"], "either --pred")]:  # fmt: skip
+    for args, msg in [
+        ([], "say what the classes are"),
+        (["--num-classes", 12, "--absent", "maybe"], "--absent"),
+        (["--num-classes", 12, "--classes", "coco"], "not a class set"),
+        (["--num-classes", 12, "--model", "x"], "either --pred"),
+    ]:
         r = cli("evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", *args)
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
 
@@ -220,13 +268,41 @@ def test_cli_model_form(tiny_convnext_dir, tmp_path):
     for i in range(2):
         Image.fromarray(random_image(48, 64, seed=i)).save(tmp_path / "img" / f"s{i}_leftImg8bit.png")
         save(tmp_path / "gt" / f"s{i}_gtFine.png", structured(48, 64, 150, i))
-    r = cli("evaluate", "--model", tiny_convnext_dir, "--images", tmp_path / "img", "--gt", tmp_path / "gt",
-            "--gt-suffix", "_gtFine", "--pred-suffix", "_leftImg8bit", "--save-pred", tmp_path / "saved", "--json", "-")  # fmt: skip
+    r = cli(
+        "evaluate",
+        "--model",
+        tiny_convnext_dir,
+        "--images",
+        tmp_path / "img",
+        "--gt",
+        tmp_path / "gt",
+        "--gt-suffix",
+        "_gtFine",
+        "--pred-suffix",
+        "_leftImg8bit",
+        "--save-pred",
+        tmp_path / "saved",
+        "--json",
+        "-",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["pairs"] == 2 and doc["inference"]["preset"] == "hf" and doc["model"]["source"] == "local"
-    again = cli("evaluate", "--pred", tmp_path / "saved", "--gt", tmp_path / "gt", "--gt-suffix", "_gtFine",
-                "--pred-suffix", "_leftImg8bit", "--classes", "ade20k", "--json", "-")  # fmt: skip
+    again = cli(
+        "evaluate",
+        "--pred",
+        tmp_path / "saved",
+        "--gt",
+        tmp_path / "gt",
+        "--gt-suffix",
+        "_gtFine",
+        "--pred-suffix",
+        "_leftImg8bit",
+        "--classes",
+        "ade20k",
+        "--json",
+        "-",
+    )
     assert json.loads(again.stdout)["summary"] == doc["summary"]
     assert not math.isnan(doc["summary"]["aAcc"])
 

@@ -18,8 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.classes import known_set
+from segcli.cli.app import app
 from segcli.export import save_native
 from segcli.info import ModelInfo
 from segcli.model import Segmentor, SegmentorConfig
@@ -39,7 +39,9 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def tiny_pspnet_dir(tmp_path_factory) -> Path:
     bb = ResNetConfig(50, (1, 2, 1, 1), (1, 1, 2, 4), blocks=(1, 1, 1, 1))
-    net = SegmentorConfig(bb, PSPHeadConfig(2048, 19, channels=32, align_corners=True), FCNHeadConfig(1024, 19, channels=16))
+    net = SegmentorConfig(
+        bb, PSPHeadConfig(2048, 19, channels=32, align_corners=True), FCNHeadConfig(1024, 19, channels=16)
+    )
     model = randomize_(Segmentor(net), seed=3).eval()
     info = ModelInfo("tiny-pspnet", net, known_set("cityscapes"))
     return save_native(model, info, tmp_path_factory.mktemp("pspnet"), dtype=torch.float32)
@@ -63,7 +65,9 @@ def test_onnx_export_verifies(model, tiny_convnext_dir, tiny_swin_dir, tiny_pspn
     doc = json.loads(r.stdout)
     assert doc["verified"] is True and {c["input"] for c in doc["checks"]} == {"random", "image"}
     for c in doc["checks"]:
-        print(f"\nEXPORT onnx {model} {c['input']}: max|diff| {c['max_abs_diff']:.2e}, labels {c['label_agreement']:.5f}")
+        print(
+            f"\nEXPORT onnx {model} {c['input']}: max|diff| {c['max_abs_diff']:.2e}, labels {c['label_agreement']:.5f}"
+        )
         assert c["max_abs_diff"] <= 1e-4 and c["label_agreement"] > 0.999
     side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["format"] == "segcli-export/1" and side["input"]["size"] == [160, 224]
@@ -94,7 +98,9 @@ def test_predict_through_onnx_equals_eager(onnx_convnext, tiny_convnext_dir, tmp
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["model"]["source"] == "onnx"
     assert (np.asarray(Image.open(tmp_path / "out" / "x.png")) == eager.predict(img, "hf", **whole)).mean() > 0.999
-    bad = cli("predict", tmp_path / "x.png", "-m", onnx_convnext, "-o", tmp_path / "o2", "--preset", "hf", "--resize", "96x96")
+    bad = cli(
+        "predict", tmp_path / "x.png", "-m", onnx_convnext, "-o", tmp_path / "o2", "--preset", "hf", "--resize", "96x96"
+    )
     assert bad.exit_code == 2 and "was exported for 128x128 inputs" in bad.stderr  # every image would fail
 
 
@@ -106,14 +112,26 @@ def test_dynamic_onnx_runs_other_sizes(tiny_convnext_dir, tiny_swin_dir, tmp_pat
     ort = Segmenter.from_pretrained(tmp_path / "d.onnx")
     eager = Segmenter.from_pretrained(tiny_convnext_dir)
     img = random_image(90, 150, seed=5)
-    torch.testing.assert_close(ort.logits(img, "hf", resize="none"), eager.logits(img, "hf", resize="none"), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        ort.logits(img, "hf", resize="none"), eager.logits(img, "hf", resize="none"), rtol=0, atol=1e-4
+    )
     r = cli("export", tiny_swin_dir, "-f", "onnx", "-o", tmp_path / "s.onnx", "--dynamic")
     assert r.exit_code == 2 and "not supported for Swin" in r.stderr
 
 
 def test_torchscript_with_preprocess_and_labels(tiny_pspnet_dir, tmp_path):
-    r = cli("export", tiny_pspnet_dir, "-f", "torchscript", "-o", tmp_path / "m.pt", "--size", SIZE,
-            "--with-preprocess", "--labels")  # fmt: skip
+    r = cli(
+        "export",
+        tiny_pspnet_dir,
+        "-f",
+        "torchscript",
+        "-o",
+        tmp_path / "m.pt",
+        "--size",
+        SIZE,
+        "--with-preprocess",
+        "--labels",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["verified"] and all(c["label_agreement"] >= 0.999 for c in doc["checks"])
@@ -128,7 +146,9 @@ def test_torchscript_with_preprocess_and_labels(tiny_pspnet_dir, tmp_path):
 
 
 def test_verification_failure_keeps_the_file(onnx_convnext, tiny_convnext_dir, tmp_path):
-    r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", "128x128", "--atol", "1e-12")
+    r = cli(
+        "export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", "128x128", "--atol", "1e-12"
+    )
     assert r.exit_code == 1
     assert "differs from the model beyond --atol 1e-12; the file is kept" in r.stderr
     assert (tmp_path / "m.onnx").is_file() and json.loads(r.stdout)["verified"] is False
@@ -157,7 +177,11 @@ def test_fp16_safetensors_halves_the_file_and_loads_back(tiny_convnext_dir, tmp_
 
 
 def test_export_usage_errors(tiny_convnext_dir, tmp_path):
-    for args, msg in [(["-f", "tflite"], "unknown --format"), (["-f", "torchscript", "--dynamic"], "ONNX only"),
-                      (["-f", "onnx", "--size", "big"], "invalid --size"), (["-f", "onnx", "--size", "16x16"], "too small")]:  # fmt: skip
+    for args, msg in [
+        (["-f", "tflite"], "unknown --format"),
+        (["-f", "torchscript", "--dynamic"], "ONNX only"),
+        (["-f", "onnx", "--size", "big"], "invalid --size"),
+        (["-f", "onnx", "--size", "16x16"], "too small"),
+    ]:
         r = cli("export", tiny_convnext_dir, *args, "-o", tmp_path / "m.x")
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)

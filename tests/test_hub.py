@@ -20,8 +20,10 @@ REPO = "testorg/tiny-upernet"
 
 @pytest.fixture()
 def files(tiny_convnext_dir) -> dict[str, bytes]:
-    return {name: (tiny_convnext_dir / name).read_bytes()
-            for name in ("model.safetensors", "config.json", "preprocessor_config.json")}  # fmt: skip
+    return {
+        name: (tiny_convnext_dir / name).read_bytes()
+        for name in ("model.safetensors", "config.json", "preprocessor_config.json")
+    }
 
 
 def sha(data: bytes) -> str:
@@ -138,8 +140,10 @@ def test_hf_token_is_sent(fake_hub, files, tmp_path, monkeypatch):
     fake_hub.add(REPO, files)
     monkeypatch.setenv("HF_TOKEN", "hf_secret_for_test")
     assert cli("--registry", str(registry(tmp_path)), "download", "tiny").exit_code == 0
-    assert all(h.get("authorization") == "Bearer hf_secret_for_test" or h.get("Authorization")
-               == "Bearer hf_secret_for_test" for _, _, h in fake_hub.requests)  # fmt: skip
+    assert all(
+        h.get("authorization") == "Bearer hf_secret_for_test" or h.get("Authorization") == "Bearer hf_secret_for_test"
+        for _, _, h in fake_hub.requests
+    )
 
 
 def test_hub_repo_id_source(fake_hub, files, tmp_path):

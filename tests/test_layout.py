@@ -15,10 +15,16 @@ from segcli.model import Segmentor, network_size
 from segcli.registry import load_registry
 
 NINE = [
-    "upernet-convnext-tiny", "upernet-convnext-small", "upernet-convnext-base", "upernet-convnext-large",
-    "upernet-convnext-xlarge", "upernet-swin-tiny", "upernet-swin-small", "upernet-swin-base",
+    "upernet-convnext-tiny",
+    "upernet-convnext-small",
+    "upernet-convnext-base",
+    "upernet-convnext-large",
+    "upernet-convnext-xlarge",
+    "upernet-swin-tiny",
+    "upernet-swin-small",
+    "upernet-swin-base",
     "upernet-swin-large",
-]  # fmt: skip
+]
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 

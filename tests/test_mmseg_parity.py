@@ -49,8 +49,14 @@ def mm_view(mm, seg, img, ori, crop=None, stride=None, flip=False):
     mm.test_cfg = ConfigDict(mode="slide", crop_size=crop, stride=stride) if crop else ConfigDict(mode="whole")
     x = np.ascontiguousarray(img[:, ::-1]) if flip else img
     inputs = seg.model.normalize(torch.tensor(x).permute(2, 0, 1)[None].float())
-    meta = dict(ori_shape=ori, img_shape=img.shape[:2], pad_shape=img.shape[:2], flip=flip,
-                flip_direction="horizontal", img_path="x.png")  # fmt: skip
+    meta = dict(
+        ori_shape=ori,
+        img_shape=img.shape[:2],
+        pad_shape=img.shape[:2],
+        flip=flip,
+        flip_direction="horizontal",
+        img_path="x.png",
+    )
     with torch.no_grad():
         return mm.postprocess_result(mm.inference(inputs, [meta]), [SegDataSample(metainfo=meta)])[0]
 

@@ -99,7 +99,7 @@ def test_weights_file_with_config_beside_it(tiny_convnext_dir):
 
 def test_directory_without_config(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ConfigError, match="no config.json"):
+    with pytest.raises(ConfigError, match=r"no config\.json"):
         Segmenter.from_pretrained(tmp_path)
 
 
@@ -152,7 +152,7 @@ def test_unsupported_configs_are_clear_errors(tiny_convnext_dir, tmp_path, edit,
 def test_broken_config_json_names_the_file(tiny_convnext_dir, tmp_path):
     d = shutil.copytree(tiny_convnext_dir, tmp_path / "m")
     (d / "config.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="config.json: not a readable JSON file"):
+    with pytest.raises(ConfigError, match=r"config\.json: not a readable JSON file"):
         Segmenter.from_pretrained(d)
 
 
@@ -185,5 +185,5 @@ def test_bad_palette_in_config_json(tmp_path, palette):
     cfg = json.loads((d / "config.json").read_text())
     cfg["palette"] = palette
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConfigError, match="config.json: .*(palette|colours)"):
+    with pytest.raises(ConfigError, match=r"config\.json: .*(palette|colours)"):
         Segmenter.from_pretrained(d)

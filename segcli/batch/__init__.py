@@ -1,11 +1,11 @@
 """Batch prediction over a collection of images.
 
-    plan.py      what happens to each input (process / skip as finished / refuse), its output paths, the
-                 resume fingerprint — decided before any model runs
-    pipeline.py  decode ahead in threads, batch same-size images, write behind; records in input order
-    writer.py    one image's outputs, written atomically, the palette PNG (carrying the fingerprint) last
-    records.py   ImageRecord (per-image JSON, --jsonl) and RunSummary (summary.json)
-    runner.py    `run`: the three together over a `Segmenter`
+plan.py      what happens to each input (process / skip as finished / refuse), its output paths, the
+             resume fingerprint — decided before any model runs
+pipeline.py  decode ahead in threads, batch same-size images, write behind; records in input order
+writer.py    one image's outputs, written atomically, the palette PNG (carrying the fingerprint) last
+records.py   ImageRecord (per-image JSON, --jsonl) and RunSummary (summary.json)
+runner.py    `run`: the three together over a `Segmenter`
 """
 
 from .plan import Options, Task, fingerprint, output_paths, plan

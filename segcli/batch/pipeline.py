@@ -46,8 +46,9 @@ class _Pending:
 class _Run:
     """The queues of one `Pipeline.run`."""
 
-    def __init__(self, pipeline: Pipeline, tasks: Iterable[Task], decoders: ThreadPoolExecutor,
-                 writer: ThreadPoolExecutor) -> None:  # fmt: skip
+    def __init__(
+        self, pipeline: Pipeline, tasks: Iterable[Task], decoders: ThreadPoolExecutor, writer: ThreadPoolExecutor
+    ) -> None:
         self.p, self.tasks = pipeline, iter(tasks)
         self.decoders, self.writer = decoders, writer
         self.queue: deque[_Pending] = deque()  # decoding or decided, in input order
@@ -87,7 +88,9 @@ class _Run:
                 if batch:
                     break
                 task = self._pop().task
-                self.writes.append(_finished(ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), str(e))))
+                self.writes.append(
+                    _finished(ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), str(e)))
+                )
                 continue
             if batch and image.shape != batch[0][1].shape:
                 break  # a different size starts the next batch
@@ -101,7 +104,7 @@ class _Run:
             t = time.perf_counter()
             preds = self.p.infer([image for _, image, _ in batch])
             per_image = (time.perf_counter() - t) / len(batch)
-            for (task, image, seconds), pred in zip(batch, preds):
+            for (task, image, seconds), pred in zip(batch, preds, strict=True):
                 timings = {"decode_s": seconds, "inference_s": per_image}
                 self.writes.append(self.writer.submit(self.p.write, task, image, pred, timings))
 
@@ -125,12 +128,18 @@ class Pipeline:
     batch_size: int = 1
     decoders: int = 2
 
-    def run(self, tasks: Iterable[Task], emit: Callable[[ImageRecord], None],
-            should_stop: Callable[[], bool] = lambda: False) -> bool:  # fmt: skip
+    def run(
+        self,
+        tasks: Iterable[Task],
+        emit: Callable[[ImageRecord], None],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> bool:
         """Process `tasks`, calling `emit` with each record in input order; `should_stop` is polled between
         batches (what is in flight is finished). Returns True when stopped before the end."""
-        with ThreadPoolExecutor(self.decoders, "segcli-decode") as decoders, \
-                ThreadPoolExecutor(1, "segcli-write") as writer:  # fmt: skip
+        with (
+            ThreadPoolExecutor(self.decoders, "segcli-decode") as decoders,
+            ThreadPoolExecutor(1, "segcli-write") as writer,
+        ):
             run = _Run(self, tasks, decoders, writer)
             run.fill()
             while run.queue and not should_stop():

@@ -69,8 +69,13 @@ class ImageRecord:
         """The record streamed with `--jsonl` (and handed to `report` callbacks)."""
         if self.status == "done":
             return {**self.file_json(), "status": "done", "error": None}
-        doc: dict[str, Any] = {"schema": PREDICTION_SCHEMA, "input": self.input, "name": self.name,
-                               "status": self.status, "error": self.error}  # fmt: skip
+        doc: dict[str, Any] = {
+            "schema": PREDICTION_SCHEMA,
+            "input": self.input,
+            "name": self.name,
+            "status": self.status,
+            "error": self.error,
+        }
         if self.status == "skipped":
             doc["outputs"] = {k: str(p) for k, p in self.outputs.items()}
         return doc
@@ -102,8 +107,9 @@ class RunSummary:
         if record.counts is not None and record.status != "failed":
             self.class_pixels += record.counts
 
-    def to_json(self, model: dict[str, Any], preset: str, inference: dict[str, Any], save: list[str],
-                extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    def to_json(
+        self, model: dict[str, Any], preset: str, inference: dict[str, Any], save: list[str], extra: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "schema": RUN_SCHEMA,
             "model": model,

@@ -28,10 +28,20 @@ class Writer:
         labels, paths, opts, k = pred.labels, task.paths, self.opts, len(self.classes)
         h, w = labels.shape
         counts = class_counts(labels, k)
-        details = {"image": {"width": int(w), "height": int(h)}, **self.details,
-                   "classes": class_stats(counts, list(self.classes))}  # fmt: skip
-        record = ImageRecord(str(task.item.path), task.item.name.as_posix(), "done", outputs=paths,
-                             details=details, fingerprint=self.fingerprint, counts=counts)  # fmt: skip
+        details = {
+            "image": {"width": int(w), "height": int(h)},
+            **self.details,
+            "classes": class_stats(counts, list(self.classes)),
+        }
+        record = ImageRecord(
+            str(task.item.path),
+            task.item.name.as_posix(),
+            "done",
+            outputs=paths,
+            details=details,
+            fingerprint=self.fingerprint,
+            counts=counts,
+        )
         try:
             t = time.perf_counter()
             if "label" in paths:

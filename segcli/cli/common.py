@@ -68,16 +68,16 @@ DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps."
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")]
 PresetOpt = Annotated[
     str | None,
-    typer.Option(
-        help="Inference preset: hf | mmseg | mmseg-ms (default: the model's own; mmseg for registry models)."
-    ),
+    typer.Option(help="Inference preset: hf | mmseg | mmseg-ms (default: the model's own; mmseg for registry models)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 # The inference options predict and evaluate (with --model) share: each overrides the preset's value.
 INFERENCE = "Inference (overrides the preset)"
-ResizeOpt = Annotated[str | None, typer.Option(help="none | SHORT[:LONG] (keep ratio) | HxW.", rich_help_panel=INFERENCE)]
+ResizeOpt = Annotated[
+    str | None, typer.Option(help="none | SHORT[:LONG] (keep ratio) | HxW.", rich_help_panel=INFERENCE)
+]
 ModeOpt = Annotated[str | None, typer.Option(help="whole | slide (sliding windows).", rich_help_panel=INFERENCE)]
 CropOpt = Annotated[str | None, typer.Option(help="Slide window size: N or HxW.", rich_help_panel=INFERENCE)]
 StrideOpt = Annotated[str | None, typer.Option(help="Slide window stride: N or HxW.", rich_help_panel=INFERENCE)]
@@ -102,5 +102,12 @@ def inference_overrides(
     tile_batch: int | None,
 ) -> dict[str, Any]:
     """The inference options as `Segmenter.params` overrides (None: the preset's value)."""
-    return {"resize": resize, "mode": mode, "crop": crop, "stride": stride, "scales": scales, "flip": flip,
-            "tile_batch": tile_batch}  # fmt: skip
+    return {
+        "resize": resize,
+        "mode": mode,
+        "crop": crop,
+        "stride": stride,
+        "scales": scales,
+        "flip": flip,
+        "tile_batch": tile_batch,
+    }

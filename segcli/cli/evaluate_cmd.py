@@ -145,7 +145,9 @@ def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: s
     params = seg.params(job.preset, **job.overrides)
     progress = Progress(len(wanted), enabled=not quiet)
     with progress:
-        run = batch.run(seg, wanted, params, batch.Options(out, frozenset()), report=lambda r: progress.advance(r.status))
+        run = batch.run(
+            seg, wanted, params, batch.Options(out, frozenset()), report=lambda r: progress.advance(r.status)
+        )
     for f in run.failures:
         eprint(f"segcli: error: {f['error']}")
     record = {"model": batch.model_record(seg.info), "inference": params.to_json(), "images": str(job.images)}
@@ -159,7 +161,9 @@ def _pairing(pred: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool
     for p in pairing.gt_only:
         eprint(f"segcli: error: {p}: no prediction for this ground truth")
     if pairing.pred_only and not quiet:
-        eprint(f"segcli: note: {len(pairing.pred_only)} prediction(s) without ground truth, e.g. {pairing.pred_only[0]}")
+        eprint(
+            f"segcli: note: {len(pairing.pred_only)} prediction(s) without ground truth, e.g. {pairing.pred_only[0]}"
+        )
     if not pairing.pairs:
         raise UsageError(
             f"no prediction / ground-truth pairs in {pred} and {gt}",
@@ -168,8 +172,9 @@ def _pairing(pred: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool
     return pairing
 
 
-def _write_reports(doc: dict[str, Any], matrix: Any, json_out: str | None, csv_out: Path | None,
-                   confusion_out: Path | None) -> None:  # fmt: skip
+def _write_reports(
+    doc: dict[str, Any], matrix: Any, json_out: str | None, csv_out: Path | None, confusion_out: Path | None
+) -> None:
     from .. import evaluate as ev
     from ..fsutil import atomic_write_bytes
 
@@ -183,8 +188,9 @@ def _write_reports(doc: dict[str, Any], matrix: Any, json_out: str | None, csv_o
         sys.stdout.write(ev.json_text(doc))
 
 
-def _check_options(absent: str, resize_pred: str | None, pred: Path | None, model: str | None,
-                   images: Path | None, gt: Path) -> None:  # fmt: skip
+def _check_options(
+    absent: str, resize_pred: str | None, pred: Path | None, model: str | None, images: Path | None, gt: Path
+) -> None:
     from ..metrics import CONVENTIONS
 
     if absent not in CONVENTIONS:
@@ -261,7 +267,10 @@ def evaluate(
         settings = ev.Settings(len(names), ignore_index, reduce_zero_label, resize_pred, workers)
         with Progress(len(pairing.pairs), enabled=not silent) as progress:
             result = ev.evaluate(
-                pairing.pairs, settings, per_image=per_image, progress=lambda ok: progress.advance("done" if ok else "failed")
+                pairing.pairs,
+                settings,
+                per_image=per_image,
+                progress=lambda ok: progress.advance("done" if ok else "failed"),
             )
     finally:
         if tmp is not None:

@@ -27,9 +27,7 @@ PreprocessOpt = Annotated[
 ]
 LabelsOpt = Annotated[bool, typer.Option("--labels", help="Append argmax: the output is class indices.")]
 AtolOpt = Annotated[float, typer.Option(help="Largest allowed |logit difference| against the eager model.")]
-VerifyOpt = Annotated[
-    bool, typer.Option("--verify/--no-verify", help="Run the export and compare it with the model.")
-]
+VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Run the export and compare it with the model.")]
 OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.")]
 
 
@@ -61,7 +59,9 @@ def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: 
         for c in v.checks:
             diff = "-" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.2e}"
             agree = f"{100 * c['label_agreement']:.3f}%"
-            eprint(f"segcli: verify {c['input']:<18} max|diff| {diff}  labels agree {agree}  {'ok' if c['ok'] else 'FAILED'}")
+            eprint(
+                f"segcli: verify {c['input']:<18} max|diff| {diff}  labels agree {agree}  {'ok' if c['ok'] else 'FAILED'}"
+            )
     return {"verified": v.ok, "checks": v.checks}
 
 
@@ -106,11 +106,19 @@ def export(
         raise UsageError(f"--out {out} is a directory", hint="give a file name, e.g. model.onnx")
     with atomic_path(out) as tmp:
         (ex.export_onnx if fmt == "onnx" else ex.export_torchscript)(seg.model, opts, tmp)
-    doc = sidecar.describe(seg.info, seg.model.config.normalization, seg.model.align_corners,
-                           seg.params(preset).to_json(), opts.layout)  # fmt: skip
+    doc = sidecar.describe(
+        seg.info, seg.model.config.normalization, seg.model.align_corners, seg.params(preset).to_json(), opts.layout
+    )
     side = sidecar.write(out, doc)
-    result: dict[str, Any] = {"format": fmt, "path": str(out), "sidecar": str(side), "size": list(opts.size),
-                              "dynamic": dynamic, "verified": None, "checks": []}  # fmt: skip
+    result: dict[str, Any] = {
+        "format": fmt,
+        "path": str(out),
+        "sidecar": str(side),
+        "size": list(opts.size),
+        "dynamic": dynamic,
+        "verified": None,
+        "checks": [],
+    }
     if verify:
         result.update(_verify(seg, out, opts, atol, quiet))
     print(json.dumps(result))

@@ -64,8 +64,16 @@ def models(json_out: JsonOpt = False) -> None:
     from rich.table import Table
 
     table = Table(title=None, header_style="bold")
-    for col, just in [("name", "left"), ("backbone", "left"), ("params", "right"), ("download", "right"),
-                      ("mIoU ss/ms", "right"), ("crop", "right"), ("dataset", "left"), ("state", "left")]:  # fmt: skip
+    for col, just in [
+        ("name", "left"),
+        ("backbone", "left"),
+        ("params", "right"),
+        ("download", "right"),
+        ("mIoU ss/ms", "right"),
+        ("crop", "right"),
+        ("dataset", "left"),
+        ("state", "left"),
+    ]:
         table.add_column(col, justify=just, no_wrap=True)
     for r in rows:
         miou = f"{r['miou']:.2f} / {r['miou_ms']:.2f}" if r["miou"] is not None and r["miou_ms"] is not None else "-"

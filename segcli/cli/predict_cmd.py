@@ -99,7 +99,9 @@ def _check_options(alpha: float, topk: int | None, batch_size: int, out: Path) -
         raise UsageError(f"--out {out} exists and is not a directory")
 
 
-def _finish(summary: RunSummary, doc: dict[str, Any], opts: Options, shard: tuple[int, int] | None, quiet: bool) -> None:
+def _finish(
+    summary: RunSummary, doc: dict[str, Any], opts: Options, shard: tuple[int, int] | None, quiet: bool
+) -> None:
     """Write summary.json, say how it went, exit with the code that tells it."""
     from ..fsutil import atomic_write_bytes
     from ..outputs import json_bytes
@@ -130,7 +132,8 @@ NullOpt = Annotated[
     bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=IN)
 ]
 ExtOpt = Annotated[
-    str | None, typer.Option(help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN)
+    str | None,
+    typer.Option(help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN),
 ]
 RecursiveOpt = Annotated[
     bool, typer.Option("--recursive/--no-recursive", help="Search subfolders.", rich_help_panel=IN)
@@ -143,7 +146,9 @@ MaxPixelsOpt = Annotated[
 ]
 SaveOpt = Annotated[
     str,
-    typer.Option(help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none.", rich_help_panel=OUT),
+    typer.Option(
+        help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none.", rich_help_panel=OUT
+    ),
 ]
 AlphaOpt = Annotated[float, typer.Option(help="Overlay opacity of the class colours (0..1).", rich_help_panel=OUT)]
 TopkOpt = Annotated[

@@ -22,12 +22,18 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.tty:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
             self._bar = Bar(
-                TextColumn("segcli"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(), TextColumn("{task.fields[failed]}"), console=Console(stderr=True),
-            )  # fmt: skip
+                TextColumn("segcli"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[failed]}"),
+                console=Console(stderr=True),
+            )
             self._bar.start()
             self._task = self._bar.add_task("images", total=self.total, rate="", failed="")
         return self
@@ -57,5 +63,9 @@ class Progress:
             rate = self._rate()
             left = self.total - n
             eta = f", ETA {int(left / rate // 60)}m{int(left / rate % 60):02d}s" if rate > 0 and left else ""
-            print(f"segcli: {n}/{self.total} images ({self.counts['done']} done, {self.counts['skipped']} "
-                  f"skipped, {self.counts['failed']} failed), {rate:.2f} img/s{eta}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"segcli: {n}/{self.total} images ({self.counts['done']} done, {self.counts['skipped']} "
+                f"skipped, {self.counts['failed']} failed), {rate:.2f} img/s{eta}",
+                file=sys.stderr,
+                flush=True,
+            )

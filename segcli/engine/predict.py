@@ -124,19 +124,19 @@ def predict_many(
     all_views = [plan(image, params, k, device) for image in images]
     mergers = [
         Merger(len(views), image.shape[:2], k, labels=labels, probs=probs, logits=logits, device=device)
-        for image, views in zip(images, all_views)
+        for image, views in zip(images, all_views, strict=True)
     ]
     tiles = _schedule(all_views, [image.shape[0] for image in images])
     for batch in _batches(tiles, params.tile_batch * len(images)):
         crops = np.stack([t.pixels() for t in batch])  # [B, h, w, 3] uint8
         x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().contiguous()  # NCHW: faster on CPU
         out = model(model.normalize(x).to(model.dtype)).float()  # [B, K, h, w]
-        for t, logit in zip(batch, out):
+        for t, logit in zip(batch, out, strict=True):
             for block in t.view.acc.add(t.row, t.col, logit):
                 for done in t.view.chain.push(block):
                     mergers[t.image].add(t.view.index, done)
     results = []
-    for views, merger in zip(all_views, mergers):
+    for views, merger in zip(all_views, mergers, strict=True):
         result = merger.result()
         result.params, result.views = params, len(views)
         result.windows = sum(len(row) for v in views for row in v.rows)

@@ -126,8 +126,12 @@ class RowResampler:
             band.index_put_((n, y1[r] - a), wy1[r], accumulate=True)
             vert = torch.matmul(band, strip[:, a - start : b - start])  # [K, rows, w]: 2 weights per row
             # along x: F.interpolate with the row count unchanged is the same 1-D linear resampling
-            yield r0, F.interpolate(vert[None], size=(vert.shape[1], out_w), mode="bilinear",
-                                    align_corners=self.align_corners)[0]  # fmt: skip
+            yield (
+                r0,
+                F.interpolate(
+                    vert[None], size=(vert.shape[1], out_w), mode="bilinear", align_corners=self.align_corners
+                )[0],
+            )
         self.next_row = max(self.next_row, done)
         if self.next_row < out_h:  # keep the source rows the next output rows still need
             keep = int(y0[self.next_row])

@@ -126,7 +126,9 @@ def preprocessing(pre: dict[str, Any], where: str) -> tuple[Normalization, tuple
     return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
 
 
-def read_info(cfg: dict[str, Any], config_path: Path, preprocessor: Path | None, name: str, origin: Origin) -> ModelInfo:
+def read_info(
+    cfg: dict[str, Any], config_path: Path, preprocessor: Path | None, name: str, origin: Origin
+) -> ModelInfo:
     """ModelInfo of a `save_pretrained` directory (or the same files fetched from a Hub repository)."""
     where = str(config_path)
     names = class_names(cfg, where)

@@ -21,7 +21,9 @@ KEYS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^module\."), ""),  # saved from a DataParallel wrapper
     (re.compile(r"^(decode_head|auxiliary_head)\.conv_seg\."), r"\1.classifier."),
     (
-        re.compile(r"^(decode_head|auxiliary_head)\.(.+)\.bn\.(weight|bias|running_mean|running_var|num_batches_tracked)$"),
+        re.compile(
+            r"^(decode_head|auxiliary_head)\.(.+)\.bn\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+        ),
         r"\1.\2.batch_norm.\3",
     ),
 ]
@@ -45,7 +47,9 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).strip().splitlines()
-        culprit = next((line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else "")
+        culprit = next(
+            (line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else ""
+        )
         if "weights_only" in str(e) or "GLOBAL" in str(e) or "Unsupported" in str(e):
             raise CheckpointError(
                 f"{path}: refusing to unpickle: the checkpoint holds objects that need code to run "

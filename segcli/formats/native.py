@@ -49,7 +49,9 @@ def _preprocessing(pre: Any, where: str) -> tuple[Normalization, tuple[int, int]
     return Normalization(mean, std, scale), (h, w)  # type: ignore[arg-type]
 
 
-def read_info(cfg: dict[str, Any], config_path: Path, preprocessor: Path | None, name: str, origin: Origin) -> ModelInfo:
+def read_info(
+    cfg: dict[str, Any], config_path: Path, preprocessor: Path | None, name: str, origin: Origin
+) -> ModelInfo:
     """ModelInfo of a directory `segcli convert` / `export` wrote (a preprocessor_config.json beside the
     config takes precedence over its `preprocess` block, as in a transformers directory)."""
     where = str(config_path)

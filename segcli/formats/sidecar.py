@@ -36,7 +36,9 @@ def path_for(model_file: Path) -> Path:
     return model_file.with_suffix(model_file.suffix + ".json")
 
 
-def describe(info: ModelInfo, norm: Normalization, align_corners: bool, params: dict[str, Any], layout: Layout) -> dict[str, Any]:
+def describe(
+    info: ModelInfo, norm: Normalization, align_corners: bool, params: dict[str, Any], layout: Layout
+) -> dict[str, Any]:
     """The sidecar document of an export of the model `info` describes."""
     o, p = info.origin, info.protocol
     return {
@@ -125,7 +127,9 @@ def read_info(model_file: Path, doc: dict[str, Any]) -> ModelInfo:
     size = input_size(doc) or (512, 512)
     classes = class_set_for(tuple(doc["classes"]), doc.get("palette"))
     src = doc["source"]
-    origin = Origin("onnx", src.get("repo"), src.get("revision"), model_file.name, src.get("sha256"), str(model_file.resolve()))
+    origin = Origin(
+        "onnx", src.get("repo"), src.get("revision"), model_file.name, src.get("sha256"), str(model_file.resolve())
+    )
     preset = doc.get("preset", {}).get("name", "hf")
     fixed = input_size(doc)
     if fixed is not None and not (proto.mode == "slide" and (proto.crop_size, proto.crop_size) == fixed):

@@ -54,9 +54,7 @@ class ConvModule(nn.Module):
         self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, dilation: int = 1
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
-        )
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
         self.batch_norm = nn.BatchNorm2d(out_channels)
         self.activation = nn.ReLU(inplace=True)
 

@@ -18,6 +18,13 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
 
 
 __all__ = [
-    "BACKBONES", "BackboneConfig", "ConvNeXt", "ConvNeXtConfig", "ResNet", "ResNetConfig", "Swin", "SwinConfig",
+    "BACKBONES",
+    "BackboneConfig",
+    "ConvNeXt",
+    "ConvNeXtConfig",
+    "ResNet",
+    "ResNetConfig",
+    "Swin",
+    "SwinConfig",
     "build_backbone",
-]  # fmt: skip
+]

@@ -57,9 +57,7 @@ class ConvNeXtStage(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, depth: int, downsample: bool, act: str, layer_scale: bool):
         super().__init__()
         self.downsampling_layer = nn.ModuleList(
-            [LayerNorm2d(in_dim, eps=EPS), nn.Conv2d(in_dim, out_dim, kernel_size=2, stride=2)]
-            if downsample
-            else []
+            [LayerNorm2d(in_dim, eps=EPS), nn.Conv2d(in_dim, out_dim, kernel_size=2, stride=2)] if downsample else []
         )
         self.layers = nn.ModuleList([ConvNeXtLayer(out_dim, act, layer_scale) for _ in range(depth)])
 
@@ -86,7 +84,7 @@ class ConvNeXtEmbeddings(nn.Module):
 class ConvNeXtEncoder(nn.Module):
     def __init__(self, cfg: ConvNeXtConfig) -> None:
         super().__init__()
-        dims = (cfg.widths[0],) + tuple(cfg.widths)
+        dims = (cfg.widths[0], *cfg.widths)
         self.stages = nn.ModuleList(
             ConvNeXtStage(dims[i], dims[i + 1], cfg.depths[i], i > 0, cfg.act, cfg.layer_scale)
             for i in range(len(cfg.depths))

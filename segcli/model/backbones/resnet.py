@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = cfg.stem_channels
-        for i, (blocks, stride, dilation) in enumerate(zip(cfg.stage_blocks, cfg.strides, cfg.dilations)):
+        for i, (blocks, stride, dilation) in enumerate(zip(cfg.stage_blocks, cfg.strides, cfg.dilations, strict=True)):
             planes = 64 * 2**i
             self.add_module(f"layer{i + 1}", _stage(inplanes, planes, blocks, stride, dilation, cfg.contract_dilation))
             inplanes = planes * Bottleneck.expansion

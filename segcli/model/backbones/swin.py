@@ -207,8 +207,7 @@ class SwinEncoder(nn.Module):
         super().__init__()
         n = len(cfg.depths)
         self.layers = nn.ModuleList(
-            SwinStage(cfg, cfg.out_channels[i], cfg.depths[i], cfg.num_heads[i], downsample=i < n - 1)
-            for i in range(n)
+            SwinStage(cfg, cfg.out_channels[i], cfg.depths[i], cfg.num_heads[i], downsample=i < n - 1) for i in range(n)
         )
 
 

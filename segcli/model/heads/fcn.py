@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ class FCNHead(nn.Module):
         self.in_index = cfg.in_index
         pad = (cfg.kernel_size // 2) * cfg.dilation
         dims = [cfg.in_channels] + [cfg.channels] * cfg.num_convs
-        convs = [ConvModule(a, b, cfg.kernel_size, pad, cfg.dilation) for a, b in zip(dims, dims[1:])]
+        convs = [ConvModule(a, b, cfg.kernel_size, pad, cfg.dilation) for a, b in itertools.pairwise(dims)]
         self.convs = nn.Sequential(*convs) if convs else nn.Identity()
         self.conv_cat = (
             ConvModule(cfg.in_channels + cfg.channels, cfg.channels, cfg.kernel_size, cfg.kernel_size // 2)

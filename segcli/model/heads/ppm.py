@@ -61,5 +61,5 @@ class PyramidPooling(nn.ModuleList, ExportForm):
         return [branch(x) for branch in self]
 
     def to_export_form(self, dynamic: bool) -> None:
-        for branch, s in zip(self, self.scales):
+        for branch, s in zip(self, self.scales, strict=True):
             branch[0] = ExportPool(s, dynamic)

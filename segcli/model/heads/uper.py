@@ -36,9 +36,9 @@ class UPerHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         top = features[-1]
-        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
+        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features[:-1], strict=True)]
         laterals.append(self.bottleneck([top, *self.psp_modules(top)]))  # PPM at 1/32
         for i in range(len(laterals) - 1, 0, -1):  # top-down: 1/32 → 1/16 → 1/8 → 1/4
             laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[-2:], self.align_corners)
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)] + [laterals[-1]]
+        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals[:-1], strict=True)] + [laterals[-1]]
         return self.classifier(self.fpn_bottleneck(outs))  # fusion of [1/4, up(1/8), up(1/16), up(1/32)]
