@@ -80,17 +80,27 @@ def test_grayscale_rgba_palette_and_16bit(tmp_path):
     Image.fromarray(g16).save(tmp_path / "g16.png")
     assert np.array_equal(load_image(tmp_path / "g16.png"), np.repeat(gray[..., None], 3, 2))
 
-    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.tif")
-    assert load_image(tmp_path / "c.tif").shape == (20, 30, 3)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.tif")  # C = 255 - R, M = 255 - G, Y = 255 - B, K = 0
+    assert np.array_equal(load_image(tmp_path / "c.tif"), rgb)  # the same colours back, not inverted or gray
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    rgb = random_image(20, 40, seed=2)
+    """Orientation 6 ("rotate 90° clockwise to display") on quadrants of four colours: the image comes back
+    rotated clockwise — stored bottom-left at the top-left — not counter-clockwise or mirrored."""
+    red, green, blue, white = (220, 20, 20), (20, 200, 20), (20, 20, 220), (250, 250, 250)
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:10, :20], rgb[:10, 20:], rgb[10:, :20], rgb[10:, 20:] = red, green, blue, white
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x0112] = 6
     Image.fromarray(rgb).save(tmp_path / "r.jpg", exif=exif, quality=95)
-    out = load_image(tmp_path / "r.jpg")
+    out = load_image(tmp_path / "r.jpg").astype(int)
     assert out.shape == (40, 20, 3)
+    corners = {"top-left": out[5, 5], "top-right": out[5, 15], "bottom-left": out[35, 5], "bottom-right": out[35, 15]}
+    expected = {"top-left": blue, "top-right": red, "bottom-left": white, "bottom-right": green}
+    for where, colour in expected.items():
+        assert np.abs(corners[where] - colour).max() < 12, (where, corners[where])
+    stored = np.asarray(Image.open(tmp_path / "r.jpg").convert("RGB"))  # decoded as stored, EXIF ignored
+    assert np.array_equal(out, np.rot90(stored, k=-1))  # numpy's clockwise rotation, exactly
 
 
 @pytest.mark.parametrize(
