@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from .errors import ConfigError
+from .formats.schema import CHANNELS, POOL_SCALES, Bool, Check, Float, Int, List, Opt, Str, Table
 from .model.backbones import BackboneConfig, ConvNeXtConfig, ResNetConfig, SwinConfig
 from .model.heads.fcn import FCNHeadConfig
 from .model.heads.psp import PSPHeadConfig
@@ -36,6 +37,42 @@ HEAD_KEYS = {
 }
 
 
+STAGE_INTS = List(Int(1, 64), 4, 4)
+# bounds of every backbone field any backbone type has (checked before a config is built)
+BACKBONE_FIELDS: dict[str, Check] = {
+    "depths": STAGE_INTS,
+    "widths": List(CHANNELS, 4, 4),
+    "in_channels": Int(1, 16),
+    "patch_size": Int(1, 64),
+    "layer_scale": Bool(),
+    "act": Str(max_len=64),
+    "embed_dim": Int(1, 4096),
+    "num_heads": List(Int(1, 256), 4, 4),
+    "window_size": Int(1, 64),
+    "mlp_ratio": Float(0.0, 64.0, open_lo=True),
+    "qkv_bias": Bool(),
+    "eps": Float(0.0, 1.0),
+    "depth": Int(18, 152, choices=(18, 50, 101, 152)),
+    "strides": List(Int(1, 4), 4, 4),
+    "dilations": List(Int(1, 16), 4, 4),
+    "contract_dilation": Bool(),
+    "stem_channels": CHANNELS,
+    "blocks": Opt(List(Int(1, 64), 4, 4)),
+}
+HEAD = Table(
+    {
+        "type": Str(choices=HEAD_TYPES),
+        "channels": CHANNELS,
+        "pool_scales": POOL_SCALES,
+        "align_corners": Bool(),
+        "auxiliary": Bool(),
+        "aux_in_channels": CHANNELS,
+        "aux_channels": CHANNELS,
+        "aux_num_convs": Int(0, 8),
+    }
+)
+
+
 def backbone_from_table(table: Any, where: str) -> BackboneConfig:
     if not isinstance(table, dict) or table.get("type") not in BACKBONE_TYPES:
         raise ConfigError(f"{where}: `backbone` needs type = {' | '.join(map(repr, BACKBONE_TYPES))}")
@@ -45,9 +82,14 @@ def backbone_from_table(table: Any, where: str) -> BackboneConfig:
     unknown = sorted(set(args) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown backbone field(s) {', '.join(unknown)}", hint=f"known: {sorted(known)}")
+    args = {
+        k: BACKBONE_FIELDS[k].check(v, where, f"backbone.{k}") if k in BACKBONE_FIELDS else v for k, v in args.items()
+    }
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     try:
         return cls(**args)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.message}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: invalid backbone ({e})") from None
 
@@ -64,6 +106,7 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
     kind = head.get("type", "uper")
     if kind not in HEAD_TYPES:
         raise ConfigError(f"{where}: head type must be {' or '.join(HEAD_TYPES)}, got {kind!r}")
+    head = HEAD.check(head, where, "head")
     ch = bb.out_channels
     width, scales = head.get("channels", 512), tuple(head.get("pool_scales", (1, 2, 3, 6)))
     ac = bool(head.get("align_corners", False))

@@ -17,14 +17,18 @@ only ever runs in `Segmentor.forward_aux`.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .fsutil import read_regular, require_regular
 
 DERIVED_SUFFIXES = ("relative_position_index", "num_batches_tracked")
+SHARD_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}\.safetensors")  # no folders, no '..', not hidden
+MAX_INDEX_BYTES = 64 << 20
 SHOW = 10  # keys listed per category in a mismatch report
 
 
@@ -43,6 +47,10 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     path = Path(path)
+    try:
+        require_regular(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read weights file ({e.strerror or e})") from None
     try:
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -69,11 +77,21 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def shard_names(index: Path) -> list[str]:
-    """The shard files a model.safetensors.index.json lists (relative to its folder)."""
+    """The shard files a model.safetensors.index.json lists: plain file names in its folder."""
     try:
-        return sorted(set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values()))
+        weight_map = json.loads(read_regular(Path(index), MAX_INDEX_BYTES))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except RecursionError:
+        raise CheckpointError(f"{index}: not a readable safetensors index (nested too deeply)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{index}: not a readable safetensors index ({_safe_reason(e)})") from None
+    for name in names:
+        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"{index}: shard name {str(name)[:80]!r} is not a file name in the index's folder",
+                hint="an index lists shards as plain names such as model-00001-of-00002.safetensors",
+            )
+    return names
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -144,6 +162,12 @@ def load_weights(model: nn.Module, path: Path, dtype: torch.dtype = torch.float3
     """Load `path` into `model` (possibly built on the meta device) strictly; returns the model in `dtype`."""
     tensors = read_weights(path)
     state = match_state_dict(model, tensors, str(path))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({_cap(sorted(broken))})",
+            hint="the file is corrupt or was saved from a diverged training run",
+        )
     state = {k: v.to(dtype) if v.dtype.is_floating_point else v.long() for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .fsutil import read_regular
 
 KNOWN_SETS = ("ade20k", "cityscapes")
 
@@ -75,13 +76,15 @@ def class_set_for(names: tuple[str, ...], palette: list | None = None) -> ClassS
 def read_class_names(path: Path) -> tuple[str, ...]:
     """Class names from a JSON list, a JSON {"0": name} mapping, or a text file with one name per line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read class names ({e.strerror or e})") from None
+        text = read_regular(path, 32 << 20).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read class names ({getattr(e, 'strerror', None) or e})") from None
     if path.suffix.lower() != ".json":
         return tuple(line.strip() for line in text.splitlines() if line.strip())
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
     except ValueError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if isinstance(data, dict):

@@ -82,5 +82,11 @@ class UnreducedLabelsError(LabelRangeError):
     exit_code = EXIT_USAGE
 
 
+class ModelOutputError(SegcliError):
+    """The model produced logits that cannot be labels (NaN / inf, or every class equal everywhere)."""
+
+    exit_code = EXIT_USAGE
+
+
 class MissingExtraError(SegcliError):
     """An optional dependency (an extra such as `[onnx]`) is not installed."""

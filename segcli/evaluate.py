@@ -7,6 +7,7 @@ import io
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, UsageError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, require_regular
+from .images import DEFAULT_MAX_PIXELS
+from .inputs import DEFAULT_EXTENSIONS
 from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
 
 EVALUATION_SCHEMA = "segcli.evaluation/1"
@@ -55,6 +58,15 @@ def pair_key(path: Path, root: Path, suffix: str) -> str:
     return strip_suffix(path.relative_to(root).with_suffix(""), suffix)
 
 
+def _known(key: str, gts: dict[str, Path]) -> str:
+    """`key`, or — when only that has ground truth — `key` without a trailing image extension: segcli
+    predict names the outputs of `x.jpg` and `x.png` in one folder `x.jpg.png` and `x.png.png`."""
+    stem, dot, ext = key.rpartition(".")
+    if key not in gts and dot and "/" not in ext and f".{ext.lower()}" in DEFAULT_EXTENSIONS and stem in gts:
+        return stem
+    return key
+
+
 def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "") -> Pairing:
     """Pair prediction and ground-truth PNGs by relative folder and stem (suffixes removed).
 
@@ -67,9 +79,9 @@ def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "
     preds: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     for p in label_files(pred_dir):
-        key = pair_key(p, pred_dir, pred_suffix)
-        if key.endswith("_label"):
-            labels[key[: -len("_label")]] = p
+        key = _known(pair_key(p, pred_dir, pred_suffix), gts)
+        if key.endswith("_label") and key not in gts:  # road_label.png of road.jpg, unless road_label has GT
+            labels[_known(key[: -len("_label")], gts)] = p
         else:
             preds[key] = p
     for key, p in labels.items():
@@ -84,27 +96,35 @@ def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "
     return result
 
 
-def read_labels(path: Path) -> np.ndarray:
-    """An index PNG (mode L / P / I;16 / I) as an integer array; colour PNGs are refused."""
+def read_labels(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An index PNG (mode L / P / I;16 / I / 1) as an integer array; colour PNGs are refused. Any problem,
+    a decompression bomb included, is this file's ImageError."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGB", "RGBA"):
-                raise ImageError(
-                    f"{path}: a colour image, not a label map (pixel value = class index)",
-                    hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
-                )
-            if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
-                raise ImageError(f"{path}: image mode {im.mode} is not a label map")
-            return np.asarray(im)
+        require_regular(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
+                im.load()
+                if im.mode in ("RGB", "RGBA"):
+                    raise ImageError(
+                        f"{path}: a colour image, not a label map (pixel value = class index)",
+                        hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
+                    )
+                if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
+                    raise ImageError(f"{path}: image mode {im.mode} is not a label map")
+                labels = np.asarray(im)
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageError(
-            f"{path}: cannot read label map ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - truncated data, bombs, decoder errors: this pair's failure
+        text = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
+        reason = text.splitlines()[0][:200] if text else type(e).__name__
+        raise ImageError(f"{path}: cannot read label map ({reason})") from None
+    return labels.astype(np.uint8) if labels.dtype == bool else labels  # mode 1: 0 / 1
 
 
 @dataclass(frozen=True)

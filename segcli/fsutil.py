@@ -10,8 +10,10 @@ KeyboardInterrupt) the temporary file is removed. Temporary names carry the host
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -62,6 +64,63 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def overlap(a: Path, b: Path) -> str | None:
+    """How two locations overlap ("is", "is inside", "contains"), or None; symbolic links resolved."""
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    if ra == rb:
+        return "is"
+    if rb in ra.parents:
+        return "is inside"
+    if ra in rb.parents:
+        return "contains"
+    return None
+
+
+def probe_writable(folder: Path) -> None:
+    """OSError unless files can be created in `folder`, or — when it does not exist yet — in its nearest
+    existing ancestor (so that it can be made): read-only, no permission, a regular file on the way. A file
+    is created and removed to find out; nothing is left behind."""
+    here = Path(os.path.abspath(folder))
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise OSError(errno.ENOTDIR, f"{here} is not a folder", str(folder))
+    fd, tmp = tempfile.mkstemp(dir=here, prefix=f".probe{TEMP_TAG}{_host()}-{os.getpid()}-", suffix=".tmp")
+    try:
+        os.write(fd, b"segcli")
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+
+
+def check_inside(root: Path, path: Path) -> None:
+    """OSError unless `path`'s folder is really inside `root`: a symbolic link planted on the way (say
+    `out/sub -> /elsewhere`) is not followed for writing."""
+    real_root = os.path.realpath(root)
+    expected = os.path.normpath(os.path.join(real_root, os.path.relpath(path.parent, root)))
+    if os.path.realpath(path.parent) != expected:
+        raise OSError(errno.ELOOP, "a folder on the way is a symbolic link leading elsewhere: not followed", str(path))
+
+
+def require_regular(path: Path) -> os.stat_result:
+    """`path`'s status when it is a regular file (following symlinks); OSError otherwise. Opening a FIFO or
+    a device would block or never end, so every file segcli reads is checked first."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, socket or device)"
+        raise OSError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL, kind, str(path))
+    return st
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes` (OSError otherwise)."""
+    st = require_regular(path)
+    if st.st_size > max_bytes:
+        raise OSError(errno.EFBIG, f"{st.st_size:,} bytes, more than the {max_bytes:,} allowed", str(path))
+    with open(path, "rb") as f:
+        return f.read(max_bytes + 1)[: max_bytes + 1]
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
-from .errors import DownloadError, EntryMissingError, IntegrityError
-from .fsutil import atomic_path, atomic_write_bytes
+from .errors import CheckpointError, DownloadError, EntryMissingError, IntegrityError
+from .fsutil import atomic_path, atomic_write_bytes, read_regular, require_regular
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_dir() -> Path:
@@ -39,6 +44,32 @@ def _describe(repo: str, revision: str | None, filename: str) -> str:
     return f"{repo}@{revision or 'main'}:{filename}"
 
 
+CONNECT_TIMEOUT_S = 3.0
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def unreachable(url: str) -> str | None:
+    """Why `url`'s host cannot be connected to within a few seconds (name not resolved, connection refused,
+    timed out), or None. Asked once before huggingface_hub, whose retries would take half a minute to say
+    the same. Behind a proxy the answer is left to the proxy (None)."""
+    if any(os.environ.get(v) for v in _PROXIES):
+        return None
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return None
+    try:
+        socket.create_connection(
+            (u.hostname, u.port or (443 if u.scheme == "https" else 80)), CONNECT_TIMEOUT_S
+        ).close()
+    except socket.gaierror:
+        return f"cannot resolve {u.hostname}"
+    except TimeoutError:
+        return f"no answer from {u.hostname} within {CONNECT_TIMEOUT_S:.0f} s"
+    except OSError as e:
+        return f"{u.hostname}: {e.strerror or e}"
+    return None
+
+
 def fetch(
     repo: str, filename: str, revision: str | None = None, *, force: bool = False, name: str | None = None
 ) -> Path:
@@ -58,17 +89,26 @@ def fetch(
 
     what = _describe(repo, revision, filename)
     get = f"segcli download {name}" if name else f"segcli download {repo}" + (f"@{revision}" if revision else "")
+    why = None if offline() else unreachable(endpoint() or "https://huggingface.co")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings: the one error line below says what happened
     try:
         path = hf_hub_download(
             repo,
             filename,
             revision=revision,
             cache_dir=cache_dir(),
-            force_download=force,
-            local_files_only=offline(),
+            force_download=force and why is None,
+            local_files_only=offline() or why is not None,
             endpoint=endpoint(),
         )
     except LocalEntryNotFoundError:
+        if why is not None:
+            raise DownloadError(
+                f"{what} is not cached and the Hub ({endpoint() or 'https://huggingface.co'}) cannot be reached ({why})",
+                hint=f"check the network or HF_ENDPOINT, then run `{get}`",
+            ) from None
         if offline():
             raise DownloadError(
                 f"{what} is not in the Hugging Face cache {cache_dir()} and HF_HUB_OFFLINE is set",
@@ -94,6 +134,8 @@ def fetch(
         raise DownloadError(f"{what}: download failed ({str(e).splitlines()[0]})") from None
     except OSError as e:  # network errors below the HTTP layer, disk full, permissions
         raise DownloadError(f"{what}: download failed ({e})") from None
+    finally:
+        hub_log.setLevel(level)
     return Path(path)
 
 
@@ -124,16 +166,21 @@ def _stamp_file() -> Path:
 
 
 def _stamp_key(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    """What identifies one version of a file: path, inode, size, mtime and ctime (a file rewritten in place
+    with its old size and mtime restored still gets a new ctime)."""
+    st = require_regular(path)
+    return f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
 
 
 def _read_stamps() -> dict[str, str]:
+    """The remembered digests; the file is a cache, not truth: anything malformed is ignored."""
     try:
-        data = json.loads(_stamp_file().read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        data = json.loads(read_regular(_stamp_file(), 64 << 20))
+    except (OSError, ValueError, RecursionError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and _HEX64.fullmatch(v)}
 
 
 def _write_stamp(key: str, digest: str) -> None:
@@ -148,14 +195,17 @@ def _write_stamp(key: str, digest: str) -> None:
 
 
 def file_sha256(path: Path, *, quiet: bool = False) -> str:
-    """sha256 of a file, computed once per (path, size, mtime) and remembered in ~/.cache/segcli."""
-    key = _stamp_key(path)
-    known = _read_stamps().get(key)
-    if known:
-        return known
-    if not quiet and path.stat().st_size > 50_000_000:
-        print(f"segcli: computing the sha256 of {path} (once per file) ...", file=sys.stderr)
-    digest = sha256_file(path)
+    """sha256 of a file, computed once per version of it (see `_stamp_key`) and remembered in ~/.cache/segcli."""
+    try:
+        key = _stamp_key(path)
+        known = _read_stamps().get(key)
+        if known:
+            return known
+        if not quiet and path.stat().st_size > 50_000_000:
+            print(f"segcli: computing the sha256 of {path} (once per file) ...", file=sys.stderr)
+        digest = sha256_file(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read weights file ({e.strerror or e})") from None
     _write_stamp(key, digest)
     return digest
 
@@ -172,11 +222,22 @@ def verify(path: Path, expected: str | None, what: str, fix: str, *, quiet: bool
 
 
 def fetch_url(url: str, dest: Path, *, quiet: bool = False, timeout: float = 30.0) -> Path:
-    """Download `url` to `dest` (atomically: complete or not at all), progress on stderr."""
+    """Download `url` (http, https or file) to `dest` (atomically: complete or not at all), progress on
+    stderr. Nothing is fetched when HF_HUB_OFFLINE is set."""
     import urllib.error
     import urllib.request
 
     from tqdm import tqdm
+
+    if urlparse(url).scheme not in ("http", "https", "file"):
+        raise DownloadError(f"{url}: only http, https and file URLs are downloaded")
+    if offline():
+        raise DownloadError(
+            f"{url} is not downloaded: HF_HUB_OFFLINE is set", hint="unset it where the URL is reachable"
+        )
+    why = unreachable(url)
+    if why is not None:
+        raise DownloadError(f"{url}: download failed ({why})")
 
     try:
         with atomic_path(dest) as part, urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageError, UsageError
+from .fsutil import require_regular
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
@@ -25,7 +26,25 @@ DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 _BOMB_LOCK = threading.Lock()
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header, without decoding (ImageError when unreadable)."""
+    try:
+        require_regular(path)
+        with Image.open(path) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image too large", hint="raise --max-pixels if the image is trusted") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is this image's one-line error
+        raise ImageError(f"{path}: cannot read image header ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
 def _open(path: Path, max_pixels: int) -> Image.Image:
+    require_regular(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -58,7 +77,7 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
         gray = ((a + 128) // 257).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode == "F":
-        a = np.asarray(im, dtype=np.float32)
+        a = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
         a = a * 255.0 if a.size and a.max() <= 1.0 else a
         gray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
@@ -97,11 +116,19 @@ def load_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
         size = path.stat().st_size if path.exists() else 0
         what = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {what}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated data, broken chunks
-        raise ImageError(
-            f"{path}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated data, broken chunks, FIFOs
+        raise ImageError(f"{path}: cannot decode image ({_os_reason(e)})") from None
+    except MemoryError:
+        raise ImageError(f"{path}: not enough memory to decode this image", hint="lower --max-pixels") from None
+    except Exception as e:  # noqa: BLE001 - a decoder bug or an unsupported variant (e.g. NotImplementedError)
+        raise ImageError(f"{path}: cannot decode image ({_reason(e)})") from None
     return np.ascontiguousarray(rgb)
+
+
+def _os_reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _from_array(a: np.ndarray) -> np.ndarray:

@@ -1,24 +1,29 @@
 """Input discovery for batch prediction: files, folders, glob patterns and `-` (paths on stdin).
 
-Every image gets an output name: its path relative to the *input root* it came from — a folder argument
-is its own root; files named directly, by a glob or on stdin have their folder as root — taken relative
-to the common ancestor of all roots, so two inputs can never share an output name unless they share a
-folder and a stem (`x.jpg`, `x.png`): those keep their extension in the name (`x.jpg.png`).
-The order is deterministic (sorted by output name); an image named twice is processed once.
+Every image gets a relative path `rel`: its path relative to the *input root* it came from — a folder
+argument is its own root; files named directly, by a glob or on stdin have their folder as root — taken
+relative to the common ancestor of all roots, so two different images never share one. Output names are
+derived from these by `layout.assign_bases` (injective). The order is deterministic (sorted by `rel`); an
+image named twice is processed once.
+
+Only regular files are read: FIFOs, sockets and devices are skipped with a note (opening one would block),
+unreadable folders are reported as failures, and `**` globs never walk a folder twice (symlink loops).
 """
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
+import re
+import stat
 import sys
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 from .errors import UsageError
+from .layout import assign_bases
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")
@@ -27,13 +32,16 @@ _GLOB_CHARS = set("*?[")
 @dataclass(frozen=True)
 class Item:
     path: Path  # the image as given (or found)
-    name: Path  # output name relative to --out, without suffix: <relative folder>/<stem>
+    name: PurePosixPath  # output base relative to --out: <relative folder>/<stem> (see layout)
+    rel: PurePosixPath = field(default_factory=PurePosixPath)  # <relative folder>/<file name>: unique per input
 
 
 @dataclass
 class Discovery:
     items: list[Item] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (input as given, reason)
+    skipped: list[str] = field(default_factory=list)  # notes: non-regular files left out
+    roots: set[Path] = field(default_factory=set)  # the input roots (folders given, folders of files given)
 
 
 def parse_extensions(text: str | None) -> tuple[str, ...]:
@@ -59,10 +67,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def in_shard(item: Item, shard: tuple[int, int] | None) -> bool:
-    """Stable assignment by output name: shards partition the inputs, and adding files moves no others."""
+    """Stable assignment by relative path: shards partition the inputs, and adding files moves no others."""
     if shard is None:
         return True
-    return zlib.crc32(item.name.as_posix().encode("utf-8")) % shard[1] == shard[0]
+    return zlib.crc32(item.rel.as_posix().encode("utf-8", "surrogateescape")) % shard[1] == shard[0]
 
 
 def read_list(stream: IO[bytes], null: bool) -> list[str]:
@@ -71,17 +79,87 @@ def read_list(stream: IO[bytes], null: bool) -> list[str]:
     return [os.fsdecode(p.rstrip(b"\r") if not null else p) for p in parts if p.strip()]
 
 
-def _scan(folder: Path, exts: tuple[str, ...], recursive: bool, exclude: Path | None) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
-        )
-        if not recursive:
-            dirnames[:] = []
-        found.extend(here / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in exts)
-    return found
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+class _Walk:
+    """Folder scans and `**` globs of one discovery, with the problems they meet."""
+
+    def __init__(self, found: Discovery, exts: tuple[str, ...], recursive: bool, exclude: Path | None) -> None:
+        self.found, self.exts, self.recursive, self.exclude = found, exts, recursive, exclude
+
+    def scan(self, folder: Path) -> list[Path]:
+        """Image files under `folder` (hidden names and the excluded folder left out; symlinked folders not
+        followed, symlinked files are)."""
+        out, stack = [], [folder]
+        while stack:
+            here = stack.pop()
+            try:
+                entries = sorted(os.scandir(here), key=lambda e: e.name)
+            except OSError as e:
+                self.found.errors.append((str(here), f"cannot read folder ({e.strerror or e})"))
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                path = here / entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if self.recursive and (self.exclude is None or path.resolve() != self.exclude):
+                        stack.append(path)
+                elif Path(entry.name).suffix.lower() in self.exts:
+                    if _regular(path):
+                        out.append(path)
+                    else:
+                        self.found.skipped.append(f"{path}: not a regular file (FIFO, socket or device): skipped")
+        return out
+
+    def glob(self, pattern: str) -> list[Path]:
+        """Paths matching `pattern` (`*`, `?`, `[…]` within a name, `**` across folders), each folder visited
+        at most once."""
+        parts = Path(os.path.expanduser(pattern)).parts
+        fixed = next((i for i, p in enumerate(parts) if _GLOB_CHARS & set(p)), len(parts))
+        root = Path(*parts[:fixed]) if fixed else Path(".")
+        out: list[Path] = []
+        self._match(root, list(parts[fixed:]), out, set())
+        return sorted(out)
+
+    def _match(self, here: Path, rest: list[str], out: list[Path], seen: set[tuple[int, int]]) -> None:
+        if not rest:
+            out.append(here)
+            return
+        try:
+            st = here.stat()
+            if (st.st_dev, st.st_ino, len(rest)) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino, len(rest)))
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:
+            return
+        head, tail = rest[0], rest[1:]
+        if head == "**":
+            self._match(here, tail, out, seen)  # zero folders
+            for e in entries:
+                if not e.name.startswith(".") and e.is_dir():
+                    self._match(here / e.name, rest, out, seen)
+            return
+        regex = re.compile(fnmatch.translate(head))
+        for e in entries:
+            if (e.name.startswith(".") and not head.startswith(".")) or not regex.match(e.name):
+                continue
+            if not tail or e.is_dir():
+                self._match(here / e.name, tail, out, seen)
+
+
+def _args(inputs: list[str], stdin: IO[bytes] | None, null: bool) -> list[str]:
+    args = list(inputs)
+    if "-" in args:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        args = [a for a in args if a != "-"] + read_list(stream, null)
+    return args
 
 
 def discover(
@@ -95,43 +173,44 @@ def discover(
 ) -> Discovery:
     """The images named by `inputs`; `exclude` (the output folder) is never searched."""
     found = Discovery()
-    excluded = exclude.resolve() if exclude is not None else None
+    walk = _Walk(found, extensions, recursive, exclude.resolve() if exclude is not None else None)
     pairs: list[tuple[Path, Path]] = []  # (file, its input root)
-
-    def add_path(arg: str, p: Path, from_glob: bool = False) -> None:
-        if p.is_dir():
-            pairs.extend((f, p) for f in _scan(p, extensions, recursive, excluded))
-        elif p.is_file():
-            pairs.append((p, p.parent if str(p.parent) else Path(".")))
-        elif not from_glob:
-            found.errors.append((arg, "no such file or directory"))
-
-    args = list(inputs)
-    if "-" in args:
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        listed = read_list(stream, null)
-        args = [a for a in args if a != "-"] + listed
-    for arg in args:
+    for arg in _args(inputs, stdin, null):
         p = Path(arg).expanduser()
-        if not p.exists() and _GLOB_CHARS & set(arg):
-            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
-            if not matches:
-                found.errors.append((arg, "the pattern matches nothing"))
-            for m in matches:
-                add_path(arg, Path(m), from_glob=True)
-        else:
-            add_path(arg, p)
+        globbed = not os.path.lexists(p) and bool(_GLOB_CHARS & set(arg))
+        matches = walk.glob(arg) if globbed else [p]
+        if globbed and not matches:
+            found.errors.append((arg, "the pattern matches nothing"))
+        for m in matches:
+            if m.is_dir():
+                found.roots.add(m.resolve())
+                pairs.extend((f, m) for f in walk.scan(m))
+            elif _regular(m):
+                found.roots.add(m.parent.resolve())
+                pairs.append((m, m.parent if str(m.parent) else Path(".")))
+            elif m.exists():
+                found.skipped.append(f"{m}: not a regular file (FIFO, socket or device): skipped")
+            elif not globbed:
+                found.errors.append((arg, "no such file or directory"))
+    found.items = _items(pairs)
+    return found
 
+
+def _items(pairs: list[tuple[Path, Path]]) -> list[Item]:
     unique: dict[Path, tuple[Path, Path]] = {}  # resolved file → (file as found, its root)
     for f, root in pairs:
         unique.setdefault(f.resolve(), (f, root))
     if not unique:
-        return found
+        return []
     roots = {root.resolve() for _, root in unique.values()}
     common = Path(os.path.commonpath([str(r) for r in roots]))
     # <root relative to the common ancestor> / <file relative to its root> (symlinks inside a root stay put)
-    rel = [(f, root.resolve().relative_to(common) / f.relative_to(root)) for f, root in unique.values()]
-    stems = Counter(r.with_suffix("") for _, r in rel)
-    items = [Item(f, r.with_suffix("") if stems[r.with_suffix("")] == 1 else r) for f, r in rel]
-    found.items = sorted(items, key=lambda it: it.name.as_posix())
-    return found
+    found = sorted(
+        (
+            (f, PurePosixPath((root.resolve().relative_to(common) / f.relative_to(root)).as_posix()))
+            for f, root in unique.values()
+        ),
+        key=lambda t: t[1].as_posix(),
+    )
+    bases = assign_bases([rel for _, rel in found])
+    return [Item(f, base, rel) for (f, rel), base in zip(found, bases, strict=True)]

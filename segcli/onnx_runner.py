@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UsageError
+from .errors import CheckpointError, ConfigError, UsageError
 from .extras import require
 from .formats import sidecar
+from .fsutil import require_regular
 
 
 class OnnxRunner:
@@ -29,8 +30,19 @@ class OnnxRunner:
         self.normalization = norm
         self._mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
         self._std = torch.tensor(norm.std).view(1, 3, 1, 1)
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        try:
+            require_regular(path)
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
+            text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({text})", hint="export it again") from None
         self.input_name = self.session.get_inputs()[0].name
+        channels = self.session.get_outputs()[0].shape[1] if len(self.session.get_outputs()[0].shape) == 4 else None
+        if isinstance(channels, int) and channels != num_classes:
+            raise ConfigError(
+                f"{sidecar.path_for(path)}: lists {num_classes} classes but {path.name} outputs {channels} channels",
+                hint="the sidecar belongs to another export",
+            )
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         n = self.normalization

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from .errors import UsageError
 
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+MAX_SIDE = 16384  # resize targets, crops and strides: 1..MAX_SIDE pixels
+SCALE_RANGE = (1 / 64, 16.0)  # ratios of the resize target
 MODES = ("whole", "slide")
 RESAMPLES = ("pil", "bilinear")
 
@@ -53,11 +56,11 @@ class Resize:
         t = str(text).strip().lower()
         if t == "none":
             return cls("none")
-        if m := re.fullmatch(r"(\d+)x(\d+)", t):
-            return cls("fixed", height=int(m[1]), width=int(m[2]))
-        if m := re.fullmatch(r"(\d+)(?::(\d+))?", t):
-            short = int(m[1])
-            return cls("keep", short=short, long=int(m[2]) if m[2] else 4 * short)
+        if m := re.fullmatch(r"(\d{1,6})x(\d{1,6})", t):
+            return cls("fixed", height=_side(m[1], text), width=_side(m[2], text))
+        if m := re.fullmatch(r"(\d{1,6})(?::(\d{1,6}))?", t):
+            short = _side(m[1], text)
+            return cls("keep", short=short, long=_side(m[2], text) if m[2] else 4 * short)
         raise UsageError(
             f"invalid resize {text!r}", hint="use none, SHORT[:LONG] (keep ratio, e.g. 512:2048) or HxW (e.g. 512x512)"
         )
@@ -98,14 +101,26 @@ class Params:
         return d
 
 
+def _side(text: str, whole: Any) -> int:
+    v = int(text)
+    if not 1 <= v <= MAX_SIDE:
+        raise UsageError(
+            f"invalid resize {whole!r}: sizes must be 1..{MAX_SIDE} pixels", hint="e.g. 512:2048 or 512x512"
+        )
+    return v
+
+
 def _pair(v: Any, name: str) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, str) and (m := re.fullmatch(r"\s*(\d+)\s*(?:x\s*(\d+))?\s*", v)):
-        return (int(m[1]), int(m[2] or m[1]))
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
-        return (int(v[0]), int(v[1]))
-    raise UsageError(f"invalid {name} {v!r}", hint=f"give N or HxW, e.g. --{name} 512")
+    pair: tuple[int, int] | None = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        pair = (v, v)
+    elif isinstance(v, str) and (m := re.fullmatch(r"\s*(\d{1,6})\s*(?:x\s*(\d{1,6}))?\s*", v)):
+        pair = (int(m[1]), int(m[2] or m[1]))
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        pair = (int(v[0]), int(v[1]))
+    if pair is None or not all(1 <= side <= MAX_SIDE for side in pair):
+        raise UsageError(f"invalid {name} {v!r}", hint=f"give N or HxW with sides 1..{MAX_SIDE}, e.g. {name}=512")
+    return pair
 
 
 def _scales(v: Any) -> tuple[float, ...]:
@@ -113,8 +128,13 @@ def _scales(v: Any) -> tuple[float, ...]:
         vals = tuple(float(s) for s in (v.split(",") if isinstance(v, str) else v))
     except (TypeError, ValueError):
         raise UsageError(f"invalid scales {v!r}", hint="give ratios like 0.5,0.75,1.0") from None
+    lo, hi = SCALE_RANGE
     if not vals or any(s <= 0 for s in vals):
         raise UsageError(f"invalid scales {v!r}: ratios must be positive")
+    if len(vals) > 32 or not all(math.isfinite(s) and lo <= s <= hi for s in vals):
+        raise UsageError(
+            f"invalid scales {v!r}: give 1 to 32 finite ratios between 1/64 and 16", hint="e.g. 0.5,0.75,1.0"
+        )
     return vals
 
 
@@ -175,8 +195,8 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
     if "flip" in o:
         p = replace(p, flip=bool(o["flip"]))
     if "tile_batch" in o:
-        if int(o["tile_batch"]) < 1:
-            raise UsageError("tile-batch must be at least 1")
+        if not 1 <= int(o["tile_batch"]) <= 256:
+            raise UsageError("tile-batch must be at least 1 (and at most 256)")
         p = replace(p, tile_batch=int(o["tile_batch"]))
     if p.mode == "slide":
         crop = _pair(o["crop"], "crop") if "crop" in o else p.crop or (proto.crop_size,) * 2

@@ -13,6 +13,8 @@ from typing import Any
 from .arch import network_from_tables
 from .classes import KNOWN_SETS, known_set
 from .errors import ConfigError, UsageError
+from .formats.schema import CROP, RESIZE, Float, Str, Table
+from .fsutil import read_regular
 from .info import ModelInfo, Origin
 from .model.backbones import ResNetConfig, SwinConfig
 from .model.segmentor import SegmentorConfig
@@ -25,6 +27,35 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ENV_REGISTRY = "SEGCLI_REGISTRY"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"  # the Hub's rules for a repo name part
+MAX_REGISTRY_BYTES = 4 << 20
+
+
+def _no_dots(pattern: str) -> str:
+    return rf"(?!.*\.\.)(?!.*\.$){pattern}"
+
+
+ENTRY = Table(
+    {
+        "repo": Str(max_len=200, pattern=_no_dots(rf"{NAME}/{NAME}")),
+        "revision": Str(max_len=256, pattern=_no_dots(r"[A-Za-z0-9][A-Za-z0-9_./-]*")),
+        "filename": Str(max_len=256, pattern=_no_dots(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")),
+        "sha256": Str(max_len=64),
+        "url": Str(max_len=2048, pattern=r"(https?|file)://[^\s]+"),
+        "sha256_prefix": Str(max_len=64),
+        "license": Str(max_len=200),
+        "dataset": Str(max_len=64),
+        "crop_size": CROP,
+        "stride": CROP,
+        "preset": Str(max_len=32),
+        "mode": Str(max_len=32),
+        "resize": RESIZE,
+        "description": Str(max_len=2000),
+        "protocol": Str(max_len=2000),
+        "miou": Float(0.0, 100.0),
+        "miou_ms": Float(0.0, 100.0),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,11 @@ _OPTIONAL = (
 
 def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
     where = f"{source} [models.{name}]"
+    if not re.fullmatch(_no_dots(NAME), name):
+        raise ConfigError(
+            f"{source}: model name {name[:60]!r} is not allowed",
+            hint="names use letters, digits, '-', '_' and '.', start with a letter or digit, no '..' or '/'",
+        )
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table")
     missing = [k for k in _REQUIRED if k not in entry]
@@ -108,6 +144,7 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
     unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    entry = ENTRY.check({k: v for k, v in entry.items() if v != ""}, where, "")
     if entry.get("resize") is not None:
         try:
             Resize.parse(entry["resize"])
@@ -157,6 +194,8 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
 def parse_registry(text: str, source: Path) -> dict[str, ModelSpec]:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML (nested too deeply)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML ({e})") from None
     if data.get("schema", 1) != 1:
@@ -183,8 +222,8 @@ def load_registry(user_file: str | os.PathLike[str] | None = None) -> dict[str, 
     if user:
         path = Path(user).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read registry file ({e.strerror or e})") from None
+            text = read_regular(path, MAX_REGISTRY_BYTES).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read registry file ({getattr(e, 'strerror', None) or e})") from None
         specs.update(parse_registry(text, path))
     return specs

@@ -32,7 +32,7 @@ from .hub import fetch, fetch_url, file_sha256, segcli_cache, try_cached, verify
 from .info import ModelInfo, Origin
 from .registry import ModelSpec
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+REPO_ID = re.compile(r"(?!.*\.\.)(?!.*\.$)[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 WEIGHTS = native.WEIGHTS
 INDEX = "model.safetensors.index.json"
 PICKLES = ("pytorch_model.bin", "model.pth", "model.pt")
@@ -180,7 +180,7 @@ def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False)
     if source in registry:
         return resolve_spec(registry[source], force=force)
     repo, _, revision = source.partition("@")
-    if REPO_ID.match(repo):
+    if REPO_ID.fullmatch(repo):
         for spec in registry.values():
             if spec.repo is not None and spec.repo == repo and (not revision or revision == spec.revision):
                 return resolve_spec(spec, force=force)

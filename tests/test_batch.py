@@ -212,9 +212,9 @@ def test_other_parameters_or_overwrite_redo_everything(tiny_convnext_dir, tmp_pa
 def test_outputs_never_overwrite_inputs(tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"a.png": (20, 24)})
     before = (src / "a.png").read_bytes()
-    r = cli("predict", src / "a.png", "-m", tiny_convnext_dir, "-o", src)
-    assert r.exit_code == 1 and "would overwrite an input image" in r.stderr
-    assert (src / "a.png").read_bytes() == before
+    r = cli("predict", src / "a.png", "-m", tiny_convnext_dir, "-o", src)  # --out is the image's own folder
+    assert r.exit_code == 2 and "is the input folder" in r.stderr
+    assert (src / "a.png").read_bytes() == before and sorted(p.name for p in src.iterdir()) == ["a.png"]
 
 
 @pytest.mark.parametrize(

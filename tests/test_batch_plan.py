@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -23,7 +23,7 @@ def _png_with_text(path: Path, text: str | None) -> None:
 
 def test_plan_processes_skips_finished_and_refuses_overwriting_an_input(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
-    items = [Item(src / f"{n}.jpg", Path(n)) for n in ("new", "done", "stale", "half")]
+    items = [Item(src / f"{n}.jpg", PurePosixPath(n)) for n in ("new", "done", "stale", "half")]
     for it in items:
         it.path.parent.mkdir(parents=True, exist_ok=True)
         it.path.write_bytes(b"jpeg")
@@ -35,7 +35,7 @@ def test_plan_processes_skips_finished_and_refuses_overwriting_an_input(tmp_path
     (out / "stale.json").write_text("{}")
     _png_with_text(out / "stale_label.png", None)
     _png_with_text(out / "half.png", "fp-1")  # its JSON is missing: not finished
-    clash = Item(out / "x.png", Path("x"))  # an input inside --out whose own PNG would replace it
+    clash = Item(out / "x.png", PurePosixPath("x"))  # an input inside --out whose own PNG would replace it
     clash.path.write_bytes(b"png")
 
     tasks = plan([*items, clash], opts, "fp-1", num_classes=4)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Prediction
-from ..errors import SegcliError
+from ..errors import EXIT_USAGE, SegcliError
 from .plan import Task
 from .records import ImageRecord
 
@@ -29,6 +29,16 @@ def _finished(record: ImageRecord) -> Future:
     fut: Future = Future()
     fut.set_result(record)
     return fut
+
+
+def _failure(task: Task, error: BaseException, what: str) -> ImageRecord:
+    """One input's failure record: a segcli error as it is, anything else named with its type."""
+    if isinstance(error, SegcliError):
+        reason = str(error)
+    else:
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        reason = f"{task.item.path}: {what} ({type(error).__name__}{': ' + detail if detail else ''})"
+    return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), reason)
 
 
 def _timed_decode(decode: Decode, task: Task) -> tuple[np.ndarray, float]:
@@ -100,13 +110,37 @@ class _Run:
 
     def step(self) -> None:
         batch = self.next_batch()
-        if batch:
-            t = time.perf_counter()
-            preds = self.p.infer([image for _, image, _ in batch])
-            per_image = (time.perf_counter() - t) / len(batch)
-            for (task, image, seconds), pred in zip(batch, preds, strict=True):
-                timings = {"decode_s": seconds, "inference_s": per_image}
-                self.writes.append(self.writer.submit(self.p.write, task, image, pred, timings))
+        if not batch:
+            return
+        t = time.perf_counter()
+        try:
+            preds: list[Prediction | ImageRecord] = list(self.p.infer([image for _, image, _ in batch]))
+        except Exception as e:  # noqa: BLE001 - sorted out by _infer_apart
+            preds = self._infer_apart(batch, e)
+        per_image = (time.perf_counter() - t) / len(batch)
+        for (task, image, seconds), pred in zip(batch, preds, strict=True):
+            if isinstance(pred, ImageRecord):
+                self.writes.append(_finished(pred))
+                continue
+            timings = {"decode_s": seconds, "inference_s": per_image}
+            self.writes.append(self.writer.submit(self.p.write, task, image, pred, timings))
+
+    def _infer_apart(
+        self, batch: list[tuple[Task, np.ndarray, float]], error: Exception
+    ) -> list[Prediction | ImageRecord]:
+        """After a failed batch: errors of the model or the parameters (exit code 2: every image would fail)
+        stop the run; anything else is retried image by image and becomes the failing images' records."""
+        if isinstance(error, SegcliError) and error.exit_code == EXIT_USAGE:
+            raise error
+        if len(batch) == 1:
+            return [_failure(batch[0][0], error, "inference failed")]
+        out: list[Prediction | ImageRecord] = []
+        for item in batch:
+            try:
+                out += self.p.infer([item[1]])
+            except Exception as e:  # noqa: BLE001
+                out += self._infer_apart([item], e)
+        return out
 
     def finished(self, block: bool) -> Iterator[ImageRecord]:
         while self.writes and (block or self.writes[0].done()):

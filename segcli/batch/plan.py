@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import layout
 from ..images import DEFAULT_MAX_PIXELS
 from ..inputs import Item
 from ..outputs import read_fingerprint
@@ -54,18 +55,7 @@ def fingerprint(model: dict[str, Any], params: Params, opts: Options) -> str:
 
 
 def output_paths(item: Item, opts: Options) -> dict[str, Path]:
-    base = opts.out / item.name.parent
-    stem = item.name.name
-    paths = {"png": base / f"{stem}.png"}
-    if "label" in opts.save:
-        paths["label"] = base / f"{stem}_label.png"
-    if "overlay" in opts.save:
-        paths["overlay"] = base / f"{stem}_overlay.jpg"
-    if "probs" in opts.save:
-        paths["probs"] = base / (f"{stem}_top{opts.topk}.npz" if opts.topk else f"{stem}_probs.npy")
-    if "json" in opts.save:
-        paths["json"] = base / f"{stem}.json"
-    return paths
+    return layout.output_paths(opts.out, item.name, opts.save, opts.topk)
 
 
 def finished_before(paths: dict[str, Path], fp: str) -> bool:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..images import load_image
+from ..errors import ImageError
+from ..images import image_size, load_image
 from ..inputs import Item
 from ..presets import Params
 from .pipeline import Pipeline
@@ -21,8 +22,21 @@ if TYPE_CHECKING:
     from ..api import Segmenter
 
 
-def _decode(max_pixels: int, task: Task) -> np.ndarray:
-    return load_image(task.item.path, max_pixels=max_pixels)
+PROBS_LIMIT_BYTES = 4 << 30  # --save probs holds a float16 [K, H, W] array per image: at most 4 GiB
+
+
+def _decode(opts: Options, num_classes: int, task: Task) -> np.ndarray:
+    """The image, after checking (from its header) that its probabilities would fit the limit."""
+    if "probs" in opts.save:
+        w, h = image_size(task.item.path)
+        need = 2 * num_classes * w * h
+        if need > PROBS_LIMIT_BYTES:
+            raise ImageError(
+                f"{task.item.path}: --save probs would hold {need / 2**30:.1f} GiB for this {w}x{h} image "
+                f"({num_classes} classes, float16); the limit is {PROBS_LIMIT_BYTES >> 30} GiB per image",
+                hint="leave probs out of --save for images this large, or shrink them first",
+            )
+    return load_image(task.item.path, max_pixels=opts.max_pixels)
 
 
 def run(
@@ -46,7 +60,7 @@ def run(
     write = Writer(tuple(seg.classes), seg.palette, opts, details, fp)
     want_probs = "probs" in opts.save
     pipeline = Pipeline(
-        decode=partial(_decode, opts.max_pixels),
+        decode=partial(_decode, opts, seg.num_classes),
         infer=partial(seg.run_many, params=params, probs=want_probs),
         write=write,
         batch_size=opts.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,9 @@ def root(
 ) -> None:
     STATE.registry = registry
     STATE.debug = debug
+    # Pillow's warnings about one file (corrupt EXIF, odd TIFF tags) would interleave raw with progress;
+    # what matters about a file is reported as its one error line.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
 
 
 app.command("models", epilog=EPILOG)(models_cmd.models)

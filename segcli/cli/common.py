@@ -48,9 +48,9 @@ def handle_errors(fn: F) -> F:
                 raise
             report(e)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             eprint("segcli: interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(getattr(e, "exit_code", EXIT_INTERRUPTED)) from None
 
     return wrapper  # type: ignore[return-value]
 

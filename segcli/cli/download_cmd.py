@@ -29,7 +29,7 @@ def download(
     targets = list(registry) if all_ else list(dict.fromkeys(names or []))
     if not targets:
         raise UsageError("name at least one model, or use --all", hint="`segcli models` lists the registry")
-    unknown = [n for n in targets if n not in registry and not REPO_ID.match(n.partition("@")[0])]
+    unknown = [n for n in targets if n not in registry and not REPO_ID.fullmatch(n.partition("@")[0])]
     if unknown:
         raise UsageError(f"unknown model(s): {', '.join(unknown)}", hint="`segcli models` lists the registry")
     failed = 0

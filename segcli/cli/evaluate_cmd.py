@@ -138,7 +138,7 @@ def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: s
         raise UsageError(f"--images {job.images}: not a directory")
     items = discover([str(job.images)]).items
     gt_keys = {ev.pair_key(p, gt, gt_suffix) for p in ev.label_files(gt)}
-    wanted = [it for it in items if ev.strip_suffix(it.name, pred_suffix) in gt_keys]
+    wanted = [it for it in items if ev.strip_suffix(it.rel.with_suffix(""), pred_suffix) in gt_keys]
     if not wanted:
         raise UsageError(f"no image in {job.images} has ground truth in {gt}", hint="see --gt-suffix / --pred-suffix")
     seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=STATE.registry)
@@ -189,8 +189,17 @@ def _write_reports(
 
 
 def _check_options(
-    absent: str, resize_pred: str | None, pred: Path | None, model: str | None, images: Path | None, gt: Path
+    absent: str,
+    resize_pred: str | None,
+    pred: Path | None,
+    model: str | None,
+    images: Path | None,
+    gt: Path,
+    save_pred: Path | None,
+    num_classes: int | None,
+    workers: int,
 ) -> None:
+    from ..fsutil import overlap
     from ..metrics import CONVENTIONS
 
     if absent not in CONVENTIONS:
@@ -203,6 +212,17 @@ def _check_options(
         raise UsageError("--model needs --images DIR")
     if not gt.is_dir():
         raise UsageError(f"--gt {gt}: not a directory")
+    if num_classes is not None and not 1 <= num_classes <= 65536:
+        raise UsageError(f"--num-classes {num_classes}: must be 1..65536")
+    if not 1 <= workers <= 64:
+        raise UsageError(f"--workers {workers}: must be 1..64")
+    for flag, folder in (("--gt", gt), ("--images", images)):
+        how = overlap(save_pred, folder) if save_pred is not None and folder is not None else None
+        if how is not None:
+            raise UsageError(
+                f"--save-pred {save_pred} {how} {flag} {folder}: predictions would be mixed with (or overwrite) it",
+                hint="keep predictions in a folder of their own, outside --gt and --images",
+            )
 
 
 @handle_errors
@@ -246,7 +266,7 @@ def evaluate(
     from .. import evaluate as ev
     from ..presets import check
 
-    _check_options(absent, resize_pred, pred, model, images, gt)
+    _check_options(absent, resize_pred, pred, model, images, gt, save_pred, num_classes, workers)
     silent = quiet or json_out == "-"
     extra: dict[str, Any] = {"gt": str(gt)}
     tmp: Path | None = None

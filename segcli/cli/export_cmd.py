@@ -65,6 +65,24 @@ def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: 
     return {"verified": v.ok, "checks": v.checks}
 
 
+def _check_out(out: Path, seg: Segmenter, directory: bool) -> None:
+    """The export may not go into the model's own folder (or the download cache): it would replace files there."""
+    from ..fsutil import overlap, probe_writable
+    from ..hub import cache_dir
+
+    o = seg.info.origin
+    source = Path(o.path) if o.kind in ("local", "converted") and o.path else cache_dir()
+    if overlap(out, source) in ("is", "is inside"):
+        raise UsageError(
+            f"--out {out} is inside the model's folder {source}: the export would replace its files",
+            hint="export to a folder of its own, e.g. -o exported/",
+        )
+    try:
+        probe_writable(out if directory else out.parent)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+
+
 @handle_errors
 def export(
     model: ModelArg,
@@ -96,6 +114,7 @@ def export(
     if not isinstance(seg.model, ex.Segmentor):
         raise UsageError(f"{model}: already an exported model")
     ex.validate(opts, seg.model)
+    _check_out(out, seg, directory=fmt == "safetensors-fp16")
     if fmt == "safetensors-fp16":
         done = ex.save_native(seg.model, seg.info, out)
         print(json.dumps({"format": fmt, "path": str(done)}))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,9 +29,11 @@ from .common import (
     inference_overrides,
 )
 from .progress import Progress
+from .signals import SIGPIPE_CODE, GracefulStop
 
 if TYPE_CHECKING:
     from ..batch import ImageRecord, Options, RunSummary
+    from ..inputs import Discovery
 
 DEFAULT_MODEL = "upernet-convnext-tiny"
 IN, OUT, RUN = "Inputs", "Outputs", "Execution"
@@ -51,71 +51,84 @@ def _save_kinds(text: str) -> frozenset[str]:
     return frozenset(kinds)
 
 
-class _StopOnSigint:
-    """First Ctrl-C: finish the images in flight, write the summary, exit 130. Second: stop at once."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopOnSigint:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop = True
-        eprint("segcli: interrupted: finishing the images in flight (Ctrl-C again to stop at once)")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 class _Reporter:
     """Each record as it comes: an error line for failures, a JSON line with --jsonl, progress."""
 
-    def __init__(self, progress: Progress, jsonl: bool) -> None:
-        self.progress, self.jsonl = progress, jsonl
+    def __init__(self, progress: Progress, jsonl: bool, stop: GracefulStop) -> None:
+        self.progress, self.jsonl, self.stop = progress, jsonl, stop
 
     def __call__(self, record: ImageRecord) -> None:
         if record.status == "failed":
             self.progress.print_error(f"segcli: error: {record.error}")
-        if self.jsonl:
-            print(json.dumps(record.to_json(), ensure_ascii=False), flush=True)
+        if self.jsonl and self.stop.exit_code != SIGPIPE_CODE:
+            try:
+                print(json.dumps(record.to_json(), ensure_ascii=False), flush=True)
+            except BrokenPipeError:
+                self.stop.stdout_closed()
         self.progress.advance(record.status)
 
 
-def _check_options(alpha: float, topk: int | None, batch_size: int, out: Path) -> None:
+def _check_options(alpha: float, topk: int | None, batch_size: int, out: str, kinds: frozenset[str]) -> Path:
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha {alpha} is outside 0..1")
-    if topk is not None and topk < 1:
+    if topk is not None and not 1 <= topk <= 65536:
         raise UsageError("--topk must be at least 1")
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    if not 1 <= batch_size <= 1024:
+        raise UsageError("--batch-size must be 1..1024")
+    if not out.strip():
+        raise UsageError("--out is empty", hint="name the output folder, e.g. -o masks")
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} exists and is not a directory")
+    return path
+
+
+def _check_out(out: Path, found: Discovery) -> None:
+    """--out must not be an input folder or contain one (its outputs would land among the inputs and be read
+    back by the next run; a folder *inside* an input folder is fine: it is not searched) and must be
+    writable — found out before any model is loaded."""
+    from ..fsutil import overlap, probe_writable
+
+    for root in sorted(found.roots):
+        how = overlap(out, root)
+        if how in ("is", "contains"):
+            where = "is the input folder" if how == "is" else "contains the input folder"
+            raise UsageError(
+                f"--out {out} {where} {root}: outputs would be mixed with the images",
+                hint="choose another folder, e.g. -o masks (a folder inside an input folder is fine)",
+            )
+    try:
+        probe_writable(out)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
 def _finish(
-    summary: RunSummary, doc: dict[str, Any], opts: Options, shard: tuple[int, int] | None, quiet: bool
+    summary: RunSummary,
+    doc: dict[str, Any],
+    opts: Options,
+    shard: tuple[int, int] | None,
+    quiet: bool,
+    stop: GracefulStop,
 ) -> None:
     """Write summary.json, say how it went, exit with the code that tells it."""
     from ..fsutil import atomic_write_bytes
     from ..outputs import json_bytes
 
     name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
-    opts.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(opts.out / name, json_bytes(doc))
+    failed = bool(summary.failures)
+    try:
+        atomic_write_bytes(opts.out / name, json_bytes(doc))
+    except OSError as e:
+        eprint(f"segcli: error: {opts.out / name}: cannot write the run summary ({e.strerror or e})")
+        failed = True
     if not quiet:
         s = summary
         rate = f", {s.done / s.seconds:.2f} images/s" if s.seconds > 0 and s.done else ""
         eprint(f"segcli: {s.done} done, {s.skipped} skipped, {len(s.failures)} failed of {s.total} → {opts.out}{rate}")
     if summary.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if summary.failures:
+        raise typer.Exit(stop.exit_code or EXIT_INTERRUPTED)
+    if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -127,7 +140,7 @@ InputsArg = Annotated[
         "paths from stdin, one per line.",
     ),
 ]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).", rich_help_panel=OUT)]
+OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (created if missing).", rich_help_panel=OUT)]
 NullOpt = Annotated[
     bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=IN)
 ]
@@ -147,7 +160,9 @@ MaxPixelsOpt = Annotated[
 SaveOpt = Annotated[
     str,
     typer.Option(
-        help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none.", rich_help_panel=OUT
+        help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none. probs holds float16 "
+        "[classes, H, W] per image: images needing more than 4 GiB fail.",
+        rich_help_panel=OUT,
     ),
 ]
 AlphaOpt = Annotated[float, typer.Option(help="Overlay opacity of the class colours (0..1).", rich_help_panel=OUT)]
@@ -212,29 +227,32 @@ def predict(
     check(preset, **overrides)  # typos are usage errors before any download or model loading
     kinds = _save_kinds(save)
     shard_spec = parse_shard(shard)
-    _check_options(alpha, topk, batch_size, out)
-    found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out)
-    items = [it for it in found.items if in_shard(it, shard_spec)]
-    if not items and not found.errors:
+    out_dir = _check_options(alpha, topk, batch_size, out, kinds)
+    found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out_dir)
+    for note in found.skipped:
+        eprint(f"segcli: warning: {note}")
+    items = [it for it in found.items if in_shard(it, shard_spec)]  # an empty shard is a normal, empty run
+    if not found.items and not found.errors:
         raise UsageError(
             "no images found in the inputs", hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp"
         )
+    _check_out(out_dir, found)
     if threads is not None:
         import torch
 
         torch.set_num_threads(max(1, threads))
     seg = Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
     params = seg.params(preset, **overrides)
-    opts = batch.Options(out, kinds, alpha, topk, overwrite, batch_size, max_pixels)
+    opts = batch.Options(out_dir, kinds, alpha, topk, overwrite, batch_size, max_pixels)
     progress = Progress(len(items) + len(found.errors), enabled=not quiet)
-    report = _Reporter(progress, jsonl)
     summary = batch.RunSummary(tuple(seg.classes), total=len(found.errors))
-    with progress, _StopOnSigint() as sigint:
+    with progress, GracefulStop() as stop:
+        report = _Reporter(progress, jsonl, stop)
         for arg, reason in found.errors:
             record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
             summary.add(record)
             report(record)
-        batch.run(seg, items, params, opts, report=report, should_stop=lambda: sigint.stop, summary=summary)
-    extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out)}
+        batch.run(seg, items, params, opts, report=report, should_stop=lambda: stop.stop, summary=summary)
+    extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
     doc = summary.to_json(batch.model_record(seg.info), params.preset, params.to_json(), sorted(opts.save), extra)
-    _finish(summary, doc, opts, shard_spec, quiet)
+    _finish(summary, doc, opts, shard_spec, quiet, stop)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..errors import ModelOutputError
 from ..presets import Params
 from .merge import Merger, Prediction, ViewChain
 from .model import SegModel
@@ -106,6 +108,31 @@ def _batches(tiles: list[_Tile], limit: int) -> list[list[_Tile]]:
     return out
 
 
+MIN_SIDE = 32  # the networks downsample 32×: smaller inputs are padded, run, and their logits cropped back
+
+
+def _forward(model: SegModel, crops: np.ndarray) -> torch.Tensor:
+    """Logits [B, K, h, w] (float32) of uint8 crops [B, h, w, 3]. A crop thinner than `MIN_SIDE` is padded
+    at the bottom / right after normalisation (zeros: the mean colour, as mmseg pads) and cropped back."""
+    x = torch.from_numpy(crops).to(model.device).permute(0, 3, 1, 2).float().contiguous()  # NCHW: faster on CPU
+    x = model.normalize(x)
+    h, w = x.shape[-2:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        x = F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)))
+    out = model(x.to(model.dtype)).float()[:, :, :h, :w]
+    if not bool(torch.isfinite(out).all()):
+        raise ModelOutputError(
+            "the model produced NaN or infinite logits",
+            hint="its weights or normalisation are broken (NaN weights, image_std 0, a float16 overflow?)",
+        )
+    if out.shape[1] > 1 and bool((out.amax(1) == out.amin(1)).all()):
+        raise ModelOutputError(
+            "the model produced the same logit for every class at every pixel: its labels would mean nothing",
+            hint="check the classifier weights (all zero?) and the normalisation",
+        )
+    return out
+
+
 @torch.inference_mode()
 def predict_many(
     model: SegModel,
@@ -128,9 +155,7 @@ def predict_many(
     ]
     tiles = _schedule(all_views, [image.shape[0] for image in images])
     for batch in _batches(tiles, params.tile_batch * len(images)):
-        crops = np.stack([t.pixels() for t in batch])  # [B, h, w, 3] uint8
-        x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().contiguous()  # NCHW: faster on CPU
-        out = model(model.normalize(x).to(model.dtype)).float()  # [B, K, h, w]
+        out = _forward(model, np.stack([t.pixels() for t in batch]))  # [B, K, h, w]
         for t, logit in zip(batch, out, strict=True):
             for block in t.view.acc.add(t.row, t.col, logit):
                 for done in t.view.chain.push(block):

@@ -7,20 +7,38 @@ from pathlib import Path
 from typing import Any
 
 from ..classes import ClassSet, class_set_for
-from ..errors import ConfigError
-from ..presets import MODES, PRESETS, Protocol
+from ..errors import ConfigError, UsageError
+from ..fsutil import read_regular
+from ..presets import MODES, PRESETS, Protocol, Resize
+from .schema import CROP, ID2LABEL, MAX_CLASSES, PALETTE, RESIZE, Bool, Int, Opt, Str, Table
 
 SEGCLI_KEYS = ("preset", "crop_size", "mode", "stride", "align_corners", "resize")
+MAX_JSON_BYTES = 32 << 20  # a config with 65536 class names is about 2 MB
+
+SEGCLI_BLOCK = Table(
+    {
+        "preset": Str(choices=tuple(PRESETS)),
+        "crop_size": CROP,
+        "mode": Str(choices=MODES),
+        "stride": Opt(CROP),
+        "align_corners": Bool(),
+        "resize": Opt(RESIZE),
+    },
+    closed=True,
+)
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or a ConfigError naming the file."""
+    """The JSON object in `path` (a regular file of at most 32 MB), or a ConfigError naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a readable JSON file (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable JSON file ({e})") from None
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError(f"{path}: not a readable JSON file ({reason})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object")
     return data
@@ -35,12 +53,11 @@ def class_names(cfg: dict[str, Any], where: str) -> tuple[str, ...]:
     """Names from `id2label` ({"0": name, ...}, ids 0..K-1 without gaps), else `num_labels` generic names."""
     id2label = cfg.get("id2label")
     if not id2label:
-        n = cfg.get("num_labels", 150)
+        n = Int(1, MAX_CLASSES).check(cfg.get("num_labels", 150), where, "num_labels")
         return tuple(f"class_{i}" for i in range(n))
-    try:
-        labels = {int(k): str(v) for k, v in id2label.items()}
-    except (TypeError, ValueError, AttributeError):
-        raise ConfigError(f"{where}: id2label must map integer ids to names") from None
+    if not isinstance(id2label, dict):
+        raise ConfigError(f"{where}: id2label must map integer ids to names")
+    labels = {int(k): v for k, v in ID2LABEL.check(id2label, where, "id2label").items()}
     if sorted(labels) != list(range(len(labels))):
         raise ConfigError(f"{where}: id2label ids must be 0..{len(labels) - 1} without gaps")
     return tuple(labels[i] for i in range(len(labels)))
@@ -48,6 +65,8 @@ def class_names(cfg: dict[str, Any], where: str) -> tuple[str, ...]:
 
 def class_set(cfg: dict[str, Any], names: tuple[str, ...], where: str) -> ClassSet:
     """The names with the config's `palette` when it has one (else bundled or derived colours)."""
+    if cfg.get("palette") is not None:
+        PALETTE.check(cfg["palette"], where, "palette")
     try:
         return class_set_for(names, cfg.get("palette"))
     except ConfigError as e:
@@ -65,9 +84,15 @@ def segcli_block(block: Any, where: str) -> tuple[str, Protocol]:
     mode = block.get("mode", "whole")
     if mode not in MODES:
         raise ConfigError(f"{where}: segcli.mode must be whole or slide, got {mode!r}")
-    preset = str(block.get("preset", "hf"))
+    preset = block.get("preset", "hf")
     if preset not in PRESETS:
         raise ConfigError(f"{where}: segcli.preset {preset!r} is not a preset ({', '.join(PRESETS)})")
+    block = SEGCLI_BLOCK.check(block, where, "segcli")
+    if block.get("resize") is not None:
+        try:
+            Resize.parse(block["resize"])
+        except UsageError as e:
+            raise ConfigError(f"{where}: `segcli.resize` {e.message}", hint=e.hint) from None
     proto = Protocol(
         int(block.get("crop_size", 512)),
         mode,

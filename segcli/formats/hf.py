@@ -16,8 +16,58 @@ from ..model.heads.fcn import FCNHeadConfig
 from ..model.heads.uper import UPerHeadConfig
 from ..model.segmentor import IMAGENET_MEAN, IMAGENET_STD, Normalization, SegmentorConfig
 from .common import class_names, class_set, read_json, segcli_block
+from .schema import CHANNELS, MEAN, POOL_SCALES, SCALE, STD, Bool, Either, Float, Int, List, Opt, Str, Table
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
+DEPTHS = List(Int(1, 64), 4, 4)
+BACKBONE = Table(
+    {
+        "model_type": Str(max_len=64),
+        "depths": DEPTHS,
+        "hidden_sizes": List(CHANNELS, 4, 4),
+        "num_channels": Int(1, 16),
+        "patch_size": Int(1, 64),
+        "layer_scale_init_value": Float(0.0, 1e6),
+        "hidden_act": Str(max_len=64),
+        "embed_dim": Int(1, 4096),
+        "num_heads": List(Int(1, 256), 4, 4),
+        "window_size": Int(1, 64),
+        "mlp_ratio": Float(0.0, 64.0, open_lo=True),
+        "qkv_bias": Bool(),
+        "layer_norm_eps": Float(0.0, 1.0),
+        "use_absolute_embeddings": Bool(),
+        "num_stages": Int(1, 16),
+        "out_features": Opt(List(Str(max_len=32), 0, 16)),
+        "out_indices": Opt(List(Int(0, 16), 0, 16)),
+    }
+)
+CONFIG = Table(
+    {
+        "model_type": Opt(Str(max_len=64)),
+        "use_timm_backbone": Opt(Bool()),
+        "backbone_config": Opt(BACKBONE),
+        "hidden_size": CHANNELS,
+        "pool_scales": POOL_SCALES,
+        "use_auxiliary_head": Bool(),
+        "auxiliary_in_channels": Opt(CHANNELS),
+        "auxiliary_channels": CHANNELS,
+        "auxiliary_num_convs": Int(0, 8),
+        "auxiliary_concat_input": Bool(),
+    }
+)
+SIZE = Int(1, 8192)
+PREPROCESSOR = Table(
+    {
+        "size": Either((SIZE, Table({"height": SIZE, "width": SIZE}, required=("height", "width")))),
+        "do_resize": Bool(),
+        "resample": Int(0, 5),
+        "do_normalize": Bool(),
+        "image_mean": MEAN,
+        "image_std": STD,
+        "do_rescale": Bool(),
+        "rescale_factor": SCALE,
+    }
+)
 
 
 def _ints(v: Any, where: str, key: str) -> tuple[int, ...]:
@@ -72,11 +122,16 @@ def backbone(bb: dict[str, Any], where: str) -> BackboneConfig:
             f"{where}: backbone model_type {kind!r} is not supported",
             hint="segcli runs UperNet on ConvNeXt and Swin backbones",
         )
-    return BACKBONES[kind](bb, where)
+    bb = BACKBONE.check(bb, where, "backbone_config")
+    try:
+        return BACKBONES[kind](bb, where)
+    except ConfigError as e:
+        raise ConfigError(e.message if e.message.startswith(where) else f"{where}: {e.message}") from None
 
 
 def network(cfg: dict[str, Any], num_classes: int, where: str) -> SegmentorConfig:
     """The network of a transformers `UperNetForSemanticSegmentation` config.json."""
+    cfg = CONFIG.check(cfg, where)
     if cfg.get("model_type") != "upernet":
         raise ConfigError(
             f"{where}: model_type {cfg.get('model_type')!r} is not supported",
@@ -107,12 +162,11 @@ def network(cfg: dict[str, Any], num_classes: int, where: str) -> SegmentorConfi
 def preprocessing(pre: dict[str, Any], where: str) -> tuple[Normalization, tuple[int, int]]:
     """Normalisation and input size of a SegformerImageProcessor-style preprocessor_config.json."""
     size = pre.get("size", {"height": 512, "width": 512})
-    if isinstance(size, int):
-        hw = (size, size)
-    elif isinstance(size, dict) and {"height", "width"} <= size.keys():
-        hw = (int(size["height"]), int(size["width"]))
-    else:
+    if isinstance(size, dict) and not {"height", "width"} <= size.keys():
         raise ConfigError(f"{where}: unsupported `size` {size!r}", hint="expected {'height': H, 'width': W}")
+    pre = PREPROCESSOR.check(pre, where)
+    size = pre.get("size", size)
+    hw = (size, size) if isinstance(size, int) else (size["height"], size["width"])
     if pre.get("do_resize", True) is False:
         raise ConfigError(f"{where}: do_resize=false is not supported by the `hf` preset")
     if pre.get("resample", 2) != 2:
@@ -121,8 +175,6 @@ def preprocessing(pre: dict[str, Any], where: str) -> tuple[Normalization, tuple
     mean = tuple(pre.get("image_mean", IMAGENET_MEAN)) if normalize else (0.0, 0.0, 0.0)
     std = tuple(pre.get("image_std", IMAGENET_STD)) if normalize else (1.0, 1.0, 1.0)
     scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
-    if len(mean) != 3 or len(std) != 3:
-        raise ConfigError(f"{where}: image_mean and image_std need three values (RGB)")
     return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
 
 

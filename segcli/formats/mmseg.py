@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..fsutil import require_regular
 
 # mmseg name → segcli name: ConvModule norms are `bn` in mmseg and `batch_norm` here (the Hub's layout);
 # the classifier is `conv_seg` there. Backbone names are the same.
@@ -44,6 +45,7 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of an mmseg checkpoint ({'state_dict': ..., 'meta': ...} or a bare state dict), with
     mmseg's key names (`map_key` translates them)."""
     try:
+        require_regular(path)
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).strip().splitlines()

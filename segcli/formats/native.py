@@ -30,23 +30,23 @@ from ..model.segmentor import Normalization, SegmentorConfig
 from ..presets import Protocol
 from . import hf
 from .common import class_names, class_set, dump_json, protocol_block, read_json, segcli_block
+from .schema import MEAN, SCALE, STD, Int, List, Table
 
 FORMAT = "segcli/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+PREPROCESS = Table(
+    {"mean": MEAN, "std": STD, "scale": SCALE, "size": List(Int(1, 8192), 2, 2)}, required=("mean", "std"), closed=True
+)
+
+
 def _preprocessing(pre: Any, where: str) -> tuple[Normalization, tuple[int, int]]:
     """`"preprocess": {"mean", "std", "scale", "size": [H, W]}`."""
-    try:
-        mean, std = tuple(float(v) for v in pre["mean"]), tuple(float(v) for v in pre["std"])
-        h, w = (int(v) for v in pre.get("size", (512, 512)))
-        scale = float(pre.get("scale", 1 / 255))
-    except (TypeError, KeyError, ValueError):
-        raise ConfigError(f"{where}: `preprocess` needs mean [3], std [3], optional scale and size [H, W]") from None
-    if len(mean) != 3 or len(std) != 3:
-        raise ConfigError(f"{where}: preprocess mean and std need three values (RGB)")
-    return Normalization(mean, std, scale), (h, w)  # type: ignore[arg-type]
+    pre = PREPROCESS.check(pre, where, "preprocess")
+    h, w = pre.get("size", (512, 512))
+    return Normalization(tuple(pre["mean"]), tuple(pre["std"]), pre.get("scale", 1 / 255)), (h, w)  # type: ignore[arg-type]
 
 
 def read_info(

@@ -18,8 +18,31 @@ from ..info import ModelInfo, Origin
 from ..model.segmentor import Normalization
 from ..presets import Protocol
 from .common import dump_json, read_json
+from .schema import CLASS_NAME, CROP, MAX_CLASSES, MEAN, PALETTE, SCALE, STD, Bool, Int, List, Opt, Str, Table
 
 FORMAT = "segcli-export/1"
+SIDECAR = Table(
+    {
+        "format": Str(choices=(FORMAT,)),
+        "model_format": Str(choices=("onnx", "torchscript")),
+        "input": Table(
+            {
+                "name": Str(max_len=32),
+                "size": Opt(List(Int(1, 16384), 2, 2)),
+                "normalization": Table({"mean": MEAN, "std": STD, "scale": SCALE}, required=("mean", "std", "scale")),
+            },
+            required=("name", "size", "normalization"),
+        ),
+        "output": Table({"name": Str(max_len=32)}, required=("name",)),
+        "classes": List(CLASS_NAME, 1, MAX_CLASSES),
+        "palette": Opt(PALETTE),
+        "align_corners": Bool(),
+        "preset": Table({"name": Str(max_len=32)}),
+        "protocol": Table({"crop_size": CROP, "mode": Str(choices=("whole", "slide")), "stride": Opt(CROP)}),
+        "source": Table({k: Opt(Str(max_len=4096)) for k in ("name", "kind", "repo", "revision", "sha256", "path")}),
+    },
+    required=("format", "model_format", "input", "output", "classes", "source"),
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,9 @@ def read(model_file: Path) -> dict[str, Any]:
         raise ConfigError(f"{side}: not a segcli export sidecar ({FORMAT} expected)")
     if doc.get("model_format") != "onnx":
         raise ConfigError(f"{side}: describes a {doc.get('model_format')} export, not ONNX")
+    doc = SIDECAR.check(doc, str(side), "")
+    if doc.get("palette") is not None and len(doc["palette"]) != len(doc["classes"]):
+        raise ConfigError(f"{side}: {len(doc['classes'])} classes but {len(doc['palette'])} palette colours")
     if doc["output"]["name"] != "logits" or doc["input"]["name"] != "input":
         raise ConfigError(
             f"{model_file}: exported with --labels or --with-preprocess; segcli predict needs the logits model",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...errors import ConfigError
 from ..layers import LayerNorm2d, activation
 
 EPS = 1e-6
@@ -29,6 +30,10 @@ class ConvNeXtConfig:
     @property
     def out_channels(self) -> tuple[int, ...]:
         return self.widths
+
+    def __post_init__(self) -> None:
+        if len(self.depths) != len(self.widths):
+            raise ConfigError(f"ConvNeXt: {len(self.depths)} depths but {len(self.widths)} widths")
 
 
 class ConvNeXtLayer(nn.Module):

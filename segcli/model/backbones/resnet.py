@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...errors import ConfigError
+
 BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
@@ -34,6 +36,12 @@ class ResNetConfig:
     @property
     def out_channels(self) -> tuple[int, ...]:
         return tuple(64 * 2**i * Bottleneck.expansion for i in range(len(self.stage_blocks)))
+
+    def __post_init__(self) -> None:
+        if self.blocks is None and self.depth not in BLOCKS:
+            raise ConfigError(f"ResNet: depth {self.depth} is not one of {', '.join(map(str, BLOCKS))}")
+        if not len(self.stage_blocks) == len(self.strides) == len(self.dilations):
+            raise ConfigError("ResNet: blocks, strides and dilations need one value per stage")
 
 
 class Bottleneck(nn.Module):

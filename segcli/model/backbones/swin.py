@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ..layers import activation
 
 EPS = 1e-5  # nn.LayerNorm's default, used by the patch-embedding, patch-merging and output norms
@@ -37,6 +38,13 @@ class SwinConfig:
     @property
     def out_channels(self) -> tuple[int, ...]:
         return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+    def __post_init__(self) -> None:
+        if len(self.num_heads) != len(self.depths):
+            raise ConfigError(f"Swin: {len(self.depths)} stages but {len(self.num_heads)} num_heads")
+        for dim, heads in zip(self.out_channels, self.num_heads, strict=True):
+            if dim % heads:
+                raise ConfigError(f"Swin: stage width {dim} is not divisible by its {heads} attention heads")
 
 
 def relative_position_index(window: int) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""The output layout of a batch run: which file each input's outputs go to, injective by construction.
+
+Every input has a relative path `rel` (its folder and file name, extension included; unique per input). Its
+outputs are `<out>/<base><suffix>` for the suffixes of `SUFFIXES`, where the base is chosen so that no two
+inputs, and no input and a run-level file (`RUN_FILES`: summary.json, ...), ever share a path:
+
+1. the *short* base `<folder>/<stem>` (what users expect: `photo.jpg` → `photo.png`) when none of its output
+   paths is claimed by another input (by its short base, or by its full name when that input cannot keep
+   its short one), by a run-level file, or is a folder other outputs need;
+2. otherwise, in sorted order, the first free one of `<folder>/<file name>` (`x.jpg` → `x.jpg.png`) and
+   `<folder>/<file name>~2`, `~3`, … — each checked against every path already taken.
+
+Paths are compared case-folded (outputs may be copied to case-insensitive file systems). Step 1 keeps only
+bases whose outputs collide with nobody's, and step 2 only takes free paths, so the map is injective for
+any set of inputs; it depends on the set alone (not on `--save` or `--shard`), so resuming is stable.
+`tests/test_layout_names.py` checks this on random adversarial name sets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+# output kind → suffix after the base (`probs` with --topk K: `_topK.npz`, one K per run)
+SUFFIXES = {
+    "png": ".png",
+    "label": "_label.png",
+    "overlay": "_overlay.jpg",
+    "probs": "_probs.npy",
+    "topk": "_top{k}.npz",
+    "json": ".json",
+}
+# run-level files at the top of --out
+RUN_FILES = re.compile(r"summary(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html", re.IGNORECASE)
+_TOPK_KEY = "_top#.npz"  # stands for every K when checking collisions
+
+
+def _keys(base: PurePosixPath) -> list[str]:
+    """Case-folded output paths of a base (the top-k file for any K as one key)."""
+    b = base.as_posix()
+    return [(b + (_TOPK_KEY if kind == "topk" else s)).casefold() for kind, s in SUFFIXES.items()]
+
+
+def _reserved(key: str) -> bool:
+    return "/" not in key and RUN_FILES.fullmatch(key) is not None
+
+
+def _folders(rels: list[PurePosixPath]) -> set[str]:
+    """Every folder some output goes into (a file may not take one of these paths)."""
+    out = set()
+    for rel in rels:
+        for parent in rel.parents:
+            if parent.as_posix() != ".":
+                out.add(parent.as_posix().casefold())
+    return out
+
+
+def _short(rel: PurePosixPath) -> PurePosixPath:
+    return rel.parent / rel.stem if rel.suffix else rel
+
+
+def _needs_full_names(rels: list[PurePosixPath], folders: set[str]) -> set[int]:
+    """Inputs that cannot keep the short base: one of its outputs is claimed twice (by short bases, or by
+    the full names of inputs already known to need them), reserved, or a folder. Grown to a fixed point."""
+    full: set[int] = set()
+    while True:
+        bases = [rels[i] if i in full else _short(rels[i]) for i in range(len(rels))]
+        claims = Counter(key for base in bases for key in set(_keys(base)))
+        more = {
+            i
+            for i in range(len(rels))
+            if i not in full and any(claims[k] > 1 or _reserved(k) or k in folders for k in _keys(bases[i]))
+        }
+        if not more:
+            return full
+        full |= more
+
+
+def assign_bases(rels: list[PurePosixPath]) -> list[PurePosixPath]:
+    """The output base of each relative input path (same order), per the module docstring."""
+    folders = _folders(rels)
+    full = _needs_full_names(rels, folders)
+    bases = {i: _short(rel) for i, rel in enumerate(rels) if i not in full}
+    taken = {key for base in bases.values() for key in _keys(base)}
+    for i in sorted(full, key=lambda i: rels[i].as_posix()):
+        n = 1
+        while True:
+            candidate = rels[i] if n == 1 else rels[i].parent / f"{rels[i].name}~{n}"
+            keys = _keys(candidate)
+            if not any(k in taken or _reserved(k) or k in folders for k in keys):
+                break
+            n += 1
+        bases[i] = candidate
+        taken.update(keys)
+    return [bases[i] for i in range(len(rels))]
+
+
+def output_paths(out: Path, base: PurePosixPath, kinds: frozenset[str], topk: int | None) -> dict[str, Path]:
+    """The files of one input: the palette PNG always, then each kind of `kinds` (label, overlay, probs, json)."""
+    wanted = ["png", *(k for k in ("label", "overlay", "probs", "json") if k in kinds)]
+    paths = {}
+    for kind in wanted:
+        suffix = SUFFIXES["topk"].format(k=topk) if kind == "probs" and topk else SUFFIXES[kind]
+        paths[kind] = out / f"{base.as_posix()}{suffix}"
+    return paths

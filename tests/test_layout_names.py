@@ -1,0 +1,53 @@
+"""Output names are injective: no two inputs, and no input and a run-level file, ever share an output path."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segcli.layout import RUN_FILES, SUFFIXES, assign_bases, output_paths
+
+FOLDERS = ["", "a", "A", "a.png", "x.png", "sub/deeper"]
+STEMS = ["x", "X", "x_label", "x.jpg", "x.png", "x~2", "summary", "legend", "classes", "index", "x_overlay", "a"]
+EXTS = [".jpg", ".png", ".JPG", ".jpg.png", "", "_label.png", ".json", ".npy"]
+rel_paths = st.builds(
+    lambda d, s, e: PurePosixPath(d) / f"{s}{e}", *(st.sampled_from(v) for v in (FOLDERS, STEMS, EXTS))
+)
+
+
+def all_outputs(bases: list[PurePosixPath]) -> list[str]:
+    kinds = frozenset({"label", "overlay", "probs", "json"})
+    paths = [p for b in bases for p in output_paths(Path("out"), b, kinds, None).values()]
+    paths += [p for b in bases for p in output_paths(Path("out"), b, frozenset({"probs"}), 5).values()][1::2]
+    return [p.relative_to("out").as_posix().casefold() for p in paths]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(rel_paths, unique=True, max_size=25), st.randoms())
+def test_names_are_injective_and_do_not_depend_on_order(rels, rnd):
+    bases = assign_bases(rels)
+    outs = all_outputs(bases)
+    assert len(outs) == len(set(outs))  # no two outputs (of any inputs, any kinds) share a path
+    assert not any("/" not in o and RUN_FILES.fullmatch(o) for o in outs)  # nor a run-level file's
+    folders = {parent.as_posix().casefold() for r in rels for parent in r.parents if parent.as_posix() != "."}
+    assert not folders & set(outs)  # nor a folder other outputs need
+    shuffled = list(rels)
+    rnd.shuffle(shuffled)
+    again = dict(zip(shuffled, assign_bases(shuffled), strict=True))
+    assert [again[r] for r in rels] == bases  # the set decides, not the order
+
+
+def test_short_names_where_unambiguous_and_the_reported_collisions():
+    rels = [
+        PurePosixPath(p) for p in ["photo.jpg", "x.jpg", "x.png", "x.jpg.png", "a.jpg", "a_label.jpg", "summary.jpg"]
+    ]
+    got = {r.as_posix(): b.as_posix() for r, b in zip(rels, assign_bases(rels), strict=True)}
+    assert got["photo.jpg"] == "photo"  # photo.png, as users expect
+    # x.jpg / x.png share a stem; x.jpg.png's short base x.jpg would then collide with x.jpg's full one
+    assert got["x.jpg"] == "x.jpg" and got["x.png"] == "x.png" and got["x.jpg.png"] == "x.jpg.png"
+    # a's label PNG (a_label.png) would be a_label.jpg's palette PNG: both leave the short form
+    assert got["a.jpg"] == "a.jpg" and got["a_label.jpg"] == "a_label.jpg"
+    assert got["summary.jpg"] == "summary.jpg"  # summary.json belongs to the run
+    assert SUFFIXES["png"] == ".png"
