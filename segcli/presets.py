@@ -200,7 +200,10 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
         p = replace(p, tile_batch=int(o["tile_batch"]))
     if p.mode == "slide":
         crop = _pair(o["crop"], "crop") if "crop" in o else p.crop or (proto.crop_size,) * 2
-        stride = _pair(o["stride"], "stride") if "stride" in o else p.stride or tuple(c * 2 // 3 for c in crop)
+        if "stride" in o:
+            stride = _pair(o["stride"], "stride")
+        else:  # the preset's stride goes with the preset's crop; another crop gets 2/3 of itself
+            stride = p.stride if p.stride and "crop" not in o else (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
         if min(crop) < 1 or min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]:
             raise UsageError(f"invalid window: crop {crop}, stride {stride}", hint="need 1 <= stride <= crop")
         p = replace(p, crop=crop, stride=stride)

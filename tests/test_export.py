@@ -185,3 +185,16 @@ def test_export_usage_errors(tiny_convnext_dir, tmp_path):
     ]:
         r = cli("export", tiny_convnext_dir, *args, "-o", tmp_path / "m.x")
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
+
+
+def test_sidecar_that_disagrees_with_the_graph_is_a_load_error(onnx_convnext, tmp_path):
+    import shutil
+
+    onnx = tmp_path / "m.onnx"
+    shutil.copy(onnx_convnext, onnx)
+    side = json.loads(Path(f"{onnx_convnext}.json").read_text())
+    side["classes"], side["palette"] = side["classes"][:3], side["palette"][:3]
+    Path(f"{onnx}.json").write_text(json.dumps(side))
+    Image.fromarray(random_image(40, 40)).save(tmp_path / "x.png")
+    r = cli("predict", tmp_path / "x.png", "-m", onnx, "-o", tmp_path / "out")
+    assert r.exit_code == 2 and "lists 3 classes but m.onnx outputs 150 channels" in r.stderr, r.stderr

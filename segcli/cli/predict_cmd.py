@@ -229,7 +229,7 @@ def predict(
     shard_spec = parse_shard(shard)
     out_dir = _check_options(alpha, topk, batch_size, out, kinds)
     found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out_dir)
-    for note in found.skipped:
+    for note in dict.fromkeys(found.skipped):
         eprint(f"segcli: warning: {note}")
     items = [it for it in found.items if in_shard(it, shard_spec)]  # an empty shard is a normal, empty run
     if not found.items and not found.errors:

@@ -52,8 +52,8 @@ def dump_json(doc: dict[str, Any], *, sort_keys: bool = False) -> bytes:
 def class_names(cfg: dict[str, Any], where: str) -> tuple[str, ...]:
     """Names from `id2label` ({"0": name, ...}, ids 0..K-1 without gaps), else `num_labels` generic names."""
     id2label = cfg.get("id2label")
+    n = Int(1, MAX_CLASSES).check(cfg.get("num_labels", 150), where, "num_labels")
     if not id2label:
-        n = Int(1, MAX_CLASSES).check(cfg.get("num_labels", 150), where, "num_labels")
         return tuple(f"class_{i}" for i in range(n))
     if not isinstance(id2label, dict):
         raise ConfigError(f"{where}: id2label must map integer ids to names")
