@@ -7,7 +7,6 @@ import io
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,21 +100,19 @@ def read_labels(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     a decompression bomb included, is this file's ImageError."""
     try:
         require_regular(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
-                im.load()
-                if im.mode in ("RGB", "RGBA"):
-                    raise ImageError(
-                        f"{path}: a colour image, not a label map (pixel value = class index)",
-                        hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
-                    )
-                if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
-                    raise ImageError(f"{path}: image mode {im.mode} is not a label map")
-                labels = np.asarray(im)
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
+            im.load()
+            if im.mode in ("RGB", "RGBA"):
+                raise ImageError(
+                    f"{path}: a colour image, not a label map (pixel value = class index)",
+                    hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
+                )
+            if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
+                raise ImageError(f"{path}: image mode {im.mode} is not a label map")
+            labels = np.asarray(im)
     except ImageError:
         raise
     except FileNotFoundError:

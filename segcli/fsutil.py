@@ -33,7 +33,13 @@ _UMASK = _umask()
 
 
 def _host() -> str:
-    return socket.gethostname().replace("-", "_").replace(".", "_") or "host"
+    """This machine and PID namespace: containers sharing a host name (and an output folder) have their
+    own process ids, so a temporary file's owner is only looked up where its pid means something."""
+    try:
+        ns = f"_{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        ns = ""
+    return (socket.gethostname().replace("-", "_").replace(".", "_") or "host") + ns
 
 
 @contextlib.contextmanager

@@ -90,6 +90,11 @@ def fetch(
     what = _describe(repo, revision, filename)
     get = f"segcli download {name}" if name else f"segcli download {repo}" + (f"@{revision}" if revision else "")
     why = None if offline() else unreachable(endpoint() or "https://huggingface.co")
+    if why is not None and force:
+        raise DownloadError(
+            f"{what}: cannot download again: the Hub ({endpoint() or 'https://huggingface.co'}) cannot be reached ({why})",
+            hint="check the network or HF_ENDPOINT; without --force the cached copy is used",
+        )
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # its retry warnings: the one error line below says what happened
@@ -99,7 +104,7 @@ def fetch(
             filename,
             revision=revision,
             cache_dir=cache_dir(),
-            force_download=force and why is None,
+            force_download=force,
             local_files_only=offline() or why is not None,
             endpoint=endpoint(),
         )

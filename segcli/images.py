@@ -43,21 +43,25 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
+# segcli applies its own pixel limit (`max_pixels`) to every image; Pillow's warning below its hard limit
+# says the same thing in a raw line. A process-wide filter: `warnings.catch_warnings` is not thread-safe,
+# and images are decoded in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def _open(path: Path, max_pixels: int) -> Image.Image:
     require_regular(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError:
-            if max_pixels <= 2 * DEFAULT_MAX_PIXELS:
-                raise
-            with _BOMB_LOCK:  # the caller raised the limit above Pillow's: open once without its check
-                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    im = Image.open(path)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = saved
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:
+        if max_pixels <= 2 * DEFAULT_MAX_PIXELS:
+            raise
+        with _BOMB_LOCK:  # the caller raised the limit above Pillow's: open once without its check
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     w, h = im.size
     if w * h > max_pixels:
         im.close()

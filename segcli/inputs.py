@@ -108,7 +108,7 @@ class _Walk:
                     continue
                 path = here / entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    if self.recursive and (self.exclude is None or path.resolve() != self.exclude):
+                    if self.recursive and not self._excluded(path):
                         stack.append(path)
                 elif Path(entry.name).suffix.lower() in self.exts:
                     if _regular(path):
@@ -116,6 +116,9 @@ class _Walk:
                     else:
                         self.found.skipped.append(f"{path}: not a regular file (FIFO, socket or device): skipped")
         return out
+
+    def _excluded(self, path: Path) -> bool:
+        return self.exclude is not None and path.resolve() == self.exclude
 
     def glob(self, pattern: str) -> list[Path]:
         """Paths matching `pattern` (`*`, `?`, `[…]` within a name, `**` across folders), each folder visited
@@ -143,14 +146,14 @@ class _Walk:
         if head == "**":
             self._match(here, tail, out, seen)  # zero folders
             for e in entries:
-                if not e.name.startswith(".") and e.is_dir():
+                if not e.name.startswith(".") and e.is_dir() and not self._excluded(here / e.name):
                     self._match(here / e.name, rest, out, seen)
             return
         regex = re.compile(fnmatch.translate(head))
         for e in entries:
             if (e.name.startswith(".") and not head.startswith(".")) or not regex.match(e.name):
                 continue
-            if not tail or e.is_dir():
+            if (not tail or e.is_dir()) and not self._excluded(here / e.name):
                 self._match(here / e.name, tail, out, seen)
 
 

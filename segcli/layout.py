@@ -10,7 +10,8 @@ inputs, and no input and a run-level file (`RUN_FILES`: summary.json, ...), ever
 2. otherwise, in sorted order, the first free one of `<folder>/<file name>` (`x.jpg` → `x.jpg.png`) and
    `<folder>/<file name>~2`, `~3`, … — each checked against every path already taken.
 
-Paths are compared case-folded (outputs may be copied to case-insensitive file systems). Step 1 keeps only
+A top-level folder named like a run-level file (`summary.json/…`) is written as `summary.json~/…`. Paths
+are compared case-folded (outputs may be copied to case-insensitive file systems). Step 1 keeps only
 bases whose outputs collide with nobody's, and step 2 only takes free paths, so the map is injective for
 any set of inputs; it depends on the set alone (not on `--save` or `--shard`), so resuming is stable.
 `tests/test_layout_names.py` checks this on random adversarial name sets.
@@ -77,8 +78,27 @@ def _needs_full_names(rels: list[PurePosixPath], folders: set[str]) -> set[int]:
         full |= more
 
 
+def _top_folders(rels: list[PurePosixPath]) -> list[PurePosixPath]:
+    """`rels` with top-level folders named like a run-level file (`summary.json/…`) renamed `<name>~`,
+    `<name>~2`, … (a name no other top-level folder or file has): run-level files are files at the top."""
+    taken = {rel.parts[0].casefold() for rel in rels}
+    renamed: dict[str, str] = {}
+    for top in sorted({rel.parts[0] for rel in rels if len(rel.parts) > 1 and RUN_FILES.fullmatch(rel.parts[0])}):
+        n, name = 1, f"{top}~"
+        while name.casefold() in taken:
+            n += 1
+            name = f"{top}~{n}"
+        taken.add(name.casefold())
+        renamed[top] = name
+    return [
+        PurePosixPath(renamed[rel.parts[0]], *rel.parts[1:]) if rel.parts[0] in renamed and len(rel.parts) > 1 else rel
+        for rel in rels
+    ]
+
+
 def assign_bases(rels: list[PurePosixPath]) -> list[PurePosixPath]:
     """The output base of each relative input path (same order), per the module docstring."""
+    rels = _top_folders(rels)
     folders = _folders(rels)
     full = _needs_full_names(rels, folders)
     bases = {i: _short(rel) for i, rel in enumerate(rels) if i not in full}

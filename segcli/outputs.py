@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from .fsutil import require_regular
 
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
 SAVE_KINDS = ("label", "overlay", "probs", "json")
@@ -45,12 +48,32 @@ def index_png(labels: np.ndarray, num_classes: int) -> bytes:
     return _png(Image.fromarray(np.ascontiguousarray(labels, dtype=dtype)))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def read_fingerprint(path: Path) -> str | None:
+    """The fingerprint text chunk of a PNG segcli wrote, read from the chunks before the image data (no
+    decoding: a huge or broken earlier output costs nothing); None for anything else."""
     try:
-        with Image.open(path) as im:
-            return im.text.get(FINGERPRINT_KEY)  # type: ignore[attr-defined]
-    except (OSError, ValueError, SyntaxError):
+        require_regular(path)
+        with open(path, "rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                return None
+            for _ in range(64):  # the text chunk comes right after the header and palette
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                size, kind = struct.unpack(">I4s", head)
+                if kind == b"IDAT" or size > 1 << 16:
+                    return None
+                data = f.read(size)
+                f.seek(4, io.SEEK_CUR)  # CRC
+                key, _, value = data.partition(b"\0")
+                if kind == b"tEXt" and key == FINGERPRINT_KEY.encode():
+                    return value.decode("latin-1")
+    except OSError:
         return None
+    return None
 
 
 def overlay_jpeg(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> bytes:

@@ -219,9 +219,13 @@ def test_nan_weights_and_constant_logits_are_model_errors(model, tmp_path):
     flat = dict(tensors, **{"decode_head.classifier.weight": tensors["decode_head.classifier.weight"] * 0})
     flat["decode_head.classifier.bias"] = tensors["decode_head.classifier.bias"] * 0
     save_file(flat, model / "model.safetensors", metadata={"format": "pt"})
-    photo(tmp_path / "in" / "a.png")
+    for i in range(5):
+        photo(tmp_path / "in" / f"{i}.png", seed=i)
     r = cli("predict", tmp_path / "in", "-m", model, "-o", tmp_path / "out")
-    assert r.exit_code == 2 and "the same logit for every class" in r.stderr
+    # each image fails alone; three in a row with none good before them stop the run as a model error
+    assert r.exit_code == 2 and "the same logit for every class" in r.stderr and "(the first 3 images)" in r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["counts"]["failed"] == 3 and summary["counts"]["done"] == 0
 
 
 def test_hash_cache_is_data_not_truth(model, monkeypatch, tmp_path):
@@ -386,10 +390,13 @@ def test_full_disk_fails_images_not_the_run(model, tmp_path, small_disk):
     assert r.exit_code == 1, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("segcli: error:")]
     assert errors and all("No space left on device" in e for e in errors), r.stderr
-    assert not list((small_disk / "out").rglob("*.tmp"))  # no temporary files left
-    for png in (small_disk / "out").glob("*.png"):  # every image is finished or absent, never half
-        stem = png.name.removesuffix("_label.png").removesuffix(".png")
-        assert (small_disk / "out" / f"{stem}.png").is_file()
+    out = small_disk / "out"
+    assert not list(out.rglob("*.tmp"))  # no temporary files left
+    names = {p.name for p in out.iterdir()} - {"summary.json"}
+    stems = {n.split("_")[0].split(".")[0] for n in names}
+    for stem in stems:  # every image is finished (all four files) or absent, never half
+        assert {f"{stem}.png", f"{stem}.json", f"{stem}_label.png", f"{stem}_overlay.jpg"} <= names, (stem, names)
+    assert len(stems) < 6
 
 
 def test_read_only_out_fails_up_front(model, tmp_path):
@@ -507,12 +514,12 @@ def test_outputs_honour_the_umask(model, tmp_path, umask, mode):
 
 
 def test_stray_temporary_files_of_a_killed_run_are_removed(model, tmp_path):
-    import socket
-
     photo(tmp_path / "in" / "a.png")
     out = tmp_path / "out"
     out.mkdir()
-    host = socket.gethostname().replace("-", "_").replace(".", "_")
+    from segcli.fsutil import _host
+
+    host = _host()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = out / f".a.png.segcli-{host}-{dead.stdout.strip()}-abcd.tmp"
     stale.write_bytes(b"partial")
@@ -578,3 +585,63 @@ def test_an_unreadable_subfolder_is_reported(model, tmp_path):
     finally:
         (base / "in" / "locked").chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_resume_survives_what_is_already_in_out(model, tmp_path):
+    """Earlier outputs are data, not truth: a huge PNG, JSON of the wrong shape, a FIFO — planning reads
+    only PNG headers and checked JSON, never blocks, and the images are simply redone."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for name in ("big", "odd", "fifo"):
+        photo(src / f"{name}.png")
+    out.mkdir()
+    Image.new("L", (14000, 14000)).save(out / "big.png")  # 196 Mpx, over Pillow's bomb limit
+    photo(out / "odd.png")
+    (out / "odd.json").write_text(json.dumps({"classes": [1, {"index": "2"}, {"index": 1.5, "pixels": "many"}]}))
+    os.mkfifo(out / "fifo.png")
+    r = cli("predict", src, "-m", model, "-o", out, "--jsonl")
+    assert r.exit_code == 0 and "Traceback" not in r.stderr, r.stderr
+    status = {json.loads(x)["name"]: json.loads(x)["status"] for x in r.stdout.splitlines()}
+    assert status == {"big": "done", "odd": "done", "fifo": "done"}
+    assert stat.S_ISREG((out / "fifo.png").stat().st_mode)  # the rename replaced the FIFO's entry
+
+
+def test_double_star_globs_skip_the_output_folder(model, tmp_path, monkeypatch):
+    photo(tmp_path / "photos" / "a" / "x.png")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the second run must not pick up photos/masks/**.png as inputs
+        r = cli("predict", "photos/**/*.png", "-m", model, "-o", "photos/masks", "--jsonl")
+        assert r.exit_code == 0, r.stderr
+        assert [json.loads(x)["name"] for x in r.stdout.splitlines()] == ["x"]
+
+
+def test_pending_writes_are_bounded():
+    """A slow writer holds back inference: at most batch_size + 2 predictions wait for it."""
+    import threading
+    from pathlib import PurePosixPath
+
+    from segcli.batch.pipeline import Pipeline
+    from segcli.batch.plan import Task
+    from segcli.batch.records import ImageRecord
+    from segcli.inputs import Item
+
+    alive, peak, lock = 0, 0, threading.Lock()
+
+    def infer(images):
+        nonlocal alive, peak
+        with lock:
+            alive += len(images)
+            peak = max(peak, alive)
+        return [object() for _ in images]
+
+    def write(task, image, pred, timings):
+        nonlocal alive
+        time.sleep(0.01)
+        with lock:
+            alive -= 1
+        return ImageRecord(str(task.item.path), task.item.name.as_posix(), "done")
+
+    tasks = [Task(Item(Path(f"{i}.png"), PurePosixPath(str(i))), {}) for i in range(120)]
+    records = []
+    Pipeline(lambda t: np.zeros((4, 4, 3), np.uint8), infer, write, batch_size=2).run(tasks, records.append)
+    assert [r.name for r in records] == [str(i) for i in range(120)]
+    assert peak <= 2 + 2 + 2  # the batch being inferred, the bound, and the one being written

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,8 +157,15 @@ def test_config_values(tmp_path, configs, edits):
     assert time.perf_counter() - start < 5
 
 
-def test_the_fuzzer_targets_exist():
-    """The seeds decode (so mutations start from real files) and the config keys exist in the tiny config."""
+def test_the_fuzzer_targets_exist(configs):
+    """The seeds decode (so mutations start from real files), and the fuzzed keys that a saved transformers
+    config has are spelled as it spells them (the others, like `num_labels` or `segcli`, are added)."""
     for data in SEEDS:
         assert Image.open(io.BytesIO(data)).size == (17, 13)
-    assert Path(__file__).parent.joinpath("helpers.py").is_file()
+    cfg, pre = configs
+    added = {"num_labels", "palette", "segcli", "segcli.crop_size", "segcli.stride", "segcli.resize"}
+    for key in [k for k in CONFIG_KEYS if k not in added] + PRE_KEYS:
+        doc = pre if key in PRE_KEYS else cfg
+        for part in key.split("."):
+            assert part in doc, key
+            doc = doc[part] if isinstance(doc[part], dict) else {}

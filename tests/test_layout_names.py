@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from segcli.layout import RUN_FILES, SUFFIXES, assign_bases, output_paths
 
-FOLDERS = ["", "a", "A", "a.png", "x.png", "sub/deeper"]
+FOLDERS = ["", "a", "A", "a.png", "x.png", "sub/deeper", "summary.json", "Summary.JSON", "summary.json~", "index.html"]
 STEMS = ["x", "X", "x_label", "x.jpg", "x.png", "x~2", "summary", "legend", "classes", "index", "x_overlay", "a"]
 EXTS = [".jpg", ".png", ".JPG", ".jpg.png", "", "_label.png", ".json", ".npy"]
 rel_paths = st.builds(
@@ -31,8 +31,9 @@ def test_names_are_injective_and_do_not_depend_on_order(rels, rnd):
     outs = all_outputs(bases)
     assert len(outs) == len(set(outs))  # no two outputs (of any inputs, any kinds) share a path
     assert not any("/" not in o and RUN_FILES.fullmatch(o) for o in outs)  # nor a run-level file's
-    folders = {parent.as_posix().casefold() for r in rels for parent in r.parents if parent.as_posix() != "."}
+    folders = {p.as_posix().casefold() for b in bases for p in b.parents if p.as_posix() != "."}
     assert not folders & set(outs)  # nor a folder other outputs need
+    assert not any(RUN_FILES.fullmatch(f) for f in folders)  # nor is a folder where a run-level file goes
     shuffled = list(rels)
     rnd.shuffle(shuffled)
     again = dict(zip(shuffled, assign_bases(shuffled), strict=True))

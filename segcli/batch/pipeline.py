@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Prediction
-from ..errors import EXIT_USAGE, SegcliError
+from ..errors import EXIT_USAGE, ModelOutputError, SegcliError
 from .plan import Task
 from .records import ImageRecord
 
 Decode = Callable[[Task], np.ndarray]
 Infer = Callable[[list[np.ndarray]], list[Prediction]]
 Write = Callable[[Task, np.ndarray, Prediction, dict[str, float]], ImageRecord]
+MODEL_ERRORS = 3  # images with NaN / constant logits, none good before them: the model is broken, stop
 
 
 def _finished(record: ImageRecord) -> Future:
@@ -64,6 +65,8 @@ class _Run:
         self.queue: deque[_Pending] = deque()  # decoding or decided, in input order
         self.writes: deque[Future] = deque()  # → ImageRecord, in input order
         self.decoding = 0
+        self.succeeded = False  # some image went through the model
+        self.model_errors = 0  # ModelOutputErrors before the first success
 
     def fill(self) -> None:
         while self.decoding < self.p.batch_size + self.p.decoders:
@@ -94,13 +97,10 @@ class _Run:
                 continue
             try:
                 image, seconds = head.future.result()
-            except SegcliError as e:
+            except Exception as e:  # noqa: BLE001 - whatever decoding raised is this image's failure
                 if batch:
                     break
-                task = self._pop().task
-                self.writes.append(
-                    _finished(ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), str(e)))
-                )
+                self.writes.append(_finished(_failure(self._pop().task, e, "cannot decode image")))
                 continue
             if batch and image.shape != batch[0][1].shape:
                 break  # a different size starts the next batch
@@ -115,6 +115,7 @@ class _Run:
         t = time.perf_counter()
         try:
             preds: list[Prediction | ImageRecord] = list(self.p.infer([image for _, image, _ in batch]))
+            self.succeeded = True
         except Exception as e:  # noqa: BLE001 - sorted out by _infer_apart
             preds = self._infer_apart(batch, e)
         per_image = (time.perf_counter() - t) / len(batch)
@@ -128,9 +129,19 @@ class _Run:
     def _infer_apart(
         self, batch: list[tuple[Task, np.ndarray, float]], error: Exception
     ) -> list[Prediction | ImageRecord]:
-        """After a failed batch: errors of the model or the parameters (exit code 2: every image would fail)
-        stop the run; anything else is retried image by image and becomes the failing images' records."""
-        if isinstance(error, SegcliError) and error.exit_code == EXIT_USAGE:
+        """After a failed batch. Errors of the model or the parameters (exit code 2) stop the run: bad
+        logits once the first MODEL_ERRORS images all gave them (one overflowing image should not stop a
+        working model), anything else at once (every image would fail). Other errors are retried image by
+        image and become the failing images' records."""
+        if isinstance(error, ModelOutputError) and not self.succeeded:
+            self.model_errors += len(batch)
+            if self.model_errors >= MODEL_ERRORS:
+                for task, _, _ in batch:  # these images failed too: their records come before the stop
+                    self.writes.append(_finished(_failure(task, error, "inference failed")))
+                raise ModelOutputError(f"{error.message} (the first {self.model_errors} images)", hint=error.hint)
+        elif (
+            isinstance(error, SegcliError) and error.exit_code == EXIT_USAGE and not isinstance(error, ModelOutputError)
+        ):
             raise error
         if len(batch) == 1:
             return [_failure(batch[0][0], error, "inference failed")]
@@ -138,12 +149,14 @@ class _Run:
         for item in batch:
             try:
                 out += self.p.infer([item[1]])
+                self.succeeded = True
             except Exception as e:  # noqa: BLE001
                 out += self._infer_apart([item], e)
         return out
 
-    def finished(self, block: bool) -> Iterator[ImageRecord]:
-        while self.writes and (block or self.writes[0].done()):
+    def finished(self, block: bool, keep: int = 0) -> Iterator[ImageRecord]:
+        """Records of finished writes, in order; with `block`, waits until at most `keep` are pending."""
+        while len(self.writes) > keep and (block or self.writes[0].done()):
             yield self.writes.popleft().result()
 
     def cancel(self) -> bool:
@@ -152,6 +165,17 @@ class _Run:
         for pending in self.queue:
             pending.future.cancel()
         return left
+
+    def abandon(self) -> Iterator[ImageRecord]:
+        """After an error that stops the run: cancel what has not started, and give the records of the
+        writes that finish."""
+        self.cancel()
+        for fut in self.writes:
+            fut.cancel()
+        while self.writes:
+            fut = self.writes.popleft()
+            if not fut.cancelled():
+                yield fut.result()
 
 
 @dataclass(frozen=True)
@@ -169,17 +193,31 @@ class Pipeline:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> bool:
         """Process `tasks`, calling `emit` with each record in input order; `should_stop` is polled between
-        batches (what is in flight is finished). Returns True when stopped before the end."""
+        batches (what is in flight is finished). Returns True when stopped before the end. At most
+        `batch_size + 2` finished predictions wait for the writer (memory stays bounded). An exception that
+        stops the run is raised after the records of the writes already under way are emitted."""
         with (
             ThreadPoolExecutor(self.decoders, "segcli-decode") as decoders,
             ThreadPoolExecutor(1, "segcli-write") as writer,
         ):
             run = _Run(self, tasks, decoders, writer)
-            run.fill()
-            while run.queue and not should_stop():
-                run.step()
-                for record in run.finished(block=False):
+            try:
+                run.fill()
+                while run.queue and not should_stop():
+                    for record in run.finished(block=True, keep=self.batch_size + 2):
+                        emit(record)
+                    run.step()
+                    for record in run.finished(block=False):
+                        emit(record)
+            except KeyboardInterrupt:
+                run.cancel()
+                for fut in run.writes:
+                    fut.cancel()
+                raise
+            except BaseException:
+                for record in run.abandon():
                     emit(record)
+                raise
             interrupted = run.cancel()
             for record in run.finished(block=True):
                 emit(record)

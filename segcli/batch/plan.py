@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout
+from ..fsutil import read_regular
 from ..images import DEFAULT_MAX_PIXELS
 from ..inputs import Item
 from ..outputs import read_fingerprint
@@ -63,17 +64,20 @@ def finished_before(paths: dict[str, Path], fp: str) -> bool:
 
 
 def _earlier_counts(paths: dict[str, Path], num_classes: int) -> np.ndarray | None:
-    """Class pixel counts recorded in a finished image's JSON (for the run's totals), if it has one."""
+    """Class pixel counts recorded in a finished image's JSON (for the run's totals), if it has one that
+    reads as segcli wrote it; anything else counts nothing (the file is data, not truth)."""
     if "json" not in paths:
         return None
     try:
-        previous = json.loads(paths["json"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        previous = json.loads(read_regular(paths["json"], 64 << 20))
+    except (OSError, ValueError, RecursionError):
         return None
+    classes = previous.get("classes") if isinstance(previous, dict) else None
     counts = np.zeros(num_classes, dtype=np.int64)
-    for c in previous.get("classes", []) if isinstance(previous, dict) else []:
-        if 0 <= c.get("index", -1) < num_classes:
-            counts[c["index"]] += int(c.get("pixels", 0))
+    for c in classes if isinstance(classes, list) else []:
+        index, pixels = (c.get("index"), c.get("pixels")) if isinstance(c, dict) else (None, None)
+        if type(index) is int and type(pixels) is int and 0 <= index < num_classes and 0 <= pixels < 1 << 62:
+            counts[index] += pixels
     return counts
 
 

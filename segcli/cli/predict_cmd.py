@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, SegcliError, UsageError
 from ..images import DEFAULT_MAX_PIXELS
 from .common import (
     STATE,
@@ -110,8 +110,10 @@ def _finish(
     shard: tuple[int, int] | None,
     quiet: bool,
     stop: GracefulStop,
+    fatal: SegcliError | None = None,
 ) -> None:
-    """Write summary.json, say how it went, exit with the code that tells it."""
+    """Write summary.json, say how it went, exit with the code that tells it (`fatal`: the error that
+    stopped the run, raised once the summary of what was done is written)."""
     from ..fsutil import atomic_write_bytes
     from ..outputs import json_bytes
 
@@ -126,6 +128,8 @@ def _finish(
         s = summary
         rate = f", {s.done / s.seconds:.2f} images/s" if s.seconds > 0 and s.done else ""
         eprint(f"segcli: {s.done} done, {s.skipped} skipped, {len(s.failures)} failed of {s.total} → {opts.out}{rate}")
+    if fatal is not None:
+        raise fatal
     if summary.interrupted:
         raise typer.Exit(stop.exit_code or EXIT_INTERRUPTED)
     if failed:
@@ -246,13 +250,18 @@ def predict(
     opts = batch.Options(out_dir, kinds, alpha, topk, overwrite, batch_size, max_pixels)
     progress = Progress(len(items) + len(found.errors), enabled=not quiet)
     summary = batch.RunSummary(tuple(seg.classes), total=len(found.errors))
-    with progress, GracefulStop() as stop:
-        report = _Reporter(progress, jsonl, stop)
-        for arg, reason in found.errors:
-            record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
-            summary.add(record)
-            report(record)
-        batch.run(seg, items, params, opts, report=report, should_stop=lambda: stop.stop, summary=summary)
-    extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
-    doc = summary.to_json(batch.model_record(seg.info), params.preset, params.to_json(), sorted(opts.save), extra)
-    _finish(summary, doc, opts, shard_spec, quiet, stop)
+    fatal: SegcliError | None = None
+    with GracefulStop() as stop:  # until the summary is written
+        with progress:
+            report = _Reporter(progress, jsonl, stop)
+            for arg, reason in found.errors:
+                record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
+                summary.add(record)
+                report(record)
+            try:
+                batch.run(seg, items, params, opts, report=report, should_stop=lambda: stop.stop, summary=summary)
+            except SegcliError as e:  # stops the run; what was done is still summed up
+                fatal, summary.interrupted = e, True
+        extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
+        doc = summary.to_json(batch.model_record(seg.info), params.preset, params.to_json(), sorted(opts.save), extra)
+        _finish(summary, doc, opts, shard_spec, quiet, stop, fatal)

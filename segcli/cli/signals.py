@@ -15,8 +15,6 @@ import sys
 import threading
 from typing import Any
 
-from .common import eprint
-
 SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
 SIGPIPE_CODE = 128 + 13
 
@@ -49,7 +47,9 @@ class GracefulStop:
             raise StopNow(128 + signum)
         self.exit_code = 128 + signum
         name = "interrupted" if signum == signal.SIGINT else f"received {signal.Signals(signum).name}"
-        eprint(f"segcli: {name}: finishing the images in flight (again to stop at once)")
+        # os.write, not print: the signal may arrive while the main thread is inside a print to stderr
+        with contextlib.suppress(OSError):
+            os.write(2, f"segcli: {name}: finishing the images in flight (again to stop at once)\n".encode())
 
     def stdout_closed(self) -> None:
         """The reader of stdout went away: stop like SIGPIPE would, but cleanly."""
