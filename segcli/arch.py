@@ -4,7 +4,7 @@ The same small schema describes a network in weights.toml entries and in the con
 `segcli convert` writes:
 
     backbone = {type = "convnext" | "swin" | "resnet", <that config's fields>}
-    head     = {type = "uper" | "psp", channels, pool_scales, align_corners,
+    head     = {type = "uper" | "psp", channels, pool_scales, align_corners, ppm_upsample_first (uper),
                 auxiliary, aux_in_channels, aux_channels, aux_num_convs}
 
 Variants are data: ConvNeXt-T and -XL, or PSPNet R50-D8 and UPerNet R101, differ only in these numbers.
@@ -34,6 +34,7 @@ HEAD_KEYS = {
     "aux_in_channels",
     "aux_channels",
     "aux_num_convs",
+    "ppm_upsample_first",
 }
 
 
@@ -52,7 +53,7 @@ BACKBONE_FIELDS: dict[str, Check] = {
     "mlp_ratio": Float(0.0, 64.0, open_lo=True),
     "qkv_bias": Bool(),
     "eps": Float(0.0, 1.0),
-    "depth": Int(18, 152, choices=(18, 50, 101, 152)),
+    "depth": Int(18, 152, choices=(18, 34, 50, 101, 152)),
     "strides": List(Int(1, 4), 4, 4),
     "dilations": List(Int(1, 16), 4, 4),
     "contract_dilation": Bool(),
@@ -69,6 +70,7 @@ HEAD = Table(
         "aux_in_channels": CHANNELS,
         "aux_channels": CHANNELS,
         "aux_num_convs": Int(0, 8),
+        "ppm_upsample_first": Bool(),
     }
 )
 
@@ -111,8 +113,11 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
     width, scales = head.get("channels", 512), tuple(head.get("pool_scales", (1, 2, 3, 6)))
     ac = bool(head.get("align_corners", False))
     if kind == "uper":
-        decode: UPerHeadConfig | PSPHeadConfig = UPerHeadConfig(ch, num_classes, width, scales, ac)
+        upsample_first = bool(head.get("ppm_upsample_first", False))
+        decode: UPerHeadConfig | PSPHeadConfig = UPerHeadConfig(ch, num_classes, width, scales, ac, upsample_first)
     else:
+        if head.get("ppm_upsample_first"):
+            raise ConfigError(f"{where}: ppm_upsample_first applies to the uper head only")
         decode = PSPHeadConfig(ch[-1], num_classes, width, scales, ac)
     aux = None
     if head.get("auxiliary", True):
@@ -137,6 +142,8 @@ def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str,
         "pool_scales": list(d.pool_scales),
         "align_corners": d.align_corners,
     }
+    if isinstance(d, UPerHeadConfig) and d.ppm_upsample_first:  # written only when set: older configs unchanged
+        head["ppm_upsample_first"] = True
     a = net.auxiliary_head
     head["auxiliary"] = a is not None
     if a is not None:

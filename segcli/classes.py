@@ -13,7 +13,7 @@ import numpy as np
 from .errors import ConfigError
 from .fsutil import read_regular
 
-KNOWN_SETS = ("ade20k", "cityscapes")
+KNOWN_SETS = ("ade20k", "cityscapes", "voc2012")
 
 
 @dataclass(frozen=True)

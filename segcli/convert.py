@@ -1,8 +1,10 @@
-"""mmsegmentation .pth checkpoints → segcli model directories (model.safetensors + config.json).
+"""Checkpoints of the three labs (mmsegmentation, the UPerNet authors, the PSPNet author) → segcli model
+directories (model.safetensors + config.json).
 
-Reading is `formats.mmseg` (weights-only unpickling, the key table), writing `formats.native`; in between,
-every key and shape is checked against the architecture the registry entry describes. The output is
-deterministic: converting the same file twice gives identical bytes.
+Reading is the lab's format module (`formats.mmseg`, `formats.csail`, `formats.semseg`: weights-only
+unpickling and a key table), writing `formats.native`; in between, every key and shape is checked against
+the architecture the registry entry describes. The output is deterministic: converting the same files twice
+gives identical bytes.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from .arch import network_from_tables, tables_from_network
 from .checkpoint import match_state_dict
 from .classes import ClassSet, derived_palette, known_set
 from .errors import CheckpointError, ConfigError
-from .formats import mmseg, native
+from .formats import csail, mmseg, native, semseg
 from .hub import file_sha256
 from .model import Segmentor
 from .registry import ModelSpec
+
+READERS = {"mmseg": mmseg.read, "csail": csail.read, "semseg": semseg.read}
 
 
 def _class_set(src: Path, spec: ModelSpec, k: int, classes: tuple[str, ...] | None) -> ClassSet:
@@ -37,31 +41,40 @@ def _class_set(src: Path, spec: ModelSpec, k: int, classes: tuple[str, ...] | No
     return ClassSet("custom", classes, derived_palette(k))
 
 
-def convert(src: Path, spec: ModelSpec, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:
-    """Convert `src` (an mmseg checkpoint of the architecture `spec` describes) into `out_dir`."""
-    state = {mmseg.map_key(k): v for k, v in mmseg.read_pth(src).items()}
-    cls_w = state.get("decode_head.classifier.weight")
-    if cls_w is None:
+def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
+    if spec.format == "mmseg":
+        return mmseg.read(srcs, f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint")
+    head = "psp" if spec.network.arch == "pspnet" else "uper"
+    state = READERS[spec.format](srcs, head)
+    if "decode_head.classifier.weight" not in state:
         raise CheckpointError(
-            f"{src}: no decode_head.conv_seg.weight: not a segmentation checkpoint of the form mmseg writes",
-            hint=f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint",
+            f"{srcs[0]}: no classifier weights: not a {spec.format} checkpoint of the kind --arch {spec.name} is",
+            hint=f"--arch {spec.name} expects {' + '.join(spec.source_files) or 'its checkpoint'}",
         )
-    k = int(cls_w.shape[0])
-    class_set = _class_set(src, spec, k, classes)
+    return state
+
+
+def _source(srcs: list[Path], spec: ModelSpec) -> dict[str, object]:
+    """What config.json records about the converted files (one file: `file` / `sha256`, as before)."""
+    names, digests = [s.name for s in srcs], [file_sha256(s, quiet=True) for s in srcs]
+    files = {"file": names[0], "sha256": digests[0]} if len(srcs) == 1 else {"files": names, "sha256": digests}
+    return {**files, "arch": spec.name, "converted_by": f"segcli {__version__}", "license": spec.license}
+
+
+def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:
+    """Convert `srcs` (the checkpoint file(s) of the architecture `spec` describes, in its format) into `out_dir`."""
+    srcs = [srcs] if isinstance(srcs, Path) else sorted(srcs)
+    state = _read(srcs, spec)
+    k = int(state["decode_head.classifier.weight"].shape[0])
+    class_set = _class_set(srcs[0], spec, k, classes)
     backbone, head = tables_from_network(spec.network)
     network = network_from_tables(backbone, head, k, f"--arch {spec.name}")
     with torch.device("meta"):
         model = Segmentor(network)
-    checked = match_state_dict(model, state, f"{src} as --arch {spec.name}")
+    where = f"{' + '.join(map(str, srcs))} as --arch {spec.name}"
+    checked = match_state_dict(model, state, where)
     tensors = {
         key: t.detach().to(torch.float32 if t.is_floating_point() else torch.int64).contiguous()
         for key, t in checked.items()
     }
-    source = {
-        "file": src.name,
-        "sha256": file_sha256(src, quiet=True),
-        "arch": spec.name,
-        "converted_by": f"segcli {__version__}",
-        "license": spec.license,
-    }
-    return native.write(out_dir, tensors, network, class_set, spec.preset, spec.evaluation, source)
+    return native.write(out_dir, tensors, network, class_set, spec.preset, spec.evaluation, _source(srcs, spec))

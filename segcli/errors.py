@@ -58,6 +58,10 @@ class DownloadError(SegcliError):
     exit_code = EXIT_USAGE
 
 
+class ManualDownloadError(DownloadError):
+    """A registry entry whose files are published where segcli cannot fetch them (e.g. Google Drive)."""
+
+
 class IntegrityError(DownloadError):
     """A downloaded file's sha256 differs from the one pinned in the registry."""
 

@@ -6,6 +6,14 @@
             sliding windows (crop, stride 2/3·crop) for ConvNeXt, the whole image for Swin.
 `mmseg-ms`  `mmseg` at 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 × the resize target, each with and without a
             horizontal flip (12 views); softmax probabilities averaged (mmseg `--aug-test`).
+`csail`     the UPerNet authors' test (mit_semseg eval.py): short side 300, 375, 450, 525, 600 (long side ≤
+            1000), both sides rounded up to a multiple of 8 (dilated) or 32 (UPerNet) by stretching, Pillow
+            bilinear, whole image; softmax at the original size averaged over the five; no flip.
+`semseg`    the PSPNet author's test (hszhao/semseg tool/test.py): long side = base size (512, or 2048 for
+            Cityscapes), float bilinear; windows of 473 (713) with stride ⌈2/3·crop⌉, an image smaller than
+            a window padded (centred) with the mean colour, every window also run flipped; softmax averaged
+            over the flip and over windows, resized back.
+`semseg-ms` `semseg` at 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 × the base size, probabilities averaged.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 MAX_SIDE = 16384  # resize targets, crops and strides: 1..MAX_SIDE pixels
 SCALE_RANGE = (1 / 64, 16.0)  # ratios of the resize target
 MODES = ("whole", "slide")
-RESAMPLES = ("pil", "bilinear")
+RESAMPLES = ("pil", "bilinear", "float")  # Pillow (antialiased) | cv2 geometry, uint8 | the same, float32
+CSAIL_SIZES = (300, 375, 450, 525, 600)
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class Protocol:
     mode: str = "whole"
     stride: int | None = None  # default: 2/3 of the crop, as mmseg's configs use (341 for 512, 426 for 640)
     align_corners: bool = False
-    resize: str | None = None  # keep-ratio target SHORT:LONG of the test pipeline (default crop:4×crop)
+    resize: str | None = None  # the test pipeline's resize (default: keep ratio, short side crop, long ≤ 4×crop)
 
     @property
     def slide_stride(self) -> int:
@@ -41,13 +50,18 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Resize:
-    """How the image is resized before inference: `none`, keep-ratio (`short[:long]`) or `fixed` (`HxW`)."""
+    """How the image is resized before inference (the text forms `--resize` takes):
 
-    kind: str = "none"  # "none" | "keep" | "fixed"
+    `none`; `SHORT[:LONG]` keep ratio (mmseg); `HxW` fixed; `SHORT:LONG/M` keep ratio then each side rounded
+    up to a multiple of M by stretching (CSAIL; scales multiply SHORT only); `long:L` the long side L, the
+    other in proportion (semseg; scales multiply L)."""
+
+    kind: str = "none"  # "none" | "keep" | "fixed" | "multiple" | "long"
     short: int = 0
     long: int = 0
     height: int = 0
     width: int = 0
+    multiple: int = 0
 
     @classmethod
     def parse(cls, text: str | Resize) -> Resize:
@@ -58,16 +72,28 @@ class Resize:
             return cls("none")
         if m := re.fullmatch(r"(\d{1,6})x(\d{1,6})", t):
             return cls("fixed", height=_side(m[1], text), width=_side(m[2], text))
+        if m := re.fullmatch(r"(\d{1,6}):(\d{1,6})/(\d{1,3})", t):
+            multiple = int(m[3])
+            if not 1 <= multiple <= 256:
+                raise UsageError(f"invalid resize {text!r}: the multiple must be 1..256", hint="e.g. 300:1000/32")
+            return cls("multiple", short=_side(m[1], text), long=_side(m[2], text), multiple=multiple)
+        if m := re.fullmatch(r"long:(\d{1,6})", t):
+            return cls("long", long=_side(m[1], text))
         if m := re.fullmatch(r"(\d{1,6})(?::(\d{1,6}))?", t):
             short = _side(m[1], text)
             return cls("keep", short=short, long=_side(m[2], text) if m[2] else 4 * short)
         raise UsageError(
-            f"invalid resize {text!r}", hint="use none, SHORT[:LONG] (keep ratio, e.g. 512:2048) or HxW (e.g. 512x512)"
+            f"invalid resize {text!r}",
+            hint="use none, SHORT[:LONG] (keep ratio, e.g. 512:2048), HxW (e.g. 512x512), SHORT:LONG/M or long:L",
         )
 
     def __str__(self) -> str:
         if self.kind == "keep":
             return f"{self.short}:{self.long}"
+        if self.kind == "multiple":
+            return f"{self.short}:{self.long}/{self.multiple}"
+        if self.kind == "long":
+            return f"long:{self.long}"
         if self.kind == "fixed":
             return f"{self.height}x{self.width}"
         return "none"
@@ -79,14 +105,19 @@ class Params:
 
     preset: str
     resize: Resize = field(default_factory=Resize)
-    resample: str = "bilinear"  # image resampling: "pil" (antialiased) | "bilinear" (cv2 geometry)
+    resample: str = "bilinear"  # image resampling: "pil" (antialiased) | "bilinear" (cv2 geometry) | "float"
     mode: str = "whole"
     crop: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     tile_batch: int = 1
-    align_corners: bool = False
+    align_corners: bool = False  # of the views' results resized back to the image
+    # the PSPNet author's windows (semseg): softmax per window, probabilities averaged over windows; each
+    # window also run mirrored; a window smaller than the crop padded (centred) with the mean colour
+    window_softmax: bool = False
+    window_flip: bool = False
+    window_pad: bool = False
 
     @property
     def views(self) -> int:
@@ -98,6 +129,9 @@ class Params:
         d["crop"] = list(self.crop) if self.crop else None
         d["stride"] = list(self.stride) if self.stride else None
         d["scales"] = list(self.scales)
+        for key in ("window_softmax", "window_flip", "window_pad"):  # recorded when used: older runs' fingerprints hold
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -138,21 +172,64 @@ def _scales(v: Any) -> tuple[float, ...]:
     return vals
 
 
+def _mmseg(name: str, proto: Protocol) -> Params:
+    crop = proto.crop_size
+    slide = proto.mode == "slide"
+    params = Params(
+        name,
+        Resize.parse(proto.resize) if proto.resize else Resize("keep", short=crop, long=4 * crop),
+        "bilinear",
+        proto.mode,
+        (crop, crop) if slide else None,
+        (proto.slide_stride,) * 2 if slide else None,
+        align_corners=proto.align_corners,
+    )
+    return replace(params, scales=MS_RATIOS, flip=True) if name == "mmseg-ms" else params
+
+
+def _csail(proto: Protocol) -> Params:
+    resize = Resize.parse(proto.resize) if proto.resize else Resize("multiple", short=300, long=1000, multiple=8)
+    if resize.kind != "multiple":
+        resize = Resize("multiple", short=300, long=1000, multiple=8)
+    scales = tuple(size / resize.short for size in CSAIL_SIZES)
+    return Params("csail", resize, "pil", "whole", scales=scales, align_corners=False)
+
+
+def _semseg(name: str, proto: Protocol) -> Params:
+    resize = Resize.parse(proto.resize) if proto.resize else Resize("long", long=512)
+    crop = proto.crop_size
+    stride = proto.stride or math.ceil(crop * 2 / 3)
+    scales = MS_RATIOS if name == "semseg-ms" else (1.0,)
+    return Params(
+        name,
+        resize,
+        "float",
+        "slide",
+        (crop, crop),
+        (stride, stride),
+        scales,
+        align_corners=False,
+        window_softmax=True,
+        window_flip=True,
+        window_pad=True,
+    )
+
+
 def _base(name: str, proto: Protocol, input_size: tuple[int, int]) -> Params:
     if name == "hf":
-        return Params("hf", Resize("fixed", height=input_size[0], width=input_size[1]), "pil", "whole")
-    if name in ("mmseg", "mmseg-ms"):
-        crop = proto.crop_size
-        slide = proto.mode == "slide"
-        params = Params(
-            name,
-            Resize.parse(proto.resize) if proto.resize else Resize("keep", short=crop, long=4 * crop),
-            "bilinear",
-            proto.mode,
-            (crop, crop) if slide else None,
-            (proto.slide_stride,) * 2 if slide else None,
+        return Params(
+            "hf",
+            Resize("fixed", height=input_size[0], width=input_size[1]),
+            "pil",
+            "whole",
+            align_corners=proto.align_corners,
         )
-        return replace(params, scales=MS_RATIOS, flip=True) if name == "mmseg-ms" else params
+    if name in ("mmseg", "mmseg-ms"):
+        return _mmseg(name, proto)
+    if name == "csail":
+        return _csail(proto)
+    if name in ("semseg", "semseg-ms"):
+        return _semseg(name, proto)
     raise UsageError(f"unknown preset {name!r}", hint=f"presets: {', '.join(PRESETS)}")
 
 
@@ -160,6 +237,9 @@ PRESETS = {
     "hf": "Hub preprocessor: Pillow bilinear resize to 512x512, whole image (transformers' published logits)",
     "mmseg": "mmseg single-scale test: keep-ratio short side = crop (long <= 4x), slide (ConvNeXt) or whole",
     "mmseg-ms": "mmseg multi-scale + flip test: ratios 0.5-1.75 x flip, softmax averaged (12 views)",
+    "csail": "UPerNet authors' test: short side 300-600 (5 sizes), rounded up to x8/x32, softmax averaged",
+    "semseg": "PSPNet author's test: long side 512/2048, 473/713 windows each flipped, softmax averaged",
+    "semseg-ms": "semseg at 0.5-1.75 x the long side, probabilities averaged",
 }
 OVERRIDES = ("resize", "resample", "mode", "crop", "stride", "scales", "flip", "tile_batch")
 
@@ -178,7 +258,7 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise UsageError(f"unknown inference option(s) {', '.join(unknown)}", hint=f"known: {', '.join(OVERRIDES)}")
-    p = replace(_base(name, proto, input_size), align_corners=proto.align_corners)
+    p = _base(name, proto, input_size)
     o = {k: v for k, v in overrides.items() if v is not None}
     if "resize" in o:
         p = replace(p, resize=Resize.parse(o["resize"]))

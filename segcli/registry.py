@@ -13,7 +13,7 @@ from typing import Any
 from .arch import network_from_tables
 from .classes import KNOWN_SETS, known_set
 from .errors import ConfigError, UsageError
-from .formats.schema import CROP, RESIZE, Float, Str, Table
+from .formats.schema import CROP, RESIZE, Float, List, Str, Table
 from .fsutil import read_regular
 from .info import ModelInfo, Origin
 from .model.backbones import ResNetConfig, SwinConfig
@@ -28,6 +28,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ENV_REGISTRY = "SEGCLI_REGISTRY"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"  # the Hub's rules for a repo name part
+URL = r"(https?|file)://[^\s]+"
+FORMATS = ("mmseg", "csail", "semseg")  # checkpoint formats segcli converts (segcli.formats.<name>)
 MAX_REGISTRY_BYTES = 4 << 20
 
 
@@ -41,7 +43,11 @@ ENTRY = Table(
         "revision": Str(max_len=256, pattern=_no_dots(r"[A-Za-z0-9][A-Za-z0-9_./-]*")),
         "filename": Str(max_len=256, pattern=_no_dots(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")),
         "sha256": Str(max_len=64),
-        "url": Str(max_len=2048, pattern=r"(https?|file)://[^\s]+"),
+        "url": Str(max_len=2048, pattern=URL),
+        "urls": List(Str(max_len=2048, pattern=URL), 1, 4),
+        "download_page": Str(max_len=2048, pattern=r"https?://[^\s]+"),
+        "files": List(Str(max_len=512), 1, 4),
+        "format": Str(choices=FORMATS),
         "sha256_prefix": Str(max_len=64),
         "license": Str(max_len=200),
         "dataset": Str(max_len=64),
@@ -72,7 +78,10 @@ class ModelSpec:
     revision: str = "main"
     filename: str | None = None
     sha256: str | None = None
-    url: str | None = None  # an mmsegmentation .pth, converted locally (`segcli download` / `segcli convert`)
+    urls: tuple[str, ...] = ()  # checkpoint file(s) converted locally (`segcli download` / `segcli convert`)
+    format: str = "mmseg"  # of those files: mmseg | csail (encoder + decoder) | semseg
+    download_page: str | None = None  # files that cannot be fetched automatically (Google Drive): get them here
+    files: tuple[str, ...] = ()  # ... these, found on that page
     sha256_prefix: str | None = None  # the hash prefix mmcv puts in published file names
     mode: str = "whole"
     stride: int | None = None
@@ -85,7 +94,16 @@ class ModelSpec:
 
     @property
     def needs_conversion(self) -> bool:
-        return self.url is not None
+        return bool(self.urls) or self.download_page is not None
+
+    @property
+    def url(self) -> str | None:
+        return self.urls[0] if self.urls else None
+
+    @property
+    def source_files(self) -> tuple[str, ...]:
+        """The checkpoint file names `segcli convert` takes for this entry."""
+        return tuple(Path(u).name for u in (self.urls or self.files))
 
     @property
     def backbone_name(self) -> str:
@@ -117,6 +135,10 @@ _OPTIONAL = (
     "filename",
     "sha256",
     "url",
+    "urls",
+    "download_page",
+    "files",
+    "format",
     "sha256_prefix",
     "head",
     "description",
@@ -156,8 +178,14 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
         raise ConfigError(f"{where}: unknown preset {entry['preset']!r} ({', '.join(PRESETS)})")
     if entry["dataset"] not in KNOWN_SETS:
         raise ConfigError(f"{where}: dataset {entry['dataset']!r} is not a bundled class set ({', '.join(KNOWN_SETS)})")
-    if bool(entry.get("url")) == bool(entry.get("repo")):
-        raise ConfigError(f"{where}: give either repo + filename (Hub safetensors) or url (mmseg .pth), not both")
+    sources = [k for k in ("repo", "url", "urls", "download_page") if entry.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"{where}: give exactly one of repo + filename (Hub safetensors), url / urls (checkpoints to convert) "
+            "or download_page + files (checkpoints fetched by hand)"
+        )
+    if entry.get("download_page") and not entry.get("files"):
+        raise ConfigError(f"{where}: download_page needs files (the checkpoint files to get there)")
     if entry.get("repo") and not entry.get("filename"):
         raise ConfigError(f"{where}: missing field(s) filename")
     sha = entry.get("sha256") or None
@@ -173,7 +201,10 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
         revision=entry.get("revision", "main"),
         filename=entry.get("filename"),
         sha256=sha,
-        url=entry.get("url"),
+        urls=tuple(entry["urls"]) if entry.get("urls") else ((entry["url"],) if entry.get("url") else ()),
+        format=entry.get("format", "mmseg"),
+        download_page=entry.get("download_page"),
+        files=tuple(entry.get("files", ())),
         sha256_prefix=prefix,
         license=entry["license"],
         dataset=entry["dataset"],

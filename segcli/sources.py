@@ -23,6 +23,7 @@ from .errors import (
     DownloadError,
     EntryMissingError,
     IntegrityError,
+    ManualDownloadError,
     ModelNotFoundError,
     NeedsConversionError,
 )
@@ -84,8 +85,19 @@ def converted_dir(spec: ModelSpec) -> Path:
 
 
 def conversion_commands(spec: ModelSpec) -> str:
-    pth = Path(spec.url or "").name
-    return f"curl -L -o {pth} {spec.url} && segcli convert {pth} --arch {spec.name} -o {converted_dir(spec)}"
+    """The shell commands that fetch and convert a registry entry by hand."""
+    files = " ".join(spec.source_files)
+    convert = f"segcli convert {files} --arch {spec.name} -o {converted_dir(spec)}"
+    if spec.download_page:
+        return f"download {files} from {spec.download_page}, then: {convert}"
+    fetches = " && ".join(f"curl -L -o {Path(url).name} {url}" for url in spec.urls)
+    return f"{fetches} && {convert}"
+
+
+def _publisher(spec: ModelSpec) -> str:
+    return {"mmseg": "mmsegmentation", "csail": "the UPerNet authors (CSAIL)", "semseg": "the PSPNet author"}[
+        spec.format
+    ]
 
 
 def _converted(spec: ModelSpec) -> Resolved:
@@ -93,14 +105,15 @@ def _converted(spec: ModelSpec) -> Resolved:
     if (d / "config.json").is_file() and (d / WEIGHTS).is_file():
         r = _local_dir(d)
         return Resolved(replace(r.info, name=spec.name, origin=replace(r.info.origin, kind="converted")), r.weights)
+    how = "by hand" if spec.download_page else f"`segcli download {spec.name}` fetches and converts it, or by hand"
     raise NeedsConversionError(
-        f"{spec.name} is published by mmsegmentation as a .pth checkpoint and is not converted yet",
-        hint=f"run `segcli download {spec.name}` to fetch and convert it, or by hand: {conversion_commands(spec)}",
+        f"{spec.name} is published by {_publisher(spec)} as .pth checkpoint files and is not converted yet",
+        hint=f"{how}: {conversion_commands(spec)}",
     )
 
 
 def download_and_convert(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -> Resolved:
-    """Fetch an mmseg checkpoint, check the sha256 prefix of its published name, convert it."""
+    """Fetch a registry entry's checkpoint file(s), check the sha256 prefix of a published name, convert."""
     from .convert import convert
 
     if not force:
@@ -108,19 +121,27 @@ def download_and_convert(spec: ModelSpec, *, force: bool = False, quiet: bool = 
             return _converted(spec)
         except NeedsConversionError:
             pass
-    pth = segcli_cache() / "downloads" / Path(spec.url or "").name
-    if force or not pth.is_file():
-        try:
-            fetch_url(spec.url or "", pth, quiet=quiet)
-        except DownloadError as e:
-            raise DownloadError(e.message, hint=f"where {spec.url} is reachable: {conversion_commands(spec)}") from None
-    digest = file_sha256(pth, quiet=quiet)
+    if spec.download_page:
+        raise ManualDownloadError(
+            f"{spec.name}: {' + '.join(spec.source_files)} cannot be downloaded automatically "
+            f"(published on {spec.download_page})",
+            hint=f"download by hand, then: {conversion_commands(spec).split(', then: ')[1]}",
+        )
+    folder = segcli_cache() / "downloads" / spec.name
+    paths = [folder / Path(url).name for url in spec.urls]
+    for url, path in zip(spec.urls, paths, strict=True):
+        if force or not path.is_file():
+            try:
+                fetch_url(url, path, quiet=quiet)
+            except DownloadError as e:
+                raise DownloadError(e.message, hint=f"where {url} is reachable: {conversion_commands(spec)}") from None
+    digest = file_sha256(paths[0], quiet=quiet)
     if spec.sha256_prefix and not digest.startswith(spec.sha256_prefix):
         raise IntegrityError(
-            f"{spec.name}: sha256 of {pth} is {digest}, which does not start with {spec.sha256_prefix}",
-            hint=f"nothing was deleted; remove {pth} and download again (segcli download {spec.name} --force)",
+            f"{spec.name}: sha256 of {paths[0]} is {digest}, which does not start with {spec.sha256_prefix}",
+            hint=f"nothing was deleted; remove {paths[0]} and download again (segcli download {spec.name} --force)",
         )
-    convert(pth, spec, converted_dir(spec))
+    convert(paths, spec, converted_dir(spec))
     return _converted(spec)
 
 

@@ -60,7 +60,9 @@ def test_models_json_and_table():
     assert r.exit_code == 0
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     assert len([n for n, r in rows.items() if (r["repo"] or "").startswith("openmmlab/")]) == 9
-    assert len([r for r in rows.values() if r["url"]]) == 6
+    assert len([r for r in rows.values() if r["url"]]) == 6 + 5  # mmseg, CSAIL (two files each)
+    assert [r["format"] for r in rows.values() if r["download_page"]] == ["semseg"] * 6
+    assert rows["csail-resnet50-upernet"]["urls"][1].endswith("decoder_epoch_30.pth")
     for name, params in NINE_PARAMS.items():
         assert rows[name]["params"] == params
         assert rows[name]["cached"] is False
@@ -73,6 +75,7 @@ def test_models_json_and_table():
     assert (
         rows["pspnet-r50-d8-ade20k"]["state"] == "needs conversion"
         and rows["upernet-swin-tiny"]["state"] == "not cached"
+        and rows["semseg-pspnet50-voc2012"]["state"] == "download by hand"
     )
 
 

@@ -1,4 +1,4 @@
-"""`segcli convert`: an mmsegmentation .pth checkpoint → a model directory segcli (and --model) loads."""
+"""`segcli convert`: .pth checkpoints (mmsegmentation, CSAIL, semseg) → a model directory `--model` loads."""
 
 from __future__ import annotations
 
@@ -10,33 +10,41 @@ import typer
 from ..errors import UsageError
 from .common import STATE, eprint, handle_errors
 
+SrcArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="FILE...",
+        help="The checkpoint: one .pth (mmsegmentation, semseg train_epoch_N.pth) or the encoder and decoder "
+        "files of a CSAIL model, in either order.",
+    ),
+]
+ArchOpt = Annotated[
+    str, typer.Option(help="The registry entry it is a checkpoint of (architecture, classes, protocol).")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (config.json + model.safetensors).")]
+ClassesOpt = Annotated[
+    Path | None, typer.Option(help="Class names (JSON list or one per line) when they differ from --arch's.")
+]
+
 
 @handle_errors
-def convert(
-    src: Annotated[Path, typer.Argument(help="The mmsegmentation checkpoint (.pth).")],
-    arch: Annotated[
-        str, typer.Option(help="The registry entry it is a checkpoint of (architecture, classes, protocol).")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (config.json + model.safetensors).")],
-    classes: Annotated[
-        Path | None, typer.Option(help="Class names (JSON list or one per line) when they differ from --arch's.")
-    ] = None,
-) -> None:
-    """Convert an mmsegmentation checkpoint to safetensors. The file is read with
-    torch.load(weights_only=True) — a checkpoint that needs code to unpickle is refused — every key and
-    shape is checked against --arch, and the output is byte-identical for the same input. Prints the
-    output directory; use it with --model."""
+def convert(src: SrcArg, arch: ArchOpt, out: OutOpt, classes: ClassesOpt = None) -> None:
+    """Convert a checkpoint to safetensors. Files are read with torch.load(weights_only=True) — a checkpoint
+    that needs code to unpickle is refused — every key and shape is checked against --arch (the only keys
+    dropped are the synchronized BatchNorm's training counters in CSAIL files), and the output is
+    byte-identical for the same input. Prints the output directory; use it with --model."""
     from ..classes import read_class_names
     from ..convert import convert as run
     from ..registry import load_registry
 
-    if not src.is_file():
-        raise UsageError(f"{src}: no such file")
+    for path in src:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
     registry = load_registry(STATE.registry)
-    if arch not in registry:
+    if arch not in registry or not registry[arch].needs_conversion:
         choices = ", ".join(n for n, s in registry.items() if s.needs_conversion)
-        raise UsageError(f"unknown --arch {arch!r}", hint=f"mmseg architectures: {choices}")
+        raise UsageError(f"unknown --arch {arch!r}", hint=f"architectures with checkpoints to convert: {choices}")
     names = read_class_names(classes) if classes is not None else None
-    done = run(src, registry[arch], out, names)
-    eprint(f"segcli: converted {src} → {done} (use --model {done})")
+    done = run(list(src), registry[arch], out, names)
+    eprint(f"segcli: converted {' + '.join(map(str, src))} → {done} (use --model {done})")
     print(done)

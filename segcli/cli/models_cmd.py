@@ -21,7 +21,7 @@ def _rows() -> list[dict[str, Any]]:
         if spec.needs_conversion:
             d = converted_dir(spec)
             cached = d / "model.safetensors" if (d / "model.safetensors").is_file() else None
-            state = "ready" if cached else "needs conversion"
+            state = "ready" if cached else ("download by hand" if spec.download_page else "needs conversion")
         else:
             cached = try_cached(spec.repo, spec.filename, spec.revision)
             state = "cached" if cached else "not cached"
@@ -44,6 +44,10 @@ def _rows() -> list[dict[str, Any]]:
                 "sha256": spec.sha256,
                 "license": spec.license,
                 "url": spec.url,
+                "urls": list(spec.urls),
+                "format": spec.format if spec.needs_conversion else None,
+                "download_page": spec.download_page,
+                "files": list(spec.files),
                 "cached": cached is not None,
                 "cached_path": str(cached) if cached else None,
                 "state": state,
@@ -55,7 +59,7 @@ def _rows() -> list[dict[str, Any]]:
 @handle_errors
 def models(json_out: JsonOpt = False) -> None:
     """List the registry: backbone, parameters, download size, published mIoU and state (cached / not
-    cached for Hub weights; ready / needs conversion for mmsegmentation checkpoints)."""
+    cached for Hub weights; ready / needs conversion / download by hand for .pth checkpoints)."""
     rows = _rows()
     if json_out:
         print(json.dumps(rows, indent=2))

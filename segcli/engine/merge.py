@@ -92,12 +92,22 @@ class LogitSink(Sink):
 
 
 class Merger:
-    """Averages the softmax of several views row band by row band; one view passes its logits through."""
+    """Averages the probabilities of several views row band by row band (the softmax of their logits, or
+    the values themselves when they are probabilities); one view passes its values through."""
 
     def __init__(
-        self, views: int, size: tuple[int, int], k: int, *, labels: bool, probs: bool, logits: bool, device=None
+        self,
+        views: int,
+        size: tuple[int, int],
+        k: int,
+        *,
+        labels: bool,
+        probs: bool,
+        logits: bool,
+        device=None,
+        values: str = "logits",
     ) -> None:
-        self.n, self.size, self.k, self.device = views, size, k, device
+        self.n, self.size, self.k, self.device, self.values = views, size, k, device, values
         self.labels = LabelSink(size, k) if labels else None
         self.probs = ProbSink(size, k) if probs else None
         self.logits = LogitSink(size, k) if logits else None
@@ -110,12 +120,14 @@ class Merger:
     def add(self, view: int, b: Block) -> None:
         if self.n == 1:
             for s in self.sinks:
-                s.write(b, "logits")
+                s.write(b, self.values)
             return
         need = b.y2 - self.lo - self.buf.shape[1]
         if need > 0:
             self.buf = torch.cat([self.buf, torch.zeros((self.k, need, self.size[1]), device=self.device)], 1)
-        self.buf[:, b.y1 - self.lo : b.y2 - self.lo, b.x1 : b.x2] += b.data.softmax(0)
+        self.buf[:, b.y1 - self.lo : b.y2 - self.lo, b.x1 : b.x2] += (
+            b.data if self.values == "probs" else b.data.softmax(0)
+        )
         self.peak_elements = max(self.peak_elements, self.buf.numel())
         if b.x2 == self.size[1]:
             self.done[view] = max(self.done[view], b.y2)

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..errors import ModelOutputError
-from ..presets import Params
+from ..presets import Params, Resize
+from .forward import forward
 from .merge import Merger, Prediction, ViewChain
 from .model import SegModel
 from .resample import rescale_size, resize_bilinear, resize_pil, scale_size
@@ -21,7 +20,7 @@ class View:
     index: int
     scale: float
     flip: bool
-    image: np.ndarray  # the resized RGB uint8 image (shared by a scale's flipped and unflipped views)
+    image: np.ndarray  # the resized RGB image, uint8 (float32 with resample "float"); shared by a scale's views
     rows: list[list[Window]]
     acc: SlideAccumulator
     chain: ViewChain
@@ -37,10 +36,27 @@ class View:
         return self.image[win.y1 : win.y2, win.x1 : win.x2]
 
 
+def _round_up(x: int, m: int) -> int:
+    return max(((x - 1) // m + 1) * m, m)
+
+
+def _authors_size(h: int, w: int, r: Resize, scale: float) -> tuple[int, int]:
+    """The CSAIL (`multiple`) and semseg (`long`) sizes, as their test scripts compute them."""
+    if r.kind == "multiple":  # mit_semseg dataset.py: truncate, then round up to the multiple
+        factor = min(r.short * scale / min(h, w), r.long / max(h, w))
+        return _round_up(int(h * factor), r.multiple), _round_up(int(w * factor), r.multiple)
+    long_size = round(scale * r.long)  # semseg tool/test.py (Python's round)
+    if h > w:
+        return long_size, round(long_size / h * w)
+    return round(long_size / w * h), long_size
+
+
 def view_size(h: int, w: int, params: Params, scale: float) -> tuple[int, int]:
-    """(h, w) of the image for one scale, following mmcv's size rules."""
+    """(h, w) of the image for one scale, following mmcv's size rules (or the authors')."""
     r = params.resize
-    if r.kind == "keep":  # mmseg 0.x MultiScaleFlipAug: ratio × (long, short), then keep-ratio rescale
+    if r.kind in ("multiple", "long"):
+        nh, nw = _authors_size(h, w, r, scale)
+    elif r.kind == "keep":  # mmseg 0.x MultiScaleFlipAug: ratio × (long, short), then keep-ratio rescale
         nw, nh = rescale_size(w, h, int(r.long * scale), int(r.short * scale))
     elif r.kind == "fixed":
         nw, nh = scale_size(r.width, r.height, scale)
@@ -58,7 +74,10 @@ def plan(image: np.ndarray, params: Params, num_classes: int, device: torch.devi
     views: list[View] = []
     for scale in params.scales:
         size = view_size(h, w, params, scale)
-        resized = resize_pil(image, size) if params.resample == "pil" else resize_bilinear(image, size)
+        if params.resample == "pil":
+            resized = resize_pil(image, size)
+        else:
+            resized = resize_bilinear(image, size, exact=params.resample == "float")
         vh, vw = size
         rows = grid(vh, vw, params.crop, params.stride) if params.mode == "slide" else [[Window(0, vh, 0, vw)]]
         for flip in (False, True) if params.flip else (False,):
@@ -108,31 +127,6 @@ def _batches(tiles: list[_Tile], limit: int) -> list[list[_Tile]]:
     return out
 
 
-MIN_SIDE = 32  # the networks downsample 32×: smaller inputs are padded, run, and their logits cropped back
-
-
-def _forward(model: SegModel, crops: np.ndarray) -> torch.Tensor:
-    """Logits [B, K, h, w] (float32) of uint8 crops [B, h, w, 3]. A crop thinner than `MIN_SIDE` is padded
-    at the bottom / right after normalisation (zeros: the mean colour, as mmseg pads) and cropped back."""
-    x = torch.from_numpy(crops).to(model.device).permute(0, 3, 1, 2).float().contiguous()  # NCHW: faster on CPU
-    x = model.normalize(x)
-    h, w = x.shape[-2:]
-    if h < MIN_SIDE or w < MIN_SIDE:
-        x = F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)))
-    out = model(x.to(model.dtype)).float()[:, :, :h, :w]
-    if not bool(torch.isfinite(out).all()):
-        raise ModelOutputError(
-            "the model produced NaN or infinite logits",
-            hint="its weights or normalisation are broken (NaN weights, image_std 0, a float16 overflow?)",
-        )
-    if out.shape[1] > 1 and bool((out.amax(1) == out.amin(1)).all()):
-        raise ModelOutputError(
-            "the model produced the same logit for every class at every pixel: its labels would mean nothing",
-            hint="check the classifier weights (all zero?) and the normalisation",
-        )
-    return out
-
-
 @torch.inference_mode()
 def predict_many(
     model: SegModel,
@@ -150,12 +144,21 @@ def predict_many(
     device, k = model.device, model.num_classes
     all_views = [plan(image, params, k, device) for image in images]
     mergers = [
-        Merger(len(views), image.shape[:2], k, labels=labels, probs=probs, logits=logits, device=device)
+        Merger(
+            len(views),
+            image.shape[:2],
+            k,
+            labels=labels,
+            probs=probs,
+            logits=logits,
+            device=device,
+            values="probs" if params.window_softmax else "logits",
+        )
         for image, views in zip(images, all_views, strict=True)
     ]
     tiles = _schedule(all_views, [image.shape[0] for image in images])
     for batch in _batches(tiles, params.tile_batch * len(images)):
-        out = _forward(model, np.stack([t.pixels() for t in batch]))  # [B, K, h, w]
+        out = forward(model, np.stack([t.pixels() for t in batch]), params)  # [B, K, h, w]
         for t, logit in zip(batch, out, strict=True):
             for block in t.view.acc.add(t.row, t.col, logit):
                 for done in t.view.chain.push(block):

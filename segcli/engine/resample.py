@@ -57,22 +57,28 @@ def resize_pil(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), resample=Image.Resampling.BILINEAR))
 
 
-def resize_bilinear(image: np.ndarray, size: tuple[int, int], chunk_rows: int = 256) -> np.ndarray:
-    """RGB uint8 [H, W, 3] → (h, w) by plain bilinear interpolation (cv2 INTER_LINEAR geometry)."""
+def resize_bilinear(
+    image: np.ndarray, size: tuple[int, int], chunk_rows: int = 256, *, exact: bool = False
+) -> np.ndarray:
+    """RGB uint8 [H, W, 3] → (h, w) by plain bilinear interpolation (cv2 INTER_LINEAR geometry): uint8, or
+    with `exact` float32 without rounding (what cv2 gives for a float image, as the semseg test resizes)."""
     h, w = size
     src_h, src_w = image.shape[:2]
     if (src_h, src_w) == (h, w):
         return image
     y0, y1, wy0, wy1 = linear_indices(h, src_h)
     src = torch.from_numpy(np.require(image, requirements=["C", "W"]))  # decoded arrays may be read-only
-    out = np.empty((h, w, 3), dtype=np.uint8)
+    out = np.empty((h, w, 3), dtype=np.float32 if exact else np.uint8)
     for r0 in range(0, h, chunk_rows):
         r = slice(r0, min(h, r0 + chunk_rows))
         top = src.index_select(0, y0[r]).float()  # [rows, src_w, 3]
         bottom = src.index_select(0, y1[r]).float()
         rows = (top * wy0[r, None, None] + bottom * wy1[r, None, None]).permute(2, 0, 1)[None]  # [1, 3, rows, w]
         cols = F.interpolate(rows, size=(rows.shape[2], w), mode="bilinear", align_corners=False)[0]
-        out[r] = cols.permute(1, 2, 0).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8).numpy()
+        if exact:
+            out[r] = cols.permute(1, 2, 0).numpy()
+        else:
+            out[r] = cols.permute(1, 2, 0).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8).numpy()
     return out
 
 

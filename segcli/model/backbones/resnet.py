@@ -1,10 +1,14 @@
-"""ResNetV1c (He et al., CVPR 2016; the "c" deep stem of Bag of Tricks) as mmsegmentation builds it.
+"""ResNetV1c (He et al., CVPR 2016; the "c" deep stem of Bag of Tricks), as mmsegmentation and the UPerNet and
+PSPNet authors build it.
 
-Deep stem (three 3×3 convs 32-32-64, the first with stride 2) and a 3×3 stride-2 max pool, then four
-stages of bottlenecks (stride in the 3×3 conv, "pytorch" style). The dilated variant (PSPNet "D8":
-strides 1,2,1,1 and dilations 1,1,2,4) keeps the last two stages at 1/8 resolution; with
-`contract_dilation` the first block of a dilated stage uses half the dilation. Parameter names follow
-mmseg's `ResNetV1c` (`stem.{0,1,3,4,6,7}`, `layer{1-4}.{i}.conv{1-3}/bn{1-3}/downsample.{0,1}`).
+Deep stem (three 3×3 convs, the first with stride 2: 32-32-64 in mmseg, `stem_channels` 128 → 64-64-128 in
+the CSAIL and semseg code) and a 3×3 stride-2 max pool, then four stages of residual blocks: bottlenecks
+(ResNet-50/101/152, stride in the 3×3 conv, "pytorch" style) or basic blocks (ResNet-18/34). The dilated
+variant ("D8": strides 1,2,1,1 and dilations 1,1,2,4) keeps the last two stages at 1/8 resolution; with
+`contract_dilation` (mmseg, CSAIL) the first block of a dilated stage uses half the dilation in its strided
+conv, without it (semseg) every block uses the full one. A basic block dilates both its 3×3 convs (the CSAIL
+ResNet-18; mmseg's dilates only the first). Parameter names follow mmseg's `ResNetV1c`
+(`stem.{0,1,3,4,6,7}`, `layer{1-4}.{i}.conv{1-3}/bn{1-3}/downsample.{0,1}`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from torch import nn
 
 from ...errors import ConfigError
 
-BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BASIC_DEPTHS = (18, 34)  # basic blocks; deeper ResNets use bottlenecks
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,12 @@ class ResNetConfig:
         return self.blocks or BLOCKS[self.depth]
 
     @property
+    def block(self) -> type[nn.Module]:
+        return BasicBlock if self.depth in BASIC_DEPTHS else Bottleneck
+
+    @property
     def out_channels(self) -> tuple[int, ...]:
-        return tuple(64 * 2**i * Bottleneck.expansion for i in range(len(self.stage_blocks)))
+        return tuple(64 * 2**i * self.block.expansion for i in range(len(self.stage_blocks)))
 
     def __post_init__(self) -> None:
         if self.blocks is None and self.depth not in BLOCKS:
@@ -67,16 +76,48 @@ class Bottleneck(nn.Module):
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-def _stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int, contract: bool) -> nn.Sequential:
+class BasicBlock(nn.Module):
+    """3×3 (stride, dilation) → 3×3 (dilation), each with BatchNorm; ReLU after the residual sum."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        dilation: int,
+        downsample: nn.Module | None,
+        dilation2: int | None = None,
+    ) -> None:
+        super().__init__()
+        d2 = dilation if dilation2 is None else dilation2
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=d2, dilation=d2, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def _stage(
+    block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int, dilation: int, contract: bool
+) -> nn.Sequential:
+    out = planes * block.expansion
     downsample = None
-    if stride != 1 or inplanes != planes * Bottleneck.expansion:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
-            nn.BatchNorm2d(planes * Bottleneck.expansion),
-        )
+    if stride != 1 or inplanes != out:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
     first = dilation // 2 if contract and dilation > 1 else dilation
-    layers = [Bottleneck(inplanes, planes, stride, first, downsample)]
-    layers += [Bottleneck(planes * Bottleneck.expansion, planes, 1, dilation, None) for _ in range(1, blocks)]
+    if block is BasicBlock:  # the strided conv1 contracted, conv2 at the stage's dilation
+        layers = [BasicBlock(inplanes, planes, stride, first, downsample, dilation2=dilation)]
+    else:
+        layers = [Bottleneck(inplanes, planes, stride, first, downsample)]
+    layers += [block(out, planes, 1, dilation, None) for _ in range(1, blocks)]
     return nn.Sequential(*layers)
 
 
@@ -103,8 +144,9 @@ class ResNet(nn.Module):
         inplanes = cfg.stem_channels
         for i, (blocks, stride, dilation) in enumerate(zip(cfg.stage_blocks, cfg.strides, cfg.dilations, strict=True)):
             planes = 64 * 2**i
-            self.add_module(f"layer{i + 1}", _stage(inplanes, planes, blocks, stride, dilation, cfg.contract_dilation))
-            inplanes = planes * Bottleneck.expansion
+            stage = _stage(cfg.block, inplanes, planes, blocks, stride, dilation, cfg.contract_dilation)
+            self.add_module(f"layer{i + 1}", stage)
+            inplanes = planes * cfg.block.expansion
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.stem(x))  # [B, 64, H/4, W/4]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvModule, ExportForm
+from ..layers import ConvModule, ExportForm, resize
 
 
 def pool_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -48,17 +48,29 @@ class ExportPool(nn.Module):
 
 
 class PyramidPooling(nn.ModuleList, ExportForm):
-    """x [B, C, h, w] → one [B, channels, s, s] map per bin size s: adaptive average pooling, 1×1 conv.
+    """x [B, C, h, w] → one map per bin size s: adaptive average pooling to s×s, then 1×1 conv + BN + ReLU.
 
-    Children are `Sequential(pool, ConvModule)` (keys `{i}.1.conv.*`). Upsampling the pooled maps back to
-    h×w is left to the bottleneck that concatenates them (`ConcatConvModule`), which can skip it."""
+    Children are `Sequential(pool, ConvModule)` (keys `{i}.1.conv.*`, `{i}.1.batch_norm.*`). By default
+    (mmseg, PSPNet) the maps stay s×s: upsampling them to h×w is left to the bottleneck that concatenates
+    them (`ConcatConvModule`), which can skip it. With `upsample_first` (the CSAIL UPerNet: pool →
+    upsample → conv → BN → ReLU) they are returned at h×w: conv and BN are affine per pixel, so they run on
+    the s×s map before the (bilinear, align_corners=False) upsampling, but the ReLU must come after it."""
 
-    def __init__(self, in_channels: int, channels: int, scales: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, scales: tuple[int, ...] = (1, 2, 3, 6), upsample_first: bool = False
+    ) -> None:
         super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels, channels, 1)) for s in scales)
-        self.scales = scales
+        self.scales, self.upsample_first = scales, upsample_first
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [branch(x) for branch in self]
+        if not self.upsample_first:
+            return [branch(x) for branch in self]
+        size = tuple(x.shape[-2:])
+        out = []
+        for pool, cm in self:
+            y = cm.batch_norm(cm.conv(pool(x)))  # [B, channels, s, s]
+            out.append(cm.activation(resize(y, size)))  # [B, channels, h, w]
+        return out
 
     def to_export_form(self, dynamic: bool) -> None:
         for branch, s in zip(self, self.scales, strict=True):

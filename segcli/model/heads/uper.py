@@ -18,6 +18,7 @@ class UPerHeadConfig:
     channels: int = 512
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
     align_corners: bool = False
+    ppm_upsample_first: bool = False  # the CSAIL UPerNet's PPM order (see PyramidPooling)
 
 
 class UPerHead(nn.Module):
@@ -27,7 +28,7 @@ class UPerHead(nn.Module):
         super().__init__()
         ch, top, ac = cfg.channels, cfg.in_channels[-1], cfg.align_corners
         self.align_corners = ac
-        self.psp_modules = PyramidPooling(top, ch, cfg.pool_scales)
+        self.psp_modules = PyramidPooling(top, ch, cfg.pool_scales, cfg.ppm_upsample_first)
         self.bottleneck = ConcatConvModule(top + len(cfg.pool_scales) * ch, ch, 3, ac)
         self.lateral_convs = nn.ModuleList(ConvModule(c, ch, 1) for c in cfg.in_channels[:-1])
         self.fpn_convs = nn.ModuleList(ConvModule(ch, ch, 3, padding=1) for _ in cfg.in_channels[:-1])

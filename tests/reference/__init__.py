@@ -1,0 +1,1 @@
+"""Reference implementations transcribed from the authors' published code, for parity tests only."""
