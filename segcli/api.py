@@ -93,6 +93,11 @@ class Segmenter:
         an error. `registry` adds a user registry file (else $SEGCLI_REGISTRY).
         """
         dev, dt = resolve_device(device), resolve_dtype(dtype)
+        if dev.type == "cpu" and dt == torch.float16:
+            raise UsageError(
+                "float16 on the CPU is emulated: minutes per image instead of seconds",
+                hint="use --dtype bfloat16 (fast on CPUs with AVX512-BF16 or AMX) or float32",
+            )
         resolved = resolve(os.fspath(source), load_registry(registry))
         if resolved.info.network is None:  # an exported ONNX file
             from .onnx_runner import OnnxRunner
@@ -125,6 +130,16 @@ class Segmenter:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        """What besides the parameters changes the outputs: dtype, device type, backend."""
+        backend = "torch" if isinstance(self.model, Segmentor) else "onnxruntime"
+        return {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type, "backend": backend}
+
+    def inference(self, params: Params) -> dict[str, Any]:
+        """The `inference` record of outputs made with `params`: the parameters and the runtime."""
+        return {**params.to_json(), **self.runtime}
 
     def params(self, preset: str | Params | None = None, **overrides: Any) -> Params:
         """The resolved inference parameters of `preset` (default: the model's) with `overrides` applied:

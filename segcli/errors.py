@@ -58,6 +58,10 @@ class DownloadError(SegcliError):
     exit_code = EXIT_USAGE
 
 
+class NotCachedError(DownloadError):
+    """A file that is neither in the cache nor downloadable now (offline, or the Hub unreachable)."""
+
+
 class ManualDownloadError(DownloadError):
     """A registry entry whose files are published where segcli cannot fetch them (e.g. Google Drive)."""
 
@@ -92,5 +96,5 @@ class ModelOutputError(SegcliError):
     exit_code = EXIT_USAGE
 
 
-class MissingExtraError(SegcliError):
-    """An optional dependency (an extra such as `[onnx]`) is not installed."""
+class MissingExtraError(ConfigError):
+    """An optional dependency (an extra such as `[onnx]`) is not installed: a configuration error (exit 2)."""

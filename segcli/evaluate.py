@@ -140,9 +140,16 @@ class Result:
     failures: list[dict[str, str]] = field(default_factory=list)
     per_image: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    gt_with_zero: int = 0  # ground-truth maps holding the value 0, and the ignore value: raw ADE20K annotations
+    gt_with_ignore: int = 0  # have 0 ("other") and never 255, reduced ones have 255 (see `raw_ade_suspect`)
+
+    def raw_ade_suspect(self, s: Settings) -> bool:
+        """ADE20K-sized classes, no --reduce-zero-label, 0 in the ground truth and never the ignore value."""
+        return s.num_classes == 150 and not s.reduce_zero_label and self.gt_with_zero > 0 and self.gt_with_ignore == 0
 
 
-def pair_matrix(p: Pair, s: Settings) -> np.ndarray:
+def pair_matrix(p: Pair, s: Settings) -> tuple[np.ndarray, bool, bool]:
+    """The pair's confusion matrix, and whether its ground truth holds 0 and the ignore value."""
     gt = read_labels(p.gt)
     pred = read_labels(p.pred)
     if gt.shape != pred.shape:
@@ -153,9 +160,10 @@ def pair_matrix(p: Pair, s: Settings) -> np.ndarray:
             )
         pred = np.asarray(Image.fromarray(pred).resize(gt.shape[::-1], Image.Resampling.NEAREST))
     where = f"{p.gt} (with {p.pred.name})"
-    return confusion(
+    cm = confusion(
         gt, pred, s.num_classes, ignore_index=s.ignore_index, reduce_zero_label=s.reduce_zero_label, where=where
     )
+    return cm, bool((gt == 0).any()), bool((gt == s.ignore_index).any())
 
 
 def evaluate(
@@ -167,7 +175,7 @@ def evaluate(
     result = Result(np.zeros((k, k), dtype=np.int64))
     start = time.perf_counter()
 
-    def one(p: Pair) -> tuple[Pair, np.ndarray | None, str | None]:
+    def one(p: Pair) -> tuple[Pair, tuple[np.ndarray, bool, bool] | None, str | None]:
         try:
             return p, pair_matrix(p, s), None
         except UnreducedLabelsError:
@@ -175,19 +183,22 @@ def evaluate(
         except (ImageError, LabelRangeError) as e:
             return p, None, str(e)
 
-    def results() -> Iterable[tuple[Pair, np.ndarray | None, str | None]]:
+    def results() -> Iterable[tuple[Pair, tuple[np.ndarray, bool, bool] | None, str | None]]:
         with ThreadPoolExecutor(max(1, s.workers)) as pool:
             chunk = 64 * max(1, s.workers)  # bounded read-ahead: results wait in order, not all at once
             for i in range(0, len(pairs), chunk):
                 yield from pool.map(one, pairs[i : i + chunk])
 
-    for p, cm, error in results():
-        if cm is None:
+    for p, scored, error in results():
+        if scored is None:
             result.failures.append({"pred": str(p.pred), "gt": str(p.gt), "error": error or ""})
             progress(False)
             continue
+        cm, has_zero, has_ignore = scored
         result.matrix += cm
         result.pairs += 1
+        result.gt_with_zero += has_zero
+        result.gt_with_ignore += has_ignore
         if per_image:
             sc = scores(cm)
             result.per_image.append(

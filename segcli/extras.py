@@ -7,12 +7,17 @@ from types import ModuleType
 
 from .errors import MissingExtraError
 
+# what each extra installs, for hints that work however segcli was installed (a checkout is not on PyPI)
+EXTRAS = {"onnx": "onnx onnxscript onnxruntime"}
+
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:
     """Import `module`, or raise MissingExtraError saying what it is for and how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError:
+        packages = EXTRAS.get(extra, module)
         raise MissingExtraError(
-            f"{module} is not installed: {purpose}", hint=f"pip install 'segcli[{extra}]'"
+            f"{module} is not installed: {purpose}",
+            hint=f"pip install {packages} (or, in a segcli checkout, pip install '.[{extra}]')",
         ) from None

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import CheckpointError, DownloadError, EntryMissingError, IntegrityError
+from .errors import CheckpointError, DownloadError, EntryMissingError, IntegrityError, NotCachedError
 from .fsutil import atomic_path, atomic_write_bytes, read_regular, require_regular
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -70,6 +70,15 @@ def unreachable(url: str) -> str | None:
     return None
 
 
+def missing_hint(get: str) -> str:
+    """What to do when a file is neither cached nor downloadable here (several lines)."""
+    return (
+        f"where the Hub is reachable, fetch it into the cache:  {get}\n"
+        f"then use that cache offline (copy ~/.cache/huggingface or set HF_HUB_CACHE):  HF_HUB_OFFLINE=1 segcli ...\n"
+        "or run a model you have as files:  --model DIR (config.json + model.safetensors, as save_pretrained writes)"
+    )
+
+
 def fetch(
     repo: str, filename: str, revision: str | None = None, *, force: bool = False, name: str | None = None
 ) -> Path:
@@ -109,20 +118,12 @@ def fetch(
             endpoint=endpoint(),
         )
     except LocalEntryNotFoundError:
-        if why is not None:
-            raise DownloadError(
-                f"{what} is not cached and the Hub ({endpoint() or 'https://huggingface.co'}) cannot be reached ({why})",
-                hint=f"check the network or HF_ENDPOINT, then run `{get}`",
-            ) from None
+        hub = endpoint() or "https://huggingface.co"
         if offline():
-            raise DownloadError(
-                f"{what} is not in the Hugging Face cache {cache_dir()} and HF_HUB_OFFLINE is set",
-                hint=f"run `{get}` where the Hub is reachable, or point HF_HUB_CACHE at a cache that has it",
-            ) from None
-        raise DownloadError(
-            f"{what} is not cached and the Hub ({endpoint() or 'https://huggingface.co'}) cannot be reached",
-            hint=f"check the network or HF_ENDPOINT, then run `{get}`",
-        ) from None
+            problem = f"{what} is not in the Hugging Face cache ({cache_dir()}) and HF_HUB_OFFLINE is set"
+        else:
+            problem = f"{what} is not cached and the Hub ({hub}) cannot be reached" + (f" ({why})" if why else "")
+        raise NotCachedError(problem, hint=missing_hint(get)) from None
     except GatedRepoError:
         raise DownloadError(
             f"{what}: the repository is gated", hint="accept its terms on the Hub and set HF_TOKEN"

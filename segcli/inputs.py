@@ -8,11 +8,14 @@ image named twice is processed once.
 
 Only regular files are read: FIFOs, sockets and devices are skipped with a note (opening one would block),
 unreadable folders are reported as failures, and `**` globs never walk a folder twice (symlink loops).
+Folder scans leave out what segcli wrote itself: subfolders holding a run summary, and PNGs carrying its
+fingerprint (an earlier run's masks inside the input folder are not images to segment).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import stat
@@ -23,7 +26,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from .errors import UsageError
-from .layout import assign_bases
+from .fsutil import read_regular
+from .layout import RUN_FILES, assign_bases
+from .outputs import read_fingerprint
+
+RUN_SCHEMA = "segcli.run/1"
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")
@@ -41,6 +48,8 @@ class Discovery:
     items: list[Item] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (input as given, reason)
     skipped: list[str] = field(default_factory=list)  # notes: non-regular files left out
+    own_outputs: int = 0  # PNGs segcli wrote (they carry its fingerprint), left out of folder scans
+    own_folders: list[Path] = field(default_factory=list)  # output folders of earlier runs, not searched
     roots: set[Path] = field(default_factory=set)  # the input roots (folders given, folders of files given)
 
 
@@ -86,6 +95,24 @@ def _regular(path: Path) -> bool:
         return False
 
 
+def _run_folder(folder: Path) -> bool:
+    """Whether `folder` holds the summary of a segcli run (an earlier run's output folder)."""
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith("summary") and e.name.endswith(".json")]
+    except OSError:
+        return False
+    for name in names:
+        if not RUN_FILES.fullmatch(name):
+            continue
+        try:
+            doc = json.loads(read_regular(folder / name, 64 << 20))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict) and doc.get("schema") == RUN_SCHEMA:
+            return True
+    return False
+
+
 class _Walk:
     """Folder scans and `**` globs of one discovery, with the problems they meet."""
 
@@ -109,12 +136,17 @@ class _Walk:
                 path = here / entry.name
                 if entry.is_dir(follow_symlinks=False):
                     if self.recursive and not self._excluded(path):
-                        stack.append(path)
+                        if _run_folder(path):
+                            self.found.own_folders.append(path)
+                        else:
+                            stack.append(path)
                 elif Path(entry.name).suffix.lower() in self.exts:
-                    if _regular(path):
-                        out.append(path)
-                    else:
+                    if not _regular(path):
                         self.found.skipped.append(f"{path}: not a regular file (FIFO, socket or device): skipped")
+                    elif path.suffix.lower() == ".png" and read_fingerprint(path) is not None:
+                        self.found.own_outputs += 1
+                    else:
+                        out.append(path)
         return out
 
     def _excluded(self, path: Path) -> bool:
@@ -147,7 +179,10 @@ class _Walk:
             self._match(here, tail, out, seen)  # zero folders
             for e in entries:
                 if not e.name.startswith(".") and e.is_dir() and not self._excluded(here / e.name):
-                    self._match(here / e.name, rest, out, seen)
+                    if _run_folder(here / e.name):
+                        self.found.own_folders.append(here / e.name)
+                    else:
+                        self._match(here / e.name, rest, out, seen)
             return
         regex = re.compile(fnmatch.translate(head))
         for e in entries:
@@ -188,6 +223,8 @@ def discover(
             if m.is_dir():
                 found.roots.add(m.resolve())
                 pairs.extend((f, m) for f in walk.scan(m))
+            elif globbed and m.suffix.lower() == ".png" and read_fingerprint(m) is not None:
+                found.own_outputs += 1  # a pattern that also matches earlier masks: those are not inputs
             elif _regular(m):
                 found.roots.add(m.parent.resolve())
                 pairs.append((m, m.parent if str(m.parent) else Path(".")))

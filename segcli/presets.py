@@ -276,7 +276,7 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
         p = replace(p, flip=bool(o["flip"]))
     if "tile_batch" in o:
         if not 1 <= int(o["tile_batch"]) <= 256:
-            raise UsageError("tile-batch must be at least 1 (and at most 256)")
+            raise UsageError("tile batch (--tile-batch, tile_batch=) must be at least 1 (and at most 256)")
         p = replace(p, tile_batch=int(o["tile_batch"]))
     if p.mode == "slide":
         crop = _pair(o["crop"], "crop") if "crop" in o else p.crop or (proto.crop_size,) * 2
@@ -289,6 +289,9 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
         p = replace(p, crop=crop, stride=stride)
     else:
         if "crop" in o or "stride" in o:
-            raise UsageError("--crop/--stride apply to slide mode", hint="add --mode slide")
+            raise UsageError(
+                "crop and stride (--crop/--stride, crop=/stride=) apply to slide mode",
+                hint='add --mode slide (mode="slide" in Python)',
+            )
         p = replace(p, crop=None, stride=None)
     return p

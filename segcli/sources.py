@@ -27,7 +27,7 @@ from .errors import (
     ModelNotFoundError,
     NeedsConversionError,
 )
-from .formats import hf, native, sidecar
+from .formats import hf, native, pth, sidecar
 from .formats.common import read_json
 from .hub import fetch, fetch_url, file_sha256, segcli_cache, try_cached, verify
 from .info import ModelInfo, Origin
@@ -85,13 +85,17 @@ def converted_dir(spec: ModelSpec) -> Path:
 
 
 def conversion_commands(spec: ModelSpec) -> str:
-    """The shell commands that fetch and convert a registry entry by hand."""
+    """The shell commands that fetch and convert a registry entry by hand (one per line)."""
     files = " ".join(spec.source_files)
     convert = f"segcli convert {files} --arch {spec.name} -o {converted_dir(spec)}"
     if spec.download_page:
-        return f"download {files} from {spec.download_page}, then: {convert}"
-    fetches = " && ".join(f"curl -L -o {Path(url).name} {url}" for url in spec.urls)
-    return f"{fetches} && {convert}"
+        return f"download {files} from {spec.download_page}\n{convert}"
+    fetches = [f"curl -L -o {Path(url).name} {url}" for url in spec.urls]
+    return "\n".join([*fetches, convert])
+
+
+def _indented(commands: str) -> str:
+    return "\n".join(f"  {line}" for line in commands.splitlines())
 
 
 def _publisher(spec: ModelSpec) -> str:
@@ -108,7 +112,7 @@ def _converted(spec: ModelSpec) -> Resolved:
     how = "by hand" if spec.download_page else f"`segcli download {spec.name}` fetches and converts it, or by hand"
     raise NeedsConversionError(
         f"{spec.name} is published by {_publisher(spec)} as .pth checkpoint files and is not converted yet",
-        hint=f"{how}: {conversion_commands(spec)}",
+        hint=f"{how}:\n{_indented(conversion_commands(spec))}",
     )
 
 
@@ -125,7 +129,7 @@ def download_and_convert(spec: ModelSpec, *, force: bool = False, quiet: bool = 
         raise ManualDownloadError(
             f"{spec.name}: {' + '.join(spec.source_files)} cannot be downloaded automatically "
             f"(published on {spec.download_page})",
-            hint=f"download by hand, then: {conversion_commands(spec).split(', then: ')[1]}",
+            hint=f"by hand:\n{_indented(conversion_commands(spec))}",
         )
     folder = segcli_cache() / "downloads" / spec.name
     paths = [folder / Path(url).name for url in spec.urls]
@@ -134,7 +138,9 @@ def download_and_convert(spec: ModelSpec, *, force: bool = False, quiet: bool = 
             try:
                 fetch_url(url, path, quiet=quiet)
             except DownloadError as e:
-                raise DownloadError(e.message, hint=f"where {url} is reachable: {conversion_commands(spec)}") from None
+                raise DownloadError(
+                    e.message, hint=f"where the URL is reachable:\n{_indented(conversion_commands(spec))}"
+                ) from None
     digest = file_sha256(paths[0], quiet=quiet)
     if spec.sha256_prefix and not digest.startswith(spec.sha256_prefix):
         raise IntegrityError(
@@ -194,6 +200,8 @@ def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False)
         return Resolved(sidecar.read_info(path, sidecar.read(path)), path)
     if path.is_file():
         if path.suffix != ".safetensors" and not path.name.endswith(".index.json"):
+            if pth.is_torchscript(path):
+                raise pth.torchscript_error(path)
             raise ConfigError(
                 f"{path}: not a model source", hint="give a directory with config.json + model.safetensors"
             )

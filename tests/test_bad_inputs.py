@@ -448,7 +448,7 @@ def test_closed_jsonl_pipe_keeps_the_summary(model, tmp_path):
     assert summary["interrupted"] is True and summary["counts"]["done"] >= 1
 
 
-def test_unreachable_hub_is_one_quick_line(tmp_path, monkeypatch):
+def test_unreachable_hub_is_one_quick_error(tmp_path, monkeypatch):
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -458,7 +458,10 @@ def test_unreachable_hub_is_one_quick_line(tmp_path, monkeypatch):
     start = time.perf_counter()
     r = cli("download", "someone/some-model")
     assert time.perf_counter() - start < 10
-    assert r.exit_code == 2 and "cannot be reached" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 2 and "cannot be reached" in lines[0] and "Connection refused" in lines[0], r.stderr
+    assert "segcli download" not in r.stderr  # the command that failed does not suggest itself
+    assert len(lines) == 3 and "HF_HUB_OFFLINE=1" in lines[2]
 
 
 def test_url_downloads_honour_offline(monkeypatch, tmp_path):

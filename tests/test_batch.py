@@ -328,3 +328,19 @@ def test_ctrl_c_finishes_in_flight_images_and_exits_130(tiny_convnext_dir, tmp_p
     assert again.exit_code == 0
     after = json.loads((out / "summary.json").read_text())["counts"]
     assert after["skipped"] == summary["counts"]["done"] and after["done"] + after["skipped"] == 150
+
+
+def test_discovery_leaves_out_segcli_outputs(tiny_convnext_dir, tmp_path):
+    """`predict photos -o photos/masks2` after `-o photos/masks`: the old masks are not inputs."""
+    photos = make(tmp_path / "photos", {"a.png": (20, 24), "sub/b.png": (20, 24)})
+    assert cli("predict", photos, "-m", tiny_convnext_dir, "-o", photos / "masks").exit_code == 0
+    (photos / "masks" / "summary.json").rename(photos / "masks" / "summary-shard-0-of-1.json")  # any summary
+    r = cli("predict", photos, "-m", tiny_convnext_dir, "-o", photos / "masks2", "--jsonl")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(json.loads(x)["name"] for x in r.stdout.splitlines()) == ["a", "sub/b"]
+    assert "left out 0 PNG(s) segcli wrote and 1 output folder(s) of earlier runs" in r.stderr
+    loose = tmp_path / "loose"  # masks copied next to images, without their summary
+    make(loose, {"c.png": (20, 24)})
+    (loose / "old_mask.png").write_bytes((photos / "masks" / "a.png").read_bytes())
+    r = cli("predict", loose, "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--jsonl")
+    assert [json.loads(x)["name"] for x in r.stdout.splitlines()] == ["c"] and "left out 1 PNG(s)" in r.stderr

@@ -243,10 +243,13 @@ def test_download_without_network_prints_the_commands(monkeypatch, tmp_path):
     reg.write_text("[models.uper-offline]" + entry + "\n")
     r = cli("--registry", reg, "download", "uper-offline")
     assert r.exit_code == 2
-    line = r.stderr.strip()
-    assert "\n" not in line and "download failed" in line
-    assert "curl -L -o upernet_r50_512x512_160k_ade20k_20200615_184328-8534de8d.pth" in line
-    assert "segcli convert upernet_r50_512x512_160k_ade20k_20200615_184328-8534de8d.pth --arch uper-offline" in line
+    lines = r.stderr.strip().splitlines()
+    name = "upernet_r50_512x512_160k_ade20k_20200615_184328-8534de8d.pth"
+    assert lines[0].startswith("segcli: error:") and "download failed" in lines[0]
+    assert lines[1] == "  where the URL is reachable:"  # then the commands, one per line, the URL once
+    assert lines[2].startswith(f"    curl -L -o {name} http://127.0.0.1:9/") and lines[2].count("http") == 1
+    assert lines[3].startswith(f"    segcli convert {name} --arch uper-offline -o ")
+    assert len(lines) == 4 and all(len(line) < 250 for line in lines)
 
 
 @pytest.mark.parametrize(

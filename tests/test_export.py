@@ -157,7 +157,8 @@ def test_verification_failure_keeps_the_file(onnx_convnext, tiny_convnext_dir, t
 def test_missing_onnxruntime_names_the_extra(tiny_convnext_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx")
-    assert r.exit_code != 0 and "onnxruntime is not installed" in r.stderr and "pip install 'segcli[onnx]'" in r.stderr
+    assert r.exit_code == 2 and "onnxruntime is not installed" in r.stderr
+    assert "pip install onnx onnxscript onnxruntime" in r.stderr and "pip install '.[onnx]'" in r.stderr
     assert not (tmp_path / "m.onnx").exists()
 
 

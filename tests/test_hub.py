@@ -98,13 +98,18 @@ def test_offline_with_nothing_cached(fake_hub, files, tmp_path, monkeypatch):
     r = cli("--registry", str(reg), "download", "tiny")
     assert r.exit_code == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1  # what is missing and how to get it, no traceback
+    assert len(lines) == 3  # what is missing and what to do, no traceback
     assert lines[0].startswith(f"segcli: error: {REPO}@main:model.safetensors is not in the Hugging Face cache")
-    assert "and HF_HUB_OFFLINE is set (run `segcli download tiny` where the Hub is reachable" in lines[0]
+    assert lines[0].endswith("and HF_HUB_OFFLINE is set")
+    assert "run this command again where the Hub is reachable" in lines[1] and "HF_HUB_OFFLINE=1" in lines[2]
+    assert "segcli download" not in r.stderr
     assert fake_hub.requests == []  # offline means no request at all
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     pred = cli("--registry", str(reg), "predict", str(tmp_path), "-o", str(tmp_path / "out"), "-m", "tiny")
-    assert pred.exit_code == 2 and "HF_HUB_OFFLINE" in pred.stderr
+    lines = pred.stderr.strip().splitlines()
+    assert pred.exit_code == 2 and lines[0].endswith("and HF_HUB_OFFLINE is set") and len(lines) == 4
+    assert "where the Hub is reachable, fetch it into the cache:  segcli download tiny" in lines[1]
+    assert "HF_HUB_OFFLINE=1" in lines[2] and "--model DIR" in lines[3]
 
 
 def test_offline_uses_the_cache(fake_hub, files, tmp_path, monkeypatch):

@@ -20,7 +20,6 @@ from ..fsutil import read_regular
 from ..images import DEFAULT_MAX_PIXELS
 from ..inputs import Item
 from ..outputs import read_fingerprint
-from ..presets import Params
 from .records import ImageRecord
 
 
@@ -43,11 +42,12 @@ class Task:
     record: ImageRecord | None = None  # decided already (skipped / refused); None: to be processed
 
 
-def fingerprint(model: dict[str, Any], params: Params, opts: Options) -> str:
-    """What makes two runs' outputs interchangeable: weights, inference parameters, what is saved."""
+def fingerprint(model: dict[str, Any], inference: dict[str, Any], opts: Options) -> str:
+    """What makes two runs' outputs interchangeable: weights, inference parameters and runtime (dtype,
+    device type, backend), what is saved."""
     what = {
         "model": model.get("sha256") or model,
-        "inference": params.to_json(),
+        "inference": inference,
         "save": sorted(opts.save),
         "alpha": opts.alpha if "overlay" in opts.save else None,
         "topk": opts.topk,

@@ -21,7 +21,16 @@ from ..info import ModelInfo
 from ..outputs import class_stats
 
 PREDICTION_SCHEMA = "segcli.prediction/1"
-RUN_SCHEMA = "segcli.run/1"
+RUN_SCHEMA = "segcli.run/1"  # inputs.RUN_SCHEMA recognises earlier runs by it
+
+
+def software() -> dict[str, str]:
+    """The versions that made an output (provenance; not part of the resume fingerprint)."""
+    import torch
+
+    from .._version import __version__
+
+    return {"segcli": __version__, "torch": torch.__version__}
 
 
 def model_record(info: ModelInfo) -> dict[str, Any]:
@@ -116,6 +125,7 @@ class RunSummary:
             "preset": preset,
             "inference": inference,
             "save": save,
+            "software": software(),
             **extra,
             "counts": {"total": self.total, "done": self.done, "skipped": self.skipped, "failed": len(self.failures)},
             "interrupted": self.interrupted,

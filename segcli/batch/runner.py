@@ -15,7 +15,7 @@ from ..inputs import Item
 from ..presets import Params
 from .pipeline import Pipeline
 from .plan import Options, Task, fingerprint, plan
-from .records import ImageRecord, RunSummary, model_record
+from .records import ImageRecord, RunSummary, model_record, software
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -54,9 +54,10 @@ def run(
     are added to `summary` (a new one when not given), which is returned."""
     start = time.perf_counter()
     model = model_record(seg.info)
-    fp = fingerprint(model, params, opts)
+    inference = seg.inference(params)
+    fp = fingerprint(model, inference, opts)
     tasks = plan(items, opts, fp, seg.num_classes)
-    details = {"model": model, "preset": params.preset, "inference": params.to_json()}
+    details = {"model": model, "preset": params.preset, "inference": inference, "software": software()}
     write = Writer(tuple(seg.classes), seg.palette, opts, details, fp)
     want_probs = "probs" in opts.save
     pipeline = Pipeline(

@@ -11,6 +11,7 @@ import typer
 from .._version import __version__
 from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd
 from .common import STATE
+from .help import EXIT_CODES, SegcliCommand
 
 EPILOG = (
     "Exit codes: 0 all done; 1 some inputs failed (each named on stderr); 2 usage or configuration error "
@@ -52,12 +53,16 @@ def root(
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
 
 
-app.command("models", epilog=EPILOG)(models_cmd.models)
-app.command("download", epilog=EPILOG)(download_cmd.download)
-app.command("predict", epilog=EPILOG)(predict_cmd.predict)
-app.command("evaluate", epilog=EPILOG)(evaluate_cmd.evaluate)
-app.command("convert", epilog=EPILOG)(convert_cmd.convert)
-app.command("export", epilog=EPILOG)(export_cmd.export)
+COMMANDS = {
+    "models": models_cmd.models,
+    "download": download_cmd.download,
+    "predict": predict_cmd.predict,
+    "evaluate": evaluate_cmd.evaluate,
+    "convert": convert_cmd.convert,
+    "export": export_cmd.export,
+}
+for _name, _fn in COMMANDS.items():
+    app.command(_name, epilog=EXIT_CODES[_name], cls=SegcliCommand)(_fn)
 
 
 def main() -> None:

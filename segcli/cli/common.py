@@ -32,8 +32,14 @@ def eprint(*parts: object) -> None:
 
 
 def report(err: SegcliError) -> None:
-    """Exactly one line per error: `segcli: error: <what, naming the file> (<how to fix it>)`."""
-    eprint(f"segcli: error: {err}")
+    """One line per error: `segcli: error: <what, naming the file> (<how to fix it>)`; a hint of several
+    steps (what to run where) follows on indented lines of its own."""
+    if err.hint and "\n" in err.hint:
+        eprint(f"segcli: error: {err.message}")
+        for line in err.hint.splitlines():
+            eprint(f"  {line}")
+    else:
+        eprint(f"segcli: error: {err}")
 
 
 def handle_errors(fn: F) -> F:
@@ -41,6 +47,10 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("debug"):  # the global options, also accepted after the command name
+            STATE.debug = True
+        if kwargs.get("registry") is not None:
+            STATE.registry = kwargs["registry"]
         try:
             return fn(*args, **kwargs)
         except SegcliError as e:
@@ -60,35 +70,53 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="MODEL",
         help="Registry name (see `segcli models`), Hub repo id owner/name[@revision], or a local directory "
         "with config.json + model.safetensors.",
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")]
-DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")]
+DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")]
+DtypeOpt = Annotated[str, typer.Option(metavar="DTYPE", help="float32 | bfloat16 | float16.")]
 PresetOpt = Annotated[
     str | None,
-    typer.Option(help="Inference preset: hf | mmseg | mmseg-ms (default: the model's own; mmseg for registry models)."),
+    typer.Option(
+        metavar="PRESET",
+        help="Inference preset: hf | mmseg | mmseg-ms | csail | semseg | semseg-ms (default: the model's own: "
+        "mmseg, csail or semseg for registry models, hf for Hub repos and local directories).",
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
+# `segcli --debug --registry FILE predict ...` and `segcli predict ... --debug --registry FILE` both work
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+RegistryOpt = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="Extra registry TOML (same schema as weights.toml).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 # The inference options predict and evaluate (with --model) share: each overrides the preset's value.
 INFERENCE = "Inference (overrides the preset)"
 ResizeOpt = Annotated[
-    str | None, typer.Option(help="none | SHORT[:LONG] (keep ratio) | HxW.", rich_help_panel=INFERENCE)
+    str | None, typer.Option(metavar="SIZE", help="none | SHORT[:LONG] (keep ratio) | HxW.", rich_help_panel=INFERENCE)
 ]
-ModeOpt = Annotated[str | None, typer.Option(help="whole | slide (sliding windows).", rich_help_panel=INFERENCE)]
-CropOpt = Annotated[str | None, typer.Option(help="Slide window size: N or HxW.", rich_help_panel=INFERENCE)]
-StrideOpt = Annotated[str | None, typer.Option(help="Slide window stride: N or HxW.", rich_help_panel=INFERENCE)]
+ModeOpt = Annotated[
+    str | None, typer.Option(metavar="MODE", help="whole | slide (sliding windows).", rich_help_panel=INFERENCE)
+]
+CropOpt = Annotated[
+    str | None, typer.Option(metavar="N|HxW", help="Slide window size: N or HxW.", rich_help_panel=INFERENCE)
+]
+StrideOpt = Annotated[
+    str | None, typer.Option(metavar="N|HxW", help="Slide window stride: N or HxW.", rich_help_panel=INFERENCE)
+]
 ScalesOpt = Annotated[
-    str | None, typer.Option(help="Ratios of the resize target, e.g. 0.5,1,1.5.", rich_help_panel=INFERENCE)
+    str | None,
+    typer.Option(metavar="R,R,...", help="Ratios of the resize target, e.g. 0.5,1,1.5.", rich_help_panel=INFERENCE),
 ]
 FlipOpt = Annotated[
     bool | None, typer.Option("--flip/--no-flip", help="Add horizontally flipped views.", rich_help_panel=INFERENCE)
 ]
 TileBatchOpt = Annotated[
-    int | None, typer.Option(help="Windows per forward pass (default 1 on CPU, 4 on GPU).", rich_help_panel=INFERENCE)
+    int | None,
+    typer.Option(metavar="N", help="Windows per forward pass (default 1 on CPU, 4 on GPU).", rich_help_panel=INFERENCE),
 ]
 
 

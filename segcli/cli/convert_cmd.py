@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .common import STATE, eprint, handle_errors
+from .common import STATE, DebugOpt, RegistryOpt, eprint, handle_errors
 
 SrcArg = Annotated[
     list[Path],
@@ -19,16 +19,27 @@ SrcArg = Annotated[
     ),
 ]
 ArchOpt = Annotated[
-    str, typer.Option(help="The registry entry it is a checkpoint of (architecture, classes, protocol).")
+    str,
+    typer.Option(metavar="NAME", help="The registry entry it is a checkpoint of (architecture, classes, protocol)."),
 ]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (config.json + model.safetensors).")]
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", metavar="DIR", help="Output directory (config.json + model.safetensors).")
+]
 ClassesOpt = Annotated[
-    Path | None, typer.Option(help="Class names (JSON list or one per line) when they differ from --arch's.")
+    Path | None,
+    typer.Option(metavar="FILE", help="Class names (JSON list or one per line) when they differ from --arch's."),
 ]
 
 
 @handle_errors
-def convert(src: SrcArg, arch: ArchOpt, out: OutOpt, classes: ClassesOpt = None) -> None:
+def convert(
+    src: SrcArg,
+    arch: ArchOpt,
+    out: OutOpt,
+    classes: ClassesOpt = None,
+    debug: DebugOpt = False,
+    registry: RegistryOpt = None,
+) -> None:
     """Convert a checkpoint to safetensors. Files are read with torch.load(weights_only=True) — a checkpoint
     that needs code to unpickle is refused — every key and shape is checked against --arch (the only keys
     dropped are the synchronized BatchNorm's training counters in CSAIL files), and the output is

@@ -6,8 +6,20 @@ from typing import Annotated
 
 import typer
 
-from ..errors import EXIT_USAGE, SegcliError, UsageError
-from .common import STATE, eprint, handle_errors, report
+from ..errors import EXIT_USAGE, NotCachedError, SegcliError, UsageError
+from .common import STATE, DebugOpt, RegistryOpt, eprint, handle_errors, report
+
+
+def _for_download(e: SegcliError) -> SegcliError:
+    """`segcli download` itself failed: its hint cannot be "run segcli download"."""
+    if isinstance(e, NotCachedError):
+        return NotCachedError(
+            e.message,
+            hint="run this command again where the Hub is reachable\n"
+            "then copy that Hugging Face cache (~/.cache/huggingface, or HF_HUB_CACHE) here and use it with "
+            "HF_HUB_OFFLINE=1",
+        )
+    return e
 
 
 @handle_errors
@@ -18,6 +30,8 @@ def download(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every registry entry.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
+    debug: DebugOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """Download model weights into the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE), verifying the
     registry's sha256; mmsegmentation .pth entries are fetched, checked and converted to safetensors in
@@ -44,7 +58,7 @@ def download(
                 resolved = resolve(name, registry, force=force)
         except SegcliError as e:
             failed += 1
-            report(e)
+            report(_for_download(e))
             continue
         o = resolved.info.origin
         print(f"{name}\t{resolved.weights}\t{o.sha256 or '-'}", flush=True)

@@ -15,12 +15,14 @@ from ..errors import EXIT_FAILED, UsageError
 from .common import (
     STATE,
     CropOpt,
+    DebugOpt,
     DeviceOpt,
     DtypeOpt,
     FlipOpt,
     ModeOpt,
     PresetOpt,
     QuietOpt,
+    RegistryOpt,
     ResizeOpt,
     ScalesOpt,
     StrideOpt,
@@ -34,35 +36,64 @@ from .progress import Progress
 if TYPE_CHECKING:
     from ..evaluate import Pairing
 
-GtOpt = Annotated[Path, typer.Option(help="Ground-truth label maps (index PNGs), paired by relative path and stem.")]
-PredOpt = Annotated[Path | None, typer.Option(help="Predicted label maps (segcli predict's PNGs, or index PNGs).")]
-EvalModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="Predict on the fly with this model (needs --images).")
+GtOpt = Annotated[
+    Path, typer.Option(metavar="DIR", help="Ground-truth label maps (index PNGs), paired by relative path and stem.")
 ]
-ImagesOpt = Annotated[Path | None, typer.Option(help="Images to predict on (with --model).")]
-SavePredOpt = Annotated[Path | None, typer.Option(help="Keep the on-the-fly predictions here (palette PNGs).")]
-GtSuffixOpt = Annotated[str, typer.Option(help="Stem suffix of ground-truth files, e.g. _gtFine_labelTrainIds.")]
-PredSuffixOpt = Annotated[str, typer.Option(help="Stem suffix of prediction / image files, e.g. _leftImg8bit.")]
-ClassesOpt = Annotated[str | None, typer.Option(help="ade20k | cityscapes | a registry model | a file of names.")]
-NumClassesOpt = Annotated[int | None, typer.Option(help="Number of classes (generic names without --classes).")]
-IgnoreOpt = Annotated[int, typer.Option(help="Ground-truth value left out of every count.")]
+PredOpt = Annotated[
+    Path | None, typer.Option(metavar="DIR", help="Predicted label maps (segcli predict's PNGs, or index PNGs).")
+]
+EvalModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", metavar="MODEL", help="Predict on the fly with this model (needs --images)."),
+]
+ImagesOpt = Annotated[Path | None, typer.Option(metavar="DIR", help="Images to predict on (with --model).")]
+SavePredOpt = Annotated[
+    Path | None, typer.Option(metavar="DIR", help="Keep the on-the-fly predictions here (palette PNGs).")
+]
+GtSuffixOpt = Annotated[
+    str, typer.Option(metavar="SUFFIX", help="Stem suffix of ground-truth files, e.g. _gtFine_labelTrainIds.")
+]
+PredSuffixOpt = Annotated[
+    str, typer.Option(metavar="SUFFIX", help="Stem suffix of prediction / image files, e.g. _leftImg8bit.")
+]
+ClassesOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SET|MODEL|FILE",
+        help="ade20k | cityscapes | voc2012 | a registry model | a model directory | a file of names.",
+    ),
+]
+NumClassesOpt = Annotated[
+    int | None, typer.Option(metavar="K", help="Number of classes (generic names without --classes).")
+]
+IgnoreOpt = Annotated[int, typer.Option(metavar="V", help="Ground-truth value left out of every count.")]
 ReduceZeroOpt = Annotated[
     bool, typer.Option("--reduce-zero-label", help="Ground truth 0 → ignored, k → k-1 (raw ADE20K annotations).")
 ]
 AbsentOpt = Annotated[
     str,
     typer.Option(
-        help="nan: classes absent from GT and prediction are left out of the means (mmseg); zero: they count as 0."
+        metavar="nan|zero",
+        help="nan: classes absent from GT and prediction are left out of the means (mmseg); zero: they count as 0.",
     ),
 ]
 ResizePredOpt = Annotated[
-    str | None, typer.Option(help="nearest: resize predictions to the GT size instead of failing.")
+    str | None, typer.Option(metavar="nearest", help="nearest: resize predictions to the GT size instead of failing.")
 ]
 PerImageOpt = Annotated[bool, typer.Option("--per-image", help="Add per-image aAcc / mIoU to the JSON.")]
-JsonOutOpt = Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE, or - for stdout.")]
-CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Per-class metrics as CSV.")]
-ConfusionOpt = Annotated[Path | None, typer.Option("--confusion", help="The confusion matrix, .npy or .csv.")]
-WorkersOpt = Annotated[int, typer.Option(help="Threads decoding label maps.")]
+JsonOutOpt = Annotated[
+    str | None, typer.Option("--json", metavar="FILE|-", help="Write the JSON report to FILE, or - for stdout.")
+]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Per-class metrics as CSV.")]
+ConfusionOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--confusion",
+        metavar="FILE",
+        help="The confusion matrix (rows: ground truth, columns: prediction), .npy or .csv.",
+    ),
+]
+WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Threads decoding label maps.")]
 
 
 def _classes(spec: str | None, num_classes: int | None) -> list[str]:
@@ -81,8 +112,18 @@ def _classes(spec: str | None, num_classes: int | None) -> list[str]:
         names = list(registry[spec].info().classes)
     elif Path(spec).is_file():
         names = list(read_class_names(Path(spec)))
+    elif (Path(spec) / "config.json").is_file():  # a model directory: its classes, without loading weights
+        from ..info import Origin
+        from ..sources import read_info
+
+        pre = Path(spec) / "preprocessor_config.json"
+        info = read_info(Path(spec) / "config.json", pre if pre.is_file() else None, spec, Origin("local"))
+        names = list(info.classes)
     else:
-        raise UsageError(f"--classes {spec!r}: not a class set (ade20k, cityscapes), a registry model or a file")
+        raise UsageError(
+            f"--classes {spec!r}: not a class set ({', '.join(KNOWN_SETS)}), a registry model, a model directory "
+            "or a file"
+        )
     if num_classes is not None and num_classes != len(names):
         raise UsageError(f"--num-classes {num_classes} but --classes {spec} has {len(names)} names")
     return names
@@ -150,7 +191,7 @@ def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: s
         )
     for f in run.failures:
         eprint(f"segcli: error: {f['error']}")
-    record = {"model": batch.model_record(seg.info), "inference": params.to_json(), "images": str(job.images)}
+    record = {"model": batch.model_record(seg.info), "inference": seg.inference(params), "images": str(job.images)}
     return seg.classes, record
 
 
@@ -256,6 +297,8 @@ def evaluate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """Evaluate segmentation against ground truth: aAcc, mIoU, mAcc, mDice, mFscore and per-class IoU / Acc
     / Dice / F-score, from one confusion matrix over the whole dataset (mmsegmentation's IoUMetric).
@@ -297,6 +340,12 @@ def evaluate(
             shutil.rmtree(tmp, ignore_errors=True)
     for f in result.failures:
         eprint(f"segcli: error: {f['error']}")
+    if result.raw_ade_suspect(settings):
+        eprint(
+            f"segcli: warning: the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps and "
+            f"never the ignore value {ignore_index}: raw ADE20K annotations look like that (0 = other, 1..150 = "
+            "classes); if these are, the scores above are shifted by one class: add --reduce-zero-label"
+        )
     extra["unpaired"] = {
         "gt_without_prediction": [str(p) for p in pairing.gt_only],
         "prediction_without_gt": [str(p) for p in pairing.pred_only],

@@ -9,26 +9,32 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import EXIT_FAILED, UsageError
-from .common import STATE, PresetOpt, QuietOpt, eprint, handle_errors
+from .common import STATE, DebugOpt, PresetOpt, QuietOpt, RegistryOpt, eprint, handle_errors
+from .progress import Activity
 
 if TYPE_CHECKING:
     from ..api import Segmenter
     from ..export import ExportOptions
 
 ModelArg = Annotated[str, typer.Argument(help="Any --model source: registry name, Hub repo id, local directory.")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript | safetensors-fp16.")]
-OutOpt = Annotated[
-    Path, typer.Option("--out", "-o", help="Output file (.onnx / .pt), or directory for safetensors-fp16.")
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", metavar="FORMAT", help="onnx | torchscript | safetensors-fp16.")
 ]
-SizeOpt = Annotated[str, typer.Option(help="Input size HxW the export is traced (and verified) at.")]
+OutOpt = Annotated[
+    Path,
+    typer.Option("--out", "-o", metavar="PATH", help="Output file (.onnx / .pt), or directory for safetensors-fp16."),
+]
+SizeOpt = Annotated[str, typer.Option(metavar="HxW", help="Input size HxW the export is traced (and verified) at.")]
 DynamicOpt = Annotated[bool, typer.Option("--dynamic", help="ONNX: any height and width (ConvNeXt / ResNet models).")]
 PreprocessOpt = Annotated[
     bool, typer.Option("--with-preprocess", help="Bake normalisation in: the input is uint8 RGB NHWC.")
 ]
 LabelsOpt = Annotated[bool, typer.Option("--labels", help="Append argmax: the output is class indices.")]
-AtolOpt = Annotated[float, typer.Option(help="Largest allowed |logit difference| against the eager model.")]
+AtolOpt = Annotated[
+    float, typer.Option(metavar="X", help="Largest allowed |logit difference| against the eager model.")
+]
 VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Run the export and compare it with the model.")]
-OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.")]
+OpsetOpt = Annotated[int, typer.Option(metavar="N", help="ONNX opset.")]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -97,6 +103,8 @@ def export(
     opset: OpsetOpt = 18,
     preset: PresetOpt = None,
     quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """Export a model. ONNX and TorchScript are static (traced at --size; the batch stays dynamic) unless
     --dynamic (ONNX); the PPM's adaptive pooling is rewritten as fixed pooling, exactly equivalent, so
@@ -123,7 +131,7 @@ def export(
         return
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory", hint="give a file name, e.g. model.onnx")
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, Activity(f"exporting {fmt} (a minute or two for large models)", not quiet):
         (ex.export_onnx if fmt == "onnx" else ex.export_torchscript)(seg.model, opts, tmp)
     doc = sidecar.describe(
         seg.info, seg.model.config.normalization, seg.model.align_corners, seg.params(preset).to_json(), opts.layout
@@ -139,7 +147,8 @@ def export(
         "checks": [],
     }
     if verify:
-        result.update(_verify(seg, out, opts, atol, quiet))
+        with Activity("verifying the export against the model", not quiet):
+            result.update(_verify(seg, out, opts, atol, quiet))
     print(json.dumps(result))
     if verify and not result["verified"]:
         eprint(f"segcli: warning: {out} differs from the model beyond --atol {atol}; the file is kept")

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from .common import STATE, JsonOpt, handle_errors
+from .common import STATE, DebugOpt, JsonOpt, RegistryOpt, handle_errors
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def _rows() -> list[dict[str, Any]]:
 
 
 @handle_errors
-def models(json_out: JsonOpt = False) -> None:
+def models(json_out: JsonOpt = False, debug: DebugOpt = False, registry: RegistryOpt = None) -> None:
     """List the registry: backbone, parameters, download size, published mIoU and state (cached / not
     cached for Hub weights; ready / needs conversion / download by hand for .pth checkpoints)."""
     rows = _rows()
@@ -67,7 +67,11 @@ def models(json_out: JsonOpt = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=None, header_style="bold")
+    caption = (
+        "Registry names run with the protocol behind their published mIoU (preset mmseg, csail or semseg); the "
+        "same weights named as a Hub repo (openmmlab/...) or a local directory default to preset hf."
+    )
+    table = Table(title=None, header_style="bold", caption=caption)
     for col, just in [
         ("name", "left"),
         ("backbone", "left"),

@@ -13,6 +13,7 @@ from ..images import DEFAULT_MAX_PIXELS
 from .common import (
     STATE,
     CropOpt,
+    DebugOpt,
     DeviceOpt,
     DtypeOpt,
     FlipOpt,
@@ -20,6 +21,7 @@ from .common import (
     ModeOpt,
     PresetOpt,
     QuietOpt,
+    RegistryOpt,
     ResizeOpt,
     ScalesOpt,
     StrideOpt,
@@ -73,6 +75,8 @@ def _check_options(alpha: float, topk: int | None, batch_size: int, out: str, ki
         raise UsageError(f"--alpha {alpha} is outside 0..1")
     if topk is not None and not 1 <= topk <= 65536:
         raise UsageError("--topk must be at least 1")
+    if topk is not None and "probs" not in kinds:
+        raise UsageError("--topk applies to the probabilities", hint="add probs to --save, e.g. --save json,probs")
     if not 1 <= batch_size <= 1024:
         raise UsageError("--batch-size must be 1..1024")
     if not out.strip():
@@ -144,35 +148,50 @@ InputsArg = Annotated[
         "paths from stdin, one per line.",
     ),
 ]
-OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (created if missing).", rich_help_panel=OUT)]
+OutOpt = Annotated[
+    str, typer.Option("--out", "-o", metavar="DIR", help="Output folder (created if missing).", rich_help_panel=OUT)
+]
 NullOpt = Annotated[
     bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=IN)
 ]
 ExtOpt = Annotated[
     str | None,
-    typer.Option(help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN),
+    typer.Option(
+        metavar="EXT,...", help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN
+    ),
 ]
 RecursiveOpt = Annotated[
     bool, typer.Option("--recursive/--no-recursive", help="Search subfolders.", rich_help_panel=IN)
 ]
 ShardOpt = Annotated[
-    str | None, typer.Option(help="Process shard I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/8.", rich_help_panel=IN)
+    str | None,
+    typer.Option(
+        metavar="I/N", help="Process shard I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/8.", rich_help_panel=IN
+    ),
 ]
 MaxPixelsOpt = Annotated[
-    int, typer.Option(help="Refuse larger images (default: Pillow's decompression-bomb limit).", rich_help_panel=IN)
+    int,
+    typer.Option(
+        metavar="N", help="Refuse larger images (default: Pillow's decompression-bomb limit).", rich_help_panel=IN
+    ),
 ]
 SaveOpt = Annotated[
     str,
     typer.Option(
+        metavar="KIND,...",
         help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none. probs holds float16 "
         "[classes, H, W] per image: images needing more than 4 GiB fail.",
         rich_help_panel=OUT,
     ),
 ]
-AlphaOpt = Annotated[float, typer.Option(help="Overlay opacity of the class colours (0..1).", rich_help_panel=OUT)]
+AlphaOpt = Annotated[
+    float, typer.Option(metavar="A", help="Overlay opacity of the class colours (0..1).", rich_help_panel=OUT)
+]
 TopkOpt = Annotated[
     int | None,
-    typer.Option(help="probs: keep the K most probable classes (.npz) instead of all (.npy).", rich_help_panel=OUT),
+    typer.Option(
+        metavar="K", help="probs: keep the K most probable classes (.npz) instead of all (.npy).", rich_help_panel=OUT
+    ),
 ]
 JsonlOpt = Annotated[
     bool, typer.Option("--jsonl", help="One JSON record per image on stdout (and nothing else).", rich_help_panel=OUT)
@@ -180,9 +199,9 @@ JsonlOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Redo images whose outputs already exist.", rich_help_panel=OUT)
 ]
-BatchSizeOpt = Annotated[int, typer.Option(help="Same-size images run together.", rich_help_panel=RUN)]
+BatchSizeOpt = Annotated[int, typer.Option(metavar="N", help="Same-size images run together.", rich_help_panel=RUN)]
 ThreadsOpt = Annotated[
-    int | None, typer.Option(help="CPU threads for inference (default: torch's).", rich_help_panel=RUN)
+    int | None, typer.Option(metavar="N", help="CPU threads for inference (default: torch's).", rich_help_panel=RUN)
 ]
 
 
@@ -214,6 +233,8 @@ def predict(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """Segment images: for each input, <out>/<path relative to its input root>/<stem>.png (palette PNG,
     pixel value = class index) plus what --save asks for: <stem>.json (summary; default), <stem>_label.png
@@ -235,6 +256,9 @@ def predict(
     found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out_dir)
     for note in dict.fromkeys(found.skipped):
         eprint(f"segcli: warning: {note}")
+    if (found.own_outputs or found.own_folders) and not quiet:
+        folders = f" and {len(found.own_folders)} output folder(s) of earlier runs" if found.own_folders else ""
+        eprint(f"segcli: note: left out {found.own_outputs} PNG(s) segcli wrote{folders} (e.g. earlier masks)")
     items = [it for it in found.items if in_shard(it, shard_spec)]  # an empty shard is a normal, empty run
     if not found.items and not found.errors:
         raise UsageError(
@@ -263,5 +287,7 @@ def predict(
             except SegcliError as e:  # stops the run; what was done is still summed up
                 fatal, summary.interrupted = e, True
         extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
-        doc = summary.to_json(batch.model_record(seg.info), params.preset, params.to_json(), sorted(opts.save), extra)
+        doc = summary.to_json(
+            batch.model_record(seg.info), params.preset, seg.inference(params), sorted(opts.save), extra
+        )
         _finish(summary, doc, opts, shard_spec, quiet, stop, fatal)

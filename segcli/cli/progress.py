@@ -69,3 +69,43 @@ class Progress:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+class Activity:
+    """One long step with no countable progress (an ONNX export): a spinner with the elapsed time on a
+    terminal, a plain `segcli: <label> … N s` line every `every` seconds otherwise, nothing when disabled."""
+
+    def __init__(self, label: str, enabled: bool = True, every: float = 15.0) -> None:
+        self.label, self.enabled, self.every = label, enabled, every
+        self._status: Any = None
+        self._stop: Any = None
+        self._thread: Any = None
+
+    def __enter__(self) -> Activity:
+        if not self.enabled:
+            return self
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status(f"segcli: {self.label} …")
+            self._status.start()
+            return self
+        import threading
+
+        self._stop = threading.Event()
+        start = time.monotonic()
+
+        def tick() -> None:
+            while not self._stop.wait(self.every):
+                print(f"segcli: {self.label} … {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+        self._thread = threading.Thread(target=tick, name="segcli-activity", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()

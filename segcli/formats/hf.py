@@ -15,6 +15,7 @@ from ..model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
 from ..model.heads.fcn import FCNHeadConfig
 from ..model.heads.uper import UPerHeadConfig
 from ..model.segmentor import IMAGENET_MEAN, IMAGENET_STD, Normalization, SegmentorConfig
+from ..presets import Protocol
 from .common import class_names, class_set, read_json, segcli_block
 from .schema import CHANNELS, MEAN, POOL_SCALES, SCALE, STD, Bool, Either, Float, Int, List, Opt, Str, Table
 
@@ -178,6 +179,17 @@ def preprocessing(pre: dict[str, Any], where: str) -> tuple[Normalization, tuple
     return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
 
 
+def arch_protocol(net: SegmentorConfig) -> Protocol:
+    """The test protocol mmseg published a transformers UperNet's numbers with, from its architecture (what
+    the registry says for the openmmlab checkpoints): ConvNeXt slides windows of its training crop (640 for
+    the ImageNet-22k L / XL, widths from 192 up; else 512) with stride 2/3 of it; Swin runs the whole image."""
+    bb = net.backbone
+    if isinstance(bb, ConvNeXtConfig):
+        crop = 640 if bb.widths[0] >= 192 else 512
+        return Protocol(crop, "slide", crop * 2 // 3)
+    return Protocol(512, "whole")
+
+
 def read_info(
     cfg: dict[str, Any], config_path: Path, preprocessor: Path | None, name: str, origin: Origin
 ) -> ModelInfo:
@@ -191,4 +203,6 @@ def read_info(
         net = SegmentorConfig(net.backbone, net.decode_head, net.auxiliary_head, norm)
     classes = class_set(cfg, names, where)
     preset, protocol = segcli_block(cfg.get("segcli", {}), where)
+    if "segcli" not in cfg:  # a plain transformers config: the protocol follows the architecture
+        protocol = arch_protocol(net)
     return ModelInfo(name, net, classes, size, preset, origin, protocol)

@@ -8,6 +8,7 @@ the three labs (`mmseg`, `csail`, `semseg`) read their files through here and di
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,32 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     return text.splitlines()[0][:limit] if text else type(e).__name__
 
 
+def is_torchscript(path: Path) -> bool:
+    """Whether `path` is a TorchScript archive (a zip with compiled code), not a checkpoint of weights."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 2)[1:2] == ["code"] or n.endswith("/constants.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, IndexError):
+        return False
+
+
+def torchscript_error(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: a TorchScript archive (a compiled model, as `segcli export -f torchscript` writes), not a "
+        "checkpoint of weights",
+        hint="run it with torch.jit.load; segcli runs safetensors model directories and ONNX exports",
+    )
+
+
 def load(path: Path) -> Any:
     """The unpickled object of a weights-only checkpoint, or a CheckpointError naming the file."""
     try:
         require_regular(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if is_torchscript(path):
+            raise torchscript_error(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "... is a zip archive (did you mean torch.jit.load?)"
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).strip().splitlines()
         culprit = next(

@@ -1,0 +1,61 @@
+"""Plain help pages: `INPUT...` rather than Typer's `{INPUT}... <list[str]>`, and each command's exit codes.
+
+Typer's `cls=` hook (public API) takes this command class; it only changes how arguments appear in the
+usage line and the argument list, and drops the `<type>` labels an option without a metavar would get.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from typer.core import TyperCommand
+
+_TYPE_LABEL = re.compile(r" <[^<>]+>$")
+
+EXIT_CODES = {
+    "models": "Exit codes: 0 listed; 2 the registry (weights.toml or --registry FILE) is invalid.",
+    "download": "Exit codes: 0 every model ready; 2 a download, check or conversion failed (each named).",
+    "predict": (
+        "Exit codes: 0 every image done (or done before); 1 some inputs failed (each named on stderr); 2 usage or "
+        "configuration error (flag, model, weights, output folder); 130 / 143 / 129 stopped by Ctrl-C / SIGTERM "
+        "/ SIGHUP after the images in flight; 141 stdout closed under --jsonl."
+    ),
+    "evaluate": (
+        "Exit codes: 0 every pair scored; 1 some ground truth had no prediction or a pair could not be read; "
+        "2 usage or configuration error; 130 interrupted."
+    ),
+    "convert": "Exit codes: 0 converted; 2 unreadable file, wrong architecture, or bad flags.",
+    "export": (
+        "Exit codes: 0 exported (and verified); 1 the export differs from the model beyond --atol (file kept); "
+        "2 usage error, missing extra (onnx, onnxruntime) or unreadable model."
+    ),
+}
+
+
+def _argument_name(param: Any) -> str:
+    name = param.metavar or param.name.upper()
+    return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
+
+
+class SegcliCommand(TyperCommand):
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_argument_name(param) if param.required else f"[{_argument_name(param)}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                args.append((_argument_name(param), (param.help or "") + ("  [required]" if param.required else "")))
+                continue
+            record = param.get_help_record(ctx)
+            if record is not None:
+                opts.append((_TYPE_LABEL.sub("", record[0]), record[1]))
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
