@@ -6,15 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-__all__ = ["Segmenter", "__version__"]
+__all__ = ["Parsing", "Segmenter", "__version__"]
 
 if TYPE_CHECKING:
-    from .api import Segmenter
+    from .api import Parsing, Segmenter
 
 
 def __getattr__(name: str) -> Any:  # lazy: `segcli --help` must not pay for importing torch
-    if name == "Segmenter":
-        from .api import Segmenter
+    if name in ("Segmenter", "Parsing"):
+        from . import api
 
-        return Segmenter
+        return getattr(api, name)
     raise AttributeError(f"module 'segcli' has no attribute {name!r}")

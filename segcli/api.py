@@ -4,12 +4,15 @@ from segcli import Segmenter
 seg = Segmenter.from_pretrained("upernet-convnext-tiny")
 labels = seg.predict("photo.jpg")          # numpy [H, W] class indices
 logits = seg.logits("photo.jpg")           # torch float32 [K, H, W]
+
+parser = Segmenter.from_pretrained("upp-resnet50-upernet")
+parsed = parser.parse("photo.jpg")         # object / part / material maps, the scene's top 5
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -68,6 +71,16 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         raise UsageError(f"unsupported dtype {dtype!r}", hint="float32, bfloat16 or float16") from None
 
 
+@dataclass
+class Parsing:
+    """What a unified perceptual parser sees in an image, at the image's own size."""
+
+    object: np.ndarray  # [H, W] object labels (the model's classes; 0 "-")
+    part: np.ndarray  # [H, W] global part labels (`Segmenter.part_classes`; 0 where the object has no parts)
+    material: np.ndarray  # [H, W] material labels (`Segmenter.material_classes`; 0 "-")
+    scene: list[tuple[str, float]]  # the five most probable scenes with their probabilities, most probable first
+
+
 class Segmenter:
     """A loaded model plus what is needed to run it on images (classes, palette, presets)."""
 
@@ -122,6 +135,24 @@ class Segmenter:
     @property
     def num_classes(self) -> int:
         return len(self.info.classes)
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        """The label maps besides the objects' that this model gives ("part", "material" for a parser)."""
+        return tuple(k for k in ("part", "material") if k in self.info.head_sets)
+
+    @property
+    def scenes(self) -> tuple[str, ...]:
+        """The scene classes of a parsing model (empty for others)."""
+        return self.info.head_sets["scene"].classes if "scene" in self.info.head_sets else ()
+
+    @property
+    def part_classes(self) -> list[str]:
+        return list(self.info.head_sets["part"].classes) if "part" in self.info.head_sets else []
+
+    @property
+    def material_classes(self) -> list[str]:
+        return list(self.info.head_sets["material"].classes) if "material" in self.info.head_sets else []
 
     @property
     def device(self) -> torch.device:
@@ -184,6 +215,19 @@ class Segmenter:
     def predict(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> np.ndarray:
         """Class indices [H, W] at the image's own size (uint8 up to 256 classes, else uint16)."""
         return self.run(image, preset, **overrides).labels
+
+    def parse(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> Parsing:
+        """Objects, parts, materials and the scene of an image (a unified perceptual parsing model only).
+        Every preset and override works; each head's probabilities are averaged over the views."""
+        if not self.scenes or self.maps != ("part", "material"):
+            raise UsageError(
+                f"{self.info.name} is not a unified perceptual parser: it has no part, material or scene head",
+                hint="use predict() / logits(), or load upp-resnet50-upernet",
+            )
+        pred = self.run(image, preset, **overrides)
+        top = np.argsort(-pred.image_probs, kind="stable")[:5]
+        scene = [(self.scenes[i], float(pred.image_probs[i])) for i in top]
+        return Parsing(pred.labels, pred.maps["part"], pred.maps["material"], scene)
 
     def __repr__(self) -> str:
         return f"Segmenter({self.info.name!r}, classes={self.num_classes}, device={self.device}, dtype={self.dtype})"

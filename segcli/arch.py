@@ -4,8 +4,13 @@ The same small schema describes a network in weights.toml entries and in the con
 `segcli convert` writes:
 
     backbone = {type = "convnext" | "swin" | "resnet", <that config's fields>}
-    head     = {type = "uper" | "psp", channels, pool_scales, align_corners, ppm_upsample_first (uper),
-                auxiliary, aux_in_channels, aux_channels, aux_num_convs}
+    head     = {type = "uper" | "psp" | "upp", channels, pool_scales, align_corners, ppm_upsample_first (uper),
+                auxiliary, aux_in_channels, aux_channels, aux_num_convs,
+                material_classes, scene_classes, part_classes, part_groups = [{object, parts}, ...] (upp)}
+
+`upp` is the unified perceptual parser: the UPerNet trunk (precise RoI pooling in its PPM) with object,
+material, part and scene heads; `part_groups` lists, in the part head's channel order, each object that
+has parts and the global part label of each of its channels.
 
 Variants are data: ConvNeXt-T and -XL, or PSPNet R50-D8 and UPerNet R101, differ only in these numbers.
 """
@@ -15,17 +20,20 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from .engine.heads import PartGroup
 from .errors import ConfigError
-from .formats.schema import CHANNELS, POOL_SCALES, Bool, Check, Float, Int, List, Opt, Str, Table
+from .formats.schema import CHANNELS, MAX_CLASSES, POOL_SCALES, Bool, Check, Float, Int, List, Opt, Str, Table
 from .model.backbones import BackboneConfig, ConvNeXtConfig, ResNetConfig, SwinConfig
 from .model.heads.fcn import FCNHeadConfig
 from .model.heads.psp import PSPHeadConfig
 from .model.heads.uper import UPerHeadConfig
+from .model.heads.upp import UPPHeadConfig
 from .model.segmentor import SegmentorConfig
 
 BACKBONE_TYPES: dict[str, type] = {"convnext": ConvNeXtConfig, "swin": SwinConfig, "resnet": ResNetConfig}
-HEAD_TYPES = ("uper", "psp")
-HEAD_KEYS = {
+HEAD_TYPES = ("uper", "psp", "upp")
+UPP_KEYS = {"material_classes", "scene_classes", "part_classes", "part_groups"}
+HEAD_KEYS = UPP_KEYS | {
     "type",
     "channels",
     "pool_scales",
@@ -71,6 +79,18 @@ HEAD = Table(
         "aux_channels": CHANNELS,
         "aux_num_convs": Int(0, 8),
         "ppm_upsample_first": Bool(),
+        "material_classes": Int(1, MAX_CLASSES),
+        "scene_classes": Int(1, MAX_CLASSES),
+        "part_classes": Int(1, MAX_CLASSES),
+        "part_groups": List(
+            Table(
+                {"object": Int(0, MAX_CLASSES - 1), "parts": List(Int(0, MAX_CLASSES - 1), 1, 1024)},
+                ("object", "parts"),
+                closed=True,
+            ),
+            1,
+            4096,
+        ),
     }
 )
 
@@ -107,11 +127,15 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
         raise ConfigError(f"{where}: unknown head field(s) {', '.join(unknown)}", hint=f"known: {sorted(HEAD_KEYS)}")
     kind = head.get("type", "uper")
     if kind not in HEAD_TYPES:
-        raise ConfigError(f"{where}: head type must be {' or '.join(HEAD_TYPES)}, got {kind!r}")
+        raise ConfigError(f"{where}: head type must be {', '.join(HEAD_TYPES)}, got {kind!r}")
     head = HEAD.check(head, where, "head")
     ch = bb.out_channels
     width, scales = head.get("channels", 512), tuple(head.get("pool_scales", (1, 2, 3, 6)))
     ac = bool(head.get("align_corners", False))
+    if kind == "upp":
+        return SegmentorConfig(bb, _upp_head(head, ch, num_classes, width, scales, ac, where))
+    if set(head) & UPP_KEYS:
+        raise ConfigError(f"{where}: {', '.join(sorted(set(head) & UPP_KEYS))} apply to the upp head only")
     if kind == "uper":
         upsample_first = bool(head.get("ppm_upsample_first", False))
         decode: UPerHeadConfig | PSPHeadConfig = UPerHeadConfig(ch, num_classes, width, scales, ac, upsample_first)
@@ -127,6 +151,41 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
     return SegmentorConfig(bb, decode, aux)
 
 
+def _upp_head(
+    head: dict[str, Any],
+    ch: tuple[int, ...],
+    num_classes: int,
+    width: int,
+    scales: tuple[int, ...],
+    ac: bool,
+    where: str,
+) -> UPPHeadConfig:
+    missing = sorted(UPP_KEYS - set(head))
+    if missing:
+        raise ConfigError(f"{where}: the upp head needs {', '.join(missing)}")
+    if head.get("auxiliary") or head.get("ppm_upsample_first") is False:
+        raise ConfigError(f"{where}: the upp head has no auxiliary head and always upsamples first in its PPM")
+    groups = tuple(PartGroup(g["object"], tuple(g["parts"])) for g in head["part_groups"])
+    objects = [g.object_label for g in groups]
+    if len(set(objects)) != len(objects) or max(objects) >= num_classes:
+        raise ConfigError(f"{where}: `head.part_groups` objects must be distinct labels below {num_classes}")
+    if max(p for g in groups for p in g.parts) >= head["part_classes"]:
+        raise ConfigError(f"{where}: `head.part_groups` parts must be labels below part_classes")
+    if sum(len(g.parts) for g in groups) > MAX_CLASSES:
+        raise ConfigError(f"{where}: `head.part_groups` give more than {MAX_CLASSES} part channels")
+    return UPPHeadConfig(
+        ch,
+        num_classes,
+        groups,
+        head["part_classes"],
+        head["material_classes"],
+        head["scene_classes"],
+        width,
+        scales,
+        ac,
+    )
+
+
 def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """The inverse of `network_from_tables` (what `segcli convert` writes into config.json)."""
     bb = net.backbone
@@ -137,11 +196,16 @@ def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str,
     }
     d = net.decode_head
     head: dict[str, Any] = {
-        "type": "psp" if isinstance(d, PSPHeadConfig) else "uper",
+        "type": {"pspnet": "psp", "upernet": "uper", "upp": "upp"}[net.arch],
         "channels": d.channels,
         "pool_scales": list(d.pool_scales),
         "align_corners": d.align_corners,
     }
+    if isinstance(d, UPPHeadConfig):
+        groups = [{"object": g.object_label, "parts": list(g.parts)} for g in d.part_groups]
+        head.update(material_classes=d.material_classes, scene_classes=d.scene_classes)
+        head.update(part_classes=d.part_classes, part_groups=groups, auxiliary=False)
+        return backbone, head
     if isinstance(d, UPerHeadConfig) and d.ppm_upsample_first:  # written only when set: older configs unchanged
         head["ppm_upsample_first"] = True
     a = net.auxiliary_head

@@ -1,4 +1,5 @@
-"""Class sets (names + RGB palettes): the bundled ADE20K and Cityscapes sets, and derived palettes."""
+"""Class sets (names + RGB palettes): the bundled sets (ADE20K, Cityscapes, VOC 2012, and the unified
+perceptual parser's Broden+ objects with their parts, materials and scenes), and derived palettes."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
 from .fsutil import read_regular
 
-KNOWN_SETS = ("ade20k", "cityscapes", "voc2012")
+KNOWN_SETS = ("ade20k", "cityscapes", "voc2012", "unifiedparsing")
+HEAD_SETS = ("part", "material", "scene")  # the other heads' class sets a bundled set may carry
 
 
 @dataclass(frozen=True)
@@ -32,12 +35,43 @@ class ClassSet:
 
 
 @cache
-def known_set(name: str) -> ClassSet:
-    """A bundled class set by name (`ade20k`, `cityscapes`)."""
+def _bundled(name: str) -> dict[str, Any]:
     if name not in KNOWN_SETS:
         raise ConfigError(f"unknown class set {name!r}", hint=f"bundled sets: {', '.join(KNOWN_SETS)}")
-    data = json.loads((resources.files("segcli") / "data" / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((resources.files("segcli") / "data" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@cache
+def known_set(name: str) -> ClassSet:
+    """A bundled class set by name (`ade20k`, `cityscapes`, `voc2012`, `unifiedparsing`)."""
+    data = _bundled(name)
     return ClassSet(name, tuple(data["classes"]), tuple(tuple(c) for c in data["palette"]))
+
+
+@cache
+def head_sets(name: str) -> dict[str, ClassSet]:
+    """The other heads' class sets of a bundled set (`unifiedparsing`: part, material, scene), by head."""
+    data = _bundled(name)
+    out = {}
+    for head in HEAD_SETS:
+        if head in data:
+            names = tuple(data[head]["classes"])
+            palette = tuple(tuple(c) for c in data[head].get("palette", derived_palette(len(names))))
+            out[head] = ClassSet(f"{name}-{head}", names, palette)
+    return out
+
+
+def parsing_head(name: str) -> dict[str, Any]:
+    """The `upp` head table fields a bundled set implies: class counts and the object → parts hierarchy."""
+    data, sets = _bundled(name), head_sets(name)
+    if "object_parts" not in data:
+        raise ConfigError(f"class set {name!r} has no part hierarchy", hint="the upp head needs dataset unifiedparsing")
+    return {
+        "material_classes": len(sets["material"].classes),
+        "scene_classes": len(sets["scene"].classes),
+        "part_classes": len(sets["part"].classes),
+        "part_groups": [{"object": o, "parts": parts} for o, parts in data["object_parts"]],
+    }
 
 
 def derived_palette(n: int) -> tuple[tuple[int, int, int], ...]:

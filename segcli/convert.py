@@ -9,6 +9,7 @@ gives identical bytes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,12 +42,16 @@ def _class_set(src: Path, spec: ModelSpec, k: int, classes: tuple[str, ...] | No
     return ClassSet("custom", classes, derived_palette(k))
 
 
+HEADS = {"pspnet": "psp", "upernet": "uper", "upp": "upp"}  # architecture → the key table of its decoder
+CLASSIFIER = "decode_head.classifier.weight"  # its rows: the classes (the object head's for upp)
+CLASSIFIERS = {"upp": "decode_head.object_head.1.weight"}
+
+
 def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
     if spec.format == "mmseg":
         return mmseg.read(srcs, f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint")
-    head = "psp" if spec.network.arch == "pspnet" else "uper"
-    state = READERS[spec.format](srcs, head)
-    if "decode_head.classifier.weight" not in state:
+    state = READERS[spec.format](srcs, HEADS[spec.network.arch])
+    if CLASSIFIERS.get(spec.network.arch, CLASSIFIER) not in state:
         raise CheckpointError(
             f"{srcs[0]}: no classifier weights: not a {spec.format} checkpoint of the kind --arch {spec.name} is",
             hint=f"--arch {spec.name} expects {' + '.join(spec.source_files) or 'its checkpoint'}",
@@ -65,10 +70,12 @@ def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tu
     """Convert `srcs` (the checkpoint file(s) of the architecture `spec` describes, in its format) into `out_dir`."""
     srcs = [srcs] if isinstance(srcs, Path) else sorted(srcs)
     state = _read(srcs, spec)
-    k = int(state["decode_head.classifier.weight"].shape[0])
+    k = int(state[CLASSIFIERS.get(spec.network.arch, CLASSIFIER)].shape[0])
     class_set = _class_set(srcs[0], spec, k, classes)
     backbone, head = tables_from_network(spec.network)
-    network = network_from_tables(backbone, head, k, f"--arch {spec.name}")
+    network = replace(
+        network_from_tables(backbone, head, k, f"--arch {spec.name}"), normalization=spec.network.normalization
+    )
     with torch.device("meta"):
         model = Segmentor(network)
     where = f"{' + '.join(map(str, srcs))} as --arch {spec.name}"
@@ -77,4 +84,7 @@ def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tu
         key: t.detach().to(torch.float32 if t.is_floating_point() else torch.int64).contiguous()
         for key, t in checked.items()
     }
-    return native.write(out_dir, tensors, network, class_set, spec.preset, spec.evaluation, _source(srcs, spec))
+    heads = spec.info().head_sets
+    return native.write(
+        out_dir, tensors, network, class_set, spec.preset, spec.evaluation, _source(srcs, spec), head_sets=heads
+    )

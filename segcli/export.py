@@ -173,6 +173,12 @@ def verify(model: Segmentor, path: Path, opts: ExportOptions, atol: float, image
 def validate(opts: ExportOptions, model: Segmentor) -> None:
     if opts.fmt not in FORMATS:
         raise UsageError(f"unknown --format {opts.fmt!r}", hint=f"one of {', '.join(FORMATS)}")
+    if model.config.arch == "upp" and opts.fmt != "safetensors-fp16":
+        raise UsageError(
+            f"--format {opts.fmt}: a unified perceptual parser has four outputs (objects, parts, materials, the "
+            "scene) and segcli's exported-model layout describes one",
+            hint="export it with -f safetensors-fp16 (a model directory segcli runs with all four)",
+        )
     if opts.dynamic and opts.fmt != "onnx":
         raise UsageError("--dynamic applies to ONNX only", hint="TorchScript exports are traced at --size")
     if min(opts.size) < 32:
@@ -201,4 +207,6 @@ def save_native(model: Segmentor, info: ModelInfo, out_dir: Path, dtype: torch.d
         "dtype": str(dtype),
     }
     preset, protocol = info.default_preset, info.protocol
-    return native.write(out_dir, tensors, model.config, info.class_set, preset, protocol, source, info.input_size)
+    return native.write(
+        out_dir, tensors, model.config, info.class_set, preset, protocol, source, info.input_size, info.head_sets
+    )

@@ -34,6 +34,7 @@ class ModelInfo:
     default_preset: str = "hf"
     origin: Origin = field(default_factory=lambda: Origin("local"))
     protocol: Protocol = field(default_factory=Protocol)  # what the `mmseg` presets use
+    head_sets: dict[str, ClassSet] = field(default_factory=dict)  # other heads' classes: part, material, scene
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -31,7 +31,12 @@ SUFFIXES = {
     "probs": "_probs.npy",
     "topk": "_top{k}.npz",
     "json": ".json",
+    "part": "_part.png",  # a parsing model's other maps, and their overlays
+    "material": "_material.png",
+    "part_overlay": "_part_overlay.jpg",
+    "material_overlay": "_material_overlay.jpg",
 }
+OPTIONAL = ("label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay")
 # run-level files at the top of --out
 RUN_FILES = re.compile(r"summary(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html", re.IGNORECASE)
 _TOPK_KEY = "_top#.npz"  # stands for every K when checking collisions
@@ -117,8 +122,8 @@ def assign_bases(rels: list[PurePosixPath]) -> list[PurePosixPath]:
 
 
 def output_paths(out: Path, base: PurePosixPath, kinds: frozenset[str], topk: int | None) -> dict[str, Path]:
-    """The files of one input: the palette PNG always, then each kind of `kinds` (label, overlay, probs, json)."""
-    wanted = ["png", *(k for k in ("label", "overlay", "probs", "json") if k in kinds)]
+    """The files of one input: the palette PNG always, then each kind of `kinds` (see `OPTIONAL`)."""
+    wanted = ["png", *(k for k in OPTIONAL if k in kinds)]
     paths = {}
     for kind in wanted:
         suffix = SUFFIXES["topk"].format(k=topk) if kind == "probs" and topk else SUFFIXES[kind]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .engine.heads import Heads
 from .errors import CheckpointError, ConfigError, UsageError
 from .extras import require
 from .formats import sidecar
@@ -48,7 +49,11 @@ class OnnxRunner:
         n = self.normalization
         return (pixels * n.scale - self._mean.to(pixels.dtype)) / self._std.to(pixels.dtype)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def heads(self) -> Heads:
+        return Heads.single(self.num_classes)
+
+    def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:  # always at the input size
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             h, w = self.size
             raise UsageError(

@@ -16,7 +16,8 @@ from PIL import Image, PngImagePlugin
 from .fsutil import require_regular
 
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
-SAVE_KINDS = ("label", "overlay", "probs", "json")
+SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material")  # part, material: parsing models' maps
+MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
 
 
 def _png(im: Image.Image, fingerprint: str | None = None) -> bytes:
@@ -76,10 +77,15 @@ def read_fingerprint(path: Path) -> str | None:
     return None
 
 
-def overlay_jpeg(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> bytes:
-    """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4)."""
+def overlay_jpeg(
+    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float, background: int | None = None
+) -> bytes:
+    """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4);
+    pixels of the `background` label (a parsing map's "-": no part, no material) show the image alone."""
     colours = palette[labels]  # [H, W, 3]
     blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    if background is not None:
+        blend[labels == background] = image[labels == background]
     buf = io.BytesIO()
     image8 = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
     image8.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: class edges keep their colour
@@ -116,6 +122,12 @@ def class_stats(counts: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
         {"index": i, "name": classes[i], "pixels": int(counts[i]), "fraction": float(counts[i]) / total}
         for i in present
     ]
+
+
+def top_classes(probs: np.ndarray, classes: tuple[str, ...] | list[str], k: int = 5) -> list[dict[str, Any]]:
+    """The k most probable of image-level probabilities [S] (the scene): index, name, probability."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"index": int(i), "name": classes[i], "probability": float(probs[i])} for i in order]
 
 
 def json_bytes(data: dict[str, Any]) -> bytes:

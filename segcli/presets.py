@@ -14,6 +14,9 @@
             a window padded (centred) with the mean colour, every window also run flipped; softmax averaged
             over the flip and over windows, resized back.
 `semseg-ms` `semseg` at 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 × the base size, probabilities averaged.
+`upp`       the unified perceptual parser's test (unifiedparsing test.py): short side 300, 400, 500, 600
+            (long side ≤ 1000), sides rounded up to a multiple of 8 by stretching, plain bilinear (cv2
+            geometry); each head's softmax at the original size averaged over the four (the scene too).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ SCALE_RANGE = (1 / 64, 16.0)  # ratios of the resize target
 MODES = ("whole", "slide")
 RESAMPLES = ("pil", "bilinear", "float")  # Pillow (antialiased) | cv2 geometry, uint8 | the same, float32
 CSAIL_SIZES = (300, 375, 450, 525, 600)
+UPP_SIZES = (300, 400, 500, 600)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,9 @@ class Params:
     window_softmax: bool = False
     window_flip: bool = False
     window_pad: bool = False
+    # the CSAIL tests: a whole image's logits resized once, from the model's own resolution (1/4, 1/8)
+    # straight to the image size (not first to the view's size); whole mode only
+    resize_once: bool = False
 
     @property
     def views(self) -> int:
@@ -129,7 +136,12 @@ class Params:
         d["crop"] = list(self.crop) if self.crop else None
         d["stride"] = list(self.stride) if self.stride else None
         d["scales"] = list(self.scales)
-        for key in ("window_softmax", "window_flip", "window_pad"):  # recorded when used: older runs' fingerprints hold
+        for key in (
+            "window_softmax",
+            "window_flip",
+            "window_pad",
+            "resize_once",
+        ):  # recorded when used: older runs' fingerprints hold
             if not d[key]:
                 del d[key]
         return d
@@ -187,12 +199,14 @@ def _mmseg(name: str, proto: Protocol) -> Params:
     return replace(params, scales=MS_RATIOS, flip=True) if name == "mmseg-ms" else params
 
 
-def _csail(proto: Protocol) -> Params:
+def _csail(name: str, proto: Protocol) -> Params:
+    """`csail` (Pillow resize, five sizes) and `upp` (cv2-style resize, four sizes): the same procedure."""
     resize = Resize.parse(proto.resize) if proto.resize else Resize("multiple", short=300, long=1000, multiple=8)
     if resize.kind != "multiple":
         resize = Resize("multiple", short=300, long=1000, multiple=8)
-    scales = tuple(size / resize.short for size in CSAIL_SIZES)
-    return Params("csail", resize, "pil", "whole", scales=scales, align_corners=False)
+    sizes, resample = (CSAIL_SIZES, "pil") if name == "csail" else (UPP_SIZES, "bilinear")
+    scales = tuple(size / resize.short for size in sizes)
+    return Params(name, resize, resample, "whole", scales=scales, align_corners=False, resize_once=True)
 
 
 def _semseg(name: str, proto: Protocol) -> Params:
@@ -226,8 +240,8 @@ def _base(name: str, proto: Protocol, input_size: tuple[int, int]) -> Params:
         )
     if name in ("mmseg", "mmseg-ms"):
         return _mmseg(name, proto)
-    if name == "csail":
-        return _csail(proto)
+    if name in ("csail", "upp"):
+        return _csail(name, proto)
     if name in ("semseg", "semseg-ms"):
         return _semseg(name, proto)
     raise UsageError(f"unknown preset {name!r}", hint=f"presets: {', '.join(PRESETS)}")
@@ -240,6 +254,7 @@ PRESETS = {
     "csail": "UPerNet authors' test: short side 300-600 (5 sizes), rounded up to x8/x32, softmax averaged",
     "semseg": "PSPNet author's test: long side 512/2048, 473/713 windows each flipped, softmax averaged",
     "semseg-ms": "semseg at 0.5-1.75 x the long side, probabilities averaged",
+    "upp": "unified perceptual parser's test: short side 300-600 (4 sizes), rounded up to x8, softmax averaged",
 }
 OVERRIDES = ("resize", "resample", "mode", "crop", "stride", "scales", "flip", "tile_batch")
 
@@ -286,7 +301,7 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
             stride = p.stride if p.stride and "crop" not in o else (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
         if min(crop) < 1 or min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]:
             raise UsageError(f"invalid window: crop {crop}, stride {stride}", hint="need 1 <= stride <= crop")
-        p = replace(p, crop=crop, stride=stride)
+        p = replace(p, crop=crop, stride=stride, resize_once=False)
     else:
         if "crop" in o or "stride" in o:
             raise UsageError(

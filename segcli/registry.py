@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .arch import network_from_tables
-from .classes import KNOWN_SETS, known_set
+from .classes import KNOWN_SETS, head_sets, known_set, parsing_head
 from .errors import ConfigError, UsageError
-from .formats.schema import CROP, RESIZE, Float, List, Str, Table
+from .formats.schema import CROP, MEAN, RESIZE, SCALE, STD, Bool, Float, List, Str, Table
 from .fsutil import read_regular
 from .info import ModelInfo, Origin
 from .model.backbones import ResNetConfig, SwinConfig
-from .model.segmentor import SegmentorConfig
+from .model.segmentor import Normalization, SegmentorConfig
 from .presets import MODES, PRESETS, Protocol, Resize
 
 if sys.version_info >= (3, 11):
@@ -60,6 +60,7 @@ ENTRY = Table(
         "protocol": Str(max_len=2000),
         "miou": Float(0.0, 100.0),
         "miou_ms": Float(0.0, 100.0),
+        "preprocess": Table({"mean": MEAN, "std": STD, "scale": SCALE, "bgr": Bool()}, ("mean", "std"), closed=True),
     }
 )
 
@@ -124,7 +125,14 @@ class ModelSpec:
     def info(self) -> ModelInfo:
         origin = Origin("registry", self.repo, self.revision if self.repo else None, self.filename, self.sha256)
         return ModelInfo(
-            self.name, self.network, known_set(self.dataset), (512, 512), self.preset, origin, self.evaluation
+            self.name,
+            self.network,
+            known_set(self.dataset),
+            (512, 512),
+            self.preset,
+            origin,
+            self.evaluation,
+            head_sets(self.dataset) if self.network.arch == "upp" else {},
         )
 
 
@@ -148,7 +156,25 @@ _OPTIONAL = (
     "mode",
     "stride",
     "resize",
+    "preprocess",
 )
+
+
+def _network(entry: dict[str, Any], where: str) -> SegmentorConfig:
+    """The entry's network: its backbone and head tables (a `upp` head takes its parts, materials and
+    scenes from the dataset), its `preprocess` normalisation."""
+    head = entry.get("head")
+    if isinstance(head, dict) and head.get("type") == "upp":
+        try:
+            head = {**parsing_head(entry["dataset"]), **head}
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
+    network = network_from_tables(entry["backbone"], head, len(known_set(entry["dataset"]).classes), where)
+    if "preprocess" in entry:
+        pre = entry["preprocess"]
+        norm = Normalization(tuple(pre["mean"]), tuple(pre["std"]), pre.get("scale", 1 / 255), pre.get("bgr", False))
+        network = SegmentorConfig(network.backbone, network.decode_head, network.auxiliary_head, norm)
+    return network
 
 
 def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
@@ -194,7 +220,7 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
     prefix = entry.get("sha256_prefix") or None
     if prefix is not None and not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
         raise ConfigError(f"{where}: sha256_prefix must be 8 to 64 lowercase hex digits, got {prefix!r}")
-    network = network_from_tables(entry["backbone"], entry.get("head"), len(known_set(entry["dataset"]).classes), where)
+    network = _network(entry, where)
     return ModelSpec(
         name=name,
         repo=entry.get("repo"),

@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakehub import FakeHub
-from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin
+from helpers import randomize_, save_hf_dir, save_tiny_upp, tiny_convnext, tiny_swin
 
 ORIGINAL_ENV = dict(os.environ)  # opt-in Hub tests use the user's real cache and settings
 _ENV_CLEARED = (
@@ -47,6 +47,13 @@ def tiny_convnext_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_swin_dir(tmp_path_factory) -> Path:
     return save_hf_dir(randomize_(tiny_swin(), seed=2), tmp_path_factory.mktemp("tiny-swin"))
+
+
+@pytest.fixture(scope="session")
+def tiny_upp_dir(tmp_path_factory) -> Path:
+    """A reduced unified perceptual parser (ResNet-18 with one block per stage, 32-channel heads) with the
+    real class sets and part hierarchy, as `segcli convert` writes a model directory. Read-only."""
+    return save_tiny_upp(tmp_path_factory.mktemp("tiny-upp"))
 
 
 @pytest.fixture()

@@ -137,3 +137,25 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     from segcli.images import synthetic_photo
 
     return synthetic_photo(h, w, seed)
+
+
+def save_tiny_upp(path: Path, seed: int = 4) -> Path:
+    """A reduced unified perceptual parser in segcli's model-directory format (see conftest.tiny_upp_dir)."""
+    from dataclasses import replace
+
+    from segcli.arch import network_from_tables
+    from segcli.classes import head_sets, known_set, parsing_head
+    from segcli.formats import native
+    from segcli.model import Segmentor
+    from segcli.presets import Protocol
+    from segcli.registry import load_registry
+
+    upp = load_registry()["upp-resnet50-upernet"].network
+    backbone = {"type": "resnet", "depth": 18, "blocks": [1, 1, 1, 1]}
+    head = {"type": "upp", "channels": 32, **parsing_head("unifiedparsing")}
+    network = replace(network_from_tables(backbone, head, 336, "tiny upp"), normalization=upp.normalization)
+    model = randomize_(Segmentor(network), seed=seed)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    proto = Protocol(resize="300:1000/8")
+    sets = head_sets("unifiedparsing")
+    return native.write(path, tensors, network, known_set("unifiedparsing"), "upp", proto, {}, head_sets=sets)

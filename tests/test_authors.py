@@ -249,7 +249,7 @@ def csail_probabilities(model: torch.nn.Module, image: np.ndarray, multiple: int
             torch.from_numpy(resized.transpose(2, 0, 1).copy()) - torch.tensor([0.485, 0.456, 0.406])[:, None, None]
         ) / (torch.tensor([0.229, 0.224, 0.225])[:, None, None])
         with torch.no_grad():
-            logits = model(x[None])
+            logits = model(x[None], upsample=False)  # the decoder's 1/4 logits, resized once below
         prob = F.softmax(F.interpolate(logits, (ori_height, ori_width), mode="bilinear", align_corners=False), 1)
         scores = scores + prob / len(sizes)
     return scores[0].numpy()

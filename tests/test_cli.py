@@ -60,8 +60,9 @@ def test_models_json_and_table():
     assert r.exit_code == 0
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     assert len([n for n, r in rows.items() if (r["repo"] or "").startswith("openmmlab/")]) == 9
-    assert len([r for r in rows.values() if r["url"]]) == 6 + 5  # mmseg, CSAIL (two files each)
+    assert len([r for r in rows.values() if r["url"]]) == 6 + 5 + 1  # mmseg, CSAIL, unifiedparsing (two files each)
     assert [r["format"] for r in rows.values() if r["download_page"]] == ["semseg"] * 6
+    assert rows["upp-resnet50-upernet"]["params"] == 23_631_808 + 50_546_818  # the authors' encoder + decoder
     assert rows["csail-resnet50-upernet"]["urls"][1].endswith("decoder_epoch_30.pth")
     for name, params in NINE_PARAMS.items():
         assert rows[name]["params"] == params

@@ -12,6 +12,7 @@ from helpers import random_image
 
 from segcli import Segmenter
 from segcli.engine import plan, predict, view_size
+from segcli.engine.heads import Heads
 from segcli.engine.merge import Merger, ViewChain
 from segcli.engine.resample import RowResampler, rescale_size, resize_bilinear
 from segcli.engine.slide import SlideAccumulator, grid, spans
@@ -173,7 +174,7 @@ def test_multi_view_is_the_mean_of_softmaxes(seg):
 
 
 def test_merger_holds_a_band_not_the_image():
-    m = Merger(2, (1000, 50), 4, labels=True, probs=False, logits=False)
+    m = Merger(2, (1000, 50), Heads.single(4), labels=True, probs=False, logits=False)
     from segcli.engine.slide import Block
 
     for y in range(0, 1000, 100):  # two views advancing together, 100 rows at a time
@@ -181,6 +182,32 @@ def test_merger_holds_a_band_not_the_image():
             m.add(v, Block(y, y + 100, 0, 50, torch.randn(4, 100, 50)))
     assert m.peak_elements <= 4 * 100 * 50
     assert m.result().labels.shape == (1000, 50)
+
+
+def test_lazy_views_cut_in_different_strips_average_row_by_row():
+    """Views resized straight from the model's resolution arrive in strips of their own heights; the merged
+    probabilities are the mean of the views' softmaxes (grouped heads: each group's own softmax)."""
+    from segcli.engine.heads import PartGroup
+    from segcli.engine.slide import Block
+
+    heads = Heads(3, (("material", 2),), (PartGroup(1, (0, 5, 7)),), 0, 8)
+    full = [torch.randn(8, 37, 11, generator=torch.Generator().manual_seed(v)) for v in range(3)]
+
+    def strips(values, rows):
+        for y in range(0, values.shape[1], rows):
+            yield Block(y, min(y + rows, values.shape[1]), 0, 11, values[:, y : y + rows])
+
+    m = Merger(3, (37, 11), heads, labels=True, probs=True, logits=True)
+    for v, rows in enumerate((5, 13, 37)):
+        m.add_lazy(v, strips(full[v], rows), held=full[v].numel())
+    result = m.result()
+    mean = torch.stack([heads.softmax(f) for f in full]).mean(0)
+    torch.testing.assert_close(result.logits.exp(), mean[:3], rtol=0, atol=1e-6)
+    assert m.peak_elements == 3 * 8 * 37 * 11
+    expected = heads.labels(mean)
+    assert np.array_equal(result.labels, expected["labels"]) and np.array_equal(result.maps["part"], expected["part"])
+    assert set(np.unique(result.maps["part"][result.labels != 1]).tolist()) == {0}  # parts only on object 1
+    assert set(np.unique(result.maps["part"]).tolist()) <= {0, 5, 7}
 
 
 def test_view_sizes_follow_mmcv():

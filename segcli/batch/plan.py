@@ -26,7 +26,7 @@ from .records import ImageRecord
 @dataclass(frozen=True)
 class Options:
     out: Path
-    save: frozenset[str] = frozenset({"json"})  # besides the palette PNG: label, overlay, probs, json
+    save: frozenset[str] = frozenset({"json"})  # besides the palette PNG: layout.OPTIONAL
     alpha: float = 0.5  # overlay opacity of the class colours
     topk: int | None = None  # probs: only the k most probable classes (.npz) instead of all (.npy)
     overwrite: bool = False
@@ -63,22 +63,25 @@ def finished_before(paths: dict[str, Path], fp: str) -> bool:
     return read_fingerprint(paths["png"]) == fp and all(p.is_file() for p in paths.values())
 
 
-def _earlier_counts(paths: dict[str, Path], num_classes: int) -> np.ndarray | None:
-    """Class pixel counts recorded in a finished image's JSON (for the run's totals), if it has one that
-    reads as segcli wrote it; anything else counts nothing (the file is data, not truth)."""
+def _earlier(paths: dict[str, Path], num_classes: int) -> tuple[np.ndarray | None, int | None]:
+    """Class pixel counts and the top scene recorded in a finished image's JSON (for the run's totals), if
+    it has one that reads as segcli wrote it; anything else counts nothing (the file is data, not truth)."""
     if "json" not in paths:
-        return None
+        return None, None
     try:
         previous = json.loads(read_regular(paths["json"], 64 << 20))
     except (OSError, ValueError, RecursionError):
-        return None
-    classes = previous.get("classes") if isinstance(previous, dict) else None
+        return None, None
+    previous = previous if isinstance(previous, dict) else {}
+    classes = previous.get("classes")
     counts = np.zeros(num_classes, dtype=np.int64)
     for c in classes if isinstance(classes, list) else []:
         index, pixels = (c.get("index"), c.get("pixels")) if isinstance(c, dict) else (None, None)
         if type(index) is int and type(pixels) is int and 0 <= index < num_classes and 0 <= pixels < 1 << 62:
             counts[index] += pixels
-    return counts
+    scene = previous.get("scene")
+    top = scene[0].get("index") if isinstance(scene, list) and scene and isinstance(scene[0], dict) else None
+    return counts, top if type(top) is int else None
 
 
 def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Task]:
@@ -93,7 +96,7 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
             tasks.append(Task(item, paths, ImageRecord.failed(str(item.path), name, reason)))
         elif not opts.overwrite and finished_before(paths, fp):
             record = ImageRecord(str(item.path), name, "skipped", outputs=paths)
-            record.counts = _earlier_counts(paths, num_classes)
+            record.counts, record.scene = _earlier(paths, num_classes)
             tasks.append(Task(item, paths, record))
         else:
             tasks.append(Task(item, paths))

@@ -3,8 +3,8 @@
 `ImageRecord`: one input's outcome. Its `to_json()` is the `--jsonl` line; `file_json()` the `<stem>.json`
 file (the same without status and error). `RunSummary`: the run's `summary.json`, accumulated from the records.
 
-    done     schema, input, name, image, model, preset, inference, classes, outputs, fingerprint, timings,
-             status, error
+    done     schema, input, name, image, model, preset, inference, software, classes, [materials, parts,
+             scene: a parsing model's], outputs, fingerprint, timings, status, error
     skipped  schema, input, name, status, error, outputs
     failed   schema, input, name, status, error
 """
@@ -57,6 +57,7 @@ class ImageRecord:
     fingerprint: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     counts: np.ndarray | None = None  # pixels per class (done, or skipped with an earlier JSON); not in the JSON
+    scene: int | None = None  # a parsing model's most probable scene (likewise)
 
     @classmethod
     def failed(cls, input: str, name: str | None, error: str) -> ImageRecord:
@@ -95,6 +96,7 @@ class RunSummary:
     """Totals of a run, fed record by record; `to_json()` is summary.json."""
 
     classes: tuple[str, ...]
+    scenes: tuple[str, ...] = ()  # a parsing model's scene classes: images are counted by top scene
     total: int = 0
     done: int = 0
     skipped: int = 0
@@ -105,6 +107,7 @@ class RunSummary:
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(len(self.classes), dtype=np.int64)
+        self.scene_images = np.zeros(len(self.scenes), dtype=np.int64)
 
     def add(self, record: ImageRecord) -> None:
         if record.status == "done":
@@ -115,6 +118,8 @@ class RunSummary:
             self.failures.append({"input": record.input, "error": record.error or ""})
         if record.counts is not None and record.status != "failed":
             self.class_pixels += record.counts
+        if record.scene is not None and record.status != "failed" and 0 <= record.scene < len(self.scenes):
+            self.scene_images[record.scene] += 1
 
     def to_json(
         self, model: dict[str, Any], preset: str, inference: dict[str, Any], save: list[str], extra: dict[str, Any]
@@ -130,7 +135,14 @@ class RunSummary:
             "counts": {"total": self.total, "done": self.done, "skipped": self.skipped, "failed": len(self.failures)},
             "interrupted": self.interrupted,
             "classes": class_stats(self.class_pixels, list(self.classes)),
+            **({"scenes": self._scenes()} if self.scenes else {}),
             "failures": self.failures,
             "seconds": self.seconds,
             "images_per_second": self.done / self.seconds if self.seconds > 0 else None,
         }
+
+    def _scenes(self) -> list[dict[str, Any]]:
+        """Scenes that are some image's most probable, most images first."""
+        n = self.scene_images
+        order = sorted((int(i) for i in np.flatnonzero(n)), key=lambda i: (-int(n[i]), i))
+        return [{"index": i, "name": self.scenes[i], "images": int(n[i])} for i in order]

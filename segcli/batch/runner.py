@@ -58,7 +58,7 @@ def run(
     fp = fingerprint(model, inference, opts)
     tasks = plan(items, opts, fp, seg.num_classes)
     details = {"model": model, "preset": params.preset, "inference": inference, "software": software()}
-    write = Writer(tuple(seg.classes), seg.palette, opts, details, fp)
+    write = Writer(tuple(seg.classes), seg.palette, opts, details, fp, seg.info.head_sets)
     want_probs = "probs" in opts.save
     pipeline = Pipeline(
         decode=partial(_decode, opts, seg.num_classes),
@@ -67,7 +67,7 @@ def run(
         batch_size=opts.batch_size,
         decoders=opts.decoders,
     )
-    totals = summary if summary is not None else RunSummary(tuple(seg.classes))
+    totals = summary if summary is not None else RunSummary(tuple(seg.classes), seg.scenes)
     totals.total += len(items)
 
     def emit(record: ImageRecord) -> None:

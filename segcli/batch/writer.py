@@ -10,9 +10,21 @@ from typing import Any
 
 import numpy as np
 
+from ..classes import ClassSet
 from ..engine import Prediction
 from ..fsutil import atomic_write_bytes, check_inside, remove_stale_temps
-from ..outputs import class_counts, class_stats, index_png, json_bytes, label_png, overlay_jpeg, probs_npy, topk_npz
+from ..outputs import (
+    MAP_KINDS,
+    class_counts,
+    class_stats,
+    index_png,
+    json_bytes,
+    label_png,
+    overlay_jpeg,
+    probs_npy,
+    top_classes,
+    topk_npz,
+)
 from .plan import Options, Task
 from .records import ImageRecord
 
@@ -24,7 +36,30 @@ class Writer:
     opts: Options
     details: dict[str, Any]  # model, preset, inference: the same for every image of the run
     fingerprint: str
+    head_sets: dict[str, ClassSet] = field(default_factory=dict)  # a parsing model's part, material, scene
     swept: set[Path] = field(default_factory=set)  # folders cleared of a killed run's temporary files
+
+    def _parsing(self, pred: Prediction) -> dict[str, Any]:
+        """JSON of the other heads: "materials" and "parts" present (pixels), the "scene" top 5."""
+        out: dict[str, Any] = {}
+        for kind, key in (("material", "materials"), ("part", "parts")):
+            if kind in pred.maps:
+                names = self.head_sets[kind].classes
+                out[key] = class_stats(class_counts(pred.maps[kind], len(names)), list(names))
+        if pred.image_probs is not None and "scene" in self.head_sets:
+            out["scene"] = top_classes(pred.image_probs, self.head_sets["scene"].classes)
+        return out
+
+    def _maps(self, written: list[Path], paths: dict[str, Path], image: np.ndarray, pred: Prediction) -> None:
+        for kind in MAP_KINDS:
+            if kind not in pred.maps:
+                continue
+            palette = self.head_sets[kind].palette_array
+            if kind in paths:
+                self._write(written, paths[kind], label_png(pred.maps[kind], palette, self.fingerprint))
+            if f"{kind}_overlay" in paths:
+                blend = overlay_jpeg(image, pred.maps[kind], palette, self.opts.alpha, background=0)
+                self._write(written, paths[f"{kind}_overlay"], blend)
 
     def __call__(self, task: Task, image: np.ndarray, pred: Prediction, timings: dict[str, float]) -> ImageRecord:
         """Write the outputs `task.paths` asks for, the palette PNG last (it marks the image done)."""
@@ -35,6 +70,7 @@ class Writer:
             "image": {"width": int(w), "height": int(h)},
             **self.details,
             "classes": class_stats(counts, list(self.classes)),
+            **self._parsing(pred),
         }
         record = ImageRecord(
             str(task.item.path),
@@ -44,6 +80,7 @@ class Writer:
             details=details,
             fingerprint=self.fingerprint,
             counts=counts,
+            scene=details["scene"][0]["index"] if details.get("scene") else None,
         )
         written: list[Path] = []
         try:
@@ -52,6 +89,7 @@ class Writer:
                 self._write(written, paths["label"], index_png(labels, k))
             if "overlay" in paths:
                 self._write(written, paths["overlay"], overlay_jpeg(image, labels, self.palette, opts.alpha))
+            self._maps(written, paths, image, pred)
             if "probs" in paths:
                 data = topk_npz(pred.probs, opts.topk) if opts.topk else probs_npy(pred.probs)
                 self._write(written, paths["probs"], data)

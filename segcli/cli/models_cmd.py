@@ -68,7 +68,7 @@ def models(json_out: JsonOpt = False, debug: DebugOpt = False, registry: Registr
     from rich.table import Table
 
     caption = (
-        "Registry names run with the protocol behind their published mIoU (preset mmseg, csail or semseg); the "
+        "Registry names run with the protocol behind their published mIoU (preset mmseg, csail, semseg or upp); the "
         "same weights named as a Hub repo (openmmlab/...) or a local directory default to preset hf."
     )
     table = Table(title=None, header_style="bold", caption=caption)

@@ -70,6 +70,19 @@ class _Reporter:
         self.progress.advance(record.status)
 
 
+def _model_kinds(kinds: frozenset[str], maps: tuple[str, ...], default: bool) -> frozenset[str]:
+    """--save for this model: a parsing model's maps by default; an overlay per map."""
+    missing = sorted(kinds & {"part", "material"} - set(maps))
+    if missing:
+        raise UsageError(
+            f"--save {','.join(missing)}: this model has no {' or '.join(missing)} head",
+            hint="part and material maps come from a unified perceptual parser (-m upp-resnet50-upernet)",
+        )
+    kinds = kinds | set(maps) if default else kinds
+    overlays = {f"{m}_overlay" for m in maps} if "overlay" in kinds else set()
+    return frozenset(kinds | overlays)
+
+
 def _check_options(alpha: float, topk: int | None, batch_size: int, out: str, kinds: frozenset[str]) -> Path:
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha {alpha} is outside 0..1")
@@ -176,11 +189,12 @@ MaxPixelsOpt = Annotated[
     ),
 ]
 SaveOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json (comma list), or none. probs holds float16 "
-        "[classes, H, W] per image: images needing more than 4 GiB fail.",
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material (comma list), or none "
+        "[json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
+        "needing more than 4 GiB fail.",
         rich_help_panel=OUT,
     ),
 ]
@@ -215,7 +229,7 @@ def predict(
     recursive: RecursiveOpt = True,
     shard: ShardOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    save: SaveOpt = "json",
+    save: SaveOpt = None,
     alpha: AlphaOpt = 0.5,
     topk: TopkOpt = None,
     jsonl: JsonlOpt = False,
@@ -238,7 +252,9 @@ def predict(
 ) -> None:
     """Segment images: for each input, <out>/<path relative to its input root>/<stem>.png (palette PNG,
     pixel value = class index) plus what --save asks for: <stem>.json (summary; default), <stem>_label.png
-    (grayscale indices), <stem>_overlay.jpg, <stem>_probs.npy (float16) or <stem>_topK.npz.
+    (grayscale indices), <stem>_overlay.jpg, <stem>_probs.npy (float16) or <stem>_topK.npz; a unified
+    perceptual parser also writes <stem>_part.png and <stem>_material.png (and their overlays), and its
+    JSON names the scene (top 5), the materials and the parts.
 
     Images already done with the same model and parameters are skipped (resume by re-running the same
     command); summary.json sums up the run. Unreadable images get one error line on stderr each and the
@@ -250,7 +266,7 @@ def predict(
 
     overrides = inference_overrides(resize, mode, crop, stride, scales, flip, tile_batch)
     check(preset, **overrides)  # typos are usage errors before any download or model loading
-    kinds = _save_kinds(save)
+    kinds = _save_kinds(save or "json")
     shard_spec = parse_shard(shard)
     out_dir = _check_options(alpha, topk, batch_size, out, kinds)
     found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out_dir)
@@ -271,9 +287,10 @@ def predict(
         torch.set_num_threads(max(1, threads))
     seg = Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
     params = seg.params(preset, **overrides)
+    kinds = _model_kinds(kinds, seg.maps, save is None)
     opts = batch.Options(out_dir, kinds, alpha, topk, overwrite, batch_size, max_pixels)
     progress = Progress(len(items) + len(found.errors), enabled=not quiet)
-    summary = batch.RunSummary(tuple(seg.classes), total=len(found.errors))
+    summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
     fatal: SegcliError | None = None
     with GracefulStop() as stop:  # until the summary is written
         with progress:

@@ -39,24 +39,35 @@ def _check(out: torch.Tensor) -> None:
         )
 
 
-def forward(model: SegModel, crops: np.ndarray, params: Params) -> torch.Tensor:
-    """Values [B, K, h, w] (float32: logits, or probabilities with `window_softmax`) of crops [B, h, w, 3]
-    (uint8, or float32 pixel values 0..255)."""
+def forward(
+    model: SegModel, crops: np.ndarray, params: Params, upsample: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Values [B, C, h, w] (float32: logits, or probabilities with `window_softmax`) of crops [B, h, w, 3]
+    (uint8, or float32 pixel values 0..255), and the image-level probabilities [B, S] of a model that has
+    them (else None). Without `upsample` the values may come at the model's own resolution (1/4, 1/8)."""
     x = torch.from_numpy(np.ascontiguousarray(crops)).to(model.device).permute(0, 3, 1, 2).float().contiguous()
     x = model.normalize(x)  # NCHW (faster on CPU); zeros from here on are the mean colour
     h, w = x.shape[-2:]
     top, bottom, left, right = window_pads((h, w), params)
     bottom += max(0, MIN_SIDE - (top + h + bottom))
     right += max(0, MIN_SIDE - (left + w + right))
-    if top or bottom or left or right:
+    padded = bool(top or bottom or left or right)
+    if padded:
         x = F.pad(x, (left, right, top, bottom))
     if params.window_flip:
         x = torch.cat([x, x.flip(-1)])  # [2B, 3, H, W]: each window and its mirror image
-    out = model(x.to(model.dtype)).float()
+    out = model(x.to(model.dtype), upsample=upsample or padded)  # a padded input is cropped at its own size
+    out, image = out if isinstance(out, tuple) else (out, None)
+    out = out.float()
     _check(out)
     if params.window_softmax:
-        out = out.softmax(1)
+        out = model.heads.softmax(out, 1)
+    if image is not None:
+        image = image.float().softmax(1)
     if params.window_flip:
         b = out.shape[0] // 2
         out = (out[:b] + out[b:].flip(-1)) / 2
-    return out[:, :, top : top + h, left : left + w]
+        image = None if image is None else (image[:b] + image[b:]) / 2
+    if out.shape[-2:] == x.shape[-2:]:
+        out = out[:, :, top : top + h, left : left + w]
+    return out, image

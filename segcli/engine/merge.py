@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..presets import Params
+from .heads import Heads, label_dtype
 from .resample import RowResampler
 from .slide import Block
+
+__all__ = ["Merger", "Prediction", "ViewChain", "label_dtype"]
 
 
 @dataclass
 class Prediction:
     """What the engine computed for one image, at the image's own size."""
 
-    labels: np.ndarray | None = None  # [H, W] class indices
-    probs: np.ndarray | None = None  # [K, H, W] float16 probabilities
+    labels: np.ndarray | None = None  # [H, W] class indices (the primary head)
+    probs: np.ndarray | None = None  # [K, H, W] float16 probabilities (the primary head)
     logits: torch.Tensor | None = None  # [K, H, W] float32 (multi-view: log of the averaged probabilities)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # the other heads' label maps (e.g. part, material)
+    image_probs: np.ndarray | None = None  # [S] float32 image-level probabilities (e.g. the scene)
     params: Params | None = None  # what it ran with
     windows: int = 0
     views: int = 0
     held_elements: int = 0  # most accumulator values (float32) held at once: windows' sums + view merging
-
-
-def label_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16 if num_classes <= 65536 else np.int32)
 
 
 class ViewChain:
@@ -38,10 +39,16 @@ class ViewChain:
     """
 
     def __init__(self, src: tuple[int, int], dst: tuple[int, int], flip: bool, align_corners: bool) -> None:
-        self.src, self.dst, self.flip = src, dst, flip
+        self.src, self.dst, self.flip, self.align_corners = src, dst, flip, align_corners
         self.passthrough = src == dst and not flip
         self.resampler = RowResampler(src, dst, align_corners)
         self._band: list[Block] = []
+
+    def native(self, src: tuple[int, int]) -> None:
+        """The view's values come at the model's own resolution (`src`): resized once, straight to the image,
+        in strips (never the whole map at once: several such views are merged strip by strip)."""
+        self.src, self.passthrough = src, src == self.dst and not self.flip
+        self.resampler = RowResampler(src, self.dst, self.align_corners, whole_bytes=0)
 
     def push(self, block: Block) -> Iterator[Block]:
         if self.passthrough:
@@ -58,48 +65,62 @@ class ViewChain:
             yield Block(y, y + data.shape[1], 0, self.dst[1], data)
 
 
-class Sink:
-    """Receives finished values for a region: `logits` (one view) or averaged `probs` (several)."""
+class LabelSink:
+    """The label maps of every head (see `Heads.labels`)."""
 
-    def write(self, b: Block, kind: str) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class LabelSink(Sink):
-    def __init__(self, size: tuple[int, int], k: int) -> None:
-        self.out = np.empty(size, dtype=label_dtype(k))
-
-    def write(self, b: Block, kind: str) -> None:
-        self.out[b.y1 : b.y2, b.x1 : b.x2] = b.data.argmax(0).cpu().numpy()
-
-
-class ProbSink(Sink):
-    def __init__(self, size: tuple[int, int], k: int) -> None:
-        self.out = np.empty((k, *size), dtype=np.float16)
+    def __init__(self, size: tuple[int, int], heads: Heads) -> None:
+        self.heads = heads
+        self.maps: dict[str, np.ndarray] = {}
+        names = {
+            "labels": heads.primary,
+            **dict(heads.extras),
+            **({"part": heads.part_classes} if heads.part_groups else {}),
+        }
+        self.maps = {name: np.empty(size, dtype=label_dtype(n)) for name, n in names.items()}
 
     def write(self, b: Block, kind: str) -> None:
-        p = b.data.softmax(0) if kind == "logits" else b.data
+        for name, values in self.heads.labels(b.data).items():
+            self.maps[name][b.y1 : b.y2, b.x1 : b.x2] = values
+
+
+class ProbSink:
+    """Float16 probabilities of the primary head."""
+
+    def __init__(self, size: tuple[int, int], heads: Heads) -> None:
+        self.heads = heads
+        self.out = np.empty((heads.primary, *size), dtype=np.float16)
+
+    def write(self, b: Block, kind: str) -> None:
+        p = self.heads.softmax(b.data)[: self.heads.primary] if kind == "logits" else b.data[: self.heads.primary]
         self.out[:, b.y1 : b.y2, b.x1 : b.x2] = p.half().cpu().numpy()
 
 
-class LogitSink(Sink):
-    def __init__(self, size: tuple[int, int], k: int) -> None:
-        self.out = torch.empty((k, *size), dtype=torch.float32)
+class LogitSink:
+    """Float32 logits of the primary head (after several views: log of the averaged probabilities)."""
+
+    def __init__(self, size: tuple[int, int], heads: Heads) -> None:
+        self.k = heads.primary
+        self.out = torch.empty((self.k, *size), dtype=torch.float32)
 
     def write(self, b: Block, kind: str) -> None:
-        v = b.data if kind == "logits" else b.data.log()  # log-probabilities: argmax and softmax preserved
+        v = b.data[: self.k]
+        v = v if kind == "logits" else v.log()  # log-probabilities: argmax and softmax preserved
         self.out[:, b.y1 : b.y2, b.x1 : b.x2] = v.cpu()
 
 
 class Merger:
     """Averages the probabilities of several views row band by row band (the softmax of their logits, or
-    the values themselves when they are probabilities); one view passes its values through."""
+    the values themselves when they are probabilities); one view passes its values through.
+
+    Image-level values (one vector per window) are averaged over each view's windows, then over views.
+    Views whose values are whole maps at the model's resolution (`lazy`) are merged at the end, strip by
+    strip, so that only their small maps are held rather than a full-size sum."""
 
     def __init__(
         self,
         views: int,
         size: tuple[int, int],
-        k: int,
+        heads: Heads,
         *,
         labels: bool,
         probs: bool,
@@ -107,15 +128,56 @@ class Merger:
         device=None,
         values: str = "logits",
     ) -> None:
-        self.n, self.size, self.k, self.device, self.values = views, size, k, device, values
-        self.labels = LabelSink(size, k) if labels else None
-        self.probs = ProbSink(size, k) if probs else None
-        self.logits = LogitSink(size, k) if logits else None
+        self.n, self.size, self.heads, self.device, self.values = views, size, heads, device, values
+        self.k = heads.channels
+        self.labels = LabelSink(size, heads) if labels else None
+        self.probs = ProbSink(size, heads) if probs else None
+        self.logits = LogitSink(size, heads) if logits else None
         self.sinks = [s for s in (self.labels, self.probs, self.logits) if s is not None]
         self.done = [0] * views  # rows each view has finished
         self.lo = 0  # first row not yet written
-        self.buf = torch.zeros((k, 0, size[1]), device=device)  # probability sums for rows [lo, ...)
+        self.buf = torch.zeros((self.k, 0, size[1]), device=device)  # probability sums for rows [lo, ...)
         self.peak_elements = 0
+        self.lazy: dict[int, Iterator[Block]] = {}
+        self._lazy_held = 0
+        self.image_sums: dict[int, tuple[torch.Tensor, int]] = {}  # view → (sum of probabilities, windows)
+
+    def _probs(self, data: torch.Tensor) -> torch.Tensor:
+        return data if self.values == "probs" else self.heads.softmax(data)
+
+    def add_image_level(self, view: int, probs: torch.Tensor) -> None:
+        """One window's image-level probabilities [S]."""
+        total, count = self.image_sums.get(view, (torch.zeros_like(probs), 0))
+        self.image_sums[view] = (total + probs, count + 1)
+
+    def add_lazy(self, view: int, blocks: Iterator[Block], held: int = 0) -> None:
+        """A view whose blocks (full-width strips, top to bottom) are computed when pulled; `held`: the
+        number of values its iterator keeps until then."""
+        if self.n == 1:
+            for b in blocks:
+                self.add(view, b)
+            return
+        self.lazy[view] = blocks
+        self._lazy_held += held
+        self.peak_elements = max(self.peak_elements, self._lazy_held)
+        if len(self.lazy) == self.n:
+            self._merge_lazy(list(self.lazy.values()))
+            self.lazy, self._lazy_held = {}, 0
+
+    def _merge_lazy(self, views: list[Iterator[Block]]) -> None:
+        """Average the views' full-width strips (each view cuts its own) over the rows all have reached."""
+        pending: list[torch.Tensor | None] = [None] * len(views)  # probabilities of rows [lo, ...) per view
+        while self.lo < self.size[0]:
+            for i, blocks in enumerate(views):
+                while pending[i] is None or pending[i].shape[1] == 0:
+                    strip = self._probs(next(blocks).data)
+                    pending[i] = strip if pending[i] is None else torch.cat([pending[i], strip], 1)
+            rows = min(p.shape[1] for p in pending)
+            mean = sum(p[:, :rows] for p in pending) / self.n
+            for s in self.sinks:
+                s.write(Block(self.lo, self.lo + rows, 0, self.size[1], mean), "probs")
+            pending = [p[:, rows:] for p in pending]
+            self.lo += rows
 
     def add(self, view: int, b: Block) -> None:
         if self.n == 1:
@@ -125,9 +187,7 @@ class Merger:
         need = b.y2 - self.lo - self.buf.shape[1]
         if need > 0:
             self.buf = torch.cat([self.buf, torch.zeros((self.k, need, self.size[1]), device=self.device)], 1)
-        self.buf[:, b.y1 - self.lo : b.y2 - self.lo, b.x1 : b.x2] += (
-            b.data if self.values == "probs" else b.data.softmax(0)
-        )
+        self.buf[:, b.y1 - self.lo : b.y2 - self.lo, b.x1 : b.x2] += self._probs(b.data)
         self.peak_elements = max(self.peak_elements, self.buf.numel())
         if b.x2 == self.size[1]:
             self.done[view] = max(self.done[view], b.y2)
@@ -143,8 +203,14 @@ class Merger:
     def result(self) -> Prediction:
         if self.n > 1 and self.lo != self.size[0]:
             raise RuntimeError("views did not cover the image")  # a bug, not a user error
+        image = None
+        if self.image_sums:
+            image = (sum(t / c for t, c in self.image_sums.values()) / len(self.image_sums)).float().cpu().numpy()
+        maps = dict(self.labels.maps) if self.labels else {}
         return Prediction(
-            labels=self.labels.out if self.labels else None,
+            labels=maps.pop("labels", None),
             probs=self.probs.out if self.probs else None,
             logits=self.logits.out if self.logits else None,
+            maps=maps,
+            image_probs=image,
         )

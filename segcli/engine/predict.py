@@ -12,7 +12,7 @@ from .forward import forward
 from .merge import Merger, Prediction, ViewChain
 from .model import SegModel
 from .resample import rescale_size, resize_bilinear, resize_pil, scale_size
-from .slide import SlideAccumulator, Window, grid
+from .slide import Block, SlideAccumulator, Window, grid
 
 
 @dataclass
@@ -141,13 +141,14 @@ def predict_many(
 
     Windows of all images and views share forward passes (up to `tile_batch` × images per pass) wherever
     their shapes agree, so same-size images batch like a single image's windows do."""
-    device, k = model.device, model.num_classes
-    all_views = [plan(image, params, k, device) for image in images]
+    device, heads = model.device, model.heads
+    native = params.resize_once and params.mode == "whole"
+    all_views = [plan(image, params, heads.channels, device) for image in images]
     mergers = [
         Merger(
             len(views),
             image.shape[:2],
-            k,
+            heads,
             labels=labels,
             probs=probs,
             logits=logits,
@@ -158,11 +159,19 @@ def predict_many(
     ]
     tiles = _schedule(all_views, [image.shape[0] for image in images])
     for batch in _batches(tiles, params.tile_batch * len(images)):
-        out = forward(model, np.stack([t.pixels() for t in batch]), params)  # [B, K, h, w]
-        for t, logit in zip(batch, out, strict=True):
-            for block in t.view.acc.add(t.row, t.col, logit):
+        out, image = forward(model, np.stack([t.pixels() for t in batch]), params, upsample=not native)
+        for i, (t, values) in enumerate(zip(batch, out, strict=True)):  # values [C, h, w]
+            merger = mergers[t.image]
+            if image is not None:
+                merger.add_image_level(t.view.index, image[i])
+            if native:  # the whole view's values at the model's resolution, resized once when merged
+                t.view.chain.native((values.shape[1], values.shape[2]))
+                whole = Block(0, values.shape[1], 0, values.shape[2], values)
+                merger.add_lazy(t.view.index, t.view.chain.push(whole), values.numel())
+                continue
+            for block in t.view.acc.add(t.row, t.col, values):
                 for done in t.view.chain.push(block):
-                    mergers[t.image].add(t.view.index, done)
+                    merger.add(t.view.index, done)
     results = []
     for views, merger in zip(all_views, mergers, strict=True):
         result = merger.result()

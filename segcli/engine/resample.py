@@ -85,8 +85,11 @@ def resize_bilinear(
 class RowResampler:
     """Bilinear resize of [K, h, w] → [K, H, W] fed with consecutive source-row strips, top to bottom."""
 
-    def __init__(self, src: tuple[int, int], dst: tuple[int, int], align_corners: bool = False) -> None:
+    def __init__(
+        self, src: tuple[int, int], dst: tuple[int, int], align_corners: bool = False, whole_bytes: int = WHOLE_BYTES
+    ) -> None:
         self.src, self.dst = (int(src[0]), int(src[1])), (int(dst[0]), int(dst[1]))
+        self.whole_bytes = whole_bytes
         self.identity = self.src == self.dst
         self.align_corners = align_corners
         self._idx: tuple | None = None
@@ -106,7 +109,7 @@ class RowResampler:
             return
         out_h, out_w = self.dst
         whole = start == 0 and strip.shape[1] == self.src[0]
-        if whole and 4 * strip.shape[0] * out_h * out_w <= WHOLE_BYTES:
+        if whole and 4 * strip.shape[0] * out_h * out_w <= self.whole_bytes:
             # the whole map at once and a moderate output: one interpolation, as the references do
             self.next_row = out_h
             yield 0, F.interpolate(strip[None], size=self.dst, mode="bilinear", align_corners=self.align_corners)[0]

@@ -1,4 +1,5 @@
-"""The UPerNet authors' checkpoints (CSAILVision/semantic-segmentation-pytorch, `mit_semseg`), read.
+"""The UPerNet authors' checkpoints (CSAILVision/semantic-segmentation-pytorch, `mit_semseg`, and the unified
+perceptual parser of CSAILVision/unifiedparsing), read.
 
 Each model is two plain `state_dict` files, `encoder_epoch_N.pth` (the ResNet: deep stem `conv1/bn1`,
 `conv2/bn2`, `conv3/bn3`, then `layer1..4`) and `decoder_epoch_N.pth` (`UPerNet` or `PPMDeepsup`), no prefix,
@@ -53,7 +54,17 @@ PPM_DEEPSUP: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^cbr_deepsup\.1\."), "auxiliary_head.convs.0.batch_norm."),
     (re.compile(r"^conv_last_deepsup\."), "auxiliary_head.classifier."),
 ]
-DECODERS = {"uper": UPERNET, "psp": PPM_DEEPSUP}
+# decoder `upernet` of unifiedparsing (UPerNet with scene / object / part / material heads) → segcli's UPPHead;
+# ppm_conv, ppm_last_conv, fpn_in, fpn_out as in UPERNET; conv_fusion is the fusion conv
+UPP: list[tuple[re.Pattern[str], str]] = [
+    *UPERNET[:8],
+    (re.compile(r"^conv_fusion\.0\."), "decode_head.fpn_bottleneck.conv."),
+    (re.compile(r"^conv_fusion\.1\."), "decode_head.fpn_bottleneck.batch_norm."),
+    (re.compile(r"^(scene|object|part|material)_head\.0\.0\."), r"decode_head.\1_head.0.conv."),
+    (re.compile(r"^(scene|object|part|material)_head\.0\.1\."), r"decode_head.\1_head.0.batch_norm."),
+    (re.compile(r"^(scene_head\.2|object_head\.1|part_head\.1|material_head\.1)\."), r"decode_head.\1."),
+]
+DECODERS = {"uper": UPERNET, "psp": PPM_DEEPSUP, "upp": UPP}
 
 
 def _kind(path: Path, state: dict[str, torch.Tensor]) -> str:
@@ -68,6 +79,8 @@ def _kind(path: Path, state: dict[str, torch.Tensor]) -> str:
         return "encoder"
     if any(k.startswith(("conv_last", "ppm")) for k in state):
         return "decoder"
+    if any(k.startswith("object_head.") for k in state):
+        return "decoder"
     raise CheckpointError(f"{path}: neither a CSAIL encoder (conv1, layer1..4) nor a decoder (ppm, conv_last)")
 
 
@@ -77,7 +90,8 @@ def drop_sync_bn_extras(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def read(paths: list[Path], head: str) -> dict[str, torch.Tensor]:
-    """segcli-named tensors of an encoder and a decoder file (either order) of a `head` ("uper" / "psp") model."""
+    """segcli-named tensors of an encoder and a decoder file (either order) of a `head` ("uper" / "psp" /
+    "upp") model."""
     if len(paths) != 2:
         raise CheckpointError(
             f"a CSAIL model is two files, encoder_epoch_N.pth and decoder_epoch_N.pth; {len(paths)} given",

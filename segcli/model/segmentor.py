@@ -7,14 +7,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..engine.heads import Heads
 from .backbones import BackboneConfig, build_backbone
 from .heads.fcn import FCNHead, FCNHeadConfig
 from .heads.psp import PSPHead, PSPHeadConfig
 from .heads.uper import UPerHead, UPerHeadConfig
+from .heads.upp import UPPHead, UPPHeadConfig
 from .layers import resize
 
-HeadConfig = UPerHeadConfig | PSPHeadConfig
-HEADS: dict[type, type[nn.Module]] = {UPerHeadConfig: UPerHead, PSPHeadConfig: PSPHead}
+HeadConfig = UPerHeadConfig | PSPHeadConfig | UPPHeadConfig
+HEADS: dict[type, type[nn.Module]] = {UPerHeadConfig: UPerHead, PSPHeadConfig: PSPHead, UPPHeadConfig: UPPHead}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,11 +24,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Normalization:
-    """x_model = (x_uint8 * scale - mean) / std, per RGB channel."""
+    """x_model = (x_uint8 * scale - mean) / std, per channel, the channels in RGB order (BGR with `bgr`:
+    the unified-perceptual-parsing model's Caffe-style input; mean and std are then in BGR order too)."""
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     scale: float = 1 / 255
+    bgr: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,14 +46,21 @@ class SegmentorConfig:
 
     @property
     def arch(self) -> str:
+        if isinstance(self.decode_head, UPPHeadConfig):
+            return "upp"
         return "pspnet" if isinstance(self.decode_head, PSPHeadConfig) else "upernet"
+
+    @property
+    def heads(self) -> Heads:
+        d = self.decode_head
+        return d.heads if isinstance(d, UPPHeadConfig) else Heads.single(d.num_classes)
 
 
 class Segmentor(nn.Module):
     """Normalised [B, 3, H, W] → logits [B, K, H, W] (decode-head logits at 1/4 or 1/8, bilinearly upsampled).
 
-    Implements the engine's `SegModel`. The auxiliary head, when the checkpoint has one, is loaded (its keys are checked like any other) but only
-    runs in `forward_aux`; inference never pays for it.
+    Implements the engine's `SegModel`. The auxiliary head, when the checkpoint has one, is loaded (its keys
+    are checked like any other) but only runs in `forward_aux`; inference never pays for it.
     """
 
     def __init__(self, cfg: SegmentorConfig) -> None:
@@ -66,6 +77,8 @@ class Segmentor(nn.Module):
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] RGB in the 0..255 range (any float dtype) → the backbone's input."""
+        if self.config.normalization.bgr:
+            pixels = pixels.flip(1)
         mean, std = self.mean.to(pixels.dtype), self.std.to(pixels.dtype)
         return (pixels * self.scale - mean) / std
 
@@ -90,9 +103,18 @@ class Segmentor(nn.Module):
         every later convolution and resize slower on CPUs)."""
         return [f.contiguous() for f in self.backbone(x)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.decode_head(self.features(x))  # [B, K, H/4, W/4]
-        return resize(logits, tuple(x.shape[-2:]), self.align_corners)
+    @property
+    def heads(self) -> Heads:
+        return self.config.heads
+
+    def forward(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, C, H, W] (at the head's resolution without `upsample`); with image-level outputs
+        (the parsing model's scene), the tuple (pixels, image logits [B, S])."""
+        out = self.decode_head(self.features(x))  # [B, C, H/4, W/4] (or /8)
+        pixels, image = out if isinstance(out, tuple) else (out, None)
+        if upsample:
+            pixels = resize(pixels, tuple(x.shape[-2:]), self.align_corners)
+        return pixels if image is None else (pixels, image)
 
     def forward_aux(self, x: torch.Tensor) -> torch.Tensor:
         """Auxiliary-head logits [B, K, H, W] (training-time head; for checks and analysis)."""

@@ -26,6 +26,42 @@ def pool_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float3
     return inside.to(dtype) / (end - start)[:, None].to(dtype)
 
 
+def _tent_integral(t: torch.Tensor) -> torch.Tensor:
+    """∫_{-∞}^{t} max(0, 1 − |u|) du: 0 up to −1, (t+1)²/2 up to 0, 1 − (1−t)²/2 up to 1, then 1."""
+    t = t.clamp(-1.0, 1.0)
+    return torch.where(t <= 0, 0.5 * (t + 1) ** 2, 1 - 0.5 * (1 - t) ** 2)
+
+
+def prroi_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[s, n]: precise RoI pooling (Jiang et al., ECCV 2018) of a whole axis of length n into s bins.
+
+    The map is the bilinear interpolation of its values at integer points 0..n−1 (zero beyond them); bin i
+    is the exact integral of that surface over [i·n/s, (i+1)·n/s], divided by the bin's length n/s. Per
+    axis a value at k contributes ∫ tent(x − k) over the bin, so the weights are differences of the tent's
+    integral. Unlike an average, the last bin loses the half cell past n − 1 where the surface decays to
+    zero: a constant map pools to 1 in every other bin and to 1 − 1/(2·bin) in the last (pixel 0 gets
+    half the weight of its neighbours, which the surface's rise from pixel 0 to 1 makes up for)."""
+    size = torch.as_tensor(n, dtype=torch.float64)
+    bin_len = size / s
+    start = torch.arange(s, dtype=torch.float64)[:, None] * bin_len
+    k = torch.arange(n, dtype=torch.float64)[None, :]
+    return ((_tent_integral(start + bin_len - k) - _tent_integral(start - k)) / bin_len).to(dtype)
+
+
+class PrRoIPool(nn.Module):
+    """PrRoIPool2D(s, s, 1.0) over the whole map (ROI [0, 0, W, H]), as the unified-perceptual-parsing PPM
+    uses it: two small matrices per bin count, in operators every exporter has."""
+
+    def __init__(self, s: int) -> None:
+        super().__init__()
+        self.s = s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = prroi_matrix(x.shape[-2], self.s, x.dtype)  # [s, h]
+        cols = prroi_matrix(x.shape[-1], self.s, x.dtype).t()  # [w, s]
+        return torch.matmul(torch.matmul(rows, x), cols)  # [B, C, s, s]
+
+
 class ExportPool(nn.Module):
     """adaptive_avg_pool2d(x, s) in operators every exporter has.
 
@@ -50,17 +86,24 @@ class ExportPool(nn.Module):
 class PyramidPooling(nn.ModuleList, ExportForm):
     """x [B, C, h, w] → one map per bin size s: adaptive average pooling to s×s, then 1×1 conv + BN + ReLU.
 
-    Children are `Sequential(pool, ConvModule)` (keys `{i}.1.conv.*`, `{i}.1.batch_norm.*`). By default
+    Children are `Sequential(pool, ConvModule)` (keys `{i}.1.conv.*`, `{i}.1.batch_norm.*`); the pooling is
+    adaptive average pooling, or with `precise` precise RoI pooling over the whole map. By default
     (mmseg, PSPNet) the maps stay s×s: upsampling them to h×w is left to the bottleneck that concatenates
     them (`ConcatConvModule`), which can skip it. With `upsample_first` (the CSAIL UPerNet: pool →
     upsample → conv → BN → ReLU) they are returned at h×w: conv and BN are affine per pixel, so they run on
     the s×s map before the (bilinear, align_corners=False) upsampling, but the ReLU must come after it."""
 
     def __init__(
-        self, in_channels: int, channels: int, scales: tuple[int, ...] = (1, 2, 3, 6), upsample_first: bool = False
+        self,
+        in_channels: int,
+        channels: int,
+        scales: tuple[int, ...] = (1, 2, 3, 6),
+        upsample_first: bool = False,
+        precise: bool = False,
     ) -> None:
-        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels, channels, 1)) for s in scales)
-        self.scales, self.upsample_first = scales, upsample_first
+        pool = PrRoIPool if precise else nn.AdaptiveAvgPool2d
+        super().__init__(nn.Sequential(pool(s), ConvModule(in_channels, channels, 1)) for s in scales)
+        self.scales, self.upsample_first, self.precise = scales, upsample_first, precise
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if not self.upsample_first:
@@ -73,5 +116,7 @@ class PyramidPooling(nn.ModuleList, ExportForm):
         return out
 
     def to_export_form(self, dynamic: bool) -> None:
+        if self.precise:  # precise RoI pooling is matrix products already
+            return
         for branch, s in zip(self, self.scales, strict=True):
             branch[0] = ExportPool(s, dynamic)
