@@ -163,8 +163,12 @@ def _upp_head(
     missing = sorted(UPP_KEYS - set(head))
     if missing:
         raise ConfigError(f"{where}: the upp head needs {', '.join(missing)}")
-    if head.get("auxiliary") or head.get("ppm_upsample_first") is False:
-        raise ConfigError(f"{where}: the upp head has no auxiliary head and always upsamples first in its PPM")
+    aux = sorted({"aux_in_channels", "aux_channels", "aux_num_convs"} & set(head))
+    if head.get("auxiliary") or aux or head.get("ppm_upsample_first") is False:
+        raise ConfigError(
+            f"{where}: the upp head has no auxiliary head and always upsamples first in its PPM",
+            hint=f"leave out {', '.join(aux) or 'auxiliary / ppm_upsample_first'}",
+        )
     groups = tuple(PartGroup(g["object"], tuple(g["parts"])) for g in head["part_groups"])
     objects = [g.object_label for g in groups]
     if len(set(objects)) != len(objects) or max(objects) >= num_classes:

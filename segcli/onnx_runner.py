@@ -47,6 +47,8 @@ class OnnxRunner:
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         n = self.normalization
+        if n.bgr:
+            pixels = pixels.flip(1)
         return (pixels * n.scale - self._mean.to(pixels.dtype)) / self._std.to(pixels.dtype)
 
     @property

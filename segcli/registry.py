@@ -170,6 +170,16 @@ def _network(entry: dict[str, Any], where: str) -> SegmentorConfig:
         except ConfigError as e:
             raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
     network = network_from_tables(entry["backbone"], head, len(known_set(entry["dataset"]).classes), where)
+    if network.arch == "upp":  # the dataset's class sets name the heads' channels: the sizes must agree
+        d, sets = network.decode_head, head_sets(entry["dataset"])
+        sizes = {"part": d.part_classes, "material": d.material_classes, "scene": d.scene_classes}  # type: ignore[union-attr]
+        for name, n in sizes.items():
+            if n != len(sets[name].classes):
+                raise ConfigError(
+                    f"{where}: the {name} head has {n} classes but dataset {entry['dataset']} names "
+                    f"{len(sets[name].classes)}",
+                    hint=f"leave {name}_classes out: the dataset sets it",
+                )
     if "preprocess" in entry:
         pre = entry["preprocess"]
         norm = Normalization(tuple(pre["mean"]), tuple(pre["std"]), pre.get("scale", 1 / 255), pre.get("bgr", False))

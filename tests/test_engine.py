@@ -210,6 +210,20 @@ def test_lazy_views_cut_in_different_strips_average_row_by_row():
     assert set(np.unique(result.maps["part"]).tolist()) <= {0, 5, 7}
 
 
+def test_row_resampler_shrinking_more_than_a_strip():
+    """A strong shrink (768 → 70 rows, 16-row strips): some strips hold no output row's first source row."""
+    from segcli.engine.resample import RowResampler
+
+    values = torch.randn(3, 768, 8, generator=torch.Generator().manual_seed(2))
+    rs = RowResampler((768, 8), (70, 8), whole_bytes=0)
+    out = torch.zeros(3, 70, 8)
+    for y in range(0, 768, 16):
+        for r0, strip in rs.push(y, values[:, y : y + 16]):
+            out[:, r0 : r0 + strip.shape[1]] = strip
+    expected = F.interpolate(values[None], size=(70, 8), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
 def test_view_sizes_follow_mmcv():
     p = resolve("mmseg", Protocol(512, "slide"))
     assert view_size(683, 512, p, 1.0) == (683, 512)  # short side already 512

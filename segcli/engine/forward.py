@@ -63,6 +63,7 @@ def forward(
     if params.window_softmax:
         out = model.heads.softmax(out, 1)
     if image is not None:
+        _check(image[:, :, None, None].float())
         image = image.float().softmax(1)
     if params.window_flip:
         b = out.shape[0] // 2

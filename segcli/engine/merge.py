@@ -70,7 +70,6 @@ class LabelSink:
 
     def __init__(self, size: tuple[int, int], heads: Heads) -> None:
         self.heads = heads
-        self.maps: dict[str, np.ndarray] = {}
         names = {
             "labels": heads.primary,
             **dict(heads.extras),
@@ -91,7 +90,8 @@ class ProbSink:
         self.out = np.empty((heads.primary, *size), dtype=np.float16)
 
     def write(self, b: Block, kind: str) -> None:
-        p = self.heads.softmax(b.data)[: self.heads.primary] if kind == "logits" else b.data[: self.heads.primary]
+        p = b.data[: self.heads.primary]  # the primary head is a softmax group of its own
+        p = p.softmax(0) if kind == "logits" else p
         self.out[:, b.y1 : b.y2, b.x1 : b.x2] = p.half().cpu().numpy()
 
 

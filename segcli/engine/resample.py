@@ -143,7 +143,7 @@ class RowResampler:
             )
         self.next_row = max(self.next_row, done)
         if self.next_row < out_h:  # keep the source rows the next output rows still need
-            keep = int(y0[self.next_row])
+            keep = min(int(y0[self.next_row]), end)  # (a strong shrink may skip past this strip entirely)
             self._held, self._held_start = strip[:, keep - start :], keep
         else:
             self._held = None

@@ -79,8 +79,6 @@ def _kind(path: Path, state: dict[str, torch.Tensor]) -> str:
         return "encoder"
     if any(k.startswith(("conv_last", "ppm")) for k in state):
         return "decoder"
-    if any(k.startswith("object_head.") for k in state):
-        return "decoder"
     raise CheckpointError(f"{path}: neither a CSAIL encoder (conv1, layer1..4) nor a decoder (ppm, conv_last)")
 
 

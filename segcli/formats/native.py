@@ -66,7 +66,9 @@ def _head_classes(block: Any, net: SegmentorConfig, where: str) -> dict[str, Cla
         if block is not None:
             raise ConfigError(f"{where}: `head_classes` belongs to upp models only")
         return {}
-    block = HEAD_CLASSES.check(block if block is not None else {}, where, "head_classes")
+    if block is None:
+        raise ConfigError(f"{where}: a upp model needs `head_classes` (the part, material and scene names)")
+    block = HEAD_CLASSES.check(block, where, "head_classes")
     d = net.decode_head
     sizes = {"part": d.part_classes, "material": d.material_classes, "scene": d.scene_classes}  # type: ignore[union-attr]
     out = {}

@@ -29,7 +29,9 @@ SIDECAR = Table(
             {
                 "name": Str(max_len=32),
                 "size": Opt(List(Int(1, 16384), 2, 2)),
-                "normalization": Table({"mean": MEAN, "std": STD, "scale": SCALE}, required=("mean", "std", "scale")),
+                "normalization": Table(
+                    {"mean": MEAN, "std": STD, "scale": SCALE, "bgr": Bool()}, required=("mean", "std", "scale")
+                ),
             },
             required=("name", "size", "normalization"),
         ),
@@ -77,7 +79,8 @@ def describe(
                 "mean": list(norm.mean),
                 "std": list(norm.std),
                 "scale": norm.scale,
-                "formula": "(pixel * scale - mean) / std per RGB channel",
+                **({"bgr": True} if norm.bgr else {}),  # written when set: earlier sidecars read the same
+                "formula": f"(pixel * scale - mean) / std per {'BGR' if norm.bgr else 'RGB'} channel",
             },
         },
         "output": {
@@ -132,7 +135,7 @@ def read(model_file: Path) -> dict[str, Any]:
 
 def normalization(doc: dict[str, Any]) -> Normalization:
     n = doc["input"]["normalization"]
-    return Normalization(tuple(n["mean"]), tuple(n["std"]), float(n["scale"]))
+    return Normalization(tuple(n["mean"]), tuple(n["std"]), float(n["scale"]), bool(n.get("bgr", False)))
 
 
 def input_size(doc: dict[str, Any]) -> tuple[int, int] | None:

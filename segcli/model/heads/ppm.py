@@ -32,7 +32,9 @@ def _tent_integral(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t <= 0, 0.5 * (t + 1) ** 2, 1 - 0.5 * (1 - t) ** 2)
 
 
-def prroi_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def prroi_matrix(
+    n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> torch.Tensor:
     """[s, n]: precise RoI pooling (Jiang et al., ECCV 2018) of a whole axis of length n into s bins.
 
     The map is the bilinear interpolation of its values at integer points 0..n−1 (zero beyond them); bin i
@@ -45,7 +47,7 @@ def prroi_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float
     bin_len = size / s
     start = torch.arange(s, dtype=torch.float64)[:, None] * bin_len
     k = torch.arange(n, dtype=torch.float64)[None, :]
-    return ((_tent_integral(start + bin_len - k) - _tent_integral(start - k)) / bin_len).to(dtype)
+    return ((_tent_integral(start + bin_len - k) - _tent_integral(start - k)) / bin_len).to(device=device, dtype=dtype)
 
 
 class PrRoIPool(nn.Module):
@@ -57,8 +59,8 @@ class PrRoIPool(nn.Module):
         self.s = s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = prroi_matrix(x.shape[-2], self.s, x.dtype)  # [s, h]
-        cols = prroi_matrix(x.shape[-1], self.s, x.dtype).t()  # [w, s]
+        rows = prroi_matrix(x.shape[-2], self.s, x.dtype, x.device)  # [s, h]
+        cols = prroi_matrix(x.shape[-1], self.s, x.dtype, x.device).t()  # [w, s]
         return torch.matmul(torch.matmul(rows, x), cols)  # [B, C, s, s]
 
 
