@@ -20,6 +20,7 @@ from .errors import ImageError, UsageError
 from .fsutil import atomic_write_bytes, require_regular
 from .images import DEFAULT_MAX_PIXELS
 from .inputs import DEFAULT_EXTENSIONS
+from .layout import RUN_FILES
 from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
 
 EVALUATION_SCHEMA = "segcli.evaluation/1"
@@ -70,7 +71,8 @@ def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "
     """Pair prediction and ground-truth PNGs by relative folder and stem (suffixes removed).
 
     A prediction folder written by `segcli predict` holds <stem>.png (palette) and maybe <stem>_label.png
-    (the same indices): the palette PNG is used, and a _label.png alone stands in for it."""
+    (the same indices): the palette PNG is used, and a _label.png alone stands in for it. Its run-level
+    files (legend.png) and report folder are not predictions."""
     for name, d in (("--pred", pred_dir), ("--gt", gt_dir)):
         if not d.is_dir():
             raise UsageError(f"{name} {d}: not a directory")
@@ -78,6 +80,9 @@ def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "
     preds: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     for p in label_files(pred_dir):
+        top = p.relative_to(pred_dir).parts[0]
+        if RUN_FILES.fullmatch(top) and (p.parent == pred_dir or top.lower() == "segcli-report"):
+            continue
         key = _known(pair_key(p, pred_dir, pred_suffix), gts)
         if key.endswith("_label") and key not in gts:  # road_label.png of road.jpg, unless road_label has GT
             labels[_known(key[: -len("_label")], gts)] = p

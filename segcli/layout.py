@@ -38,7 +38,9 @@ SUFFIXES = {
 }
 OPTIONAL = ("label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay")
 # run-level files at the top of --out
-RUN_FILES = re.compile(r"summary(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html", re.IGNORECASE)
+RUN_FILES = re.compile(
+    r"summary(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html|segcli-report", re.IGNORECASE
+)
 _TOPK_KEY = "_top#.npz"  # stands for every K when checking collisions
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from .classes import ClassSet
 from .fsutil import require_regular
 
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
@@ -78,17 +79,28 @@ def read_fingerprint(path: Path) -> str | None:
 
 
 def overlay_jpeg(
-    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float, background: int | None = None
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: np.ndarray,
+    alpha: float,
+    background: int | None = None,
+    legend: ClassSet | None = None,
 ) -> bytes:
     """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4);
-    pixels of the `background` label (a parsing map's "-": no part, no material) show the image alone."""
+    pixels of the `background` label (a parsing map's "-": no part, no material) show the image alone. With
+    `legend` (the map's classes), the classes present are listed under the image."""
     colours = palette[labels]  # [H, W, 3]
     blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
     if background is not None:
         blend[labels == background] = image[labels == background]
+    picture = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
+    if legend is not None:
+        from .legend import legend_panel, with_legend
+
+        width = max(labels.shape[1], 480)  # a narrow image gets a legend wider than itself, not a tall one
+        picture = with_legend(np.asarray(picture), legend_panel(labels, legend, width, background))
     buf = io.BytesIO()
-    image8 = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
-    image8.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: class edges keep their colour
+    picture.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: class edges keep their colour
     return buf.getvalue()
 
 

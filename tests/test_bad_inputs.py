@@ -314,9 +314,11 @@ def test_colliding_names_get_distinct_outputs_and_resume(model, tmp_path):
     r = cli("predict", src, "-m", model, "-o", out, "--save", "label,json", "--ext", "jpg,png")
     assert r.exit_code == 0, r.stderr
     seg = Segmenter.from_pretrained(model)
-    pngs = sorted(p.name for p in out.glob("*.png"))
+    pngs = sorted(p.name for p in out.glob("*.png") if p.name != "legend.png")
     assert len(pngs) == 7 * 2  # a palette and a label PNG per input, none shared
-    for rec in (json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "summary.json"):
+    for rec in (
+        json.loads(p.read_text()) for p in out.glob("*.json") if p.name not in ("summary.json", "classes.json")
+    ):
         labels = np.asarray(Image.open(rec["outputs"]["png"]))
         assert np.array_equal(labels, seg.predict(rec["input"]))  # each file belongs to its own input
         assert np.array_equal(np.asarray(Image.open(rec["outputs"]["label"])), labels)
@@ -392,7 +394,7 @@ def test_full_disk_fails_images_not_the_run(model, tmp_path, small_disk):
     assert errors and all("No space left on device" in e for e in errors), r.stderr
     out = small_disk / "out"
     assert not list(out.rglob("*.tmp"))  # no temporary files left
-    names = {p.name for p in out.iterdir()} - {"summary.json"}
+    names = {p.name for p in out.iterdir()} - {"summary.json", "legend.png", "classes.json"}
     stems = {n.split("_")[0].split(".")[0] for n in names}
     for stem in stems:  # every image is finished (all four files) or absent, never half
         assert {f"{stem}.png", f"{stem}.json", f"{stem}_label.png", f"{stem}_overlay.jpg"} <= names, (stem, names)

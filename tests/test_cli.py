@@ -87,7 +87,7 @@ def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):
     assert r.stdout == ""  # results are files; stdout stays clean
     assert "3 done, 0 skipped, 0 failed of 3" in r.stderr
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
-    assert pngs == ["a.png", "sub/a.png", "sub/deeper/b.png"]
+    assert pngs == ["a.png", "legend.png", "sub/a.png", "sub/deeper/b.png"]  # legend.png: the run's palette
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*"))
 
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
@@ -118,7 +118,8 @@ def test_predict_single_files_keep_their_stem(tiny_convnext_dir, tree, tmp_path)
     out = tmp_path / "out"
     r = cli("predict", tree / "sub/deeper/b.JPEG", tree / "sub/deeper/b.JPEG", "-m", tiny_convnext_dir, "-o", out)
     assert r.exit_code == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["b.json", "b.png", "summary.json"]  # named twice, done once
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["b.json", "b.png", "classes.json", "legend.png", "summary.json"]  # named twice, done once
 
 
 def test_predict_files_with_one_stem_in_two_folders(tiny_convnext_dir, tree, tmp_path):
@@ -142,7 +143,7 @@ def test_predict_goes_on_after_bad_files(tiny_convnext_dir, tree, tmp_path):
     for name in ("empty.png: empty file", "text.jpg: not an image", "trunc.jpg: cannot decode", "missing-dir: no such"):
         assert sum(name in line for line in errors) == 1, name
     assert "3 done, 0 skipped, 4 failed of 7" in r.stderr
-    assert sorted(p.stem for p in out.rglob("*.png")) == ["a", "a", "b"]  # the good ones all done
+    assert sorted(p.stem for p in out.rglob("*.png") if p.name != "legend.png") == ["a", "a", "b"]  # good ones done
     assert not (out / "empty.png").exists() and not (out / "trunc.png").exists()
 
 

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import DATA
 from PIL import Image
 from typer.testing import CliRunner
@@ -49,6 +50,7 @@ def test_predict_writes_the_four_outputs(tiny_upp_dir, tmp_path):
     assert Image.open(out / "room_part.png").mode == "P" and materials.max() < 26
     # a pixel's part belongs to the object predicted there (0 where that object has no parts)
     tree = hierarchy()
+    assert len(np.unique(parts)) > 1  # some pixels do get a part: the check below covers real parts
     for obj in np.unique(objects):
         allowed = set(tree.get(int(obj), [0]))
         assert set(np.unique(parts[objects == obj]).tolist()) <= allowed
@@ -64,6 +66,9 @@ def test_predict_writes_the_four_outputs(tiny_upp_dir, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenes"] == [{"index": scene[0]["index"], "name": scene[0]["name"], "images": 1}]
     assert summary["save"] == ["json", "material", "part"]
+    legend = json.loads((out / "classes.json").read_text())
+    assert len(legend["classes"]) == 336 and len(legend["part"]) == 153 and len(legend["material"]) == 26
+    assert legend["scene"][0] == {"index": 0, "name": "airfield"}
 
 
 @pytest.mark.slow
@@ -75,14 +80,28 @@ def test_parse_and_save_selection(tiny_upp_dir, tmp_path):
     assert len(parsed.scene) == 5 and all(name in seg.scenes for name, _ in parsed.scene)
     assert np.array_equal(seg.predict(photo), parsed.object)
     assert seg.logits(photo).shape == (336, *image.shape[:2])  # the object head's
-    # every preset works: a single scale, slid windows (scene averaged over windows)
-    slid = seg.parse(photo, mode="slide", crop=64, stride=48, resize="none", scales="1.0")
-    assert slid.part.shape == image.shape[:2] and abs(sum(p for _, p in slid.scene)) <= 1 + 1e-6
+
+    # every mode works: windows (the scene averaged over a view's windows), flipped views (over views)
+    def scene(pixels: np.ndarray) -> np.ndarray:
+        x = seg.model.normalize(torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float())
+        with torch.no_grad():
+            return seg.model(x)[1].softmax(1)[0].numpy()
+
+    windows = [image[:, :64], image[:, 16:]]  # 60×80 image, crop 64, stride 48: two windows
+    expected = np.mean([scene(w) for w in windows], axis=0)
+    expected = (expected + np.mean([scene(w[:, ::-1]) for w in windows], axis=0)) / 2  # and the mirrored view
+    slid = seg.parse(photo, mode="slide", crop=64, stride=48, resize="none", scales="1.0", flip=True)
+    assert slid.part.shape == image.shape[:2]
+    top = np.argsort(-expected, kind="stable")[:5]
+    assert [name for name, _ in slid.scene] == [seg.scenes[i] for i in top]
+    assert [p for _, p in slid.scene] == pytest.approx(expected[top].tolist(), abs=1e-6)
     out = tmp_path / "out"
     r = cli("predict", photo, "-m", tiny_upp_dir, "-o", out, "--save", "overlay,part", "--quiet", "--preset", "hf")
     assert r.exit_code == 0, r.stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        "classes.json",
+        "legend.png",
         "room.png",
         "room_material_overlay.jpg",
         "room_overlay.jpg",
@@ -136,3 +155,46 @@ def test_a_config_whose_head_classes_do_not_match_its_head_is_refused(tiny_upp_d
     (bad / "config.json").write_text(json.dumps(config))
     r = cli("predict", _photo(tmp_path)[0], "-m", bad, "-o", tmp_path / "out")
     assert r.exit_code == 2 and "part_groups" in r.stderr
+
+
+def test_bgr_input_survives_an_onnx_export(tmp_path):
+    """A BGR model exported without its preprocessing: the sidecar says BGR and the runner flips."""
+    pytest.importorskip("onnxruntime")
+    from dataclasses import replace
+
+    from helpers import random_image, randomize_
+
+    from segcli.arch import network_from_tables
+    from segcli.classes import known_set
+    from segcli.formats import native
+    from segcli.model import Segmentor
+    from segcli.model.segmentor import Normalization
+    from segcli.presets import Protocol
+
+    net = network_from_tables(
+        {"type": "resnet", "depth": 18, "blocks": [1, 1, 1, 1]}, {"type": "uper", "channels": 32}, 150, "x"
+    )
+    net = replace(net, normalization=Normalization((102.98, 115.95, 122.77), (1.0, 1.0, 1.0), 1.0, True))
+    model = randomize_(Segmentor(net), seed=3)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    native.write(tmp_path / "bgr", tensors, net, known_set("ade20k"), "hf", Protocol(), {}, (64, 64))
+    r = cli("export", tmp_path / "bgr", "-f", "onnx", "-o", tmp_path / "bgr.onnx", "--size", "64x64")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "bgr.onnx.json").read_text())["input"]["normalization"]["bgr"] is True
+    image = random_image(64, 64, seed=5)
+    eager = Segmenter.from_pretrained(tmp_path / "bgr").logits(image, "hf")
+    exported = Segmenter.from_pretrained(tmp_path / "bgr.onnx").logits(image, "hf")
+    assert (eager - exported).abs().max() < 1e-3
+
+
+def test_registry_upp_head_sizes_must_match_the_dataset(tmp_path):
+    registry = tmp_path / "r.toml"
+    registry.write_text(
+        '[models.bad-upp]\nurls = ["https://example.org/a.pth", "https://example.org/b.pth"]\nformat = "csail"\n'
+        'license = "MIT"\ndataset = "unifiedparsing"\nbackbone = { type = "resnet", depth = 50 }\n'
+        'head = { type = "upp", scene_classes = 10 }\ncrop_size = 512\npreset = "upp"\n'
+    )
+    r = cli("--registry", registry, "models")
+    assert (
+        r.exit_code == 2 and "scene head has 10 classes" in r.stderr and "365" in r.stderr and str(registry) in r.stderr
+    )

@@ -33,6 +33,8 @@ class Options:
     batch_size: int = 1  # same-size images per forward pass
     max_pixels: int = DEFAULT_MAX_PIXELS
     decoders: int = 2  # decoding threads
+    legend: bool = True  # overlays list the classes present under the image
+    report: bool = False  # thumbnails for the HTML report (not outputs: no part of the fingerprint)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def fingerprint(model: dict[str, Any], inference: dict[str, Any], opts: Options)
         "inference": inference,
         "save": sorted(opts.save),
         "alpha": opts.alpha if "overlay" in opts.save else None,
+        **({"legend": opts.legend} if "overlay" in opts.save else {}),  # only with overlays: other runs resume
         "topk": opts.topk,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ImageError
 from ..images import image_size, load_image
+from ..info import ModelInfo
 from ..inputs import Item
 from ..presets import Params
 from .pipeline import Pipeline
@@ -39,6 +41,18 @@ def _decode(opts: Options, num_classes: int, task: Task) -> np.ndarray:
     return load_image(task.item.path, max_pixels=opts.max_pixels)
 
 
+def write_run_files(out: Path, info: ModelInfo) -> None:
+    """`legend.png` and `classes.json` at the top of `out`: the model's classes and colours (each map's)."""
+    from ..fsutil import atomic_write_bytes
+    from ..legend import classes_doc, legend_png
+    from ..outputs import json_bytes
+
+    maps = [(f"{head}s ({len(s.classes)})", s) for head, s in info.head_sets.items() if head != "scene"]
+    sets = [(f"{'objects' if maps else 'classes'} ({len(info.classes)})", info.class_set), *maps]
+    atomic_write_bytes(out / "legend.png", legend_png(sets))
+    atomic_write_bytes(out / "classes.json", json_bytes(classes_doc(info.name, info.class_set, info.head_sets)))
+
+
 def run(
     seg: Segmenter,
     items: list[Item],
@@ -58,7 +72,7 @@ def run(
     fp = fingerprint(model, inference, opts)
     tasks = plan(items, opts, fp, seg.num_classes)
     details = {"model": model, "preset": params.preset, "inference": inference, "software": software()}
-    write = Writer(tuple(seg.classes), seg.palette, opts, details, fp, seg.info.head_sets)
+    write = Writer(seg.info.class_set, opts, details, fp, seg.info.head_sets)
     want_probs = "probs" in opts.save
     pipeline = Pipeline(
         decode=partial(_decode, opts, seg.num_classes),

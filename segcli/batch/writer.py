@@ -29,10 +29,14 @@ from .plan import Options, Task
 from .records import ImageRecord
 
 
+def background(classes: ClassSet) -> int | None:
+    """The label overlays leave unpainted: a parser's "-" (0), nothing for other class sets."""
+    return 0 if classes.classes[:1] == ("-",) else None
+
+
 @dataclass(frozen=True)
 class Writer:
-    classes: tuple[str, ...]
-    palette: np.ndarray  # [K, 3] uint8
+    class_set: ClassSet
     opts: Options
     details: dict[str, Any]  # model, preset, inference: the same for every image of the run
     fingerprint: str
@@ -54,22 +58,21 @@ class Writer:
         for kind in MAP_KINDS:
             if kind not in pred.maps:
                 continue
-            palette = self.head_sets[kind].palette_array
+            classes = self.head_sets[kind]
             if kind in paths:
-                self._write(written, paths[kind], label_png(pred.maps[kind], palette, self.fingerprint))
+                self._write(written, paths[kind], label_png(pred.maps[kind], classes.palette_array, self.fingerprint))
             if f"{kind}_overlay" in paths:
-                blend = overlay_jpeg(image, pred.maps[kind], palette, self.opts.alpha, background=0)
-                self._write(written, paths[f"{kind}_overlay"], blend)
+                self._write(written, paths[f"{kind}_overlay"], self._overlay(image, pred.maps[kind], classes))
 
     def __call__(self, task: Task, image: np.ndarray, pred: Prediction, timings: dict[str, float]) -> ImageRecord:
         """Write the outputs `task.paths` asks for, the palette PNG last (it marks the image done)."""
-        labels, paths, opts, k = pred.labels, task.paths, self.opts, len(self.classes)
+        labels, paths, opts, k = pred.labels, task.paths, self.opts, len(self.class_set.classes)
         h, w = labels.shape
         counts = class_counts(labels, k)
         details = {
             "image": {"width": int(w), "height": int(h)},
             **self.details,
-            "classes": class_stats(counts, list(self.classes)),
+            "classes": class_stats(counts, list(self.class_set.classes)),
             **self._parsing(pred),
         }
         record = ImageRecord(
@@ -88,7 +91,7 @@ class Writer:
             if "label" in paths:
                 self._write(written, paths["label"], index_png(labels, k))
             if "overlay" in paths:
-                self._write(written, paths["overlay"], overlay_jpeg(image, labels, self.palette, opts.alpha))
+                self._write(written, paths["overlay"], self._overlay(image, labels, self.class_set))
             self._maps(written, paths, image, pred)
             if "probs" in paths:
                 data = topk_npz(pred.probs, opts.topk) if opts.topk else probs_npy(pred.probs)
@@ -96,7 +99,7 @@ class Writer:
             record.timings = {**timings, "write_s": time.perf_counter() - t}
             if "json" in paths:
                 self._write(written, paths["json"], json_bytes(record.file_json()))
-            self._write(written, paths["png"], label_png(labels, self.palette, self.fingerprint))
+            self._write(written, paths["png"], label_png(labels, self.class_set.palette_array, self.fingerprint))
         except Exception as e:  # noqa: BLE001 - a full disk, a bad class list...: this image's failure
             for path in written:  # no half-finished image: what this call wrote goes again
                 with contextlib.suppress(OSError):
@@ -104,8 +107,24 @@ class Writer:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
             error = f"{task.item.path}: cannot write outputs under {opts.out} ({reason})"
             return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), error)
+        if opts.report:
+            self._thumbnails(paths["png"], image, labels)
         record.timings["write_s"] = time.perf_counter() - t
         return record
+
+    def _thumbnails(self, png: Path, image: np.ndarray, labels: np.ndarray) -> None:
+        """The report's pictures of this image (a failure only costs the report a redraw from the files)."""
+        from ..report import gallery
+
+        folder = self.opts.out / gallery.FOLDER / "thumbs"
+        key = gallery.thumb_key(png, self.opts.out)
+        with contextlib.suppress(OSError):
+            for kind, data in gallery.thumbnails(image, labels, self.class_set.palette_array, self.opts.alpha).items():
+                gallery.save(self.opts.out, folder / f"{key}-{kind}{gallery.KINDS[kind]}", data)
+
+    def _overlay(self, image: np.ndarray, labels: np.ndarray, classes: ClassSet) -> bytes:
+        legend = classes if self.opts.legend else None
+        return overlay_jpeg(image, labels, classes.palette_array, self.opts.alpha, background(classes), legend)
 
     def _write(self, written: list[Path], path: Path, data: bytes) -> None:
         check_inside(self.opts.out, path)

@@ -93,6 +93,15 @@ ConfusionOpt = Annotated[
         help="The confusion matrix (rows: ground truth, columns: prediction), .npy or .csv.",
     ),
 ]
+ReportOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE.html",
+        help="An HTML report: per-class IoU / accuracy bars, the row-normalised confusion matrix as a heat map "
+        "with the top confusions, the per-image mIoU histogram (static, offline; the [report] extra).",
+    ),
+]
 WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Threads decoding label maps.")]
 
 
@@ -214,11 +223,21 @@ def _pairing(pred: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool
 
 
 def _write_reports(
-    doc: dict[str, Any], matrix: Any, json_out: str | None, csv_out: Path | None, confusion_out: Path | None
+    doc: dict[str, Any],
+    result: Any,
+    json_out: str | None,
+    csv_out: Path | None,
+    confusion_out: Path | None,
+    report_out: Path | None,
 ) -> None:
     from .. import evaluate as ev
     from ..fsutil import atomic_write_bytes
 
+    matrix = result.matrix
+    if report_out:
+        from ..report import scores
+
+        scores.write(report_out, {**doc, "per_image": result.per_image}, matrix, doc.get("pred"), doc["gt"])
     if json_out and json_out != "-":
         atomic_write_bytes(Path(json_out), ev.json_text(doc).encode("utf-8"))
     if csv_out:
@@ -266,6 +285,22 @@ def _check_options(
             )
 
 
+def _check_report(path: Path) -> None:
+    from ..report.html import require_report
+
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"--report {path}: name an .html file", hint="e.g. --report scores.html")
+    require_report()
+
+
+def _raw_ade_warning(result: Any, ignore_index: int) -> None:
+    eprint(
+        f"segcli: warning: the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps and "
+        f"never the ignore value {ignore_index}: raw ADE20K annotations look like that (0 = other, 1..150 = "
+        "classes); if these are, the scores above are shifted by one class: add --reduce-zero-label"
+    )
+
+
 @handle_errors
 def evaluate(
     gt: GtOpt,
@@ -285,6 +320,7 @@ def evaluate(
     json_out: JsonOutOpt = None,
     csv_out: CsvOpt = None,
     confusion_out: ConfusionOpt = None,
+    report_out: ReportOutOpt = None,
     workers: WorkersOpt = 2,
     preset: PresetOpt = None,
     resize: ResizeOpt = None,
@@ -310,6 +346,8 @@ def evaluate(
     from ..presets import check
 
     _check_options(absent, resize_pred, pred, model, images, gt, save_pred, num_classes, workers)
+    if report_out is not None:
+        _check_report(report_out)
     silent = quiet or json_out == "-"
     extra: dict[str, Any] = {"gt": str(gt)}
     tmp: Path | None = None
@@ -332,7 +370,7 @@ def evaluate(
             result = ev.evaluate(
                 pairing.pairs,
                 settings,
-                per_image=per_image,
+                per_image=per_image or report_out is not None,
                 progress=lambda ok: progress.advance("done" if ok else "failed"),
             )
     finally:
@@ -341,18 +379,16 @@ def evaluate(
     for f in result.failures:
         eprint(f"segcli: error: {f['error']}")
     if result.raw_ade_suspect(settings):
-        eprint(
-            f"segcli: warning: the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps and "
-            f"never the ignore value {ignore_index}: raw ADE20K annotations look like that (0 = other, 1..150 = "
-            "classes); if these are, the scores above are shifted by one class: add --reduce-zero-label"
-        )
+        _raw_ade_warning(result, ignore_index)
     extra["unpaired"] = {
         "gt_without_prediction": [str(p) for p in pairing.gt_only],
         "prediction_without_gt": [str(p) for p in pairing.pred_only],
     }
     doc = ev.report(result, names, settings, absent, extra)
+    if not per_image:
+        doc["per_image"] = None
     if not silent:
         _table(doc)
-    _write_reports(doc, result.matrix, json_out, csv_out, confusion_out)
+    _write_reports(doc, result, json_out, csv_out, confusion_out, report_out)
     if result.failures or pairing.gt_only:
         raise typer.Exit(EXIT_FAILED)

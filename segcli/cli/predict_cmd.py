@@ -54,12 +54,19 @@ def _save_kinds(text: str) -> frozenset[str]:
 
 
 class _Reporter:
-    """Each record as it comes: an error line for failures, a JSON line with --jsonl, progress."""
+    """Each record as it comes: an error line for failures, a JSON line with --jsonl, progress; with
+    --report, what the gallery shows of each image."""
 
-    def __init__(self, progress: Progress, jsonl: bool, stop: GracefulStop) -> None:
+    def __init__(self, progress: Progress, jsonl: bool, stop: GracefulStop, gallery: bool = False) -> None:
         self.progress, self.jsonl, self.stop = progress, jsonl, stop
+        self.gallery: list[Any] | None = [] if gallery else None
 
     def __call__(self, record: ImageRecord) -> None:
+        if self.gallery is not None and record.status != "failed":
+            from ..report.gallery import Entry
+
+            entry = Entry(Path(record.input), record.name or record.input, record.status, record.outputs, record.counts)
+            self.gallery.append(entry)
         if record.status == "failed":
             self.progress.print_error(f"segcli: error: {record.error}")
         if self.jsonl and self.stop.exit_code != SIGPIPE_CODE:
@@ -100,6 +107,30 @@ def _check_options(alpha: float, topk: int | None, batch_size: int, out: str, ki
     return path
 
 
+def _check_report(shard: tuple[int, int] | None) -> None:
+    from ..report.html import require_report
+
+    if shard:
+        raise UsageError(
+            "--report describes a whole run, not one --shard",
+            hint="after the shards, run the same command without --shard and with --report (done images are skipped)",
+        )
+    require_report()
+
+
+def _discovery_notes(found: Discovery, quiet: bool) -> None:
+    """Warnings about what discovery skipped; a usage error when it found nothing at all."""
+    for note in dict.fromkeys(found.skipped):
+        eprint(f"segcli: warning: {note}")
+    if (found.own_outputs or found.own_folders) and not quiet:
+        folders = f" and {len(found.own_folders)} output folder(s) of earlier runs" if found.own_folders else ""
+        eprint(f"segcli: note: left out {found.own_outputs} PNG(s) segcli wrote{folders} (e.g. earlier masks)")
+    if not found.items and not found.errors:
+        raise UsageError(
+            "no images found in the inputs", hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp"
+        )
+
+
 def _check_out(out: Path, found: Discovery) -> None:
     """--out must not be an input folder or contain one (its outputs would land among the inputs and be read
     back by the next run; a folder *inside* an input folder is fine: it is not searched) and must be
@@ -128,9 +159,12 @@ def _finish(
     quiet: bool,
     stop: GracefulStop,
     fatal: SegcliError | None = None,
+    info: Any = None,
+    gallery: list[Any] | None = None,
 ) -> None:
-    """Write summary.json, say how it went, exit with the code that tells it (`fatal`: the error that
-    stopped the run, raised once the summary of what was done is written)."""
+    """Write summary.json (and the report, with --report), say how it went, exit with the code that tells it
+    (`fatal`: the error that stopped the run, raised once the summary of what was done is written)."""
+    from ..batch import write_run_files
     from ..fsutil import atomic_write_bytes
     from ..outputs import json_bytes
 
@@ -141,6 +175,22 @@ def _finish(
     except OSError as e:
         eprint(f"segcli: error: {opts.out / name}: cannot write the run summary ({e.strerror or e})")
         failed = True
+    try:
+        if info is not None:
+            write_run_files(opts.out, info)
+    except OSError as e:
+        eprint(f"segcli: error: {opts.out}: cannot write legend.png / classes.json ({e.strerror or e})")
+        failed = True
+    if gallery is not None:
+        from ..report import gallery as report
+
+        try:
+            page = report.write(opts.out, gallery, doc, info.class_set, opts.alpha)
+            if not quiet:
+                eprint(f"segcli: report: {page}")
+        except OSError as e:
+            eprint(f"segcli: error: {opts.out}: cannot write the report ({e.strerror or e})")
+            failed = True
     if not quiet:
         s = summary
         rate = f", {s.done / s.seconds:.2f} images/s" if s.seconds > 0 and s.done else ""
@@ -207,6 +257,21 @@ TopkOpt = Annotated[
         metavar="K", help="probs: keep the K most probable classes (.npz) instead of all (.npy).", rich_help_panel=OUT
     ),
 ]
+LegendOpt = Annotated[
+    bool,
+    typer.Option(
+        "--legend/--no-legend", help="Overlays list the classes present under the image.", rich_help_panel=OUT
+    ),
+]
+ReportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--report",
+        help="Write OUT/index.html: a gallery (image, overlay, mask, top classes), the class distribution, the "
+        "parameters and the failures; static, offline (needs jinja2 and matplotlib: the [report] extra).",
+        rich_help_panel=OUT,
+    ),
+]
 JsonlOpt = Annotated[
     bool, typer.Option("--jsonl", help="One JSON record per image on stdout (and nothing else).", rich_help_panel=OUT)
 ]
@@ -232,6 +297,8 @@ def predict(
     save: SaveOpt = None,
     alpha: AlphaOpt = 0.5,
     topk: TopkOpt = None,
+    legend: LegendOpt = True,
+    report: ReportOpt = False,
     jsonl: JsonlOpt = False,
     overwrite: OverwriteOpt = False,
     preset: PresetOpt = None,
@@ -269,17 +336,11 @@ def predict(
     kinds = _save_kinds(save or "json")
     shard_spec = parse_shard(shard)
     out_dir = _check_options(alpha, topk, batch_size, out, kinds)
+    if report:
+        _check_report(shard_spec)
     found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out_dir)
-    for note in dict.fromkeys(found.skipped):
-        eprint(f"segcli: warning: {note}")
-    if (found.own_outputs or found.own_folders) and not quiet:
-        folders = f" and {len(found.own_folders)} output folder(s) of earlier runs" if found.own_folders else ""
-        eprint(f"segcli: note: left out {found.own_outputs} PNG(s) segcli wrote{folders} (e.g. earlier masks)")
+    _discovery_notes(found, quiet)
     items = [it for it in found.items if in_shard(it, shard_spec)]  # an empty shard is a normal, empty run
-    if not found.items and not found.errors:
-        raise UsageError(
-            "no images found in the inputs", hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp"
-        )
     _check_out(out_dir, found)
     if threads is not None:
         import torch
@@ -288,23 +349,23 @@ def predict(
     seg = Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
     params = seg.params(preset, **overrides)
     kinds = _model_kinds(kinds, seg.maps, save is None)
-    opts = batch.Options(out_dir, kinds, alpha, topk, overwrite, batch_size, max_pixels)
+    opts = batch.Options(out_dir, kinds, alpha, topk, overwrite, batch_size, max_pixels, legend=legend, report=report)
     progress = Progress(len(items) + len(found.errors), enabled=not quiet)
     summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
     fatal: SegcliError | None = None
     with GracefulStop() as stop:  # until the summary is written
         with progress:
-            report = _Reporter(progress, jsonl, stop)
+            reporter = _Reporter(progress, jsonl, stop, gallery=report)
             for arg, reason in found.errors:
                 record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
                 summary.add(record)
-                report(record)
+                reporter(record)
             try:
-                batch.run(seg, items, params, opts, report=report, should_stop=lambda: stop.stop, summary=summary)
+                batch.run(seg, items, params, opts, report=reporter, should_stop=lambda: stop.stop, summary=summary)
             except SegcliError as e:  # stops the run; what was done is still summed up
                 fatal, summary.interrupted = e, True
         extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
         doc = summary.to_json(
             batch.model_record(seg.info), params.preset, seg.inference(params), sorted(opts.save), extra
         )
-        _finish(summary, doc, opts, shard_spec, quiet, stop, fatal)
+        _finish(summary, doc, opts, shard_spec, quiet, stop, fatal, seg.info, reporter.gallery)

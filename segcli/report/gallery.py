@@ -1,0 +1,199 @@
+"""`segcli predict --report`: OUT/index.html (the run, its class distribution, parameters, failures and the
+first page of the gallery) and OUT/segcli-report/page-N.html, thumbnails in OUT/segcli-report/thumbs/.
+
+Thumbnails (the image, its overlay, its mask; at most 256 pixels a side) are made by the writer while the
+image is in memory; images skipped as done before get theirs from their files when the report is written.
+Links are relative and percent-encoded, so the folder can be moved or served as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from PIL import Image
+
+from ..classes import ClassSet
+from ..fsutil import atomic_write_bytes, check_inside
+
+FOLDER = "segcli-report"  # a run-level name (layout.RUN_FILES): input folders never take it
+PAGE_SIZE = 60
+THUMB = 256
+TOP = 3  # classes listed per image
+KINDS = {"image": ".jpg", "overlay": ".jpg", "mask": ".png"}
+
+
+def save(out: Path, path: Path, data: bytes) -> None:
+    """Write a report file under `out` (atomically; never through a symbolic link planted on the way)."""
+    check_inside(out, path)
+    atomic_write_bytes(path, data)
+
+
+def thumb_key(png: Path, out: Path) -> str:
+    """The thumbnails' file name stem of the image whose palette PNG is `png`."""
+    return hashlib.sha256(png.relative_to(out).as_posix().encode()).hexdigest()[:24]
+
+
+def thumbnails(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> dict[str, bytes]:
+    """image / overlay JPEGs and the mask PNG at most THUMB pixels a side (the mask resized by nearest)."""
+    h, w = labels.shape
+    scale = min(1.0, THUMB / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    idx = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.Resampling.NEAREST))
+    colours = palette[np.clip(idx, 0, len(palette) - 1)]
+    blend = np.clip(small * (1 - alpha) + colours * alpha, 0, 255).astype(np.uint8)
+    out = {}
+    for kind, array in (("image", small), ("overlay", blend), ("mask", colours.astype(np.uint8))):
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG" if kind == "mask" else "JPEG", quality=85)
+        out[kind] = buf.getvalue()
+    return out
+
+
+@dataclass
+class Entry:
+    """One image of the gallery (done in this run or before)."""
+
+    input: Path
+    name: str
+    status: str
+    outputs: dict[str, Path]
+    counts: np.ndarray | None
+    key: str = ""
+    top: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _top(counts: np.ndarray | None, classes: ClassSet) -> list[dict[str, Any]]:
+    if counts is None or not counts.sum():
+        return []
+    order = np.argsort(-counts, kind="stable")[:TOP]
+    total = float(counts.sum())
+    return [
+        {
+            "name": classes.classes[i],
+            "fraction": counts[i] / total,
+            "color": "#{:02x}{:02x}{:02x}".format(*classes.palette[i]),
+        }
+        for i in order
+        if counts[i]
+    ]
+
+
+def _ensure_thumbs(entry: Entry, out: Path, palette: np.ndarray, alpha: float) -> None:
+    """Thumbnails of an image done before, from its input and its palette PNG (nothing if unreadable)."""
+    from ..evaluate import read_labels
+    from ..images import load_image
+
+    folder = out / FOLDER / "thumbs"
+    if all((folder / f"{entry.key}-{k}{ext}").is_file() for k, ext in KINDS.items()):
+        return
+    try:
+        labels = read_labels(entry.outputs["png"])
+        image = load_image(entry.input)
+    except Exception:  # noqa: BLE001 - a report shows what it can: a missing thumbnail is drawn as such
+        return
+    if image.shape[:2] != labels.shape:
+        return
+    with contextlib.suppress(OSError):
+        for kind, data in thumbnails(image, labels, palette, alpha).items():
+            save(out, folder / f"{entry.key}-{kind}{KINDS[kind]}", data)
+
+
+def _href(target: Path, page_dir: Path) -> str:
+    return quote(Path(os.path.relpath(os.path.abspath(target), os.path.abspath(page_dir))).as_posix())
+
+
+def _entry_view(e: Entry, out: Path, page_dir: Path) -> dict[str, Any]:
+    thumbs = {k: _href(out / FOLDER / "thumbs" / f"{e.key}-{k}{ext}", page_dir) for k, ext in KINDS.items()}
+    png = e.outputs["png"]
+    return {
+        "name": e.name,
+        "status": e.status,
+        "thumbs": thumbs,
+        "top": e.top,
+        "input_href": _href(e.input, page_dir),
+        "overlay_href": _href(e.outputs.get("overlay", png), page_dir),
+        "mask_href": _href(png, page_dir),
+    }
+
+
+def _parameters(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in summary["inference"].items()]
+    return [*rows, ("save", ", ".join(summary["save"])), ("software", json.dumps(summary["software"]))]
+
+
+def _charts(summary: dict[str, Any], classes: ClassSet, scenes: bool) -> dict[str, str | None]:
+    from . import charts
+
+    top = summary["classes"][:30]
+    chart = None
+    if top:
+        chart = charts.bars(
+            [c["name"] for c in top],
+            [c["fraction"] for c in top],
+            title=f"Pixels per class ({len(top)} largest of {len(summary['classes'])} present)",
+            xlabel="fraction of all labelled pixels",
+            colors=[classes.palette[c["index"]] for c in top],
+            percent=True,
+            salt="classes",
+        )
+    scene_chart = None
+    if scenes and summary.get("scenes"):
+        s = summary["scenes"][:30]
+        scene_chart = charts.bars(
+            [c["name"] for c in s],
+            [c["images"] for c in s],
+            title="Most probable scene",
+            xlabel="images",
+            salt="scenes",
+        )
+    return {"class_chart": chart, "scene_chart": scene_chart}
+
+
+def write(out: Path, entries: list[Entry], summary: dict[str, Any], classes: ClassSet, alpha: float) -> Path:
+    """The report's pages; returns OUT/index.html."""
+    from .html import render
+
+    for e in entries:
+        e.key, e.top = thumb_key(e.outputs["png"], out), _top(e.counts, classes)
+        _ensure_thumbs(e, out, classes.palette_array, alpha)
+    n_pages = max(1, -(-len(entries) // PAGE_SIZE))
+    page_paths = [out / "index.html", *(out / FOLDER / f"page-{n}.html" for n in range(2, n_pages + 1))]
+    common = {
+        "out_name": str(out),
+        "model": summary["model"],
+        "preset": summary["preset"],
+        "counts": summary["counts"],
+        "interrupted": summary["interrupted"],
+        "seconds": summary["seconds"],
+        "rate": summary["images_per_second"],
+        "parameters": _parameters(summary),
+        "failures": summary["failures"],
+        "total_entries": len(entries),
+        **_charts(summary, classes, "scenes" in summary),
+    }
+    for number, path in enumerate(page_paths, start=1):
+        chunk = entries[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+        pages = [{"number": i, "href": _href(p, path.parent)} for i, p in enumerate(page_paths, start=1)]
+        html = render(
+            "predict.html",
+            title=f"segcli predict — {out.name or out}",
+            overview=number == 1,
+            page=number,
+            pages=pages,
+            entries=[_entry_view(e, out, path.parent) for e in chunk],
+            first=(number - 1) * PAGE_SIZE + 1 if chunk else 0,
+            last=(number - 1) * PAGE_SIZE + len(chunk),
+            **common,
+        )
+        save(out, path, html.encode("utf-8"))
+    return page_paths[0]

@@ -1,0 +1,256 @@
+"""Pictures: overlay legends, legend.png / classes.json, and the HTML reports of `predict --report` and
+`evaluate --report`, loaded from disk in a real headless Chromium (the system's, driven by Selenium).
+
+The browser tests need `chromium` and `chromedriver` (Debian: apt install chromium chromium-driver; .ci/run
+installs them). Without them they are skipped — unless SEGCLI_REQUIRE_BROWSER=1 (CI), where that fails.
+Screenshots are kept in $SEGCLI_ARTIFACTS (default: test-artifacts/ in the checkout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from segcli.classes import known_set
+from segcli.cli.app import app
+from segcli.legend import legend_panel
+from segcli.report import gallery
+from segcli.report.scores import confusions
+
+pytest.importorskip("jinja2")
+pytest.importorskip("matplotlib")
+
+ARTIFACTS = Path(os.environ.get("SEGCLI_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
+ODD_NAMES = ("<script>alert(1)<!--.png", "<img src=x onerror=window.pwned=1>.png", 'a&amp;b "q".png')
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _images(folder: Path, names: list[str], seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, name in enumerate(names):
+        blocks = rng.integers(0, 255, (4, 5 + i % 2, 3), dtype=np.uint8)
+        Image.fromarray(np.kron(blocks, np.ones((24, 24, 1), dtype=np.uint8))).save(folder / name)
+
+
+# ------------------------------------------------------------------ legends (no browser)
+
+
+def test_legend_panel_shows_the_colours_of_the_classes_present_only():
+    ade = known_set("ade20k")
+    labels = np.full((40, 60), 4, dtype=np.uint8)  # tree
+    labels[:, 20:] = 12  # person
+    labels[:10, :] = 2  # sky
+    panel = np.asarray(legend_panel(labels, ade, 600))
+    colours = {tuple(c) for c in panel.reshape(-1, 3)}
+    assert {tuple(ade.palette[i]) for i in (2, 4, 12)} <= colours
+    absent = [tuple(c) for i, c in enumerate(ade.palette) if i not in (2, 4, 12) and len(set(c)) > 1]  # not grey
+    assert not set(absent) & colours  # (greys would match the antialiased text)
+    without_sky = {tuple(c) for c in np.asarray(legend_panel(labels, ade, 600, background=2)).reshape(-1, 3)}
+    assert tuple(ade.palette[2]) not in without_sky and tuple(ade.palette[12]) in without_sky
+
+
+def test_overlays_carry_a_legend_and_every_run_writes_the_palette(tiny_convnext_dir, tmp_path):
+    _images(tmp_path / "in", ["a.png"])
+    r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--save", "overlay", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    overlay = Image.open(tmp_path / "out" / "a_overlay.jpg")
+    assert overlay.width == 480 and overlay.height > 96  # the legend is drawn under the 96×120 image
+    doc = json.loads((tmp_path / "out" / "classes.json").read_text())
+    ade = known_set("ade20k")
+    assert [c["name"] for c in doc["classes"]] == list(ade.classes)
+    assert doc["classes"][12]["color"] == "#{:02x}{:02x}{:02x}".format(*ade.palette[12])
+    legend = np.asarray(Image.open(tmp_path / "out" / "legend.png").convert("RGB"))
+    assert {tuple(c) for c in ade.palette} <= {tuple(c) for c in legend.reshape(-1, 3)}  # every class's swatch
+    r = cli(
+        "predict",
+        tmp_path / "in",
+        "-m",
+        tiny_convnext_dir,
+        "-o",
+        tmp_path / "plain",
+        "--save",
+        "overlay",
+        "--no-legend",
+    )
+    assert r.exit_code == 0 and Image.open(tmp_path / "plain" / "a_overlay.jpg").size == (120, 96)
+
+
+def test_top_confusions_are_ranked_by_pixels():
+    m = np.array([[50, 10, 0], [30, 60, 5], [0, 1, 3]])
+    top = confusions(m, ["a", "b", "c"])
+    assert [(c["gt"], c["pred"], c["pixels"]) for c in top] == [
+        ("b", "a", 30),
+        ("a", "b", 10),
+        ("b", "c", 5),
+        ("c", "b", 1),
+    ]
+    assert top[0]["share"] == pytest.approx(30 / 95)
+
+
+def test_report_needs_a_whole_run(tiny_convnext_dir, tmp_path):
+    _images(tmp_path / "in", ["a.png"])
+    r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--report", "--shard", "0/2")
+    assert r.exit_code == 2 and "--shard" in r.stderr
+    r = cli(
+        "evaluate",
+        "--pred",
+        tmp_path / "in",
+        "--gt",
+        tmp_path / "in",
+        "--num-classes",
+        "3",
+        "--report",
+        tmp_path / "r.txt",
+    )
+    assert r.exit_code == 2 and ".html" in r.stderr
+
+
+# ------------------------------------------------------------------ in a browser
+
+
+def _browser_paths() -> tuple[str, str] | None:
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (chrome, driver) if chrome and driver else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    paths = _browser_paths()
+    if paths is None:
+        if os.environ.get("SEGCLI_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium and chromedriver are required here (SEGCLI_REQUIRE_BROWSER=1)")
+        pytest.skip("no chromium + chromedriver (apt install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1800",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=paths[1]))
+    yield driver
+    driver.quit()
+
+
+def _check_page(driver) -> None:
+    """Every image loaded, no script ran, nothing logged as an error."""
+    broken = driver.execute_script(
+        "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+    )
+    assert broken == []
+    assert driver.execute_script("return document.scripts.length") == 0
+    assert driver.execute_script("return typeof window.pwned") == "undefined"
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+def _screenshot(driver, name: str) -> Path:
+    for _ in range(2):  # the page's height at the final window size
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(max(height + 40, 600), 12000))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path))
+    return path
+
+
+def _cards(driver) -> list[str]:
+    return [e.text for e in driver.find_elements("css selector", "#gallery .card .name")]
+
+
+@pytest.mark.slow
+def test_predict_report_in_a_browser(browser, tiny_convnext_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(gallery, "PAGE_SIZE", 4)
+    names = ["img0.png", "img1.png", "img2.png", *ODD_NAMES]
+    _images(tmp_path / "in", names)
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out, "--report", "--quiet")
+    assert r.exit_code == 1  # the broken file
+    browser.get((out / "index.html").as_uri())
+    assert browser.title.startswith("segcli predict")
+    first = _cards(browser)
+    assert len(first) == 4
+    rows = browser.find_elements("css selector", "#failures tr")
+    assert len(rows) == 2 and "broken.jpg" in rows[1].text and "not an image" in rows[1].text
+    assert browser.find_elements("css selector", "#class-chart svg")
+    assert "preset" in browser.find_element("css selector", "#parameters").text
+    _check_page(browser)
+    _screenshot(browser, "report-predict.png")
+    browser.find_element("link text", "2").click()
+    second = _cards(browser)
+    _check_page(browser)
+    assert sorted(first + second) == sorted(n.removesuffix(".png") for n in names)  # each once; odd names as text
+    # a second run skips everything; its report still shows every image, thumbnails redrawn from the files
+    shutil.rmtree(out / gallery.FOLDER / "thumbs")
+    r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out, "--report", "--quiet")
+    assert r.exit_code == 1
+    browser.get((out / "index.html").as_uri())
+    assert len(_cards(browser)) == 4 and len(browser.find_elements("css selector", "#gallery .status-skipped")) == 4
+    _check_page(browser)
+
+
+@pytest.mark.slow
+def test_evaluate_report_in_a_browser(browser, tmp_path):
+    rng = np.random.default_rng(3)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    expected = np.zeros((5, 5), dtype=np.int64)
+    for i in range(4):
+        gt = rng.integers(0, 5, (30, 40)).astype(np.uint8)
+        pred = np.where(rng.random(gt.shape) < 0.3, (gt + 1) % 5, gt).astype(np.uint8)
+        Image.fromarray(gt).save(tmp_path / "gt" / f"{i}.png")
+        Image.fromarray(pred).save(tmp_path / "pred" / f"{i}.png")
+        np.add.at(expected, (gt.ravel(), pred.ravel()), 1)
+    names = tmp_path / "names.txt"
+    names.write_text("road\n<b>bold</b>\nsky\ntree\ncar\n")
+    report = tmp_path / "scores.html"
+    r = cli("evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--classes", names, "--report", report)
+    assert r.exit_code == 0, r.stderr
+    browser.get(report.as_uri())
+    _check_page(browser)
+    rows = browser.find_elements("css selector", "#confusions tr")[1:]
+    off = [(expected[i, j], i, j) for i in range(5) for j in range(5) if i != j and expected[i, j]]
+    assert len(rows) == min(20, len(off))
+    worst = max(off)
+    assert rows[0].text.split()[-1] == str(worst[0])  # the most confused pair's pixel count, ranked first
+    for chart in ("iou-chart", "acc-chart", "confusion-chart", "image-chart"):
+        assert browser.find_elements("css selector", f"#{chart} svg"), chart
+    assert "<b>bold</b>" in browser.find_element("css selector", "#confusions").text  # escaped, shown as text
+    assert not browser.find_elements("css selector", "#confusions b")
+    assert browser.find_elements("css selector", "#failures-none")
+    _screenshot(browser, "report-evaluate.png")
+
+
+def test_evaluate_leaves_out_a_run_folders_own_pictures(tmp_path):
+    from segcli.evaluate import pair
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / folder / "a.png")
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "pred" / "legend.png")
+    (tmp_path / "pred" / gallery.FOLDER / "thumbs").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(
+        tmp_path / "pred" / gallery.FOLDER / "thumbs" / "k-mask.png"
+    )
+    (tmp_path / "pred" / "sub").mkdir()
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "pred" / "sub" / "legend.png")  # an image's
+    p = pair(tmp_path / "pred", tmp_path / "gt")
+    assert [x.key for x in p.pairs] == ["a"] and p.pred_only == [tmp_path / "pred" / "sub" / "legend.png"]
