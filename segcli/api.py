@@ -12,8 +12,9 @@ parsed = parser.parse("photo.jpg")         # object / part / material maps, the 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from .model import Segmentor
 from .presets import Params
 from .registry import load_registry
 from .sources import resolve
+
+if TYPE_CHECKING:
+    from .engine.lazy import LazyImage
 
 DTYPES = {
     "float32": torch.float32,
@@ -58,17 +62,32 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype | None, device: torch.device | None = None, family: str | None = None
+) -> torch.dtype:
+    """A dtype name or torch dtype (None: float32); "auto" → what `hardware.auto_dtype` picks for `family`
+    on `device` (float32 without a device)."""
     if dtype is None:
         return torch.float32
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        from .hardware import auto_dtype
+
+        return auto_dtype(device, family) if device is not None else torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
-            raise UsageError(f"unsupported dtype {dtype}", hint="float32, bfloat16 or float16")
+            raise UsageError(f"unsupported dtype {dtype}", hint="auto, float32, bfloat16 or float16")
         return dtype
     try:
         return DTYPES[str(dtype).lower()]
     except KeyError:
-        raise UsageError(f"unsupported dtype {dtype!r}", hint="float32, bfloat16 or float16") from None
+        raise UsageError(f"unsupported dtype {dtype!r}", hint="auto, float32, bfloat16 or float16") from None
+
+
+def family(info: ModelInfo) -> str | None:
+    """The backbone family of a model ("convnext", "swin", "resnet"; None for an export)."""
+    if info.network is None:
+        return None
+    return type(info.network.backbone).__name__.removesuffix("Config").lower()
 
 
 @dataclass
@@ -100,18 +119,24 @@ class Segmenter:
         registry: str | os.PathLike[str] | None = None,
     ) -> Segmenter:
         """Load a model from a registry name, a Hub repo id (`owner/name[@revision]`) or a local directory.
+        `dtype`: "float32" (the default), "bfloat16", "float16" (not on a CPU), or "auto" (bfloat16 where the
+        hardware computes it natively and the model family keeps its labels; see `segcli.hardware`).
 
         Weights are fetched into the Hugging Face cache on first use (see `segcli download`), verified
         against the registry's sha256, and loaded strictly: any missing, unexpected or mis-shaped key is
         an error. `registry` adds a user registry file (else $SEGCLI_REGISTRY).
         """
-        dev, dt = resolve_device(device), resolve_dtype(dtype)
+        dev = resolve_device(device)
+        auto = isinstance(dtype, str) and dtype.lower() == "auto"
+        dt = None if auto else resolve_dtype(dtype)  # None (the default): float32
         if dev.type == "cpu" and dt == torch.float16:
             raise UsageError(
                 "float16 on the CPU is emulated: minutes per image instead of seconds",
-                hint="use --dtype bfloat16 (fast on CPUs with AVX512-BF16 or AMX) or float32",
+                hint="use --dtype auto (bfloat16 where the CPU has AVX512-BF16 or AMX, else float32) or float32",
             )
         resolved = resolve(os.fspath(source), load_registry(registry))
+        if dt is None:  # auto: by the hardware and the model family
+            dt = resolve_dtype("auto", dev, family(resolved.info))
         if resolved.info.network is None:  # an exported ONNX file
             from .onnx_runner import OnnxRunner
 
@@ -206,6 +231,19 @@ class Segmenter:
         """Labels (and float16 probabilities) of decoded RGB uint8 images [H, W, 3] with resolved `params`;
         same-size images share forward passes. What batch prediction calls."""
         return predict_many(self.model, images, params, probs=probs)
+
+    def stream(
+        self,
+        image: np.ndarray | LazyImage,
+        params: Params,
+        emit: Callable[[int, dict[str, np.ndarray]], None],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Prediction:
+        """Run one image (a `LazyImage` read by rows, or an array) handing each band of finished label rows
+        to `emit(first_row, maps)`, top to bottom: outputs of any size in bounded memory (rasters)."""
+        from .engine.stream import predict_rows
+
+        return predict_rows(self.model, image, params, emit, progress)
 
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
         """Float32 logits [num_classes, H, W] on the CPU, at the image's own size. With several views

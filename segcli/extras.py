@@ -8,7 +8,7 @@ from types import ModuleType
 from .errors import MissingExtraError
 
 # what each extra installs, for hints that work however segcli was installed (a checkout is not on PyPI)
-EXTRAS = {"onnx": "onnx onnxscript onnxruntime", "report": "jinja2 matplotlib"}
+EXTRAS = {"onnx": "onnx onnxscript onnxruntime", "report": "jinja2 matplotlib", "ray": "'ray[data]'", "geo": "rasterio"}
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

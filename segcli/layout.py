@@ -35,8 +35,9 @@ SUFFIXES = {
     "material": "_material.png",
     "part_overlay": "_part_overlay.jpg",
     "material_overlay": "_material_overlay.jpg",
+    "geotiff": ".tif",  # rasters: class indices on the input's grid
 }
-OPTIONAL = ("label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay")
+OPTIONAL = ("label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff")
 # run-level files at the top of --out
 RUN_FILES = re.compile(
     r"summary(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html|segcli-report", re.IGNORECASE

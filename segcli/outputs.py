@@ -17,7 +17,8 @@ from .classes import ClassSet
 from .fsutil import require_regular
 
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
-SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material")  # part, material: parsing models' maps
+# part, material: parsing models' maps; geotiff: rasters (the [geo] extra)
+SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material", "geotiff")
 MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
 
 

@@ -21,6 +21,7 @@ _ENV_CLEARED = (
     "HUGGING_FACE_HUB_TOKEN",
     "SEGCLI_REGISTRY",
     "SEGCLI_DEBUG",
+    "SEGCLI_DTYPE",
     "XDG_CACHE_HOME",
 )
 
@@ -35,6 +36,8 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEGCLI_CACHE", str(base / "segcli-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # the CLI's --dtype auto may pick bfloat16 on some CPUs: tests compare with float32 unless they say otherwise
+    monkeypatch.setenv("SEGCLI_DTYPE", "float32")
     yield base
 
 

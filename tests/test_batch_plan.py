@@ -95,3 +95,19 @@ def test_record_json_forms_and_summary_totals():
     assert doc["counts"] == {"total": 3, "done": 1, "skipped": 1, "failed": 1}
     assert doc["failures"] == [{"input": "c.jpg", "error": "c.jpg: broken"}]
     assert [(c["name"], c["pixels"]) for c in doc["classes"]] == [("road", 4), ("sky", 1)]
+
+
+def test_summary_says_where_the_time_went():
+    summary = RunSummary(("sky",), total=3)
+    for t in (
+        {"decode_s": 0.5, "inference_s": 3.0, "write_s": 0.5},
+        {"decode_s": 1.5, "inference_s": 5.0, "write_s": 1.5},
+    ):
+        summary.add(ImageRecord("x.jpg", "x", "done", timings=t, counts=np.array([1])))
+    summary.add(ImageRecord("y.jpg", "y", "skipped", timings={"decode_s": 99.0}))  # not run: not counted
+    timings = summary.to_json({}, "hf", {}, [], {})["timings"]
+    assert timings == {
+        "decode_s": {"seconds": 2.0, "share": 2 / 12, "per_image": 1.0},
+        "inference_s": {"seconds": 8.0, "share": 8 / 12, "per_image": 4.0},
+        "write_s": {"seconds": 2.0, "share": 2 / 12, "per_image": 1.0},
+    }

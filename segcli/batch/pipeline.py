@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +21,10 @@ from ..errors import EXIT_USAGE, ModelOutputError, SegcliError
 from .plan import Task
 from .records import ImageRecord
 
-Decode = Callable[[Task], np.ndarray]
+Decode = Callable[[Task], Any]  # an RGB uint8 array [H, W, 3], or a raster for `stream`
 Infer = Callable[[list[np.ndarray]], list[Prediction]]
 Write = Callable[[Task, np.ndarray, Prediction, dict[str, float]], ImageRecord]
+Stream = Callable[[Task, Any, float, Callable[[], bool]], ImageRecord]  # (task, raster, decode s, should_stop)
 MODEL_ERRORS = 3  # images with NaN / constant logits, none good before them: the model is broken, stop
 
 
@@ -40,6 +42,18 @@ def _failure(task: Task, error: BaseException, what: str) -> ImageRecord:
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         reason = f"{task.item.path}: {what} ({type(error).__name__}{': ' + detail if detail else ''})"
     return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), reason)
+
+
+class Stopped(Exception):
+    """Raised inside a raster's stream when a stop was requested: it is abandoned, nothing written."""
+
+
+def _close_opened(fut: Future) -> None:
+    """A decoded input nobody will use: close it if it is an opened raster (not an array)."""
+    if not fut.cancelled() and fut.exception() is None:
+        image = fut.result()[0]
+        if not isinstance(image, np.ndarray):
+            image.close()
 
 
 def _timed_decode(decode: Decode, task: Task) -> tuple[np.ndarray, float]:
@@ -66,6 +80,8 @@ class _Run:
         self.writes: deque[Future] = deque()  # → ImageRecord, in input order
         self.decoding = 0
         self.succeeded = False  # some image went through the model
+        self.should_stop: Callable[[], bool] = lambda: False
+        self.stopped_midway = False  # a raster was abandoned part way by a stop request
         self.model_errors = 0  # ModelOutputErrors before the first success
 
     def fill(self) -> None:
@@ -102,15 +118,23 @@ class _Run:
                     break
                 self.writes.append(_finished(_failure(self._pop().task, e, "cannot decode image")))
                 continue
-            if batch and image.shape != batch[0][1].shape:
+            raster = not isinstance(image, np.ndarray)  # opened, not decoded: streamed on its own
+            if batch and (raster or image.shape != batch[0][1].shape):
                 break  # a different size starts the next batch
             self._pop()
             batch.append((head.task, image, seconds))
+            if raster:
+                break
         return batch
 
     def step(self) -> None:
         batch = self.next_batch()
         if not batch:
+            return
+        if not isinstance(batch[0][1], np.ndarray):
+            record = self._stream(*batch[0])
+            if record is not None:
+                self.writes.append(_finished(record))
             return
         t = time.perf_counter()
         try:
@@ -125,6 +149,21 @@ class _Run:
                 continue
             timings = {"decode_s": seconds, "inference_s": per_image}
             self.writes.append(self.writer.submit(self.p.write, task, image, pred, timings))
+
+    def _stream(self, task: Task, raster: Any, seconds: float) -> ImageRecord | None:
+        """A raster: segmented and written by rows here (its writes cannot wait for the writer thread);
+        None when a stop request ended it part way (nothing of it is written)."""
+        try:
+            record = self.p.stream(task, raster, seconds, self.should_stop)
+            self.succeeded = True
+            return record
+        except Stopped:
+            self.stopped_midway = True
+            return None
+        except Exception as e:  # noqa: BLE001 - sorted out as a batch of one
+            return self._infer_apart([(task, raster, seconds)], e)[0]
+        finally:
+            raster.close()
 
     def _infer_apart(
         self, batch: list[tuple[Task, np.ndarray, float]], error: Exception
@@ -161,9 +200,11 @@ class _Run:
 
     def cancel(self) -> bool:
         """Drop what is queued; True when something was left undone."""
-        left = bool(self.queue) or next(self.tasks, None) is not None
+        left = bool(self.queue) or next(self.tasks, None) is not None or self.stopped_midway
         for pending in self.queue:
             pending.future.cancel()
+            if pending.decoding:
+                pending.future.add_done_callback(_close_opened)
         return left
 
     def abandon(self) -> Iterator[ImageRecord]:
@@ -185,6 +226,7 @@ class Pipeline:
     write: Write
     batch_size: int = 1
     decoders: int = 2
+    stream: Stream | None = None  # what segments and writes an input `decode` opened rather than decoded
 
     def run(
         self,
@@ -201,6 +243,7 @@ class Pipeline:
             ThreadPoolExecutor(1, "segcli-write") as writer,
         ):
             run = _Run(self, tasks, decoders, writer)
+            run.should_stop = should_stop
             try:
                 run.fill()
                 while run.queue and not should_stop():

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import layout
+from ..formats.raster import RasterOptions
 from ..fsutil import read_regular
 from ..images import DEFAULT_MAX_PIXELS
 from ..inputs import Item
@@ -35,6 +36,8 @@ class Options:
     decoders: int = 2  # decoding threads
     legend: bool = True  # overlays list the classes present under the image
     report: bool = False  # thumbnails for the HTML report (not outputs: no part of the fingerprint)
+    raster: RasterOptions = field(default_factory=RasterOptions)  # bands and value scaling of rasters read through GDAL
+    overviews: bool = False  # --save geotiff: internal overviews
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ def fingerprint(model: dict[str, Any], inference: dict[str, Any], opts: Options)
         "alpha": opts.alpha if "overlay" in opts.save else None,
         **({"legend": opts.legend} if "overlay" in opts.save else {}),  # only with overlays: other runs resume
         "topk": opts.topk,
+        **({"raster": asdict(opts.raster)} if opts.raster != RasterOptions() else {}),  # others keep resuming
+        **({"overviews": True} if opts.overviews and "geotiff" in opts.save else {}),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

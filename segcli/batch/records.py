@@ -63,6 +63,29 @@ class ImageRecord:
     def failed(cls, input: str, name: str | None, error: str) -> ImageRecord:
         return cls(input, name, "failed", error)
 
+    def to_wire(self) -> dict[str, Any]:
+        """`to_json` plus what the JSON leaves out (class counts, top scene): a record sent between processes."""
+        counts = None if self.counts is None else self.counts.tolist()
+        return {**self.to_json(), "_counts": counts, "_scene": self.scene}
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> ImageRecord:
+        """The inverse of `to_wire`."""
+        fixed = {"schema", "input", "name", "status", "error", "outputs", "fingerprint", "timings", "_counts", "_scene"}
+        counts = doc.get("_counts")
+        return cls(
+            doc["input"],
+            doc["name"],
+            doc["status"],
+            doc.get("error"),
+            {k: Path(v) for k, v in (doc.get("outputs") or {}).items()},
+            {k: v for k, v in doc.items() if k not in fixed},
+            doc.get("fingerprint"),
+            doc.get("timings") or {},
+            None if counts is None else np.asarray(counts, dtype=np.int64),
+            doc.get("_scene"),
+        )
+
     def file_json(self) -> dict[str, Any]:
         """The `<stem>.json` written beside a finished image's PNG."""
         return {
@@ -108,6 +131,7 @@ class RunSummary:
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(len(self.classes), dtype=np.int64)
         self.scene_images = np.zeros(len(self.scenes), dtype=np.int64)
+        self.stage_seconds: dict[str, float] = {}  # decode_s, inference_s, write_s summed over done images
 
     def add(self, record: ImageRecord) -> None:
         if record.status == "done":
@@ -116,6 +140,10 @@ class RunSummary:
             self.skipped += 1
         else:
             self.failures.append({"input": record.input, "error": record.error or ""})
+        if record.status == "done":
+            for stage, seconds in record.timings.items():
+                if isinstance(seconds, (int, float)):
+                    self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + float(seconds)
         if record.counts is not None and record.status != "failed":
             self.class_pixels += record.counts
         if record.scene is not None and record.status != "failed" and 0 <= record.scene < len(self.scenes):
@@ -139,6 +167,20 @@ class RunSummary:
             "failures": self.failures,
             "seconds": self.seconds,
             "images_per_second": self.done / self.seconds if self.seconds > 0 else None,
+            "timings": self._timings(),
+        }
+
+    def _timings(self) -> dict[str, Any]:
+        """Where the time went: each stage's seconds summed over the done images, its share of their sum, and
+        per image. Decoding and writing overlap inference (threads), so the sum can exceed `seconds`."""
+        total = sum(self.stage_seconds.values())
+        return {
+            stage: {
+                "seconds": s,
+                "share": s / total if total > 0 else None,
+                "per_image": s / self.done if self.done else None,
+            }
+            for stage, s in sorted(self.stage_seconds.items())
         }
 
     def _scenes(self) -> list[dict[str, Any]]:

@@ -6,9 +6,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ImageError
 from ..images import image_size, load_image
@@ -27,8 +25,14 @@ if TYPE_CHECKING:
 PROBS_LIMIT_BYTES = 4 << 30  # --save probs holds a float16 [K, H, W] array per image: at most 4 GiB
 
 
-def _decode(opts: Options, num_classes: int, task: Task) -> np.ndarray:
-    """The image, after checking (from its header) that its probabilities would fit the limit."""
+def _decode(opts: Options, num_classes: int, task: Task) -> Any:
+    """The image, after checking (from its header) that its probabilities would fit the limit; a raster
+    that needs GDAL opened instead (see `batch.raster`)."""
+    from .raster import open_raster
+
+    raster = open_raster(task.item.path, opts)
+    if raster is not None:
+        return raster
     if "probs" in opts.save:
         w, h = image_size(task.item.path)
         need = 2 * num_classes * w * h
@@ -53,6 +57,31 @@ def write_run_files(out: Path, info: ModelInfo) -> None:
     atomic_write_bytes(out / "classes.json", json_bytes(classes_doc(info.name, info.class_set, info.head_sets)))
 
 
+def pipeline(
+    seg: Segmenter,
+    params: Params,
+    opts: Options,
+    inference: dict[str, Any] | None = None,
+    on_windows: Callable[[int, int], None] | None = None,
+) -> Pipeline:
+    """The pipeline that segments tasks with `seg` (what `run` uses, and each worker of a Ray run);
+    `inference` overrides the record of the runtime (a Ray driver plans for its workers' device)."""
+    model = model_record(seg.info)
+    inference = inference or seg.inference(params)
+    details = {"model": model, "preset": params.preset, "inference": inference, "software": software()}
+    from .raster import RasterStream
+
+    write = Writer(seg.info.class_set, opts, details, fingerprint(model, inference, opts), seg.info.head_sets)
+    return Pipeline(
+        decode=partial(_decode, opts, seg.num_classes),
+        infer=partial(seg.run_many, params=params, probs="probs" in opts.save),
+        write=write,
+        batch_size=opts.batch_size,
+        decoders=opts.decoders,
+        stream=RasterStream(seg, params, opts, write, on_windows),
+    )
+
+
 def run(
     seg: Segmenter,
     items: list[Item],
@@ -62,25 +91,15 @@ def run(
     report: Callable[[ImageRecord], None] = lambda record: None,
     should_stop: Callable[[], bool] = lambda: False,
     summary: RunSummary | None = None,
+    on_windows: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
     """Segment `items` into `opts.out`; `report` gets every image's record (done / skipped / failed) in
-    input order; `should_stop` is polled between batches (Ctrl-C finishes the images in flight). Records
+    input order; `should_stop` is polled between batches (Ctrl-C finishes the images in flight);
+    `on_windows(done, total)`: progress within a raster read by windows. Records
     are added to `summary` (a new one when not given), which is returned."""
     start = time.perf_counter()
-    model = model_record(seg.info)
-    inference = seg.inference(params)
-    fp = fingerprint(model, inference, opts)
+    fp = fingerprint(model_record(seg.info), seg.inference(params), opts)
     tasks = plan(items, opts, fp, seg.num_classes)
-    details = {"model": model, "preset": params.preset, "inference": inference, "software": software()}
-    write = Writer(seg.info.class_set, opts, details, fp, seg.info.head_sets)
-    want_probs = "probs" in opts.save
-    pipeline = Pipeline(
-        decode=partial(_decode, opts, seg.num_classes),
-        infer=partial(seg.run_many, params=params, probs=want_probs),
-        write=write,
-        batch_size=opts.batch_size,
-        decoders=opts.decoders,
-    )
     totals = summary if summary is not None else RunSummary(tuple(seg.classes), seg.scenes)
     totals.total += len(items)
 
@@ -88,6 +107,6 @@ def run(
         totals.add(record)
         report(record)
 
-    totals.interrupted = pipeline.run(tasks, emit, should_stop)
+    totals.interrupted = pipeline(seg, params, opts, on_windows=on_windows).run(tasks, emit, should_stop)
     totals.seconds += time.perf_counter() - start
     return totals

@@ -60,9 +60,9 @@ class Writer:
                 continue
             classes = self.head_sets[kind]
             if kind in paths:
-                self._write(written, paths[kind], label_png(pred.maps[kind], classes.palette_array, self.fingerprint))
+                self.put(written, paths[kind], label_png(pred.maps[kind], classes.palette_array, self.fingerprint))
             if f"{kind}_overlay" in paths:
-                self._write(written, paths[f"{kind}_overlay"], self._overlay(image, pred.maps[kind], classes))
+                self.put(written, paths[f"{kind}_overlay"], self._overlay(image, pred.maps[kind], classes))
 
     def __call__(self, task: Task, image: np.ndarray, pred: Prediction, timings: dict[str, float]) -> ImageRecord:
         """Write the outputs `task.paths` asks for, the palette PNG last (it marks the image done)."""
@@ -89,17 +89,24 @@ class Writer:
         try:
             t = time.perf_counter()
             if "label" in paths:
-                self._write(written, paths["label"], index_png(labels, k))
+                self.put(written, paths["label"], index_png(labels, k))
             if "overlay" in paths:
-                self._write(written, paths["overlay"], self._overlay(image, labels, self.class_set))
+                self.put(written, paths["overlay"], self._overlay(image, labels, self.class_set))
             self._maps(written, paths, image, pred)
+            if "geotiff" in paths:  # an image decoded whole: class indices, no georeference
+                from ..formats.raster import write_labels_tiff
+
+                check_inside(opts.out, paths["geotiff"])
+                c = self.class_set
+                write_labels_tiff(paths["geotiff"], labels, c.palette_array, c.classes, self.fingerprint)
+                written.append(paths["geotiff"])
             if "probs" in paths:
                 data = topk_npz(pred.probs, opts.topk) if opts.topk else probs_npy(pred.probs)
-                self._write(written, paths["probs"], data)
+                self.put(written, paths["probs"], data)
             record.timings = {**timings, "write_s": time.perf_counter() - t}
             if "json" in paths:
-                self._write(written, paths["json"], json_bytes(record.file_json()))
-            self._write(written, paths["png"], label_png(labels, self.class_set.palette_array, self.fingerprint))
+                self.put(written, paths["json"], json_bytes(record.file_json()))
+            self.put(written, paths["png"], label_png(labels, self.class_set.palette_array, self.fingerprint))
         except Exception as e:  # noqa: BLE001 - a full disk, a bad class list...: this image's failure
             for path in written:  # no half-finished image: what this call wrote goes again
                 with contextlib.suppress(OSError):
@@ -126,7 +133,8 @@ class Writer:
         legend = classes if self.opts.legend else None
         return overlay_jpeg(image, labels, classes.palette_array, self.opts.alpha, background(classes), legend)
 
-    def _write(self, written: list[Path], path: Path, data: bytes) -> None:
+    def put(self, written: list[Path], path: Path, data: bytes) -> None:
+        """Write one output file atomically (inside --out; a killed run's temporary files there swept)."""
         check_inside(self.opts.out, path)
         if path.parent not in self.swept:
             self.swept.add(path.parent)

@@ -76,7 +76,15 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")]
-DtypeOpt = Annotated[str, typer.Option(metavar="DTYPE", help="float32 | bfloat16 | float16.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="DTYPE",
+        envvar="SEGCLI_DTYPE",
+        help="auto | float32 | bfloat16 | float16. auto: bfloat16 where the hardware computes it natively "
+        "(AVX512-BF16 / AMX CPUs, bf16 GPUs) for the model families that keep their labels, else float32.",
+    ),
+]
 PresetOpt = Annotated[
     str | None,
     typer.Option(

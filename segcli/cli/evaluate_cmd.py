@@ -331,7 +331,7 @@ def evaluate(
     flip: FlipOpt = None,
     tile_batch: TileBatchOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     registry: RegistryOpt = None,

@@ -38,7 +38,18 @@ def _argument_name(param: Any) -> str:
     return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
 
 
+OPTIONAL_VALUES = {"--ray": "local"}  # options whose value may be left out: `--ray` alone means "local"
+
+
 class SegcliCommand(TyperCommand):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """`--ray` without a value (at the end, or before another option) is `--ray=local`."""
+        out = []
+        for i, arg in enumerate(args):
+            bare = arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-"))
+            out.append(f"{arg}={OPTIONAL_VALUES[arg]}" if bare else arg)
+        return super().parse_args(ctx, out)
+
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, SegcliError, UsageError
 from ..images import DEFAULT_MAX_PIXELS
+from .cluster import GpusOpt, RayCluster, RayOpt, WorkersOpt
 from .common import (
     STATE,
     CropOpt,
@@ -31,6 +33,7 @@ from .common import (
     inference_overrides,
 )
 from .progress import Progress
+from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt, raster_options
 from .signals import SIGPIPE_CODE, GracefulStop
 
 if TYPE_CHECKING:
@@ -57,9 +60,12 @@ class _Reporter:
     """Each record as it comes: an error line for failures, a JSON line with --jsonl, progress; with
     --report, what the gallery shows of each image."""
 
-    def __init__(self, progress: Progress, jsonl: bool, stop: GracefulStop, gallery: bool = False) -> None:
+    def __init__(
+        self, progress: Progress, jsonl: bool, stop: GracefulStop, gallery: bool = False, out: Any = None
+    ) -> None:
         self.progress, self.jsonl, self.stop = progress, jsonl, stop
         self.gallery: list[Any] | None = [] if gallery else None
+        self.out = out  # where --jsonl records go (default: sys.stdout)
 
     def __call__(self, record: ImageRecord) -> None:
         if self.gallery is not None and record.status != "failed":
@@ -71,7 +77,7 @@ class _Reporter:
             self.progress.print_error(f"segcli: error: {record.error}")
         if self.jsonl and self.stop.exit_code != SIGPIPE_CODE:
             try:
-                print(json.dumps(record.to_json(), ensure_ascii=False), flush=True)
+                print(json.dumps(record.to_json(), ensure_ascii=False), flush=True, file=self.out or sys.stdout)
             except BrokenPipeError:
                 self.stop.stdout_closed()
         self.progress.advance(record.status)
@@ -105,6 +111,23 @@ def _check_options(alpha: float, topk: int | None, batch_size: int, out: str, ki
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} exists and is not a directory")
     return path
+
+
+def _load(
+    model: str, cluster: RayCluster | None, threads: int | None, device: str, dtype: str, overrides: dict[str, Any]
+) -> Any:
+    """The Segmenter that runs here; with --ray the driver only plans (the model on its CPU), the actors run it."""
+    from ..api import Segmenter
+
+    if cluster is None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+        return Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
+    if cluster.gpus and overrides.get("tile_batch") is None:
+        overrides["tile_batch"] = 4  # as Segmenter.params does on an accelerator
+    return Segmenter.from_pretrained(model, dtype=cluster.driver_dtype(dtype), registry=STATE.registry)
 
 
 def _check_report(shard: tuple[int, int] | None) -> None:
@@ -311,11 +334,18 @@ def predict(
     tile_batch: TileBatchOpt = None,
     batch_size: BatchSizeOpt = 1,
     threads: ThreadsOpt = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     registry: RegistryOpt = None,
+    bands: BandsOpt = None,
+    scale_range: ScaleRangeOpt = None,
+    stretch: StretchOpt = None,
+    overviews: OverviewsOpt = False,
 ) -> None:
     """Segment images: for each input, <out>/<path relative to its input root>/<stem>.png (palette PNG,
     pixel value = class index) plus what --save asks for: <stem>.json (summary; default), <stem>_label.png
@@ -327,7 +357,6 @@ def predict(
     command); summary.json sums up the run. Unreadable images get one error line on stderr each and the
     batch goes on; the exit code is then 1."""
     from .. import batch
-    from ..api import Segmenter
     from ..inputs import discover, in_shard, parse_extensions, parse_shard
     from ..presets import check
 
@@ -336,36 +365,55 @@ def predict(
     kinds = _save_kinds(save or "json")
     shard_spec = parse_shard(shard)
     out_dir = _check_options(alpha, topk, batch_size, out, kinds)
+    raster = raster_options(bands, scale_range, stretch, overviews, kinds)
     if report:
         _check_report(shard_spec)
     found = discover(inputs, extensions=parse_extensions(ext), recursive=recursive, null=null, exclude=out_dir)
     _discovery_notes(found, quiet)
     items = [it for it in found.items if in_shard(it, shard_spec)]  # an empty shard is a normal, empty run
     _check_out(out_dir, found)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-    seg = Segmenter.from_pretrained(model, device=device, dtype=dtype, registry=STATE.registry)
-    params = seg.params(preset, **overrides)
-    kinds = _model_kinds(kinds, seg.maps, save is None)
-    opts = batch.Options(out_dir, kinds, alpha, topk, overwrite, batch_size, max_pixels, legend=legend, report=report)
-    progress = Progress(len(items) + len(found.errors), enabled=not quiet)
-    summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
-    fatal: SegcliError | None = None
-    with GracefulStop() as stop:  # until the summary is written
-        with progress:
-            reporter = _Reporter(progress, jsonl, stop, gallery=report)
-            for arg, reason in found.errors:
-                record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
-                summary.add(record)
-                reporter(record)
-            try:
-                batch.run(seg, items, params, opts, report=reporter, should_stop=lambda: stop.stop, summary=summary)
-            except SegcliError as e:  # stops the run; what was done is still summed up
-                fatal, summary.interrupted = e, True
-        extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
-        doc = summary.to_json(
-            batch.model_record(seg.info), params.preset, seg.inference(params), sorted(opts.save), extra
+    cluster = RayCluster.start(ray, workers, gpus_per_worker, threads) if ray is not None else None
+    try:
+        seg = _load(model, cluster, threads, device, dtype, overrides)
+        params = seg.params(preset, **overrides)
+        kinds = _model_kinds(kinds, seg.maps, save is None)
+        opts = batch.Options(
+            out_dir,
+            kinds,
+            alpha,
+            topk,
+            overwrite,
+            batch_size,
+            max_pixels,
+            legend=legend,
+            report=report,
+            raster=raster,
+            overviews=overviews,
         )
-        _finish(summary, doc, opts, shard_spec, quiet, stop, fatal, seg.info, reporter.gallery)
+        job = cluster.job(seg, model, params, opts, dtype) if cluster is not None else None
+        progress = Progress(len(items) + len(found.errors), enabled=not quiet)
+        summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
+        fatal: SegcliError | None = None
+        with GracefulStop() as stop:  # until the summary is written
+            with progress:
+                out = cluster.stdout if cluster is not None else None
+                reporter = _Reporter(progress, jsonl, stop, gallery=report, out=out)
+                for arg, reason in found.errors:
+                    record = batch.ImageRecord.failed(arg, None, f"{arg}: {reason}")
+                    summary.add(record)
+                    reporter(record)
+                run = dict(report=reporter, should_stop=lambda: stop.stop, summary=summary)
+                try:
+                    if cluster is not None and job is not None:
+                        cluster.run(seg, job, items, **run)
+                    else:
+                        batch.run(seg, items, params, opts, on_windows=progress.windows, **run)
+                except SegcliError as e:  # stops the run; what was done is still summed up
+                    fatal, summary.interrupted = e, True
+            extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
+            inference = job.inference if job is not None else seg.inference(params)
+            doc = summary.to_json(batch.model_record(seg.info), params.preset, inference, sorted(opts.save), extra)
+            _finish(summary, doc, opts, shard_spec, quiet, stop, fatal, seg.info, reporter.gallery)
+    finally:
+        if cluster is not None:
+            cluster.stop()

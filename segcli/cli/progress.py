@@ -70,6 +70,14 @@ class Progress:
                 flush=True,
             )
 
+    def windows(self, done: int, total: int) -> None:
+        """Progress within one large image (a raster read by windows): the bar shows its windows."""
+        if self._bar is not None:
+            self._bar.update(self._task, failed=f"windows {done}/{total}" if done < total else "")
+        elif self.enabled and (time.monotonic() - self._last >= self.plain_every or done == total):
+            self._last = time.monotonic()
+            print(f"segcli: windows {done}/{total} of the current image", file=sys.stderr, flush=True)
+
 
 class Activity:
     """One long step with no countable progress (an ONNX export): a spinner with the elapsed time on a

@@ -27,6 +27,7 @@ class Prediction:
     image_probs: np.ndarray | None = None  # [S] float32 image-level probabilities (e.g. the scene)
     params: Params | None = None  # what it ran with
     windows: int = 0
+    skipped: int = 0  # windows not run: no valid pixel under them (rasters with nodata)
     views: int = 0
     held_elements: int = 0  # most accumulator values (float32) held at once: windows' sums + view merging
 
@@ -127,13 +128,14 @@ class Merger:
         logits: bool,
         device=None,
         values: str = "logits",
+        sinks: tuple = (),
     ) -> None:
         self.n, self.size, self.heads, self.device, self.values = views, size, heads, device, values
         self.k = heads.channels
         self.labels = LabelSink(size, heads) if labels else None
         self.probs = ProbSink(size, heads) if probs else None
         self.logits = LogitSink(size, heads) if logits else None
-        self.sinks = [s for s in (self.labels, self.probs, self.logits) if s is not None]
+        self.sinks = [s for s in (self.labels, self.probs, self.logits, *sinks) if s is not None]
         self.done = [0] * views  # rows each view has finished
         self.lo = 0  # first row not yet written
         self.buf = torch.zeros((self.k, 0, size[1]), device=device)  # probability sums for rows [lo, ...)

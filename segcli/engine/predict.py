@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from ..presets import Params, Resize
 from .forward import forward
+from .lazy import LazyImage
 from .merge import Merger, Prediction, ViewChain
 from .model import SegModel
 from .resample import rescale_size, resize_bilinear, resize_pil, scale_size
@@ -20,7 +22,9 @@ class View:
     index: int
     scale: float
     flip: bool
-    image: np.ndarray  # the resized RGB image, uint8 (float32 with resample "float"); shared by a scale's views
+    image: (
+        np.ndarray | LazyImage
+    )  # the resized RGB image, uint8 (float32 with resample "float"); shared by a scale's views
     rows: list[list[Window]]
     acc: SlideAccumulator
     chain: ViewChain
@@ -68,13 +72,17 @@ def view_size(h: int, w: int, params: Params, scale: float) -> tuple[int, int]:
     return max(nh, 1), max(nw, 1)
 
 
-def plan(image: np.ndarray, params: Params, num_classes: int, device: torch.device | None = None) -> list[View]:
+def plan(
+    image: np.ndarray | LazyImage, params: Params, num_classes: int, device: torch.device | None = None
+) -> list[View]:
     """One view per (scale, flip) of an RGB uint8 image [H, W, 3], with its windows and accumulator."""
     h, w = image.shape[:2]
     views: list[View] = []
     for scale in params.scales:
         size = view_size(h, w, params, scale)
-        if params.resample == "pil":
+        if isinstance(image, LazyImage):  # rows resized as they are read (bilinear: see LazyImage.resized)
+            resized = image.resized(size, exact=params.resample == "float")
+        elif params.resample == "pil":
             resized = resize_pil(image, size)
         else:
             resized = resize_bilinear(image, size, exact=params.resample == "float")
@@ -127,6 +135,46 @@ def _batches(tiles: list[_Tile], limit: int) -> list[list[_Tile]]:
     return out
 
 
+def _run(
+    model: SegModel,
+    tiles: list[_Tile],
+    mergers: list[Merger],
+    params: Params,
+    native: bool,
+    skip: Callable[[_Tile], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Every tile through the model (up to `tile_batch` × images per pass), its values into its image's
+    merger; `skip`: tiles given zeros instead (no data under them); `progress`: tiles done so far."""
+    done = 0
+    for batch in _batches(tiles, params.tile_batch * len(mergers)):
+        skipped = [skip is not None and skip(t) for t in batch]
+        run = (
+            np.stack([t.pixels() for t, no in zip(batch, skipped, strict=True) if not no]) if not all(skipped) else None
+        )
+        out, image = forward(model, run, params, upsample=not native) if run is not None else (None, None)
+        k = 0
+        for t, no in zip(batch, skipped, strict=True):
+            merger = mergers[t.image]
+            if no:  # no data under this window: zeros (its pixels are all nodata, their values are not read)
+                values = torch.zeros((model.heads.channels, *t.shape), device=model.device)
+            else:
+                values, k = out[k], k + 1
+                if image is not None:
+                    merger.add_image_level(t.view.index, image[k - 1])
+            if native:  # the whole view's values at the model's resolution, resized once when merged
+                t.view.chain.native((values.shape[1], values.shape[2]))
+                whole = Block(0, values.shape[1], 0, values.shape[2], values)
+                merger.add_lazy(t.view.index, t.view.chain.push(whole), values.numel())
+                continue
+            for block in t.view.acc.add(t.row, t.col, values):
+                for finished in t.view.chain.push(block):
+                    merger.add(t.view.index, finished)
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+
+
 @torch.inference_mode()
 def predict_many(
     model: SegModel,
@@ -157,21 +205,7 @@ def predict_many(
         )
         for image, views in zip(images, all_views, strict=True)
     ]
-    tiles = _schedule(all_views, [image.shape[0] for image in images])
-    for batch in _batches(tiles, params.tile_batch * len(images)):
-        out, image = forward(model, np.stack([t.pixels() for t in batch]), params, upsample=not native)
-        for i, (t, values) in enumerate(zip(batch, out, strict=True)):  # values [C, h, w]
-            merger = mergers[t.image]
-            if image is not None:
-                merger.add_image_level(t.view.index, image[i])
-            if native:  # the whole view's values at the model's resolution, resized once when merged
-                t.view.chain.native((values.shape[1], values.shape[2]))
-                whole = Block(0, values.shape[1], 0, values.shape[2], values)
-                merger.add_lazy(t.view.index, t.view.chain.push(whole), values.numel())
-                continue
-            for block in t.view.acc.add(t.row, t.col, values):
-                for done in t.view.chain.push(block):
-                    merger.add(t.view.index, done)
+    _run(model, _schedule(all_views, [image.shape[0] for image in images]), mergers, params, native)
     results = []
     for views, merger in zip(all_views, mergers, strict=True):
         result = merger.result()

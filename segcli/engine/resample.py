@@ -66,20 +66,34 @@ def resize_bilinear(
     src_h, src_w = image.shape[:2]
     if (src_h, src_w) == (h, w):
         return image
-    y0, y1, wy0, wy1 = linear_indices(h, src_h)
     src = torch.from_numpy(np.require(image, requirements=["C", "W"]))  # decoded arrays may be read-only
-    out = np.empty((h, w, 3), dtype=np.float32 if exact else np.uint8)
+    out = np.empty((h, w, image.shape[2]), dtype=np.float32 if exact else np.uint8)
     for r0 in range(0, h, chunk_rows):
-        r = slice(r0, min(h, r0 + chunk_rows))
-        top = src.index_select(0, y0[r]).float()  # [rows, src_w, 3]
-        bottom = src.index_select(0, y1[r]).float()
-        rows = (top * wy0[r, None, None] + bottom * wy1[r, None, None]).permute(2, 0, 1)[None]  # [1, 3, rows, w]
-        cols = F.interpolate(rows, size=(rows.shape[2], w), mode="bilinear", align_corners=False)[0]
-        if exact:
-            out[r] = cols.permute(1, 2, 0).numpy()
-        else:
-            out[r] = cols.permute(1, 2, 0).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8).numpy()
+        r1 = min(h, r0 + chunk_rows)
+        out[r0:r1] = resize_rows(src, 0, (src_h, src_w), size, r0, r1, exact=exact)
     return out
+
+
+def source_rows(src_h: int, h: int, r0: int, r1: int) -> tuple[int, int]:
+    """The source rows [a, b) that output rows [r0, r1) of a bilinear resize src_h → h read."""
+    y0, y1, _, _ = linear_indices(h, src_h)
+    return int(y0[r0]), int(y1[r1 - 1]) + 1
+
+
+def resize_rows(
+    band: torch.Tensor, start: int, src: tuple[int, int], size: tuple[int, int], r0: int, r1: int, *, exact: bool
+) -> np.ndarray:
+    """Rows [r0, r1) of `resize_bilinear(image, size)` from a band of the source, rows [start, ...)
+    ([rows, W, C], holding at least `source_rows(...)`): the same values as resizing the whole image."""
+    y0, y1, wy0, wy1 = linear_indices(size[0], src[0])
+    r = slice(r0, r1)
+    top = band.index_select(0, y0[r] - start).float()  # [rows, src_w, C]
+    bottom = band.index_select(0, y1[r] - start).float()
+    rows = (top * wy0[r, None, None] + bottom * wy1[r, None, None]).permute(2, 0, 1)[None]  # [1, C, rows, w]
+    cols = F.interpolate(rows, size=(rows.shape[2], size[1]), mode="bilinear", align_corners=False)[0]
+    if exact:
+        return cols.permute(1, 2, 0).numpy()
+    return cols.permute(1, 2, 0).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 class RowResampler:

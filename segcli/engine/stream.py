@@ -1,0 +1,100 @@
+"""One image run with its label rows handed on as they finish: outputs of any size in bounded memory.
+
+`predict_rows` is `predict` for an image that may be a `LazyImage` (a raster read by rows): views, windows,
+merging are the same (the same values); instead of full-size maps, each band of finished rows goes to
+`emit(y1, maps)` top to bottom, and windows with no valid pixel under them are not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..presets import Params
+from .heads import Heads, label_dtype
+from .lazy import LazyImage
+from .merge import Merger, Prediction
+from .model import SegModel
+from .predict import _run, _schedule, _Tile, plan
+from .slide import Block
+
+Emit = Callable[[int, dict[str, np.ndarray]], None]  # (first row, {map name: [rows, W] labels})
+
+
+class RowSink:
+    """Label maps of finished blocks (a band of rows, left to right), emitted when the band is complete."""
+
+    def __init__(self, width: int, heads: Heads, emit: Emit) -> None:
+        self.width, self.heads, self.emit = width, heads, emit
+        self.band: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def write(self, b: Block, kind: str) -> None:
+        labels = self.heads.labels(b.data)
+        if self.band is None:
+            maps = {k: np.empty((b.y2 - b.y1, self.width), dtype=v.dtype) for k, v in labels.items()}
+            self.band = (b.y1, maps)
+        y1, maps = self.band
+        if y1 != b.y1 or next(iter(maps.values())).shape[0] != b.y2 - b.y1:
+            raise RuntimeError("blocks of a band of rows came out of order")  # a bug, not a user error
+        for name, values in labels.items():
+            maps[name][:, b.x1 : b.x2] = values
+        if b.x2 == self.width:
+            self.band = None
+            self.emit(y1, maps)
+
+
+def _no_data(t: _Tile) -> bool:
+    v = t.view
+    if not isinstance(v.image, LazyImage):
+        return False
+    win, w = v.rows[t.row][t.col], v.size[1]
+    x1, x2 = (w - win.x2, w - win.x1) if v.flip else (win.x1, win.x2)
+    return not v.image.valid(win.y1, win.y2, x1, x2)
+
+
+@torch.inference_mode()
+def predict_rows(
+    model: SegModel,
+    image: np.ndarray | LazyImage,
+    params: Params,
+    emit: Emit,
+    progress: Callable[[int, int], None] | None = None,
+) -> Prediction:
+    """Run the model on one image as `params` say; label rows go to `emit` (the Prediction holds no maps:
+    its image-level values, windows and views). `progress(done, total)` counts windows."""
+    heads, size = model.heads, image.shape[:2]
+    native = params.resize_once and params.mode == "whole"
+    views = plan(image, params, heads.channels, model.device)
+    sink = RowSink(size[1], heads, emit)
+    values = "probs" if params.window_softmax else "logits"
+    merger = Merger(
+        len(views),
+        size,
+        heads,
+        labels=False,
+        probs=False,
+        logits=False,
+        device=model.device,
+        values=values,
+        sinks=(sink,),
+    )
+    tiles = _schedule([views], [size[0]])
+    report = None if progress is None else (lambda done: progress(done, len(tiles)))
+    skipped = 0
+
+    def skip(t: _Tile) -> bool:
+        nonlocal skipped
+        no = _no_data(t)
+        skipped += no
+        return no
+
+    _run(model, tiles, [merger], params, native, skip=skip, progress=report)
+    result = merger.result()
+    result.params, result.views, result.windows, result.skipped = params, len(views), len(tiles), skipped
+    result.held_elements = sum(v.acc.peak_elements for v in views) + merger.peak_elements
+    return result
+
+
+__all__ = ["RowSink", "label_dtype", "predict_rows"]

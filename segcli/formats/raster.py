@@ -1,0 +1,349 @@
+"""Rasters through GDAL (the `[geo]` extra, rasterio): windowed reading in, georeferenced GeoTIFF out.
+
+Reading (`Raster`): a TIFF / GeoTIFF / COG / BigTIFF / JP2 / anything GDAL opens is opened, not decoded.
+`read(y1, y2)` gives full-width rows as RGB uint8 [rows, W, 3] plus the valid mask [rows, W] (False where
+the dataset's nodata value, per-dataset mask or alpha band says "no data"):
+
+* bands: `--bands 3,2,1` (1-based), default the bands whose colour interpretation is red, green, blue,
+  else the first three; a single band (or two: grey + alpha) is replicated to three channels;
+* values: 8-bit data as stored; anything else scaled to 0..255 by `--scale-range MIN:MAX` (one range for
+  every band) or `--stretch P1,P2` (per-band percentiles of the valid pixels, computed from a decimated read
+  of at most `SAMPLE_SIDE`² pixels — GDAL serves it from the overviews when the file has them); the default
+  for non-8-bit data is `--stretch 2,98`. What was used is recorded (`Raster.describe`).
+
+Writing (`GeoTiffWriter`): tiled, deflate-compressed, BigTIFF when needed, uint8 class indices (uint16
+above 255 classes) with the input's CRS, transform and size, a colour table, class names in the band's
+metadata, nodata set; rows are written as they finish; `overviews` adds internal overviews (mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError, UsageError
+from ..extras import require
+
+RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".vrt", ".img")  # read by GDAL when the [geo] extra is there
+SAMPLE_SIDE = 1024  # --stretch percentiles: from a read decimated to at most this many pixels a side
+DEFAULT_STRETCH = (2.0, 98.0)
+FINGERPRINT_TAG = "SEGCLI_FINGERPRINT"
+NODATA_U8, NODATA_U16 = 255, 65535
+
+
+GDAL_CACHE_MB = "64"  # GDAL's block cache, MB (its default, 5 % of RAM, is more than windowed reading needs)
+
+
+@functools.cache
+def rasterio() -> Any:
+    """The rasterio module, set up once: GDAL's cache bounded, its "not georeferenced" warning silenced (a
+    raster without a georeference is fine: its JSON says "crs": null; process-wide, as decoding is threaded)."""
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)  # read by GDAL when the cache is first used
+    rio = require("rasterio", "geo", "reading and writing GeoTIFF / GDAL rasters")
+    warnings.filterwarnings("ignore", category=rio.errors.NotGeoreferencedWarning)
+    return rio
+
+
+@dataclass(frozen=True)
+class RasterOptions:
+    """How raster values become RGB: 1-based band indices, and one scaling (None: the default)."""
+
+    bands: tuple[int, ...] | None = None
+    scale_range: tuple[float, float] | None = None
+    stretch: tuple[float, float] | None = None
+
+    @staticmethod
+    def parse(bands: str | None, scale_range: str | None, stretch: str | None) -> RasterOptions:
+        """The CLI's strings, checked (UsageError naming the flag and an example)."""
+        b = None
+        if bands is not None:
+            try:
+                b = tuple(int(x) for x in bands.split(","))
+            except ValueError:
+                b = ()
+            if len(b) not in (1, 3) or min(b) < 1:
+                raise UsageError(f"--bands {bands!r}: give one or three 1-based band numbers, e.g. --bands 3,2,1")
+        if scale_range is not None and stretch is not None:
+            raise UsageError("--scale-range and --stretch both given", hint="choose one way to scale values")
+        sr = _pair(scale_range, ":", "--scale-range", "0:10000") if scale_range is not None else None
+        if sr is not None and not sr[0] < sr[1]:
+            raise UsageError(f"--scale-range {scale_range}: MIN must be below MAX, e.g. --scale-range 0:10000")
+        st = _pair(stretch, ",", "--stretch", "2,98") if stretch is not None else None
+        if st is not None and not 0 <= st[0] < st[1] <= 100:
+            raise UsageError(f"--stretch {stretch}: percentiles must satisfy 0 ≤ P1 < P2 ≤ 100, e.g. --stretch 2,98")
+        return RasterOptions(b, sr, st)
+
+
+def _pair(text: str, sep: str, flag: str, example: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(sep))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected two numbers, e.g. {flag} {example}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise UsageError(f"{flag} {text!r}: the numbers must be finite, e.g. {flag} {example}")
+    return a, b
+
+
+def is_raster_path(path: Path) -> bool:
+    return path.suffix.lower() in RASTER_EXTENSIONS
+
+
+class Raster:
+    """An opened raster: its RGB view (bands, scaling, mask) read by rows, and its georeference."""
+
+    def __init__(self, path: Path, options: RasterOptions = RasterOptions()) -> None:
+        rio = rasterio()
+        self.path = Path(path)
+        try:
+            self.ds = rio.open(self.path)
+        except Exception as e:  # noqa: BLE001 - GDAL's error (truncated, not a raster) is this file's one line
+            raise ImageError(f"{path}: cannot open raster ({_first_line(e)})") from None
+        try:
+            self._check(options)
+        except BaseException:
+            self.ds.close()
+            raise
+
+    def _check(self, options: RasterOptions) -> None:
+        ds = self.ds
+        if any(np.dtype(d).kind == "c" for d in ds.dtypes):
+            raise ImageError(f"{self.path}: complex-valued raster ({ds.dtypes[0]}) cannot be shown as colours")
+        self.height, self.width = int(ds.height), int(ds.width)
+        self.bands = self._bands(options.bands)
+        self.dtype = np.dtype(ds.dtypes[self.bands[0] - 1])
+        self.lut: np.ndarray | None = None  # a palette raster: index → RGB
+        if options.bands is None and ds.count == 1 and ds.colorinterp[0].name == "palette" and self.dtype == np.uint8:
+            self.lut = np.zeros((256, 3), dtype=np.uint8)
+            for i, rgba in ds.colormap(1).items():
+                self.lut[i] = rgba[:3]
+        flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
+        self.masked = not all(len(f) == 1 and f[0].name == "all_valid" for f in flags)
+        self.scaling = self._scaling(options)
+
+    def _bands(self, wanted: tuple[int, ...] | None) -> tuple[int, ...]:
+        n = self.ds.count
+        if wanted is not None:
+            bad = [b for b in wanted if b > n]
+            if bad:
+                raise ImageError(f"{self.path}: --bands {bad[0]} is out of range: the raster has {n} band(s)")
+            return wanted * 3 if len(wanted) == 1 else wanted
+        names = [c.name for c in self.ds.colorinterp]
+        if all(c in names for c in ("red", "green", "blue")):
+            return tuple(names.index(c) + 1 for c in ("red", "green", "blue"))
+        return (1, 2, 3) if n >= 3 else (1, 1, 1)
+
+    def _scaling(self, options: RasterOptions) -> dict[str, Any]:
+        """{"kind": "none" | "range" | "stretch", "low": [3], "high": [3], ...}: value → 255·(v-low)/(high-low)."""
+        if options.scale_range is not None:
+            lo, hi = options.scale_range
+            return {"kind": "range", "low": [lo] * 3, "high": [hi] * 3}
+        if self.dtype == np.uint8 and options.stretch is None:
+            return {"kind": "none"}
+        p = options.stretch or DEFAULT_STRETCH
+        lo, hi = self._percentiles(p)
+        return {"kind": "stretch", "percentiles": list(p), "low": lo, "high": hi}
+
+    def _percentiles(self, p: tuple[float, float]) -> tuple[list[float], list[float]]:
+        f = max(1, math.ceil(max(self.height, self.width) / SAMPLE_SIDE))
+        shape = (3, max(1, self.height // f), max(1, self.width // f))
+        a = self.ds.read(list(self.bands), out_shape=shape, masked=True).astype(np.float64)
+        lo, hi = [], []
+        for band in a:
+            values = band.compressed()
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                lo.append(0.0), hi.append(1.0)
+                continue
+            a_lo, a_hi = np.percentile(values, p)
+            lo.append(float(a_lo)), hi.append(float(a_hi) if a_hi > a_lo else float(a_lo) + 1.0)
+        return lo, hi
+
+    def read(self, y1: int, y2: int, x1: int = 0, x2: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """RGB uint8 [rows, cols, 3] and the valid mask [rows, cols] (None: every pixel is valid)."""
+        from rasterio.windows import Window
+
+        x2 = self.width if x2 is None else x2
+        win = Window(x1, y1, x2 - x1, y2 - y1)
+        try:
+            a = self.ds.read(list(self.bands), window=win)  # [3, rows, cols]
+            valid = self.ds.read_masks(list(self.bands), window=win).min(0) > 0 if self.masked else None
+        except Exception as e:  # noqa: BLE001 - a truncated or corrupt block: this raster's failure
+            raise ImageError(f"{self.path}: cannot read rows {y1}..{y2} ({_first_line(e)})") from None
+        if self.lut is not None:
+            return np.ascontiguousarray(self.lut[a[0]]), valid
+        return _to_rgb8(a, self.scaling), valid
+
+    def valid(self, y1: int, y2: int) -> np.ndarray | None:
+        """The valid mask of full-width rows [y1, y2) (None: every pixel is valid)."""
+        if not self.masked:
+            return None
+        from rasterio.windows import Window
+
+        try:
+            return self.ds.read_masks(list(self.bands), window=Window(0, y1, self.width, y2 - y1)).min(0) > 0
+        except Exception as e:  # noqa: BLE001
+            raise ImageError(f"{self.path}: cannot read the mask of rows {y1}..{y2} ({_first_line(e)})") from None
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON `raster` record: size, bands, dtype, scaling, and the georeference (see `georef`)."""
+        return {
+            "bands": list(self.bands),
+            "dtype": str(self.dtype),
+            "scaling": self.scaling,
+            "nodata": _json_number(self.ds.nodata),
+            "masked": self.masked,
+            **georef(self.ds),
+        }
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def _to_rgb8(a: np.ndarray, scaling: dict[str, Any]) -> np.ndarray:
+    if scaling["kind"] == "none":
+        rgb = a.astype(np.uint8, copy=False)
+    else:
+        lo = np.asarray(scaling["low"], dtype=np.float32)[:, None, None]
+        span = (np.asarray(scaling["high"], dtype=np.float32)[:, None, None]) - lo
+        v = (a.astype(np.float32) - lo) * (255.0 / span)
+        rgb = np.clip(np.nan_to_num(v, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def _json_number(v: float | None) -> float | str | None:
+    """A nodata value for JSON: NaN and infinities as strings (JSON has no such numbers)."""
+    if v is None:
+        return None
+    return float(v) if math.isfinite(v) else str(float(v))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def georef(ds: Any) -> dict[str, Any]:
+    """CRS, bounds, pixel size and (projected CRSs) the area of one pixel in m²; "crs": None without one."""
+    t = ds.transform
+    out: dict[str, Any] = {"crs": None, "transform": [t.a, t.b, t.c, t.d, t.e, t.f]}
+    if ds.crs is None:
+        return out
+    crs = ds.crs
+    epsg = crs.to_epsg()
+    out["crs"] = f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    out["bounds"] = list(ds.bounds)
+    out["pixel_size"] = [abs(t.a), abs(t.e)]
+    if crs.is_projected:
+        _, metres = crs.linear_units_factor
+        out["pixel_area_m2"] = abs(t.a * t.e - t.b * t.d) * metres * metres
+    return out
+
+
+class GeoTiffWriter:
+    """A class-index GeoTIFF on the grid of `like` (a Raster; None: a plain image of `size`, no georeference),
+    written by rows (`write`, buffered to whole tile rows), finished by `close` or dropped by `abandon`."""
+
+    TILE = 256
+
+    def __init__(
+        self,
+        path: Path,
+        like: Raster | None,
+        palette: np.ndarray,
+        names: tuple[str, ...],
+        fingerprint: str,
+        overviews: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        rio = rasterio()
+        self.path, self.overviews = path, overviews
+        self.wide = len(names) > 255
+        self.nodata = NODATA_U16 if self.wide else NODATA_U8
+        height, width = (like.height, like.width) if like is not None else size
+        profile = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": 1,
+            "dtype": "uint16" if self.wide else "uint8",
+            "nodata": self.nodata,
+            "tiled": True,
+            "blockxsize": self.TILE,
+            "blockysize": self.TILE,
+            "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
+        }
+        if like is not None and (like.ds.crs is not None or not like.ds.transform.is_identity):
+            profile.update(crs=like.ds.crs, transform=like.ds.transform)
+        self.ds = rio.open(path, "w", **profile)
+        try:
+            if not self.wide:
+                self.ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette[: len(names)])})
+            self.ds.set_band_description(1, "class")
+            self.ds.update_tags(**{FINGERPRINT_TAG: fingerprint})
+            self.ds.update_tags(1, CLASS_NAMES=json.dumps(list(names)))
+        except BaseException:
+            self.ds.close()
+            raise
+        self._pending: list[np.ndarray] = []  # rows not yet written: less than a tile row
+        self._next = 0  # first row not yet written
+
+    def write(self, y1: int, labels: np.ndarray) -> None:
+        """Class indices [rows, W] (nodata already set) for rows [y1, y1 + rows), top to bottom; written to
+        the file in whole tile rows (a partly filled compressed tile would be rewritten)."""
+        self._pending.append(labels.astype(self.ds.dtypes[0], copy=False))
+        held = sum(len(p) for p in self._pending)
+        if y1 + len(labels) == self.ds.height or held >= self.TILE:
+            rows = held if y1 + len(labels) == self.ds.height else held // self.TILE * self.TILE
+            self._flush(rows)
+
+    def _flush(self, rows: int) -> None:
+        from rasterio.windows import Window
+
+        band = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self.ds.write(band[:rows][None], window=Window(0, self._next, band.shape[1], rows))
+        self._next += rows
+        self._pending = [band[rows:]] if rows < len(band) else []
+
+    def close(self) -> None:
+        if self._next != self.ds.height:
+            raise ValueError(f"GeoTIFF has {self._next} of {self.ds.height} rows")
+        self.ds.close()
+        if not self.overviews:
+            return
+        from rasterio.enums import Resampling
+
+        with rasterio().open(self.path, "r+") as ds:  # reopened: the colour table is in the file by now
+            side = max(ds.width, ds.height)
+            factors = [2**i for i in range(1, 16) if side / 2**i >= 256]
+            if factors:
+                ds.build_overviews(factors, Resampling.mode)
+                ds.update_tags(ns="rio_overview", resampling="mode")
+
+    def abandon(self) -> None:
+        """Close without finishing (after a failure; the file is being deleted)."""
+        if not self.ds.closed:
+            with contextlib.suppress(Exception):
+                self.ds.close()
+
+
+def write_labels_tiff(path: Path, labels: np.ndarray, palette: np.ndarray, names: tuple[str, ...], fp: str) -> None:
+    """The class-index GeoTIFF of an image decoded whole (no georeference), written atomically."""
+    from ..fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        tif = GeoTiffWriter(tmp, None, palette, names, fp, size=labels.shape)
+        try:
+            tif.write(0, labels)
+            tif.close()
+        finally:
+            tif.abandon()

@@ -1,0 +1,48 @@
+"""What the machine can do fast: CPU flags, bfloat16 support, and the dtype `auto` picks.
+
+`--dtype auto` (the default) is bfloat16 where the hardware computes it natively — CPUs with AVX512-BF16 or
+AMX, CUDA GPUs that support it — for the model families whose labels agree with float32 on real images
+(`BF16_FAMILIES`, measured by `benchmarks/bf16_agreement.py`), and float32 everywhere else. bfloat16 on a
+CPU without those instructions is emulated (slower than float32), so `auto` never picks it there.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# backbone families auto may run in bfloat16: labels ≥ 99.5 % equal to float32 on the real ADE20K sample
+# images (benchmarks/bf16_agreement.py, random weights: ResNet-50 (PSPNet) 99.94 %, ConvNeXt-T 99.18 %,
+# Swin-T 97.94 %; the figures are in the README's Throughput section)
+BF16_FAMILIES: frozenset[str] = frozenset({"resnet"})
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty where that is not available)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively (not by emulation)."""
+    if device.type == "cpu":
+        return any(f in cpu_flags() for f in BF16_CPU_FLAGS)
+    if device.type == "cuda":  # Ampere (8.0) and later compute bf16; older GPUs emulate it
+        return bool(torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0))
+    return False
+
+
+def auto_dtype(device: torch.device, family: str | None) -> torch.dtype:
+    """What `--dtype auto` runs `family` ("convnext", "swin", "resnet"; None: an export) in on `device`."""
+    if family in BF16_FAMILIES and native_bf16(device):
+        return torch.bfloat16
+    return torch.float32

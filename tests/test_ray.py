@@ -1,0 +1,153 @@
+"""`segcli predict --ray` and `segcli.ray.segment` on a real local Ray (no mocks): the same files as a
+single-process run, the same resume, records in input order, and a worker killed mid-run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("ray.data")
+pytestmark = pytest.mark.ray
+
+RAY = ["--ray", "--workers", "2", "--threads", "1"]
+
+
+def _images(folder: Path, n: int, bad: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        h, w = (64, 80) if i % 3 else (72, 64)  # two sizes: batches of one size and another
+        blocks = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+        image = np.kron(blocks, np.ones((h // 4, w // 4, 1), dtype=np.uint8))
+        where = folder / "sub" if i % 4 == 0 else folder
+        where.mkdir(exist_ok=True)
+        Image.fromarray(image).save(where / f"img{i:02d}.png")
+    if bad:
+        (folder / "empty.png").write_bytes(b"")
+        (folder / "text.jpg").write_bytes(b"not an image")
+
+
+def segcli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segcli", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def _outputs(out: Path) -> dict[str, Path]:
+    return {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _comparable(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in ("timings", "outputs")}
+
+
+def test_ray_run_equals_the_local_run_and_resumes(tiny_convnext_dir, tmp_path):
+    _images(tmp_path / "in", 20)
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    a = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", local, "--jsonl", "-q")
+    b = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", *RAY)
+    assert a.returncode == 1 and b.returncode == 1, b.stderr  # the two bad files
+    assert [json.loads(x)["input"] for x in b.stdout.splitlines()] == [
+        json.loads(x)["input"] for x in a.stdout.splitlines()
+    ]  # input order
+    files_a, files_b = _outputs(local), _outputs(distributed)
+    assert sorted(files_a) == sorted(files_b) and len([f for f in files_a if f.endswith(".png")]) == 21
+    for name, path in files_a.items():
+        if name.endswith(".png") and name != "legend.png":
+            assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(files_b[name]))), name
+        elif name.endswith(".json") and name not in ("summary.json",):
+            assert _comparable(json.loads(path.read_text())) == _comparable(json.loads(files_b[name].read_text()))
+    summary = json.loads((distributed / "summary.json").read_text())
+    assert summary["counts"] == {"total": 22, "done": 20, "skipped": 0, "failed": 2}
+    again = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", *RAY)
+    statuses = [json.loads(x)["status"] for x in again.stdout.splitlines()]
+    assert again.returncode == 1 and statuses.count("skipped") == 20 and statuses.count("failed") == 2
+    assert not list(distributed.rglob(".*.tmp"))
+
+
+def _worker_pids() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "MapWorker" in line and "ray::" in line]
+
+
+def test_a_killed_worker_changes_nothing(tiny_convnext_dir, tmp_path):
+    _images(tmp_path / "in", 48, bad=False)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "segcli", "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out]
+    proc = subprocess.Popen([*map(str, cmd), "--jsonl", "-q", *RAY], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, killed = time.monotonic() + 180, None
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        pids = _worker_pids()
+        done = len(list(out.rglob("img*.png"))) if out.is_dir() else 0
+        if pids and done >= 4:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=300)
+    if killed is None:
+        pytest.skip("the run finished before a worker could be killed")
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    inputs = [json.loads(x)["input"] for x in stdout.decode().splitlines()]
+    assert len(inputs) == 48 and len(set(inputs)) == 48  # every image exactly once
+    assert len(list(out.rglob("img*.png"))) == 48 and not list(out.rglob(".*.tmp"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["done"] == 48
+    for png in out.rglob("img*.png"):
+        assert np.asarray(Image.open(png)).shape in ((64, 80), (72, 64))  # complete
+
+
+def test_segment_maps_a_ray_dataset(tiny_convnext_dir, tmp_path):
+    import ray
+
+    from segcli import Segmenter
+    from segcli.ray import segment
+
+    _images(tmp_path / "in", 6, bad=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ds = ray.data.read_images(str(tmp_path / "in"), include_paths=True, mode="RGB")
+        rows = segment(ds, str(tiny_convnext_dir), workers=1).take_all()
+    finally:
+        ray.shutdown()
+    seg = Segmenter.from_pretrained(tiny_convnext_dir)
+    assert len(rows) == 6
+    for row in rows:
+        path = row["path"] if os.path.isabs(row["path"]) else "/" + row["path"]
+        assert np.array_equal(row["labels"], seg.predict(path)), path
+        record = json.loads(row["record"])
+        assert sum(c["pixels"] for c in record["classes"]) == row["labels"].size
+
+
+def test_a_worker_that_cannot_start_stops_the_run(tiny_convnext_dir, tmp_path):
+    """Ray recreates an actor whose constructor raises, forever: segcli's reports the reason and stops."""
+    import dataclasses
+
+    import ray
+
+    from segcli import Segmenter, batch
+    from segcli.errors import SegcliError
+    from segcli.inputs import discover
+    from segcli.ray import job_for, run
+
+    _images(tmp_path / "in", 3, bad=False)
+    seg = Segmenter.from_pretrained(str(tiny_convnext_dir))
+    params = seg.params()
+    opts = batch.Options(tmp_path / "out")
+    job = job_for(seg, str(tiny_convnext_dir), params, opts, gpus=0, threads=1, dtype="float32", registry=None)
+    job = dataclasses.replace(job, model=str(tmp_path / "gone"))  # the workers cannot load this one
+    items = discover([str(tmp_path / "in")]).items
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = batch.RunSummary(tuple(seg.classes))
+        with pytest.raises(SegcliError, match=r"a Ray worker cannot start: .*gone"):
+            run(seg, job, items, workers=1, gpus=0, report=lambda r: None, should_stop=lambda: False, summary=summary)
+    finally:
+        ray.shutdown()
+    assert not list((tmp_path / "out").rglob("*.png"))
