@@ -238,12 +238,14 @@ class Segmenter:
         params: Params,
         emit: Callable[[int, dict[str, np.ndarray]], None],
         progress: Callable[[int, int], None] | None = None,
+        probs: bool = False,
     ) -> Prediction:
         """Run one image (a `LazyImage` read by rows, or an array) handing each band of finished label rows
-        to `emit(first_row, maps)`, top to bottom: outputs of any size in bounded memory (rasters)."""
+        to `emit(first_row, maps)`, top to bottom: outputs of any size in bounded memory (rasters); `probs`
+        adds the uint8-scaled probabilities [K, rows, W] to the maps."""
         from .engine.stream import predict_rows
 
-        return predict_rows(self.model, image, params, emit, progress)
+        return predict_rows(self.model, image, params, emit, progress, probs)
 
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
         """Float32 logits [num_classes, H, W] on the CPU, at the image's own size. With several views

@@ -36,6 +36,7 @@ SUFFIXES = {
     "part_overlay": "_part_overlay.jpg",
     "material_overlay": "_material_overlay.jpg",
     "geotiff": ".tif",  # rasters: class indices on the input's grid
+    "probs_tif": "_probs.tif",  # probs of a raster input (GDAL): uint8-scaled bands on its grid
 }
 OPTIONAL = ("label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff")
 # run-level files at the top of --out
@@ -124,11 +125,17 @@ def assign_bases(rels: list[PurePosixPath]) -> list[PurePosixPath]:
     return [bases[i] for i in range(len(rels))]
 
 
-def output_paths(out: Path, base: PurePosixPath, kinds: frozenset[str], topk: int | None) -> dict[str, Path]:
-    """The files of one input: the palette PNG always, then each kind of `kinds` (see `OPTIONAL`)."""
+def output_paths(
+    out: Path, base: PurePosixPath, kinds: frozenset[str], topk: int | None, raster: bool = False
+) -> dict[str, Path]:
+    """The files of one input: the palette PNG always, then each kind of `kinds` (see `OPTIONAL`); `raster`:
+    an input GDAL reads, whose probabilities are a GeoTIFF."""
     wanted = ["png", *(k for k in OPTIONAL if k in kinds)]
     paths = {}
     for kind in wanted:
-        suffix = SUFFIXES["topk"].format(k=topk) if kind == "probs" and topk else SUFFIXES[kind]
+        if kind == "probs" and topk:
+            suffix = SUFFIXES["topk"].format(k=topk)
+        else:
+            suffix = SUFFIXES["probs_tif" if kind == "probs" and raster else kind]
         paths[kind] = out / f"{base.as_posix()}{suffix}"
     return paths

@@ -222,3 +222,24 @@ def test_raster_options_are_checked():
     ):
         with pytest.raises(Exception, match="--"):
             RasterOptions.parse(*args)
+
+
+def test_raster_probabilities_are_a_uint8_geotiff(tiny_convnext_dir, tmp_path):
+    path = tmp_path / "r.tif"
+    write_raster(path, 300, 700)
+    out = tmp_path / "out"
+    r = segcli("predict", path, "-o", out, "-m", tiny_convnext_dir, *SLIDE, "--save", "json,probs")
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(out / "r_probs.tif") as ds, rasterio.open(path) as src:
+        got = ds.read()
+        assert (ds.count, ds.dtypes[0], ds.crs, ds.transform) == (150, "uint8", src.crs, src.transform)
+        assert ds.scales[0] == pytest.approx(1 / 255) and ds.descriptions[:2] == ("wall", "building")
+        valid = src.read_masks(1) > 0
+    raster = Raster(path)
+    rgb, _ = raster.read(0, raster.height)
+    seg = Segmenter.from_pretrained(str(tiny_convnext_dir))
+    expected = seg.run(rgb, resize="none", mode="slide", probs=True).probs.astype(np.float32)  # float16 [K, H, W]
+    diff = np.abs(got.astype(np.float32) - np.rint(expected * 255))[:, valid]
+    assert diff.max() <= 1 and (got[:, ~valid] == 0).all()
+    again = segcli("predict", path, "-o", out, "-m", tiny_convnext_dir, *SLIDE, "--save", "json,probs")
+    assert "0 done, 1 skipped" in again.stderr  # resume knows the raster's probabilities file

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from ..formats.raster import RasterOptions
+from ..formats.raster import RasterOptions, gdal_reads
 from ..fsutil import read_regular
 from ..images import DEFAULT_MAX_PIXELS
 from ..inputs import Item
@@ -64,7 +64,7 @@ def fingerprint(model: dict[str, Any], inference: dict[str, Any], opts: Options)
 
 
 def output_paths(item: Item, opts: Options) -> dict[str, Path]:
-    return layout.output_paths(opts.out, item.name, opts.save, opts.topk)
+    return layout.output_paths(opts.out, item.name, opts.save, opts.topk, raster=gdal_reads(item.path))
 
 
 def finished_before(paths: dict[str, Path], fp: str) -> bool:

@@ -30,7 +30,15 @@ from ..engine.lazy import LazyImage
 from ..engine.predict import view_size
 from ..errors import ImageError
 from ..formats.pngstream import PngStream
-from ..formats.raster import NODATA_U8, NODATA_U16, GeoTiffWriter, Raster, RasterOptions, is_raster_path
+from ..formats.raster import (
+    NODATA_U8,
+    NODATA_U16,
+    GeoTiffWriter,
+    ProbsTiffWriter,
+    Raster,
+    RasterOptions,
+    is_raster_path,
+)
 from ..fsutil import atomic_path, check_inside
 from ..outputs import MAP_KINDS, class_stats, json_bytes
 from ..presets import Params
@@ -40,7 +48,7 @@ from .records import ImageRecord
 from .writer import Writer
 
 ROW_LIMIT_BYTES = 16 << 30  # a windowed raster's full-width window sums, at most
-STREAMED = frozenset({"png", "label", "geotiff", "json", *MAP_KINDS})  # the outputs a raster can have
+STREAMED = frozenset({"png", "label", "geotiff", "json", "probs", *MAP_KINDS})  # the outputs a raster can have
 
 
 def geo_available() -> bool:
@@ -92,6 +100,8 @@ class RasterStream:
             source_rows = p.crop[0] * h // max(vh, 1) + 2
             total += source_rows * w * 4 + (0 if (vh, vw) == (h, w) else 2 * 12 * p.crop[0] * w)
             total += 4 * channels * p.crop[0] * vw * (2 if p.flip else 1)
+        if "probs" in self.opts.save:  # a band of uint8 probabilities, every class
+            total += self.seg.num_classes * p.crop[0] * w
         return total
 
     def _image(self, raster: Raster) -> LazyImage | np.ndarray:
@@ -137,7 +147,8 @@ class RasterStream:
             check_inside(self.opts.out, path)
         t = time.perf_counter()
         with _Outputs(task.paths, raster, self.writer) as out:
-            pred = self.seg.stream(self._image(raster), self.params, out.rows, self._progress(should_stop))
+            image, progress = self._image(raster), self._progress(should_stop)
+            pred = self.seg.stream(image, self.params, out.rows, progress, probs="probs" in task.paths)
             infer_s = time.perf_counter() - t
             record = out.record(task, pred)
             record.timings = {"decode_s": decode_s, "inference_s": infer_s}
@@ -175,6 +186,16 @@ class _Outputs:
                 if kind in p:
                     n = len(w.head_sets[kind].classes)
                     self.streams.append((kind, self._png(kind, w.head_sets[kind].palette_array, None, n > 255)))
+            if "probs" in p:
+                if p["probs"].suffix != ".tif":  # --topk: not for rasters
+                    raise ImageError(
+                        f"{self.raster.path}: --topk is not available for rasters read through GDAL",
+                        hint="leave --topk out: a raster's probabilities are a uint8 GeoTIFF, one band per class",
+                    )
+                tmp = self.stack.enter_context(atomic_path(p["probs"]))
+                probs = ProbsTiffWriter(tmp, self.raster, w.class_set.classes)
+                self.stack.callback(probs.abandon)
+                self.streams.append(("probs", probs))
             if "geotiff" in p:
                 tmp = self.stack.enter_context(atomic_path(p["geotiff"]))
                 names, palette = w.class_set.classes, w.class_set.palette_array
@@ -189,6 +210,8 @@ class _Outputs:
     def rows(self, y1: int, maps: dict[str, np.ndarray]) -> None:
         valid = self.raster.valid(y1, y1 + len(maps["labels"]))
         out = {}
+        if "probs" in maps:
+            out["probs"] = maps.pop("probs") if valid is None else np.where(valid, maps.pop("probs"), np.uint8(0))
         for name, values in maps.items():
             values = values.astype(np.uint16 if values.dtype.itemsize > 1 or self.k > 255 else np.uint8, copy=False)
             if name == "labels":

@@ -100,7 +100,13 @@ class Writer:
                 c = self.class_set
                 write_labels_tiff(paths["geotiff"], labels, c.palette_array, c.classes, self.fingerprint)
                 written.append(paths["geotiff"])
-            if "probs" in paths:
+            if "probs" in paths and paths["probs"].suffix == ".tif":  # a raster format decoded whole
+                from ..formats.raster import write_probs_tiff
+
+                check_inside(opts.out, paths["probs"])
+                write_probs_tiff(paths["probs"], pred.probs, self.class_set.classes)
+                written.append(paths["probs"])
+            elif "probs" in paths:
                 data = topk_npz(pred.probs, opts.topk) if opts.topk else probs_npy(pred.probs)
                 self.put(written, paths["probs"], data)
             record.timings = {**timings, "write_s": time.perf_counter() - t}

@@ -26,20 +26,24 @@ Emit = Callable[[int, dict[str, np.ndarray]], None]  # (first row, {map name: [r
 class RowSink:
     """Label maps of finished blocks (a band of rows, left to right), emitted when the band is complete."""
 
-    def __init__(self, width: int, heads: Heads, emit: Emit) -> None:
-        self.width, self.heads, self.emit = width, heads, emit
+    def __init__(self, width: int, heads: Heads, emit: Emit, probs: bool = False) -> None:
+        self.width, self.heads, self.emit, self.probs = width, heads, emit, probs
         self.band: tuple[int, dict[str, np.ndarray]] | None = None
 
     def write(self, b: Block, kind: str) -> None:
         labels = self.heads.labels(b.data)
+        if self.probs:  # the primary head's probabilities, uint8-scaled [K, rows, cols]
+            p = b.data[: self.heads.primary]
+            p = p.softmax(0) if kind == "logits" else p
+            labels["probs"] = p.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
         if self.band is None:
-            maps = {k: np.empty((b.y2 - b.y1, self.width), dtype=v.dtype) for k, v in labels.items()}
+            maps = {k: np.empty((*v.shape[:-2], b.y2 - b.y1, self.width), dtype=v.dtype) for k, v in labels.items()}
             self.band = (b.y1, maps)
         y1, maps = self.band
-        if y1 != b.y1 or next(iter(maps.values())).shape[0] != b.y2 - b.y1:
+        if y1 != b.y1 or maps["labels"].shape[0] != b.y2 - b.y1:
             raise RuntimeError("blocks of a band of rows came out of order")  # a bug, not a user error
         for name, values in labels.items():
-            maps[name][:, b.x1 : b.x2] = values
+            maps[name][..., b.x1 : b.x2] = values
         if b.x2 == self.width:
             self.band = None
             self.emit(y1, maps)
@@ -61,13 +65,15 @@ def predict_rows(
     params: Params,
     emit: Emit,
     progress: Callable[[int, int], None] | None = None,
+    probs: bool = False,
 ) -> Prediction:
     """Run the model on one image as `params` say; label rows go to `emit` (the Prediction holds no maps:
-    its image-level values, windows and views). `progress(done, total)` counts windows."""
+    its image-level values, windows and views). `progress(done, total)` counts windows; with `probs`, the
+    maps also hold "probs": the primary head's probabilities, uint8-scaled [K, rows, W]."""
     heads, size = model.heads, image.shape[:2]
     native = params.resize_once and params.mode == "whole"
     views = plan(image, params, heads.channels, model.device)
-    sink = RowSink(size[1], heads, emit)
+    sink = RowSink(size[1], heads, emit, probs)
     values = "probs" if params.window_softmax else "logits"
     merger = Merger(
         len(views),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -95,6 +96,11 @@ def _pair(text: str, sep: str, flag: str, example: str) -> tuple[float, float]:
 
 def is_raster_path(path: Path) -> bool:
     return path.suffix.lower() in RASTER_EXTENSIONS
+
+
+def gdal_reads(path: Path) -> bool:
+    """Whether `path` is a raster format read through GDAL here (the [geo] extra installed)."""
+    return is_raster_path(path) and importlib.util.find_spec("rasterio") is not None
 
 
 class Raster:
@@ -344,6 +350,74 @@ def write_labels_tiff(path: Path, labels: np.ndarray, palette: np.ndarray, names
         tif = GeoTiffWriter(tmp, None, palette, names, fp, size=labels.shape)
         try:
             tif.write(0, labels)
+            tif.close()
+        finally:
+            tif.abandon()
+
+
+class ProbsTiffWriter(GeoTiffWriter):
+    """The primary head's probabilities on the grid of `like`: one uint8 band per class (value / 255 is the
+    probability; band scale 1/255 and the class name as its description; nodata pixels hold 0)."""
+
+    def __init__(self, path: Path, like: Raster | None, names: tuple[str, ...], size: tuple[int, int] | None = None):
+        rio = rasterio()
+        self.path, self.overviews = path, False
+        height, width = (like.height, like.width) if like is not None else size
+        profile = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": len(names),
+            "dtype": "uint8",
+            "tiled": True,
+            "blockxsize": self.TILE,
+            "blockysize": self.TILE,
+            "compress": "deflate",
+            "interleave": "band",
+            "BIGTIFF": "IF_SAFER",
+        }
+        if like is not None and (like.ds.crs is not None or not like.ds.transform.is_identity):
+            profile.update(crs=like.ds.crs, transform=like.ds.transform)
+        self.ds = rio.open(path, "w", **profile)
+        try:
+            for i, name in enumerate(names, start=1):
+                self.ds.set_band_description(i, name)
+            self.ds.scales = [1 / 255] * len(names)
+        except BaseException:
+            self.ds.close()
+            raise
+        self._pending, self._next = [], 0
+
+    def write(self, y1: int, probs: np.ndarray) -> None:
+        """uint8 [K, rows, W] for rows [y1, y1 + rows), top to bottom."""
+        self._pending.append(probs)
+        held = sum(p.shape[1] for p in self._pending)
+        last = y1 + probs.shape[1] == self.ds.height
+        if last or held >= self.TILE:
+            self._flush_bands(held if last else held // self.TILE * self.TILE)
+
+    def _flush_bands(self, rows: int) -> None:
+        from rasterio.windows import Window
+
+        band = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        self.ds.write(band[:, :rows], window=Window(0, self._next, band.shape[2], rows))
+        self._next += rows
+        self._pending = [band[:, rows:]] if rows < band.shape[1] else []
+
+
+def probs_u8(probs: np.ndarray) -> np.ndarray:
+    """Probabilities (any float) → uint8 value / 255."""
+    return np.clip(np.rint(probs.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_probs_tiff(path: Path, probs: np.ndarray, names: tuple[str, ...]) -> None:
+    """The probabilities [K, H, W] of an image decoded whole as a uint8-scaled multi-band TIFF, atomically."""
+    from ..fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        tif = ProbsTiffWriter(tmp, None, names, size=probs.shape[1:])
+        try:
+            tif.write(0, probs_u8(probs))
             tif.close()
         finally:
             tif.abandon()
