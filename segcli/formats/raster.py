@@ -254,6 +254,29 @@ def georef(ds: Any) -> dict[str, Any]:
     return out
 
 
+def _open_tiled(
+    path: Path, like: Raster | None, size: tuple[int, int] | None, count: int, dtype: str, **extra: Any
+) -> Any:
+    """A tiled, deflate-compressed GeoTIFF for writing, on the grid of `like` (None: a plain image of `size`)."""
+    height, width = (like.height, like.width) if like is not None else size
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "tiled": True,
+        "blockxsize": GeoTiffWriter.TILE,
+        "blockysize": GeoTiffWriter.TILE,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+        **extra,
+    }
+    if like is not None and (like.ds.crs is not None or not like.ds.transform.is_identity):
+        profile.update(crs=like.ds.crs, transform=like.ds.transform)
+    return rasterio().open(path, "w", **profile)
+
+
 class GeoTiffWriter:
     """A class-index GeoTIFF on the grid of `like` (a Raster; None: a plain image of `size`, no georeference),
     written by rows (`write`, buffered to whole tile rows), finished by `close` or dropped by `abandon`."""
@@ -270,27 +293,10 @@ class GeoTiffWriter:
         overviews: bool = False,
         size: tuple[int, int] | None = None,
     ) -> None:
-        rio = rasterio()
         self.path, self.overviews = path, overviews
         self.wide = len(names) > 255
         self.nodata = NODATA_U16 if self.wide else NODATA_U8
-        height, width = (like.height, like.width) if like is not None else size
-        profile = {
-            "driver": "GTiff",
-            "width": width,
-            "height": height,
-            "count": 1,
-            "dtype": "uint16" if self.wide else "uint8",
-            "nodata": self.nodata,
-            "tiled": True,
-            "blockxsize": self.TILE,
-            "blockysize": self.TILE,
-            "compress": "deflate",
-            "BIGTIFF": "IF_SAFER",
-        }
-        if like is not None and (like.ds.crs is not None or not like.ds.transform.is_identity):
-            profile.update(crs=like.ds.crs, transform=like.ds.transform)
-        self.ds = rio.open(path, "w", **profile)
+        self.ds = _open_tiled(path, like, size, 1, "uint16" if self.wide else "uint8", nodata=self.nodata)
         try:
             if not self.wide:
                 self.ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette[: len(names)])})
@@ -304,21 +310,24 @@ class GeoTiffWriter:
         self._next = 0  # first row not yet written
 
     def write(self, y1: int, labels: np.ndarray) -> None:
-        """Class indices [rows, W] (nodata already set) for rows [y1, y1 + rows), top to bottom; written to
-        the file in whole tile rows (a partly filled compressed tile would be rewritten)."""
-        self._pending.append(labels.astype(self.ds.dtypes[0], copy=False))
-        held = sum(len(p) for p in self._pending)
-        if y1 + len(labels) == self.ds.height or held >= self.TILE:
-            rows = held if y1 + len(labels) == self.ds.height else held // self.TILE * self.TILE
-            self._flush(rows)
+        """Class indices [rows, W] (nodata already set) for rows [y1, y1 + rows), top to bottom."""
+        self._push(y1, labels.astype(self.ds.dtypes[0], copy=False)[None])
 
-    def _flush(self, rows: int) -> None:
+    def _push(self, y1: int, bands: np.ndarray) -> None:
+        """Bands [count, rows, W] for rows [y1, y1 + rows), top to bottom; written to the file in whole tile
+        rows (a partly filled compressed tile would be rewritten)."""
         from rasterio.windows import Window
 
-        band = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self.ds.write(band[:rows][None], window=Window(0, self._next, band.shape[1], rows))
+        self._pending.append(bands)
+        held = sum(p.shape[1] for p in self._pending)
+        last = y1 + bands.shape[1] == self.ds.height
+        if not last and held < self.TILE:
+            return
+        rows = held if last else held // self.TILE * self.TILE
+        band = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        self.ds.write(band[:, :rows], window=Window(0, self._next, band.shape[2], rows))
         self._next += rows
-        self._pending = [band[rows:]] if rows < len(band) else []
+        self._pending = [band[:, rows:]] if rows < band.shape[1] else []
 
     def close(self) -> None:
         if self._next != self.ds.height:
@@ -360,25 +369,8 @@ class ProbsTiffWriter(GeoTiffWriter):
     probability; band scale 1/255 and the class name as its description; nodata pixels hold 0)."""
 
     def __init__(self, path: Path, like: Raster | None, names: tuple[str, ...], size: tuple[int, int] | None = None):
-        rio = rasterio()
         self.path, self.overviews = path, False
-        height, width = (like.height, like.width) if like is not None else size
-        profile = {
-            "driver": "GTiff",
-            "width": width,
-            "height": height,
-            "count": len(names),
-            "dtype": "uint8",
-            "tiled": True,
-            "blockxsize": self.TILE,
-            "blockysize": self.TILE,
-            "compress": "deflate",
-            "interleave": "band",
-            "BIGTIFF": "IF_SAFER",
-        }
-        if like is not None and (like.ds.crs is not None or not like.ds.transform.is_identity):
-            profile.update(crs=like.ds.crs, transform=like.ds.transform)
-        self.ds = rio.open(path, "w", **profile)
+        self.ds = _open_tiled(path, like, size, len(names), "uint8", interleave="band")
         try:
             for i, name in enumerate(names, start=1):
                 self.ds.set_band_description(i, name)
@@ -390,19 +382,7 @@ class ProbsTiffWriter(GeoTiffWriter):
 
     def write(self, y1: int, probs: np.ndarray) -> None:
         """uint8 [K, rows, W] for rows [y1, y1 + rows), top to bottom."""
-        self._pending.append(probs)
-        held = sum(p.shape[1] for p in self._pending)
-        last = y1 + probs.shape[1] == self.ds.height
-        if last or held >= self.TILE:
-            self._flush_bands(held if last else held // self.TILE * self.TILE)
-
-    def _flush_bands(self, rows: int) -> None:
-        from rasterio.windows import Window
-
-        band = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
-        self.ds.write(band[:, :rows], window=Window(0, self._next, band.shape[2], rows))
-        self._next += rows
-        self._pending = [band[:, rows:]] if rows < band.shape[1] else []
+        self._push(y1, probs)
 
 
 def probs_u8(probs: np.ndarray) -> np.ndarray:
