@@ -31,6 +31,7 @@ from .registry import load_registry
 from .sources import resolve
 
 if TYPE_CHECKING:
+    from .backends import Choice
     from .engine.lazy import LazyImage
 
 DTYPES = {
@@ -106,8 +107,11 @@ class Segmenter:
     def __init__(self, model: SegModel, info: ModelInfo) -> None:
         if isinstance(model, Segmentor):
             model.eval()
-        self.model = model
+        self.model = model  # what runs: the network, or the network through another backend
+        self.network = model  # the loaded network (or ONNX runner) itself
         self.info = info
+        self.backend = "torch" if isinstance(model, Segmentor) else "onnxruntime"
+        self.backend_choice: Choice | None = None
 
     @classmethod
     def from_pretrained(
@@ -117,6 +121,7 @@ class Segmenter:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         registry: str | os.PathLike[str] | None = None,
+        backend: str = "torch",
     ) -> Segmenter:
         """Load a model from a registry name, a Hub repo id (`owner/name[@revision]`) or a local directory.
         `dtype`: "float32" (the default), "bfloat16", "float16" (not on a CPU), or "auto" (bfloat16 where the
@@ -125,6 +130,9 @@ class Segmenter:
         Weights are fetched into the Hugging Face cache on first use (see `segcli download`), verified
         against the registry's sha256, and loaded strictly: any missing, unexpected or mis-shaped key is
         an error. `registry` adds a user registry file (else $SEGCLI_REGISTRY).
+
+        `backend`: "torch" (eager; the default here), "compile", "onnxruntime" or "auto" (the fastest measured
+        on this machine for the default preset's views; see `use_backend`).
         """
         dev = resolve_device(device)
         auto = isinstance(dtype, str) and dtype.lower() == "auto"
@@ -142,11 +150,34 @@ class Segmenter:
 
             if dt != torch.float32:
                 raise UsageError("ONNX models run in the precision they were exported in", hint="drop --dtype")
-            return cls(OnnxRunner(resolved.weights, len(resolved.info.classes)), resolved.info)
-        with torch.device("meta"):
-            model = Segmentor(resolved.info.network)
-        load_weights(model, resolved.weights, dt)
-        return cls(model.to(dev), resolved.info)
+            seg = cls(OnnxRunner(resolved.weights, len(resolved.info.classes)), resolved.info)
+        else:
+            with torch.device("meta"):
+                model = Segmentor(resolved.info.network)
+            load_weights(model, resolved.weights, dt)
+            seg = cls(model.to(dev), resolved.info)
+        if backend != "torch":
+            seg.use_backend(backend)
+        return seg
+
+    def use_backend(
+        self,
+        backend: str,
+        preset: str | Params | None = None,
+        *,
+        calibrate: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> Choice:
+        """Run the network through `backend` from now on: "torch", "compile" (torch.compile), "onnxruntime"
+        (its ONNX export, made once and cached) or "auto" (the fastest of those measured here for the views of
+        `preset`, default the model's; measuring ~1 min once per machine, model and view size, when
+        `calibrate`, else torch until a figure is cached). Returns what was chosen and why."""
+        from .backends import select
+
+        params = self.params(preset) if not isinstance(preset, Params) else preset
+        self.model, choice = select(self.network, self.info, params, backend, allow_calibration=calibrate, log=log)
+        self.backend, self.backend_choice = choice.backend, choice
+        return choice
 
     @property
     def classes(self) -> list[str]:
@@ -190,8 +221,7 @@ class Segmenter:
     @property
     def runtime(self) -> dict[str, str]:
         """What besides the parameters changes the outputs: dtype, device type, backend."""
-        backend = "torch" if isinstance(self.model, Segmentor) else "onnxruntime"
-        return {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type, "backend": backend}
+        return {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type, "backend": self.backend}
 
     def inference(self, params: Params) -> dict[str, Any]:
         """The `inference` record of outputs made with `params`: the parameters and the runtime."""
@@ -205,7 +235,7 @@ class Segmenter:
             return preset
         if isinstance(preset, Params):
             raise UsageError("give either resolved Params or a preset name with overrides, not both")
-        proto = replace(self.info.protocol, align_corners=self.model.align_corners)
+        proto = replace(self.info.protocol, align_corners=self.network.align_corners)
         if overrides.get("tile_batch") is None and self.device.type != "cpu":
             overrides["tile_batch"] = 4  # windows batch well on accelerators; on CPUs it only costs memory
         return presets.resolve(preset or self.info.default_preset, proto, self.info.input_size, **overrides)

@@ -23,13 +23,14 @@ TEMP_TAG = ".segcli-"  # temporary files: .<name>.segcli-<host>-<pid>-<random>.t
 STALE_FOREIGN_S = 24 * 3600  # another host's temporary file is stale after a day
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_UMASK = _umask()
+_UMASK = umask()
 
 
 def _host() -> str:

@@ -53,6 +53,7 @@ class Job:
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     cwd: str = ""  # the driver's working folder: relative inputs, --out and --registry are relative to it
+    backend: str = "torch"  # torch, compile or onnxruntime (auto is torch: the driver cannot measure the workers)
 
 
 def _ray() -> Any:
@@ -81,6 +82,7 @@ class _Worker:
 
         torch.set_num_threads(max(1, job.threads))
         self.seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=job.registry)
+        self.seg.use_backend(job.backend, job.params)
         here = self.seg.inference(job.params)
         if here != job.inference:  # another segcli / torch, another device: outputs would not be the planned ones
             raise UsageError(
@@ -237,6 +239,7 @@ def job_for(
     threads: int,
     dtype: str,
     registry: str | None,
+    backend: str = "torch",
 ) -> Job:
     """The workers' job: the driver's parameters, with the runtime the workers will record."""
     from .api import resolve_dtype
@@ -244,8 +247,11 @@ def job_for(
     device = "cuda" if gpus else "cpu"
     if str(dtype).lower() == "auto":  # the driver cannot see the workers' hardware: name a dtype for bf16
         dtype = "float32"
-    inference = {**seg.inference(params), "device": device, "dtype": str(resolve_dtype(dtype)).removeprefix("torch.")}
-    return Job(model, device, dtype, registry, params, opts, inference, threads, cwd=os.getcwd())
+    if str(backend).lower() == "auto":  # nor measure them: name a backend for another
+        backend = "torch"
+    dt = str(resolve_dtype(dtype)).removeprefix("torch.")
+    inference = {**seg.inference(params), "device": device, "dtype": dt, "backend": backend.lower()}
+    return Job(model, device, dtype, registry, params, opts, inference, threads, cwd=os.getcwd(), backend=backend)
 
 
 def segment(

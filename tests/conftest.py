@@ -22,6 +22,7 @@ _ENV_CLEARED = (
     "SEGCLI_REGISTRY",
     "SEGCLI_DEBUG",
     "SEGCLI_DTYPE",
+    "SEGCLI_BACKEND",
     "XDG_CACHE_HOME",
 )
 
@@ -38,6 +39,8 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # the CLI's --dtype auto may pick bfloat16 on some CPUs: tests compare with float32 unless they say otherwise
     monkeypatch.setenv("SEGCLI_DTYPE", "float32")
+    # and --backend auto would calibrate (a minute): tests run eager torch unless they say otherwise
+    monkeypatch.setenv("SEGCLI_BACKEND", "torch")
     yield base
 
 
@@ -50,6 +53,29 @@ def tiny_convnext_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_swin_dir(tmp_path_factory) -> Path:
     return save_hf_dir(randomize_(tiny_swin(), seed=2), tmp_path_factory.mktemp("tiny-swin"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pspnet_dir(tmp_path_factory) -> Path:
+    """A reduced PSPNet (dilated ResNet-50 with one block per stage, 32-channel head, 19 Cityscapes classes,
+    random BatchNorm statistics) as `segcli export -f safetensors-fp16` writes a model directory (float32)."""
+    import torch
+
+    from segcli.classes import known_set
+    from segcli.export import save_native
+    from segcli.info import ModelInfo
+    from segcli.model import Segmentor, SegmentorConfig
+    from segcli.model.backbones import ResNetConfig
+    from segcli.model.heads.fcn import FCNHeadConfig
+    from segcli.model.heads.psp import PSPHeadConfig
+
+    bb = ResNetConfig(50, (1, 2, 1, 1), (1, 1, 2, 4), blocks=(1, 1, 1, 1))
+    net = SegmentorConfig(
+        bb, PSPHeadConfig(2048, 19, channels=32, align_corners=True), FCNHeadConfig(1024, 19, channels=16)
+    )
+    model = randomize_(Segmentor(net), seed=3).eval()
+    info = ModelInfo("tiny-pspnet", net, known_set("cityscapes"))
+    return save_native(model, info, tmp_path_factory.mktemp("pspnet"), dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

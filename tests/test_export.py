@@ -13,20 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import random_image, randomize_
+from helpers import random_image
 from PIL import Image
 from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.classes import known_set
 from segcli.cli.app import app
-from segcli.export import save_native
-from segcli.info import ModelInfo
-from segcli.model import Segmentor, SegmentorConfig
-from segcli.model.backbones import ResNetConfig
-from segcli.model.heads.fcn import FCNHeadConfig
 from segcli.model.heads.ppm import ExportPool, pool_matrix
-from segcli.model.heads.psp import PSPHeadConfig
 
 pytest.importorskip("onnxruntime")
 SIZE = "160x224"
@@ -34,17 +27,6 @@ SIZE = "160x224"
 
 def cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def tiny_pspnet_dir(tmp_path_factory) -> Path:
-    bb = ResNetConfig(50, (1, 2, 1, 1), (1, 1, 2, 4), blocks=(1, 1, 1, 1))
-    net = SegmentorConfig(
-        bb, PSPHeadConfig(2048, 19, channels=32, align_corners=True), FCNHeadConfig(1024, 19, channels=16)
-    )
-    model = randomize_(Segmentor(net), seed=3).eval()
-    info = ModelInfo("tiny-pspnet", net, known_set("cityscapes"))
-    return save_native(model, info, tmp_path_factory.mktemp("pspnet"), dtype=torch.float32)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -90,12 +90,11 @@ class RayCluster:
         # the driver only plans, on its CPU (the workers' dtype: see ray.job_for)
         return "float32" if str(dtype).lower() in ("float16", "fp16", "auto") else dtype
 
-    def job(self, seg: Any, model: str, params: Any, opts: Any, dtype: str) -> Any:
+    def job(self, seg: Any, model: str, params: Any, opts: Any, dtype: str, backend: str) -> Any:
         from .. import ray as seg_ray
 
-        return seg_ray.job_for(
-            seg, model, params, opts, gpus=self.gpus, threads=self.threads, dtype=dtype, registry=STATE.registry
-        )
+        g, t, r = self.gpus, self.threads, STATE.registry
+        return seg_ray.job_for(seg, model, params, opts, gpus=g, threads=t, dtype=dtype, registry=r, backend=backend)
 
     def run(self, seg: Any, job: Any, items: list[Any], **kw: Any) -> None:
         from .. import ray as seg_ray

@@ -76,6 +76,15 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="BACKEND",
+        envvar="SEGCLI_BACKEND",
+        help="auto | torch | compile | onnxruntime. auto: the fastest of those that support the model and preset "
+        "here, measured on this machine (about a minute, once per model and view size; cached).",
+    ),
+]
 DtypeOpt = Annotated[
     str,
     typer.Option(
@@ -147,3 +156,14 @@ def inference_overrides(
         "flip": flip,
         "tile_batch": tile_batch,
     }
+
+
+def choose_backend(seg: Any, backend: str, params: Any, images: int, quiet: bool) -> Any:
+    """Pick the backend (auto: calibrate when nothing is cached and the run is large enough) and say which."""
+    from ..backends import CALIBRATE_MIN
+
+    log = None if quiet else (lambda m: eprint(f"segcli: {m}"))
+    choice = seg.use_backend(backend, params, calibrate=images >= CALIBRATE_MIN, log=log)
+    if log is not None and choice.requested != "torch":
+        log(f"backend {choice.backend} ({choice.reason})")
+    return choice

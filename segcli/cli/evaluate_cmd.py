@@ -14,6 +14,7 @@ import typer
 from ..errors import EXIT_FAILED, UsageError
 from .common import (
     STATE,
+    BackendOpt,
     CropOpt,
     DebugOpt,
     DeviceOpt,
@@ -27,6 +28,7 @@ from .common import (
     ScalesOpt,
     StrideOpt,
     TileBatchOpt,
+    choose_backend,
     eprint,
     handle_errors,
     inference_overrides,
@@ -174,6 +176,7 @@ class _OnTheFly:
     preset: str | None
     device: str
     dtype: str
+    backend: str
     overrides: dict[str, Any]
 
 
@@ -193,6 +196,7 @@ def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: s
         raise UsageError(f"no image in {job.images} has ground truth in {gt}", hint="see --gt-suffix / --pred-suffix")
     seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=STATE.registry)
     params = seg.params(job.preset, **job.overrides)
+    choice = choose_backend(seg, job.backend, params, len(wanted), quiet)
     progress = Progress(len(wanted), enabled=not quiet)
     with progress:
         run = batch.run(
@@ -201,6 +205,7 @@ def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: s
     for f in run.failures:
         eprint(f"segcli: error: {f['error']}")
     record = {"model": batch.model_record(seg.info), "inference": seg.inference(params), "images": str(job.images)}
+    record["backend"] = choice.to_json()
     return seg.classes, record
 
 
@@ -332,6 +337,7 @@ def evaluate(
     tile_batch: TileBatchOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     registry: RegistryOpt = None,
@@ -343,6 +349,7 @@ def evaluate(
     unless told otherwise). Unpaired files are listed; the exit code is 1 when some ground truth has no
     prediction or some pair could not be read."""
     from .. import evaluate as ev
+    from ..backends import check as check_backend
     from ..presets import check
 
     _check_options(absent, resize_pred, pred, model, images, gt, save_pred, num_classes, workers)
@@ -355,9 +362,10 @@ def evaluate(
         if model is not None and images is not None:
             overrides = inference_overrides(resize, mode, crop, stride, scales, flip, tile_batch)
             check(preset, **overrides)
+            check_backend(backend)
             tmp = None if save_pred else Path(tempfile.mkdtemp(prefix="segcli-eval-"))
             pred = save_pred or tmp
-            job = _OnTheFly(model, images, save_pred, preset, device, dtype, overrides)
+            job = _OnTheFly(model, images, save_pred, preset, device, dtype, backend, overrides)
             names, extra_model = _predict(job, pred, gt, gt_suffix, pred_suffix, silent)
             extra.update(extra_model)
         else:

@@ -14,6 +14,7 @@ from ..images import DEFAULT_MAX_PIXELS
 from .cluster import GpusOpt, RayCluster, RayOpt, WorkersOpt
 from .common import (
     STATE,
+    BackendOpt,
     CropOpt,
     DebugOpt,
     DeviceOpt,
@@ -28,6 +29,7 @@ from .common import (
     ScalesOpt,
     StrideOpt,
     TileBatchOpt,
+    choose_backend,
     eprint,
     handle_errors,
     inference_overrides,
@@ -339,6 +341,7 @@ def predict(
     gpus_per_worker: GpusOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     registry: RegistryOpt = None,
@@ -357,11 +360,13 @@ def predict(
     command); summary.json sums up the run. Unreadable images get one error line on stderr each and the
     batch goes on; the exit code is then 1."""
     from .. import batch
+    from ..backends import check as check_backend
     from ..inputs import discover, in_shard, parse_extensions, parse_shard
     from ..presets import check
 
     overrides = inference_overrides(resize, mode, crop, stride, scales, flip, tile_batch)
     check(preset, **overrides)  # typos are usage errors before any download or model loading
+    check_backend(backend)
     kinds = _save_kinds(save or "json")
     shard_spec = parse_shard(shard)
     out_dir = _check_options(alpha, topk, batch_size, out, kinds)
@@ -390,7 +395,8 @@ def predict(
             raster=raster,
             overviews=overviews,
         )
-        job = cluster.job(seg, model, params, opts, dtype) if cluster is not None else None
+        choice = choose_backend(seg, backend, params, len(items), quiet) if cluster is None else None
+        job = cluster.job(seg, model, params, opts, dtype, backend) if cluster is not None else None
         progress = Progress(len(items) + len(found.errors), enabled=not quiet)
         summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
         fatal: SegcliError | None = None
@@ -411,6 +417,7 @@ def predict(
                 except SegcliError as e:  # stops the run; what was done is still summed up
                     fatal, summary.interrupted = e, True
             extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
+            extra["backend"] = choice.to_json() if choice is not None else {"requested": backend, "workers": True}
             inference = job.inference if job is not None else seg.inference(params)
             doc = summary.to_json(batch.model_record(seg.info), params.preset, inference, sorted(opts.save), extra)
             _finish(summary, doc, opts, shard_spec, quiet, stop, fatal, seg.info, reporter.gallery)

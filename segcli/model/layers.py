@@ -82,7 +82,7 @@ def conv_upsampled_concat(
 ) -> torch.Tensor:
     """``conv(cat([resize(p, size) for p in parts], 1))`` without building the upsampled input.
 
-    For a stride-1, zero-padded ("same") convolution without bias, convolution and bilinear upsampling are
+    For a stride-1, zero-padded ("same") convolution (its bias added last), convolution and bilinear upsampling are
     both linear, so each part smaller than `size` is channel-mixed at its own resolution first — one 1×1
     convolution per kernel tap — and only the results are upsampled and shifted into place. Upsampling is
     separable, so the taps of one kernel row are summed along x at the part's own rows before one
@@ -92,7 +92,7 @@ def conv_upsampled_concat(
     w = conv.weight  # [O, sum(C_i), kh, kw]
     out_ch, _, kh, kw = w.shape
     ph, pw = kh // 2, kw // 2
-    assert conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+    assert conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
     assert conv.padding == (ph, pw)
     h_out, w_out = size
     out = None
@@ -117,7 +117,7 @@ def conv_upsampled_concat(
                 _shift_add(row, along_x, kx - pw, 3)
             along_y = F.interpolate(row, size=(h_out, w_out), mode="bilinear", align_corners=align_corners)
             _shift_add(out, along_y, ky - ph, 2)
-    return out
+    return out if conv.bias is None else out.add_(conv.bias.view(1, -1, 1, 1))  # a folded BatchNorm's shift
 
 
 class ConcatConvModule(ConvModule, ExportForm):

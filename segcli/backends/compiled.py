@@ -1,0 +1,33 @@
+"""`--backend compile`: the network through `torch.compile` (inductor), one graph per input shape."""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import Segmentor
+from .base import BackendError, Wrapped
+
+
+class CompiledModel(Wrapped):
+    """The network's forward compiled by inductor (`dynamic=False`: each new view shape compiles once, torch's
+    recompile limit then runs the rest eagerly). Compilation happens at the first call of a shape: `warm`
+    does it ahead, so a missing C++ compiler fails before any image is read."""
+
+    def __init__(self, net: Segmentor) -> None:
+        super().__init__(net)
+        self._forward = torch.compile(net.forward, dynamic=False)
+
+    def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self._forward(x, upsample)
+
+    def warm(self, shape: tuple[int, int], batch: int = 1) -> None:
+        """Compile the graph for [batch, 3, *shape] inputs now."""
+        try:
+            with torch.inference_mode():  # the engine's inputs are inference tensors: the graph guards on that
+                self(torch.zeros((batch, 3, *shape), dtype=self.dtype, device=self.device))
+        except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, unsupported op)
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise BackendError(
+                f"torch.compile cannot compile this model here ({type(e).__name__}: {first})",
+                hint="inductor needs a C++ compiler on CPUs (e.g. apt install g++); or use --backend torch",
+            ) from None

@@ -1,0 +1,155 @@
+"""`--backend onnxruntime`: the network exported to ONNX once (cached), run by onnxruntime on the CPU.
+
+The export lives in segcli's cache under a key made of the weights' sha256, the opset, the torch and segcli
+versions and the shape policy: `dynamic` (any height and width: ConvNeXt, ResNet) or a fixed `HxW` (Swin,
+whose window partition the exporter cannot make dynamic: it gets an export at the preset's view size, and
+views of any other size run eagerly). An export is checked against the eager network before it enters the
+cache, and its own sha256 is checked whenever it is loaded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..extras import require
+from ..fsutil import umask
+from ..hub import segcli_cache
+from ..info import ModelInfo
+from ..model import Segmentor
+from ..model.backbones import SwinConfig
+from .base import BackendError, Wrapped
+
+OPSET = 18
+VERIFY_SHAPE = (96, 128)  # a dynamic export is checked at a size it was not traced at (512x512)
+
+
+def dynamic_ok(net: Segmentor) -> bool:
+    """Whether the network exports with a dynamic height and width."""
+    return not isinstance(net.config.backbone, SwinConfig)
+
+
+def require_ort() -> Any:
+    for module in ("onnx", "onnxscript"):  # the exporter's
+        require(module, "onnx", "--backend onnxruntime exports the model to ONNX")
+    return require("onnxruntime", "onnx", "--backend onnxruntime runs the model's ONNX export")
+
+
+class OrtModel(Wrapped):
+    """The export in an onnxruntime session (as many threads as torch uses); float32 views of the export's
+    size (any size for a dynamic export) run there, any other call runs the eager network."""
+
+    def __init__(self, net: Segmentor, path: Path, size: tuple[int, int] | None) -> None:
+        super().__init__(net)
+        ort = require_ort()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.size = size  # None: any size
+
+    def runs(self, x: torch.Tensor) -> bool:
+        return x.dtype == torch.float32 and (self.size is None or tuple(x.shape[-2:]) == self.size)
+
+    def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not self.runs(x):
+            return self.net(x, upsample)
+        feed = np.ascontiguousarray(x.detach().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])  # [B, K, H, W] at the input size
+
+
+def weights_sha256(net: Segmentor, info: ModelInfo) -> str:
+    """The weights file's sha256 (verified at load), else a hash of the loaded state dict."""
+    if info.origin.sha256:
+        return info.origin.sha256
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_key(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None) -> dict[str, Any]:
+    shape = "dynamic" if size is None else f"{size[0]}x{size[1]}"
+    return {
+        "weights_sha256": weights_sha256(net, info),
+        "backend": "onnxruntime",
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "segcli": __version__,
+        "shape": shape,
+    }
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(net: Segmentor, model: OrtModel, shape: tuple[int, int]) -> None:
+    """The export's logits on a random input against the eager network's: labels ≥ 99.9 % equal."""
+    x = torch.randn((1, 3, *shape), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref, out = net(x), model(x)
+    assert isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor)
+    agree = float((ref.argmax(1) == out.argmax(1)).float().mean())
+    diff = float((ref - out).abs().max())
+    if agree < 0.999 or not diff <= 1e-3 * max(1.0, float(ref.abs().max())):
+        raise BackendError(
+            f"the ONNX export disagrees with the PyTorch model (labels {agree:.2%} equal, max diff {diff:.3g})",
+            hint="use --backend torch, and report this with the model's name",
+        )
+
+
+def load(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any = None) -> OrtModel:
+    """An `OrtModel` of `net` (export at `size`, None: dynamic), exporting and verifying it on first use."""
+    require_ort()
+    key = export_key(net, info, size)
+    folder = segcli_cache() / "exports" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path, meta = folder / "model.onnx", folder / "export.json"
+    try:
+        if json.loads(meta.read_text()).get("sha256") == _file_sha256(path):
+            return OrtModel(net, path, size)
+    except Exception:  # noqa: BLE001 - not cached yet, or damaged (onnxruntime raises its own kinds): export again
+        pass
+    return _export(net, key, size, folder, log)
+
+
+def _export(net: Segmentor, key: dict[str, Any], size: tuple[int, int] | None, folder: Path, log: Any) -> OrtModel:
+    from ..export import ExportOptions, export_onnx
+
+    if log is not None:
+        log(f"exporting the model to ONNX ({key['shape']}; once, cached in {folder.parent}) ...")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        opts = ExportOptions("onnx", size=size or (512, 512), dynamic=size is None, opset=OPSET)
+        try:
+            export_onnx(net, opts, tmp / "model.onnx")
+        except Exception as e:  # noqa: BLE001 - the exporter raises many kinds
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise BackendError(f"the model does not export to ONNX ({first})", hint="use --backend torch") from None
+        model = OrtModel(net, tmp / "model.onnx", size)
+        _verify(net, model, size or VERIFY_SHAPE)
+        doc = {**key, "sha256": _file_sha256(tmp / "model.onnx")}
+        (tmp / "export.json").write_text(json.dumps(doc, indent=1))
+        os.chmod(tmp, 0o777 & ~umask())
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged earlier export
+        with contextlib.suppress(OSError):  # another process put its (equal) export there first
+            os.rename(tmp, folder)
+        return model  # the session holds the graph in memory: where the file ends up no longer matters
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,254 @@
+"""Backends (`--backend auto|torch|compile|onnxruntime`): exact against eager float32, exports cached and
+checked, the auto choice measured once and cached, recorded where outputs are; BatchNorm folding exact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import random_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from segcli import Segmenter
+from segcli.backends import BackendError, Choice, calibrate, view_shape
+from segcli.cli.app import app
+from segcli.errors import UsageError
+from segcli.hub import segcli_cache
+from segcli.model.fold import fold_batchnorm
+from segcli.presets import Params, Resize
+
+HERE = Path(__file__).resolve().parent
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float((a == b).mean())
+
+
+# --- what qualifies, what wins -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params, shape",
+    [
+        (Params("x", Resize("keep", 512, 2048), mode="slide", crop=(512, 512), stride=(341, 341)), (512, 512)),
+        (Params("x", Resize("fixed", height=512, width=384)), (512, 384)),
+        (Params("x", Resize("keep", 512, 2048)), None),  # whole images at their own sizes
+        (Params("x", Resize("fixed", height=512, width=512), scales=(0.5, 1.0)), None),  # two sizes
+        (Params("x", Resize("none"), mode="slide", crop=(256, 320), stride=(128, 128), flip=True), (256, 320)),
+    ],
+)
+def test_view_shape(params, shape):
+    assert view_shape(params) == shape
+
+
+@pytest.mark.parametrize(
+    "seconds, best",
+    [
+        ({"torch": 1.0, "compile": 0.97, "onnxruntime": 1.2}, "torch"),  # 3 % is noise: torch stays
+        ({"torch": 1.0, "compile": 0.80, "onnxruntime": 0.90}, "compile"),
+        ({"torch": 1.0, "onnxruntime": 0.5}, "onnxruntime"),
+        ({"torch": 0.7, "compile": 0.8}, "torch"),
+    ],
+)
+def test_pick_needs_a_clear_win(seconds, best):
+    assert calibrate.pick(seconds) == best
+
+
+# --- BatchNorm folding -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["pspnet", "convnext"])
+def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir):
+    src = {"pspnet": tiny_pspnet_dir, "convnext": tiny_convnext_dir}[which]
+    ref, folded = Segmenter.from_pretrained(src).network, Segmenter.from_pretrained(src).network
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    n = fold_batchnorm(folded)
+    assert n == bns > 0 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 160, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ref(x), folded(x)
+    scale = float(a.abs().max())
+    torch.testing.assert_close(b, a, rtol=0, atol=2e-5 * max(1.0, scale))
+    assert agreement(a.argmax(1).numpy(), b.argmax(1).numpy()) > 0.999
+
+
+# --- each backend against eager float32 -----------------------------------------------------------------------
+
+
+HF = dict(resize="128x128")
+SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
+@pytest.mark.parametrize("mode", ["hf", "slide"])
+def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir):
+    pytest.importorskip("onnxruntime")
+    overrides = HF if mode == "hf" else SLIDE
+    img = random_image(200, 300, seed=5)
+    eager = Segmenter.from_pretrained(tiny_convnext_dir)
+    other = Segmenter.from_pretrained(tiny_convnext_dir)
+    choice = other.use_backend(backend, other.params("hf", **overrides))
+    assert choice == Choice(backend, backend, "asked for") and other.runtime["backend"] == backend
+    a, b = eager.run(img, "hf", logits=True, **overrides), other.run(img, "hf", logits=True, **overrides)
+    assert agreement(a.labels, b.labels) >= 0.999
+    torch.testing.assert_close(b.logits, a.logits, rtol=0, atol=1e-3)
+    assert other.inference(other.params("hf", **overrides))["backend"] == backend
+
+
+def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
+    pytest.importorskip("onnxruntime")
+    said: list[str] = []
+    seg = Segmenter.from_pretrained(tiny_pspnet_dir)
+    seg.use_backend("onnxruntime", seg.params("hf", resize="160x224"), log=said.append)
+    assert sum("exporting" in s for s in said) == 1
+    (folder,) = (segcli_cache() / "exports").iterdir()
+    meta = json.loads((folder / "export.json").read_text())
+    assert meta["weights_sha256"] == seg.info.origin.sha256 and meta["shape"] == "dynamic"
+    assert meta["opset"] == 18 and meta["torch"] == torch.__version__
+    img = random_image(150, 260, seed=6)  # a dynamic export runs any size
+    ref = Segmenter.from_pretrained(tiny_pspnet_dir).predict(img, "hf", resize="none")
+    assert agreement(seg.predict(img, "hf", resize="none"), ref) >= 0.999
+
+    said.clear()  # a second process: loaded from the cache, not exported again
+    again = Segmenter.from_pretrained(tiny_pspnet_dir)
+    again.use_backend("onnxruntime", log=said.append)
+    assert not any("exporting" in s for s in said)
+
+    (folder / "model.onnx").write_bytes(b"garbage")  # damaged: exported again, results still right
+    third = Segmenter.from_pretrained(tiny_pspnet_dir)
+    third.use_backend("onnxruntime", log=said.append)
+    assert any("exporting" in s for s in said)
+    assert agreement(third.predict(img, "hf", resize="none"), ref) >= 0.999
+
+
+def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir):
+    pytest.importorskip("onnxruntime")
+    seg = Segmenter.from_pretrained(tiny_swin_dir)
+    with pytest.raises(UsageError, match="Swin exports need one fixed view size"):
+        seg.use_backend("onnxruntime", seg.params("hf", resize="128:512"))  # whole images at their own sizes
+    params = seg.params("hf", **SLIDE)
+    seg.use_backend("onnxruntime", params)
+    assert seg.model.size == (128, 128)
+    meta = json.loads(next((segcli_cache() / "exports").glob("*/export.json")).read_text())
+    assert meta["shape"] == "128x128"
+    eager = Segmenter.from_pretrained(tiny_swin_dir)
+    x = torch.randn(1, 3, 96, 160)  # not the export's size: the network runs it
+    assert not seg.model.runs(x) and seg.model.runs(torch.randn(2, 3, 128, 128))
+    with torch.no_grad():
+        torch.testing.assert_close(seg.model(x), eager.model(x), rtol=0, atol=0)
+    img = random_image(200, 300, seed=7)  # windows of 128 (inside), and the slide run as a whole
+    assert agreement(seg.predict(img, params), eager.predict(img, params)) >= 0.999
+
+
+def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(UsageError, match="unknown backend 'tensorrt'"):
+        Segmenter.from_pretrained(tiny_convnext_dir, backend="tensorrt")
+    bf16 = Segmenter.from_pretrained(tiny_convnext_dir, dtype="bfloat16")
+    with pytest.raises(UsageError, match="float32 on the CPU only"):
+        bf16.use_backend("onnxruntime")
+    upp = Segmenter.from_pretrained(tiny_upp_dir)
+    with pytest.raises(UsageError, match="unified perceptual parser has four"):
+        upp.use_backend("onnxruntime", upp.params("hf", resize="128x128"))
+    assert issubclass(BackendError, Exception)
+
+
+# --- auto ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir):
+    pytest.importorskip("onnxruntime")
+    seg = Segmenter.from_pretrained(tiny_convnext_dir)
+    params = seg.params("hf", **HF)
+    first = seg.use_backend("auto", params, calibrate=False)  # nothing cached, not allowed to measure
+    assert first.backend == "torch" and "not measured" in first.reason and first.seconds is None
+
+    said: list[str] = []
+    choice = seg.use_backend("auto", params, log=said.append)
+    assert any("measuring torch, compile, onnxruntime at 128x128" in s for s in said)
+    assert set(choice.seconds) == {"torch", "compile", "onnxruntime"}
+    assert choice.backend == calibrate.pick(choice.seconds) == seg.runtime["backend"]
+    entries = json.loads(calibrate.cache_file().read_text())
+    (entry,) = entries.values()
+    assert entry["choice"] == choice.backend and entry["seconds"] == choice.seconds
+
+    said.clear()  # another process, same machine and architecture: the cached figure decides
+    other = Segmenter.from_pretrained(tiny_convnext_dir)
+    again = other.use_backend("auto", params, calibrate=False, log=said.append)
+    assert again.backend == choice.backend and again.seconds == choice.seconds
+    assert not any("measuring" in s for s in said)
+    img = random_image(200, 300, seed=8)
+    ref = Segmenter.from_pretrained(tiny_convnext_dir).predict(img, params)
+    assert agreement(other.predict(img, params), ref) >= 0.999
+
+
+def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_path):
+    """A machine without the [onnx] extra: onnxruntime cannot be imported (blocked in sys.modules)."""
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray(random_image(64, 80, seed=9)).save(img)
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from segcli.cli.app import main\n"
+        f"sys.argv = ['segcli', 'predict', {str(img)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', "
+        f"{str(tiny_convnext_dir)!r}, '--preset', 'hf', '--resize', '64x64', '--backend', 'auto']\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    backend = summary["backend"]
+    assert backend["requested"] == "auto" and backend["backend"] == "torch"
+    assert "onnxruntime is not installed" in backend["reason"]
+    assert "segcli: backend torch (" in r.stderr and "onnxruntime is not installed" in r.stderr
+    assert summary["inference"]["backend"] == "torch"
+    record = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert record["inference"]["backend"] == "torch"
+
+
+# --- the CLI: recorded, part of the resume fingerprint --------------------------------------------------------
+
+
+def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(96, 128, seed=10 + i)).save(src / f"p{i}.png")
+    out = tmp_path / "out"
+    base = ["predict", src, "-o", out, "-m", tiny_convnext_dir, "--preset", "hf", "--resize", "96x128"]
+    r = cli(*base, "--backend", "onnxruntime", "--jsonl")
+    assert r.exit_code == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [rec["inference"]["backend"] for rec in records] == ["onnxruntime"] * 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"]["backend"] == "onnxruntime" and summary["inference"]["backend"] == "onnxruntime"
+    ort_labels = np.asarray(Image.open(out / "p0.png"))
+
+    r = cli(*base, "--backend", "onnxruntime", "--jsonl")  # same backend: resumed
+    assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["skipped"] * 2
+    r = cli(*base, "--backend", "torch", "--jsonl")  # another backend: another fingerprint, redone
+    assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["done"] * 2
+    assert agreement(np.asarray(Image.open(out / "p0.png")), ort_labels) >= 0.999
+
+
+def test_unknown_backend_is_a_usage_error(tiny_convnext_dir, tmp_path):
+    img = tmp_path / "a.png"
+    Image.fromarray(random_image(32, 32)).save(img)
+    r = cli("predict", img, "-o", tmp_path / "out", "-m", tiny_convnext_dir, "--backend", "tensorrt")
+    assert r.exit_code == 2
+    assert "unknown backend 'tensorrt'" in r.stderr and "auto, torch, compile, onnxruntime" in r.stderr
+    assert not (tmp_path / "out" / "a.png").exists()
