@@ -4,6 +4,7 @@ checked, the auto choice measured once and cached, recorded where outputs are; B
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,27 @@ def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir):
 # --- each backend against eager float32 -----------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def convnext_exports(tiny_convnext_dir, tmp_path_factory) -> Path:
+    """segcli's exports folder holding the tiny ConvNeXt's dynamic ONNX export (made once per module)."""
+    import os
+
+    pytest.importorskip("onnxruntime")
+    cache, before = tmp_path_factory.mktemp("exports-cache"), os.environ.get("SEGCLI_CACHE")
+    os.environ["SEGCLI_CACHE"] = str(cache)
+    try:
+        Segmenter.from_pretrained(tiny_convnext_dir).use_backend("onnxruntime")
+    finally:
+        os.environ["SEGCLI_CACHE"] = before or ""
+    return cache / "exports"
+
+
+@pytest.fixture()
+def cached_export(convnext_exports) -> None:
+    """This test's (empty) segcli cache starts with the tiny ConvNeXt's export in it."""
+    shutil.copytree(convnext_exports, segcli_cache() / "exports")
+
+
 HF = dict(resize="128x128")
 SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
 
@@ -93,7 +115,7 @@ SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
 @pytest.mark.parametrize("mode", ["hf", "slide"])
-def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir):
+def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_export):
     pytest.importorskip("onnxruntime")
     overrides = HF if mode == "hf" else SLIDE
     img = random_image(200, 300, seed=5)
@@ -169,7 +191,7 @@ def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir):
 
 
 @pytest.mark.slow
-def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir):
+def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached_export):
     pytest.importorskip("onnxruntime")
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
     params = seg.params("hf", **HF)
@@ -222,7 +244,7 @@ def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_
 # --- the CLI: recorded, part of the resume fingerprint --------------------------------------------------------
 
 
-def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_path):
+def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_path, cached_export):
     pytest.importorskip("onnxruntime")
     src = tmp_path / "in"
     src.mkdir()
