@@ -10,7 +10,9 @@ window) and `slide` (mmseg: 512-pixel windows, stride 341, on the image resized 
 Backends: `eager` (torch float32: segcli's default here), `bf16` (torch bfloat16; skipped unless the CPU has
 AVX512-BF16/AMX or --force-bf16), `compile` (torch.compile, inductor), `ort-static` / `ort-dynamic`
 (`segcli export` to ONNX at 512×512 / any size, run by onnxruntime through segcli), `transformers`
-(UperNetForSemanticSegmentation + its image processor, `hf` mode only: the outside reference).
+(UperNetForSemanticSegmentation + its image processor, `hf` mode only: the outside reference), `default`
+(what `segcli predict` runs without flags: `--dtype auto --backend auto`, its calibration made at start-up
+in a fresh cache). For each model and mode the default's rate is printed as a share of the fastest.
 
 Each backend runs in its own worker process (model loaded, exported or compiled once, then warmed up);
 rounds interleave the backends so machine noise spreads over all of them; medians are printed with the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +38,7 @@ sys.path.insert(0, str(HERE))
 
 MODELS = {"convnext": "upernet-convnext-tiny", "swin": "upernet-swin-tiny", "pspnet": "pspnet-r50-d8-ade20k"}
 MODES = {"hf": {"preset": "hf"}, "slide": {"preset": "mmseg", "mode": "slide"}}
-BACKENDS = ("eager", "bf16", "compile", "ort-static", "ort-dynamic", "transformers")
+BACKENDS = ("eager", "bf16", "compile", "ort-static", "ort-dynamic", "transformers", "default")
 
 
 def make_model(family: str, folder: Path) -> Path:
@@ -86,12 +89,16 @@ if backend == "transformers":
 else:
     from segcli import Segmenter
     seg = Segmenter.from_pretrained(source, dtype="bfloat16" if backend == "bf16" else "float32")
-    if backend == "compile":
-        seg.model.forward = torch.compile(seg.model.forward)
+    params = seg.params(**mode)
+    if backend == "default":  # what `segcli predict` does without flags: --dtype auto --backend auto
+        seg = Segmenter.from_pretrained(source, dtype="auto")
+        seg.use_backend("auto", params, log=lambda m: print(m, file=sys.stderr))
+    elif backend == "compile":
+        seg.use_backend("compile", params)
     def predict(im):
-        return seg.predict(im, **mode)
+        return seg.predict(im, params)
 predict(pixels[0])  # warm-up (and compilation)
-print("ready", flush=True)
+print("ready", seg.backend, str(seg.dtype).removeprefix("torch."), flush=True)
 for line in sys.stdin:
     t = time.perf_counter()
     labels = [predict(im) for im in pixels]
@@ -106,7 +113,9 @@ class Worker:
     def __init__(self, backend: str, source: Path, mode: dict, images: list[Path]) -> None:
         args = [sys.executable, "-c", WORKER, backend, str(source), json.dumps(mode), *map(str, images)]
         self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.ok = self.p.stdout.readline().strip() == "ready"
+        ready = self.p.stdout.readline().split()
+        self.ok = ready[:1] == ["ready"]
+        self.runs = " ".join(ready[1:])  # the backend and dtype it runs
 
     def run(self, labels_path: Path) -> dict:
         self.p.stdin.write(f"{labels_path}\n")
@@ -135,6 +144,7 @@ def main() -> None:
     from segcli.hardware import native_bf16
 
     tmp = Path(tempfile.mkdtemp(prefix="segcli-backends-"))
+    os.environ["SEGCLI_CACHE"] = str(tmp / "cache")  # the default's calibration: measured in this run
     images = make_images(tmp / "images", args.images)
     print(f"{cpu_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     bf16 = args.force_bf16 or native_bf16(torch.device("cpu"))
@@ -175,8 +185,12 @@ def main() -> None:
                 ratio = base / med if base else float("nan")
                 print(
                     f"  {b:<13} {args.images / med:6.3f} images/s  ×{ratio:5.2f} eager  "
-                    f"peak RSS {rss[b]:5.2f} GiB  labels = eager {agree:.5f}"
+                    f"peak RSS {rss[b]:5.2f} GiB  labels = eager {agree:.5f}  ({workers[b].runs})"
                 )
+            if "default" in times:
+                best = min((b for b in times if b != "default"), key=lambda b: statistics.median(times[b]))
+                share = statistics.median(times[best]) / statistics.median(times["default"])
+                print(f"  default = {share:.2f} × the fastest other ({best}; target ≥ 0.90)")
 
 
 if __name__ == "__main__":
