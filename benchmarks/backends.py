@@ -98,7 +98,8 @@ else:
     def predict(im):
         return seg.predict(im, params)
 predict(pixels[0])  # warm-up (and compilation)
-print("ready", seg.backend, str(seg.dtype).removeprefix("torch."), flush=True)
+runs = "transformers float32" if backend == "transformers" else f"{seg.backend} {str(seg.dtype).removeprefix('torch.')}"
+print("ready", runs, flush=True)
 for line in sys.stdin:
     t = time.perf_counter()
     labels = [predict(im) for im in pixels]

@@ -1,32 +1,44 @@
-"""Images per second of `segcli predict` vs the straightforward transformers loop, on the same machine.
+"""A photo collection end to end: `segcli predict` with its default settings vs the transformers loop.
 
-    python benchmarks/predict_throughput.py              # 32 images 512×683, float32
-    python benchmarks/predict_throughput.py --images 8 --dtype bfloat16
+    python benchmarks/predict_throughput.py                 # 64 photos 512×683, 2 interleaved rounds
+    python benchmarks/predict_throughput.py --images 16 --rounds 1
 
 Model: a random-weight UPerNet ConvNeXt-T (the real upernet-convnext-tiny architecture, 150 classes) saved
-with transformers' save_pretrained; images: synthetic 512×683 JPEGs. Both sides use the `hf` protocol
-(resize to 512×512, logits resized back) and write one palette PNG per image:
+with transformers' save_pretrained; images: synthetic 512×683 JPEGs. Both use the `hf` protocol (resize to
+512×512, logits resized back) and write one palette PNG per image:
 
   transformers  Image.open → SegformerImageProcessor → UperNetForSemanticSegmentation →
-                post_process_semantic_segmentation → palette PNG, one image after the other
-  segcli        batch.run (what `segcli predict DIR --preset hf --save none` runs)
+                post_process_semantic_segmentation → palette PNG, one image after the other (in this process,
+                the model loaded before the clock starts)
+  segcli        `segcli predict IMAGES -o OUT -m MODEL --preset hf` in its own process, every other setting
+                its default (--dtype auto, --backend auto, --save json: a JSON per image too); the time is
+                summary.json's `seconds` (decode → infer → encode → write, model loading excluded), the
+                process's wall time beside it
 
-Model loading is excluded from both timings. Needs the test extra (transformers).
+Before the rounds, one `segcli predict` over 8 of the images in a fresh cache makes the backend calibration
+`--backend auto` caches (a one-time cost per machine and model, printed). Rounds interleave the two sides;
+medians, the ratio, label agreement and summary.json's per-stage breakdown are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def make_model(path: Path) -> None:
@@ -53,13 +65,9 @@ def make_images(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def run_transformers(model_dir: Path, paths: list[Path], out: Path, dtype: torch.dtype) -> float:
-    from transformers import SegformerImageProcessor, UperNetForSemanticSegmentation
-
+def run_transformers(processor: Any, model: Any, paths: list[Path], out: Path) -> float:
     from segcli.classes import known_set
 
-    processor = SegformerImageProcessor.from_pretrained(model_dir)
-    model = UperNetForSemanticSegmentation.from_pretrained(model_dir, dtype=dtype).eval()
     palette = known_set("ade20k").palette_array
     flat = np.zeros((256, 3), np.uint8)
     flat[:150] = palette
@@ -69,8 +77,7 @@ def run_transformers(model_dir: Path, paths: list[Path], out: Path, dtype: torch
         for p in paths:
             image = Image.open(p).convert("RGB")
             inputs = processor(images=image, return_tensors="pt")
-            outputs = model(pixel_values=inputs.pixel_values.to(dtype))
-            outputs.logits = outputs.logits.float()
+            outputs = model(pixel_values=inputs.pixel_values)
             seg = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
             im = Image.fromarray(seg.numpy().astype(np.uint8), mode="P")
             im.putpalette(flat.tobytes())
@@ -78,49 +85,71 @@ def run_transformers(model_dir: Path, paths: list[Path], out: Path, dtype: torch
     return time.perf_counter() - t
 
 
-def run_segcli(model_dir: Path, paths: list[Path], out: Path, dtype: str, batch_size: int) -> float:
-    from segcli import Segmenter, batch
-    from segcli.inputs import discover
-
-    seg = Segmenter.from_pretrained(model_dir, dtype=dtype)
-    params = seg.params("hf")
-    items = discover([str(p) for p in paths]).items
-    opts = batch.Options(out, frozenset(), batch_size=batch_size)
+def run_segcli(model_dir: Path, images: Path, out: Path) -> tuple[float, float, dict]:
+    """(summary seconds, wall seconds, summary.json) of the CLI with its defaults and --preset hf."""
+    cmd = [sys.executable, "-m", "segcli", "predict", str(images), "-o", str(out), "-m", str(model_dir)]
     t = time.perf_counter()
-    result = batch.run(seg, items, params, opts)
-    assert result.done == len(paths), result.failures
-    return time.perf_counter() - t
+    r = subprocess.run([*cmd, "--preset", "hf", "-q"], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    return summary["seconds"], wall, summary
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=32)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--batch-size", type=int, default=1, help="segcli --batch-size")
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    from ray_overhead import cpu_line
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        os.environ["SEGCLI_CACHE"] = str(tmp / "cache")  # the calibration below is this run's
         make_model(tmp / "model")
         paths = make_images(tmp / "images", args.images)
+        print(f"{cpu_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+        print(f"{args.images} photos 512x683, random-weight UPerNet ConvNeXt-T, hf protocol", flush=True)
+        first = tmp / "first"
+        first.mkdir()
+        for p in paths[:8]:
+            (first / p.name).symlink_to(p)
+        _, wall, summary = run_segcli(tmp / "model", first, tmp / "out-first")
+        b = summary["backend"]
+        print(f"one-time calibration run (8 images, {wall:.0f} s wall): {b['backend']} ({b['reason']})", flush=True)
+
+        from transformers import SegformerImageProcessor, UperNetForSemanticSegmentation
+
+        processor = SegformerImageProcessor.from_pretrained(tmp / "model")
+        net = UperNetForSemanticSegmentation.from_pretrained(tmp / "model").eval()
+        t_hf, t_seg, walls = [], [], []
+        for r in range(args.rounds):
+            t_hf.append(run_transformers(processor, net, paths, tmp / f"out-hf{r}"))
+            seconds, wall, summary = run_segcli(tmp / "model", tmp / "images", tmp / f"out-segcli{r}")
+            t_seg.append(seconds)
+            walls.append(wall)
+            print(
+                f"round {r + 1}: transformers {t_hf[-1]:.1f} s, segcli {seconds:.1f} s ({wall:.1f} s wall)", flush=True
+            )
+        hf, seg = statistics.median(t_hf), statistics.median(t_seg)
+        print(f"transformers loop: {args.images / hf:.3f} images/s ({hf:.1f} s)")
         print(
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images 512x683, "
-            f"{args.dtype}, random-weight UPerNet ConvNeXt-T"
+            f"segcli predict:    {args.images / seg:.3f} images/s ({seg:.1f} s; {statistics.median(walls):.1f} s wall)"
         )
-        t_hf = run_transformers(tmp / "model", paths, tmp / "out-hf", dtype)
-        print(f"transformers loop: {args.images / t_hf:.3f} images/s ({t_hf:.1f} s)", flush=True)
-        t_seg = run_segcli(tmp / "model", paths, tmp / "out-segcli", args.dtype, args.batch_size)
-        print(f"segcli predict:    {args.images / t_seg:.3f} images/s ({t_seg:.1f} s)")
         agree = np.mean(
             [
                 (
-                    np.asarray(Image.open(tmp / "out-hf" / f"{p.stem}.png"))
-                    == np.asarray(Image.open(tmp / "out-segcli" / f"{p.stem}.png"))
+                    np.asarray(Image.open(tmp / "out-hf0" / f"{p.stem}.png"))
+                    == np.asarray(Image.open(tmp / "out-segcli0" / f"{p.stem}.png"))
                 ).mean()
                 for p in paths
             ]
         )
-        print(f"ratio segcli / transformers: {t_hf / t_seg:.2f}x   (label agreement {agree:.5f})")
+        print(f"ratio segcli / transformers: {hf / seg:.2f}x   (label agreement {agree:.5f}; target ≥ 2x)")
+        inf = summary["inference"]
+        print(f"segcli ran: backend {inf['backend']}, dtype {inf['dtype']}; where the time went (summary.json):")
+        for stage, t in summary["timings"].items():
+            print(f"  {stage:<12} {t['seconds']:7.1f} s  {t['share']:6.1%}  {t['per_image']:.3f} s/image")
 
 
 if __name__ == "__main__":

@@ -247,7 +247,9 @@ def job_for(
     device = "cuda" if gpus else "cpu"
     if str(dtype).lower() == "auto":  # the driver cannot see the workers' hardware: name a dtype for bf16
         dtype = "float32"
-    if str(backend).lower() == "auto":  # nor measure them: name a backend for another
+    if seg.backend == "onnxruntime" and seg.model is seg.network:  # an exported ONNX file runs in onnxruntime
+        backend = "onnxruntime"
+    elif str(backend).lower() == "auto":  # nor measure them: name a backend for another
         backend = "torch"
     dt = str(resolve_dtype(dtype)).removeprefix("torch.")
     inference = {**seg.inference(params), "device": device, "dtype": dt, "backend": backend.lower()}

@@ -25,6 +25,7 @@ from segcli.model.fold import fold_batchnorm
 from segcli.presets import Params, Resize
 
 HERE = Path(__file__).resolve().parent
+COMPILER = shutil.which("c++") or shutil.which("g++")  # inductor's, on CPUs
 
 
 def cli(*args):
@@ -69,9 +70,11 @@ def test_pick_needs_a_clear_win(seconds, best):
 # --- BatchNorm folding -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["pspnet", "convnext"])
-def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir):
-    src = {"pspnet": tiny_pspnet_dir, "convnext": tiny_convnext_dir}[which]
+@pytest.mark.parametrize("which", ["pspnet", "convnext", "upp"])
+def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir, tiny_upp_dir):
+    """Bottleneck (PSPNet), BasicBlock and the CSAIL pooling-first PPM (the parser's ResNet-18), ConvModules of
+    the UPerNet head and the fused concatenation convolutions: every BatchNorm folded, every output kept."""
+    src = {"pspnet": tiny_pspnet_dir, "convnext": tiny_convnext_dir, "upp": tiny_upp_dir}[which]
     ref, folded = Segmenter.from_pretrained(src).network, Segmenter.from_pretrained(src).network
     bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     n = fold_batchnorm(folded)
@@ -79,9 +82,9 @@ def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir):
     x = torch.randn(2, 3, 160, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = ref(x), folded(x)
-    scale = float(a.abs().max())
-    torch.testing.assert_close(b, a, rtol=0, atol=2e-5 * max(1.0, scale))
-    assert agreement(a.argmax(1).numpy(), b.argmax(1).numpy()) > 0.999
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True):
+        torch.testing.assert_close(v, u, rtol=0, atol=2e-5 * max(1.0, float(u.abs().max())))
+        assert agreement(u.argmax(1).numpy(), v.argmax(1).numpy()) > 0.999
 
 
 # --- each backend against eager float32 -----------------------------------------------------------------------
@@ -117,6 +120,8 @@ SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
 @pytest.mark.parametrize("mode", ["hf", "slide"])
 def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_export):
     pytest.importorskip("onnxruntime")
+    if backend == "compile" and not COMPILER:
+        pytest.skip("torch.compile (inductor) needs a C++ compiler")
     overrides = HF if mode == "hf" else SLIDE
     img = random_image(200, 300, seed=5)
     eager = Segmenter.from_pretrained(tiny_convnext_dir)
@@ -125,7 +130,7 @@ def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_exp
     assert choice == Choice(backend, backend, "asked for") and other.runtime["backend"] == backend
     a, b = eager.run(img, "hf", logits=True, **overrides), other.run(img, "hf", logits=True, **overrides)
     assert agreement(a.labels, b.labels) >= 0.999
-    torch.testing.assert_close(b.logits, a.logits, rtol=0, atol=1e-3)
+    torch.testing.assert_close(b.logits, a.logits, rtol=0, atol=1e-4 * max(1.0, float(a.logits.abs().max())))
     assert other.inference(other.params("hf", **overrides))["backend"] == backend
 
 
@@ -168,13 +173,14 @@ def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir
     eager = Segmenter.from_pretrained(tiny_swin_dir)
     x = torch.randn(1, 3, 96, 160)  # not the export's size: the network runs it
     assert not seg.model.runs(x) and seg.model.runs(torch.randn(2, 3, 128, 128))
+    assert not seg.model.runs(torch.randn(2, 3, 128, 128), upsample=False)  # logits at the model's resolution
     with torch.no_grad():
         torch.testing.assert_close(seg.model(x), eager.model(x), rtol=0, atol=0)
     img = random_image(200, 300, seed=7)  # windows of 128 (inside), and the slide run as a whole
     assert agreement(seg.predict(img, params), eager.predict(img, params)) >= 0.999
 
 
-def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir):
+def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir, tiny_pspnet_dir):
     pytest.importorskip("onnxruntime")
     with pytest.raises(UsageError, match="unknown backend 'tensorrt'"):
         Segmenter.from_pretrained(tiny_convnext_dir, backend="tensorrt")
@@ -184,6 +190,9 @@ def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir):
     upp = Segmenter.from_pretrained(tiny_upp_dir)
     with pytest.raises(UsageError, match="unified perceptual parser has four"):
         upp.use_backend("onnxruntime", upp.params("hf", resize="128x128"))
+    psp = Segmenter.from_pretrained(tiny_pspnet_dir)
+    with pytest.raises(UsageError, match="resizes logits once"):  # the authors' test resizes from 1/8 once
+        psp.use_backend("onnxruntime", psp.params("csail"))
     assert issubclass(BackendError, Exception)
 
 
@@ -193,6 +202,8 @@ def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir):
 @pytest.mark.slow
 def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached_export):
     pytest.importorskip("onnxruntime")
+    if not COMPILER:
+        pytest.skip("torch.compile (inductor) needs a C++ compiler")
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
     params = seg.params("hf", **HF)
     first = seg.use_backend("auto", params, calibrate=False)  # nothing cached, not allowed to measure
@@ -218,27 +229,30 @@ def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached
 
 
 def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_path):
-    """A machine without the [onnx] extra: onnxruntime cannot be imported (blocked in sys.modules)."""
-    img = tmp_path / "in" / "a.png"
-    img.parent.mkdir()
-    Image.fromarray(random_image(64, 80, seed=9)).save(img)
+    """A machine without the [onnx] extra (onnxruntime blocked in sys.modules): a run large enough to measure
+    measures what is there, and the JSON and stderr say why onnxruntime is not among them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        Image.fromarray(random_image(64, 80, seed=20 + i)).save(src / f"p{i}.png")
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
         "from segcli.cli.app import main\n"
-        f"sys.argv = ['segcli', 'predict', {str(img)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', "
+        f"sys.argv = ['segcli', 'predict', {str(src)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', "
         f"{str(tiny_convnext_dir)!r}, '--preset', 'hf', '--resize', '64x64', '--backend', 'auto']\n"
         "main()\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     backend = summary["backend"]
-    assert backend["requested"] == "auto" and backend["backend"] == "torch"
+    assert backend["requested"] == "auto" and backend["backend"] in ("torch", "compile")
+    assert set(backend["seconds"]) == ({"torch", "compile"} if COMPILER else {"torch"})
     assert "onnxruntime is not installed" in backend["reason"]
-    assert "segcli: backend torch (" in r.stderr and "onnxruntime is not installed" in r.stderr
-    assert summary["inference"]["backend"] == "torch"
-    record = json.loads((tmp_path / "out" / "a.json").read_text())
-    assert record["inference"]["backend"] == "torch"
+    assert "onnxruntime is not installed" in r.stderr and f"segcli: backend {backend['backend']} (" in r.stderr
+    assert summary["inference"]["backend"] == backend["backend"]
+    record = json.loads((tmp_path / "out" / "p0.json").read_text())
+    assert record["inference"]["backend"] == backend["backend"]
 
 
 # --- the CLI: recorded, part of the resume fingerprint --------------------------------------------------------
@@ -262,6 +276,9 @@ def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_
 
     r = cli(*base, "--backend", "onnxruntime", "--jsonl")  # same backend: resumed
     assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["skipped"] * 2
+    r = cli(*base, "--backend", "auto", "--jsonl")  # auto keeps the earlier run's backend: still resumed
+    assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["skipped"] * 2
+    assert "the backend of the earlier run" in json.loads((out / "summary.json").read_text())["backend"]["reason"]
     r = cli(*base, "--backend", "torch", "--jsonl")  # another backend: another fingerprint, redone
     assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["done"] * 2
     assert agreement(np.asarray(Image.open(out / "p0.png")), ort_labels) >= 0.999
@@ -274,3 +291,31 @@ def test_unknown_backend_is_a_usage_error(tiny_convnext_dir, tmp_path):
     assert r.exit_code == 2
     assert "unknown backend 'tensorrt'" in r.stderr and "auto, torch, compile, onnxruntime" in r.stderr
     assert not (tmp_path / "out" / "a.png").exists()
+
+
+@pytest.mark.parametrize(
+    "model, asked, runs",
+    [
+        ("convnext", "auto", "torch"),
+        ("convnext", "onnxruntime", "onnxruntime"),
+        ("convnext", "compile", "compile"),
+        ("onnx", "auto", "onnxruntime"),  # an exported file runs in onnxruntime on the workers too
+        ("onnx", "torch", "onnxruntime"),
+    ],
+)
+def test_ray_workers_get_a_named_backend(model, asked, runs, tiny_convnext_dir, tmp_path):
+    """The driver cannot measure the workers: auto means torch there; a named backend is every worker's."""
+    from segcli.batch import Options
+    from segcli.ray import job_for
+
+    src = tiny_convnext_dir
+    if model == "onnx":
+        pytest.importorskip("onnxruntime")
+        src = tmp_path / "m.onnx"
+        r = cli("export", tiny_convnext_dir, "-o", src, "--format", "onnx", "--size", "64x64", "-q")
+        assert r.exit_code == 0, r.stderr
+    seg = Segmenter.from_pretrained(src)
+    params = seg.params("hf")
+    job = job_for(seg, "m", params, Options(tmp_path), gpus=0, threads=1, dtype="auto", registry=None, backend=asked)
+    assert job.backend == runs and job.inference["backend"] == runs and job.inference["dtype"] == "float32"
+    assert job.inference == {**seg.inference(params), "backend": runs}  # what a worker checks it would record

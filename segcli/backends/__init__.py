@@ -58,6 +58,14 @@ def view_shape(params: Params) -> tuple[int, int] | None:
     return None
 
 
+def call_batch(params: Params | None) -> int:
+    """How many views one forward of `params` takes (windows per call, mirrored ones too; one image's views —
+    `--batch-size` can add same-size images, which compile then compiles again)."""
+    if params is None:
+        return 1
+    return (params.tile_batch if params.mode == "slide" else 1) * (2 if params.window_flip else 1)
+
+
 def _measured_shape(params: Params) -> tuple[int, int]:
     if shape := view_shape(params):
         return shape
@@ -80,6 +88,8 @@ def unsupported(name: str, net: Segmentor, params: Params | None, auto: bool) ->
         return "onnxruntime runs float32 on the CPU only"
     if net.heads != type(net.heads).single(net.num_classes):
         return "exports have one output; a unified perceptual parser has four"
+    if params is not None and params.resize_once:
+        return "this preset resizes logits once from the model's resolution; an export gives them at the input size"
     from .ort import dynamic_ok, require_ort
 
     if fixed is None and not dynamic_ok(net):
@@ -104,7 +114,8 @@ def build(
         model = CompiledModel(net)
         if log is not None:
             log("compiling the model (torch.compile; once per view size) ...")
-        model.warm(fixed or (64, 64), params.tile_batch if params is not None and fixed else 1)
+        upsample = params is None or not params.resize_once
+        model.warm(fixed or (64, 64), call_batch(params), upsample)
         return model
     from .ort import dynamic_ok, load
 
@@ -160,9 +171,12 @@ def _auto(
     if not eligible:
         return net, Choice("auto", "torch", f"the only backend for this model and preset here ({said})")
     shape = _measured_shape(params) if params is not None else PHOTO
-    batch = params.tile_batch if params is not None and params.mode == "slide" else 1
-    k = calibrate.key(net.config, net.dtype, net.device, shape, batch)
+    batch = call_batch(params)
+    calls = {"upsample": params is None or not params.resize_once, "eligible": sorted(eligible)}
+    k = calibrate.key(net.config, net.dtype, net.device, shape, batch, calls)
     entry = calibrate.lookup(k)
+    if entry is not None and entry["choice"] not in ("torch", *eligible):
+        entry = None  # measured when another backend qualified
     built: dict[str, SegModel] = {"torch": net}
     if entry is None:
         if not allow:
@@ -181,7 +195,7 @@ def _auto(
             except BackendError as e:
                 notes[n] = e.message
         x = torch.randn((batch, 3, *shape), generator=torch.Generator().manual_seed(0)).to(net.device, net.dtype)
-        seconds = calibrate.measure(built, x)
+        seconds = calibrate.measure(built, x, calls["upsample"])
         entry = {"seconds": seconds, "choice": calibrate.pick(seconds), "notes": notes}
         calibrate.store(k, entry)
     choice, seconds = entry["choice"], entry["seconds"]

@@ -8,6 +8,7 @@ each backend measured and the choice made from them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import statistics
@@ -31,7 +32,11 @@ def cache_file() -> Path:
     return segcli_cache() / "calibration.json"
 
 
-def key(config: Any, dtype: torch.dtype, device: torch.device, shape: tuple[int, int], batch: int) -> str:
+def key(
+    config: Any, dtype: torch.dtype, device: torch.device, shape: tuple[int, int], batch: int, calls: dict[str, Any]
+) -> str:
+    """The cache key of a measurement: what its figures depend on (`calls`: how the engine will call the model
+    and which backends qualified)."""
     try:
         import onnxruntime
 
@@ -46,10 +51,18 @@ def key(config: Any, dtype: torch.dtype, device: torch.device, shape: tuple[int,
         "network": repr(config),
         "dtype": str(dtype),
         "device": str(device),
+        "gpu": _gpu(device),
+        "calls": calls,
         "shape": list(shape),
         "batch": batch,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _gpu(device: torch.device) -> list[Any] | None:
+    if device.type != "cuda":
+        return None
+    return [torch.cuda.get_device_name(device), list(torch.cuda.get_device_capability(device))]
 
 
 def _read() -> dict[str, Any]:
@@ -69,23 +82,31 @@ def lookup(k: str) -> dict[str, Any] | None:
 
 
 def store(k: str, entry: dict[str, Any]) -> None:
+    """Add an entry (a read-only cache only means measuring again next time; of two processes storing at
+    once, one entry may be lost and measured again later)."""
     doc = _read()
     doc[k] = entry
-    cache_file().parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cache_file(), json.dumps(doc, indent=1, sort_keys=True).encode())
+    with contextlib.suppress(OSError):
+        cache_file().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_file(), json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
-def measure(models: dict[str, SegModel], x: torch.Tensor, rounds: int = ROUNDS) -> dict[str, float]:
+def measure(
+    models: dict[str, SegModel], x: torch.Tensor, upsample: bool = True, rounds: int = ROUNDS
+) -> dict[str, float]:
     """Median seconds per call of each model on `x` (one warm-up call each; rounds interleave the models)."""
     times: dict[str, list[float]] = {name: [] for name in models}
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         x = x.clone()  # an inference tensor, as the engine's inputs are (compiled graphs guard on it)
         for model in models.values():
-            model(x)
+            model(x, upsample)
         for _ in range(rounds):
             for name, model in models.items():
+                sync()
                 start = time.perf_counter()
-                model(x)
+                model(x, upsample)
+                sync()
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 

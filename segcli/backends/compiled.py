@@ -9,22 +9,23 @@ from .base import BackendError, Wrapped
 
 
 class CompiledModel(Wrapped):
-    """The network's forward compiled by inductor (`dynamic=False`: each new view shape compiles once, torch's
-    recompile limit then runs the rest eagerly). Compilation happens at the first call of a shape: `warm`
-    does it ahead, so a missing C++ compiler fails before any image is read."""
+    """The network's forward compiled by inductor. The first input shape gets a static graph; another shape
+    (a batch of another size, an edge window) compiles once more, with the changed sizes dynamic (torch's
+    automatic dynamic shapes). Compilation happens at the first call of a shape: `warm` does it for the
+    shape the engine will use, so a missing C++ compiler fails before any image is read."""
 
     def __init__(self, net: Segmentor) -> None:
         super().__init__(net)
-        self._forward = torch.compile(net.forward, dynamic=False)
+        self._forward = torch.compile(net.forward)
 
     def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self._forward(x, upsample)
 
-    def warm(self, shape: tuple[int, int], batch: int = 1) -> None:
-        """Compile the graph for [batch, 3, *shape] inputs now."""
+    def warm(self, shape: tuple[int, int], batch: int = 1, upsample: bool = True) -> None:
+        """Compile the graph for [batch, 3, *shape] inputs (and the engine's `upsample` flag) now."""
         try:
             with torch.inference_mode():  # the engine's inputs are inference tensors: the graph guards on that
-                self(torch.zeros((batch, 3, *shape), dtype=self.dtype, device=self.device))
+                self(torch.zeros((batch, 3, *shape), dtype=self.dtype, device=self.device), upsample)
         except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, unsupported op)
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise BackendError(

@@ -3,8 +3,10 @@
 The export lives in segcli's cache under a key made of the weights' sha256, the opset, the torch and segcli
 versions and the shape policy: `dynamic` (any height and width: ConvNeXt, ResNet) or a fixed `HxW` (Swin,
 whose window partition the exporter cannot make dynamic: it gets an export at the preset's view size, and
-views of any other size run eagerly). An export is checked against the eager network before it enters the
-cache, and its own sha256 is checked whenever it is loaded again.
+views of any other size run eagerly). An export is checked against the network it was made from (labels
+≥ 99.9 % equal) before it enters the cache, and its own sha256 is checked whenever it is loaded again. `auto`
+exports the network with its BatchNorm folded, an explicit `--backend onnxruntime` the network as loaded:
+the same function to ~1e-6, so both share one export.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def dynamic_ok(net: Segmentor) -> bool:
 
 
 def require_ort() -> Any:
+    ort = require("onnxruntime", "onnx", "--backend onnxruntime runs the model's ONNX export")
     for module in ("onnx", "onnxscript"):  # the exporter's
         require(module, "onnx", "--backend onnxruntime exports the model to ONNX")
-    return require("onnxruntime", "onnx", "--backend onnxruntime runs the model's ONNX export")
+    return ort
 
 
 class OrtModel(Wrapped):
@@ -54,15 +57,19 @@ class OrtModel(Wrapped):
         ort = require_ort()
         so = ort.SessionOptions()
         so.intra_op_num_threads = torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads leave the cores to
+        # torch (views the export does not take) and to the decoding / writing threads
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.size = size  # None: any size
 
-    def runs(self, x: torch.Tensor) -> bool:
-        return x.dtype == torch.float32 and (self.size is None or tuple(x.shape[-2:]) == self.size)
+    def runs(self, x: torch.Tensor, upsample: bool = True) -> bool:
+        """Whether the export computes this call (logits at the input size, of a float32 view it takes)."""
+        return upsample and x.dtype == torch.float32 and (self.size is None or tuple(x.shape[-2:]) == self.size)
 
     def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if not self.runs(x):
+        if not self.runs(x, upsample):
             return self.net(x, upsample)
         feed = np.ascontiguousarray(x.detach().cpu().numpy())
         return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])  # [B, K, H, W] at the input size
@@ -119,16 +126,34 @@ def load(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any
     require_ort()
     key = export_key(net, info, size)
     folder = segcli_cache() / "exports" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    path, meta = folder / "model.onnx", folder / "export.json"
+    intact = _intact(folder)
+    if intact:
+        try:
+            return OrtModel(net, folder / "model.onnx", size)
+        except Exception:  # noqa: BLE001 - onnxruntime's own errors for a file it cannot load: export again
+            intact = False
     try:
-        if json.loads(meta.read_text()).get("sha256") == _file_sha256(path):
-            return OrtModel(net, path, size)
-    except Exception:  # noqa: BLE001 - not cached yet, or damaged (onnxruntime raises its own kinds): export again
-        pass
-    return _export(net, key, size, folder, log)
+        return _export(net, key, size, folder, log, replace=intact is False)
+    except OSError as e:
+        raise BackendError(
+            f"cannot write the ONNX export into {folder.parent} ({e.strerror or e})",
+            hint="make segcli's cache writable (or point $SEGCLI_CACHE elsewhere), or use --backend torch",
+        ) from None
 
 
-def _export(net: Segmentor, key: dict[str, Any], size: tuple[int, int] | None, folder: Path, log: Any) -> OrtModel:
+def _intact(folder: Path) -> bool | None:
+    """Whether the cached export in `folder` is what was written there (None: there is none)."""
+    if not folder.exists():
+        return None
+    try:
+        return json.loads((folder / "export.json").read_text()).get("sha256") == _file_sha256(folder / "model.onnx")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _export(
+    net: Segmentor, key: dict[str, Any], size: tuple[int, int] | None, folder: Path, log: Any, replace: bool
+) -> OrtModel:
     from ..export import ExportOptions, export_onnx
 
     if log is not None:
@@ -139,16 +164,17 @@ def _export(net: Segmentor, key: dict[str, Any], size: tuple[int, int] | None, f
         opts = ExportOptions("onnx", size=size or (512, 512), dynamic=size is None, opset=OPSET)
         try:
             export_onnx(net, opts, tmp / "model.onnx")
-        except Exception as e:  # noqa: BLE001 - the exporter raises many kinds
+            model = OrtModel(net, tmp / "model.onnx", size)
+        except Exception as e:  # noqa: BLE001 - the exporter and onnxruntime raise many kinds
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise BackendError(f"the model does not export to ONNX ({first})", hint="use --backend torch") from None
-        model = OrtModel(net, tmp / "model.onnx", size)
         _verify(net, model, size or VERIFY_SHAPE)
         doc = {**key, "sha256": _file_sha256(tmp / "model.onnx")}
         (tmp / "export.json").write_text(json.dumps(doc, indent=1))
         os.chmod(tmp, 0o777 & ~umask())
-        shutil.rmtree(folder, ignore_errors=True)  # a damaged earlier export
-        with contextlib.suppress(OSError):  # another process put its (equal) export there first
+        if replace:  # the damaged export this one replaces
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process put its (equal) export there first: keep that one
             os.rename(tmp, folder)
         return model  # the session holds the graph in memory: where the file ends up no longer matters
     finally:

@@ -96,6 +96,12 @@ class RayCluster:
         g, t, r = self.gpus, self.threads, STATE.registry
         return seg_ray.job_for(seg, model, params, opts, gpus=g, threads=t, dtype=dtype, registry=r, backend=backend)
 
+    @staticmethod
+    def backend_record(job: Any) -> dict[str, Any]:
+        """summary.json's `backend` of a Ray run: what every worker ran."""
+        why = "named for the workers" if job.backend != "torch" else "auto means torch with --ray (or asked for)"
+        return {"requested": None, "backend": job.backend, "reason": why, "seconds": None}
+
     def run(self, seg: Any, job: Any, items: list[Any], **kw: Any) -> None:
         from .. import ray as seg_ray
 

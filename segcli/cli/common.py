@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from ..errors import EXIT_INTERRUPTED, SegcliError
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+    from ..backends import Choice
+    from ..presets import Params
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -158,12 +165,35 @@ def inference_overrides(
     }
 
 
-def choose_backend(seg: Any, backend: str, params: Any, images: int, quiet: bool) -> Any:
-    """Pick the backend (auto: calibrate when nothing is cached and the run is large enough) and say which."""
+def earlier_backend(out: Path, overwrite: bool) -> str | None:
+    """The backend the earlier run into `out` recorded in its summary.json (None without one, or with
+    --overwrite): `auto` keeps it, so a resumed run's outputs keep one fingerprint."""
+    if overwrite:
+        return None
+    try:
+        doc = json.loads((out / "summary.json").read_text())
+        name = doc["inference"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if name in ("torch", "compile", "onnxruntime") else None
+
+
+def choose_backend(
+    seg: Segmenter, backend: str, params: Params, images: int, quiet: bool, earlier: str | None = None
+) -> Choice:
+    """Pick the backend and say which: `auto` keeps the `earlier` run's backend where it still applies (resume),
+    else calibrates when nothing is cached and the run has enough images."""
     from ..backends import CALIBRATE_MIN
 
     log = None if quiet else (lambda m: eprint(f"segcli: {m}"))
-    choice = seg.use_backend(backend, params, calibrate=images >= CALIBRATE_MIN, log=log)
+    choice = None
+    if str(backend).lower() == "auto" and earlier is not None:
+        with contextlib.suppress(SegcliError):  # it no longer applies (another preset, onnxruntime gone)
+            choice = seg.use_backend(earlier, params, log=log)
+            choice = replace(choice, requested="auto", reason="the backend of the earlier run into this folder")
+            seg.backend_choice = choice
+    if choice is None:
+        choice = seg.use_backend(backend, params, calibrate=images >= CALIBRATE_MIN, log=log)
     if log is not None and choice.requested != "torch":
         log(f"backend {choice.backend} ({choice.reason})")
     return choice

@@ -34,6 +34,9 @@ from .common import (
     handle_errors,
     inference_overrides,
 )
+from .common import (
+    earlier_backend as earlier,
+)
 from .progress import Progress
 from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt, raster_options
 from .signals import SIGPIPE_CODE, GracefulStop
@@ -395,7 +398,9 @@ def predict(
             raster=raster,
             overviews=overviews,
         )
-        choice = choose_backend(seg, backend, params, len(items), quiet) if cluster is None else None
+        choice = (
+            None if cluster else choose_backend(seg, backend, params, len(items), quiet, earlier(out_dir, overwrite))
+        )
         job = cluster.job(seg, model, params, opts, dtype, backend) if cluster is not None else None
         progress = Progress(len(items) + len(found.errors), enabled=not quiet)
         summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
@@ -417,7 +422,7 @@ def predict(
                 except SegcliError as e:  # stops the run; what was done is still summed up
                     fatal, summary.interrupted = e, True
             extra = {"inputs": inputs, "shard": list(shard_spec) if shard_spec else None, "out": str(out_dir)}
-            extra["backend"] = choice.to_json() if choice is not None else {"requested": backend, "workers": True}
+            extra["backend"] = choice.to_json() if choice is not None else cluster.backend_record(job)
             inference = job.inference if job is not None else seg.inference(params)
             doc = summary.to_json(batch.model_record(seg.info), params.preset, inference, sorted(opts.save), extra)
             _finish(summary, doc, opts, shard_spec, quiet, stop, fatal, seg.info, reporter.gallery)
