@@ -26,6 +26,8 @@ from segcli.presets import Params, Resize
 
 HERE = Path(__file__).resolve().parent
 COMPILER = shutil.which("c++") or shutil.which("g++")  # inductor's, on CPUs
+HF = dict(resize="128x128")
+SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
 
 
 def cli(*args):
@@ -92,14 +94,15 @@ def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir, tiny
 
 @pytest.fixture(scope="module")
 def convnext_exports(tiny_convnext_dir, tmp_path_factory) -> Path:
-    """segcli's exports folder holding the tiny ConvNeXt's dynamic ONNX export (made once per module)."""
+    """segcli's exports folder holding the tiny ConvNeXt's 128x128 ONNX export (made once per module)."""
     import os
 
     pytest.importorskip("onnxruntime")
     cache, before = tmp_path_factory.mktemp("exports-cache"), os.environ.get("SEGCLI_CACHE")
     os.environ["SEGCLI_CACHE"] = str(cache)
     try:
-        Segmenter.from_pretrained(tiny_convnext_dir).use_backend("onnxruntime")
+        seg = Segmenter.from_pretrained(tiny_convnext_dir)
+        seg.use_backend("onnxruntime", seg.params("hf", **HF))  # 128x128: the HF and SLIDE views
     finally:
         os.environ["SEGCLI_CACHE"] = before or ""
     return cache / "exports"
@@ -109,10 +112,6 @@ def convnext_exports(tiny_convnext_dir, tmp_path_factory) -> Path:
 def cached_export(convnext_exports) -> None:
     """This test's (empty) segcli cache starts with the tiny ConvNeXt's export in it."""
     shutil.copytree(convnext_exports, segcli_cache() / "exports")
-
-
-HF = dict(resize="128x128")
-SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
 
 
 @pytest.mark.slow
@@ -138,7 +137,8 @@ def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
     pytest.importorskip("onnxruntime")
     said: list[str] = []
     seg = Segmenter.from_pretrained(tiny_pspnet_dir)
-    seg.use_backend("onnxruntime", seg.params("hf", resize="160x224"), log=said.append)
+    whole = seg.params("hf", resize="none")  # whole images at their own sizes: the dynamic export
+    seg.use_backend("onnxruntime", whole, log=said.append)
     assert sum("exporting" in s for s in said) == 1
     (folder,) = (segcli_cache() / "exports").iterdir()
     meta = json.loads((folder / "export.json").read_text())
@@ -150,14 +150,23 @@ def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
 
     said.clear()  # a second process: loaded from the cache, not exported again
     again = Segmenter.from_pretrained(tiny_pspnet_dir)
-    again.use_backend("onnxruntime", log=said.append)
+    again.use_backend("onnxruntime", whole, log=said.append)
     assert not any("exporting" in s for s in said)
 
     (folder / "model.onnx").write_bytes(b"garbage")  # damaged: exported again, results still right
     third = Segmenter.from_pretrained(tiny_pspnet_dir)
-    third.use_backend("onnxruntime", log=said.append)
+    third.use_backend("onnxruntime", whole, log=said.append)
     assert any("exporting" in s for s in said)
     assert agreement(third.predict(img, "hf", resize="none"), ref) >= 0.999
+    assert third.model.size is None and third.model.runs(torch.randn(1, 3, 150, 260))
+
+    fixed = Segmenter.from_pretrained(tiny_pspnet_dir)  # one view size: a static export at it
+    fixed.use_backend("onnxruntime", fixed.params("hf", resize="160x224"))
+    assert fixed.model.size == (160, 224)
+    shapes = sorted(json.loads(p.read_text())["shape"] for p in (segcli_cache() / "exports").glob("*/export.json"))
+    assert shapes == ["160x224", "dynamic"]
+    ref = Segmenter.from_pretrained(tiny_pspnet_dir).predict(img, "hf", resize="160x224")
+    assert agreement(fixed.predict(img, "hf", resize="160x224"), ref) >= 0.999
 
 
 def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir):
@@ -265,7 +274,7 @@ def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_
     for i in range(2):
         Image.fromarray(random_image(96, 128, seed=10 + i)).save(src / f"p{i}.png")
     out = tmp_path / "out"
-    base = ["predict", src, "-o", out, "-m", tiny_convnext_dir, "--preset", "hf", "--resize", "96x128"]
+    base = ["predict", src, "-o", out, "-m", tiny_convnext_dir, "--preset", "hf", "--resize", "128x128"]
     r = cli(*base, "--backend", "onnxruntime", "--jsonl")
     assert r.exit_code == 0, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]

@@ -117,9 +117,9 @@ def build(
         upsample = params is None or not params.resize_once
         model.warm(fixed or (64, 64), call_batch(params), upsample)
         return model
-    from .ort import dynamic_ok, load
+    from .ort import load
 
-    return load(net, info, None if dynamic_ok(net) else fixed, log)
+    return load(net, info, fixed, log)  # one view size: a static export at it; else dynamic (not Swin)
 
 
 def check(requested: str) -> str:
