@@ -324,3 +324,23 @@ def test_flip_twice_is_the_identity(seg):
 
     back = next(chain.push(Block(0, 6, 0, 9, strip.flip(-1)))).data
     assert torch.equal(back, strip)  # flipped twice: the values, bit for bit
+
+
+def test_output_check_is_exact_despite_its_shortcuts():
+    """`_check` sums first and samples every 8th pixel first: a NaN or inf anywhere, or equal logits at every
+    pixel, still fail; finite values whose sum overflows and one distinct pixel off the sample grid do not."""
+    from segcli.engine.forward import _check
+    from segcli.errors import ModelOutputError
+
+    rng = torch.Generator().manual_seed(0)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        out = torch.randn(1, 5, 33, 47, generator=rng)
+        out[0, 3, 31, 45] = bad
+        with pytest.raises(ModelOutputError, match="NaN or infinite"):
+            _check(out)
+    _check(torch.full((1, 5, 16, 16), 3e38).index_fill_(1, torch.tensor([0]), -3e38))  # sum overflows: fine
+    flat = torch.zeros(1, 5, 33, 47)
+    with pytest.raises(ModelOutputError, match="same logit"):
+        _check(flat)
+    flat[0, 2, 9, 13] = 1.0  # one pixel (not on the every-8th grid) tells the classes apart
+    _check(flat)

@@ -2,8 +2,9 @@
 
 The export lives in segcli's cache under a key made of the weights' sha256, the opset, the torch and segcli
 versions and the shape policy: a fixed `HxW` where the preset's views have one size (`slide` windows, an HxW
-resize: the pyramid pooling is then fixed pooling, which onnxruntime runs faster — PSPNet-R50 at 512²: 1.27×
-eager static, 0.97× dynamic, `benchmarks/backends.py`), views of any other size running eagerly; else
+resize: the pyramid pooling is then fixed pooling, never slower and once measured faster — PSPNet-R50 at
+512², `benchmarks/backends.py`: 1.27× eager static vs 0.97× dynamic, a second run 1.16× both), views of any
+other size running eagerly; else
 `dynamic` (any height and width; not Swin, whose window partition the exporter cannot make dynamic). An export is checked against the network it was made from (labels
 ≥ 99.9 % equal) before it enters the cache, and its own sha256 is checked whenever it is loaded again. `auto`
 exports the network with its BatchNorm folded, an explicit `--backend onnxruntime` the network as loaded:

@@ -69,10 +69,10 @@ class Heads:
     def labels(self, t: torch.Tensor) -> dict[str, np.ndarray]:
         """Label maps of values [C, h, w] (logits or probabilities: the argmax of each group is the same)."""
         b = self._bounds
-        objects = t[: self.primary].argmax(0)
+        objects = t[: self.primary].max(0).indices
         out = {"labels": objects.cpu().numpy().astype(label_dtype(self.primary), copy=False)}
         for i, (name, n) in enumerate(self.extras, start=1):
-            out[name] = t[b[i] : b[i + 1]].argmax(0).cpu().numpy().astype(label_dtype(n), copy=False)
+            out[name] = t[b[i] : b[i + 1]].max(0).indices.cpu().numpy().astype(label_dtype(n), copy=False)
         if self.part_groups:
             out["part"] = self._parts(t, objects).cpu().numpy().astype(label_dtype(self.part_classes), copy=False)
         return out
@@ -84,7 +84,7 @@ class Heads:
             where = objects == group.object_label
             if bool(where.any()):
                 lo, hi = self._bounds[first + g], self._bounds[first + g + 1]
-                local = t[lo:hi].argmax(0)
+                local = t[lo:hi].max(0).indices
                 table = torch.tensor(group.parts, dtype=parts.dtype, device=parts.device)
                 parts = torch.where(where, table[local], parts)
         return parts
