@@ -99,6 +99,7 @@ def unsupported(name: str, net: Segmentor, params: Params | None, auto: bool) ->
     except MissingExtraError as e:
         return f"{e.message} ({e.hint})"
     return None
+    return None
 
 
 def build(
@@ -186,9 +187,8 @@ def _auto(
             )
             return net, Choice("auto", "torch", f"{why}; {said}" if said else why)
         if log is not None:
-            log(
-                f"auto backend: measuring torch, {', '.join(eligible)} at {shape[0]}x{shape[1]} (once for this model on this machine) ..."
-            )
+            names, size = ", ".join(["torch", *eligible]), f"{shape[0]}x{shape[1]}"
+            log(f"auto backend: measuring {names} at {size} (once for this model on this machine) ...")
         for n in eligible:
             try:
                 built[n] = build(n, net, info, params, log)
@@ -201,7 +201,8 @@ def _auto(
     choice, seconds = entry["choice"], entry["seconds"]
     figures = ", ".join(f"{n} {s:.3g} s" for n, s in sorted(seconds.items(), key=lambda kv: kv[1]))
     reason = f"fastest measured here per {shape[0]}x{shape[1]} view: {figures}"
-    if said:
+    failed = {n: why for n, why in (entry.get("notes") or {}).items() if n not in notes}  # failed when measured
+    if said := "; ".join(f"{n}: {why}" for n, why in {**notes, **failed}.items()):
         reason += f" ({said})"
     if choice not in built:
         try:
