@@ -332,11 +332,8 @@ def predict(
             raster=raster,
             overviews=overviews,
         )
-        choice = (
-            None
-            if cluster
-            else choose_backend(seg, backend, params, len(items), quiet, earlier_backend(out_dir, overwrite))
-        )
+        earlier = earlier_backend(out_dir, overwrite)  # auto keeps it: a resumed run keeps its fingerprint
+        choice = None if cluster else choose_backend(seg, backend, params, len(items), quiet, earlier)
         job = cluster.job(seg, model, params, opts, dtype, backend) if cluster is not None else None
         progress = Progress(len(items) + len(found.errors), enabled=not quiet)
         summary = batch.RunSummary(tuple(seg.classes), seg.scenes, total=len(found.errors))
