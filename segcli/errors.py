@@ -12,6 +12,12 @@ EXIT_USAGE = 2  # bad flag, unknown model, unreadable weights or configuration: 
 EXIT_INTERRUPTED = 130
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text (its type name when it has none), for one-line messages."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 class SegcliError(Exception):
     """Base class: `message` is one line naming the file or thing at fault, `hint` says how to fix it."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import statistics
 import time
@@ -37,11 +38,9 @@ def key(
 ) -> str:
     """The cache key of a measurement: what its figures depend on (`calls`: how the engine will call the model
     and which backends qualified)."""
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:
+    try:  # the installed version, without importing onnxruntime
+        ort_version: str | None = importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
         ort_version = None
     parts = {
         "cpu": cpu_name(),

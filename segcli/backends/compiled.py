@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import first_line
 from ..model import Segmentor
 from .base import BackendError, Wrapped
 
@@ -27,8 +28,7 @@ class CompiledModel(Wrapped):
             with torch.inference_mode():  # the engine's inputs are inference tensors: the graph guards on that
                 self(torch.zeros((batch, 3, *shape), dtype=self.dtype, device=self.device), upsample)
         except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, unsupported op)
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise BackendError(
-                f"torch.compile cannot compile this model here ({type(e).__name__}: {first})",
+                f"torch.compile cannot compile this model here ({type(e).__name__}: {first_line(e)})",
                 hint="inductor needs a C++ compiler on CPUs (e.g. apt install g++); or use --backend torch",
             ) from None

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..errors import first_line
 from ..extras import require
 from ..fsutil import umask
-from ..hub import segcli_cache
+from ..hub import segcli_cache, sha256_file
 from ..info import ModelInfo
 from ..model import Segmentor
 from ..model.backbones import SwinConfig
@@ -100,14 +101,6 @@ def export_key(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None) ->
     }
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify(net: Segmentor, model: OrtModel, shape: tuple[int, int]) -> None:
     """The export's logits on a random input against the eager network's: labels ≥ 99.9 % equal."""
     x = torch.randn((1, 3, *shape), generator=torch.Generator().manual_seed(0))
@@ -148,7 +141,7 @@ def _intact(folder: Path) -> bool | None:
     if not folder.exists():
         return None
     try:
-        return json.loads((folder / "export.json").read_text()).get("sha256") == _file_sha256(folder / "model.onnx")
+        return json.loads((folder / "export.json").read_text()).get("sha256") == sha256_file(folder / "model.onnx")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -168,10 +161,11 @@ def _export(
             export_onnx(net, opts, tmp / "model.onnx")
             model = OrtModel(net, tmp / "model.onnx", size)
         except Exception as e:  # noqa: BLE001 - the exporter and onnxruntime raise many kinds
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise BackendError(f"the model does not export to ONNX ({first})", hint="use --backend torch") from None
+            raise BackendError(
+                f"the model does not export to ONNX ({first_line(e)})", hint="use --backend torch"
+            ) from None
         _verify(net, model, size or VERIFY_SHAPE)
-        doc = {**key, "sha256": _file_sha256(tmp / "model.onnx")}
+        doc = {**key, "sha256": sha256_file(tmp / "model.onnx")}
         (tmp / "export.json").write_text(json.dumps(doc, indent=1))
         os.chmod(tmp, 0o777 & ~umask())
         if replace:  # the damaged export this one replaces
