@@ -52,9 +52,9 @@ def make_model(family: str, folder: Path) -> Path:
     elif family == "swin":
         model = hf_swin(96, (2, 2, 6, 2), (3, 6, 12, 24), 7, aux_in=384)
     else:
-        from segcli.export import save_native
+        from segcli.backends.export import save_native
+        from segcli.loading.registry import load_registry
         from segcli.model import Segmentor
-        from segcli.registry import load_registry
 
         spec = load_registry()[MODELS[family]]
         net = randomize_(Segmentor(spec.network), seed=7).eval()
@@ -142,7 +142,7 @@ def main() -> None:
     from predict_throughput import make_images
     from ray_overhead import cpu_line
 
-    from segcli.hardware import native_bf16
+    from segcli.backends.hardware import native_bf16
 
     tmp = Path(tempfile.mkdtemp(prefix="segcli-backends-"))
     os.environ["SEGCLI_CACHE"] = str(tmp / "cache")  # the default's calibration: measured in this run

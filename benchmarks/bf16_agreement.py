@@ -31,8 +31,8 @@ def random_segmenter(name: str, dtype: torch.dtype):
     from helpers import randomize_
 
     from segcli import Segmenter
+    from segcli.loading.registry import load_registry
     from segcli.model import Segmentor
-    from segcli.registry import load_registry
 
     spec = load_registry()[name]
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def main() -> None:
     from ray_overhead import cpu_line
 
     from segcli import Segmenter
-    from segcli.images import load_image
+    from segcli.io.images import load_image
 
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     images = [load_image(p) for p in paths]

@@ -27,8 +27,8 @@ def label_map(rng: np.random.Generator, h: int, w: int, k: int) -> np.ndarray:
 
 
 def make(folder: Path, n: int, k: int) -> None:
-    from segcli.classes import known_set
-    from segcli.outputs import atomic_write_bytes, label_png
+    from segcli.io.outputs import atomic_write_bytes, label_png
+    from segcli.loading.classes import known_set
 
     palette = known_set("ade20k").palette_array
     rng = np.random.default_rng(0)
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    from segcli import evaluate as ev
+    from segcli.evaluation import evaluate as ev
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -66,7 +66,7 @@ def make_images(folder: Path, n: int) -> list[Path]:
 
 
 def run_transformers(processor: Any, model: Any, paths: list[Path], out: Path) -> float:
-    from segcli.classes import known_set
+    from segcli.loading.classes import known_set
 
     palette = known_set("ade20k").palette_array
     flat = np.zeros((256, 3), np.uint8)

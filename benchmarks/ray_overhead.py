@@ -50,9 +50,9 @@ def main() -> None:
     from predict_throughput import make_images, make_model
 
     from segcli import batch
-    from segcli import ray as seg_ray
     from segcli.api import Segmenter
-    from segcli.inputs import discover
+    from segcli.batch import ray as seg_ray
+    from segcli.io.inputs import discover
 
     tmp = Path(tempfile.mkdtemp(prefix="segcli-ray-bench-"))
     make_model(tmp / "model")

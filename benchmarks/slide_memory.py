@@ -43,7 +43,7 @@ def image(size: int):
 
 def run_segcli(size: int) -> dict:
     from segcli.engine import predict
-    from segcli.presets import Params, Resize
+    from segcli.engine.presets import Params, Resize
 
     model, img = build_model(), image(size)
     params = Params("bench", Resize("none"), "bilinear", "slide", (CROP, CROP), (STRIDE, STRIDE))

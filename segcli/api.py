@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import presets
-from .checkpoint import load_weights
-from .engine import Prediction, SegModel, predict_many
+from .engine import Prediction, SegModel, predict_many, presets
+from .engine.presets import Params
 from .errors import UsageError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from .info import ModelInfo
+from .io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .loading.checkpoint import load_weights
+from .loading.info import ModelInfo
+from .loading.registry import load_registry
+from .loading.sources import resolve
 from .model import Segmentor
-from .presets import Params
-from .registry import load_registry
-from .sources import resolve
 
 if TYPE_CHECKING:
     from .backends import Choice
@@ -71,7 +70,7 @@ def resolve_dtype(
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str) and dtype.lower() == "auto":
-        from .hardware import auto_dtype
+        from .backends.hardware import auto_dtype
 
         return auto_dtype(device, family) if device is not None else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -146,7 +145,7 @@ class Segmenter:
         if dt is None:  # auto: by the hardware and the model family
             dt = resolve_dtype("auto", dev, family(resolved.info))
         if resolved.info.network is None:  # an exported ONNX file
-            from .onnx_runner import OnnxRunner
+            from .backends.onnx_file import OnnxRunner
 
             if dt != torch.float32:
                 raise UsageError("ONNX models run in the precision they were exported in", hint="drop --dtype")

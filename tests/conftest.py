@@ -61,9 +61,9 @@ def tiny_pspnet_dir(tmp_path_factory) -> Path:
     random BatchNorm statistics) as `segcli export -f safetensors-fp16` writes a model directory (float32)."""
     import torch
 
-    from segcli.classes import known_set
-    from segcli.export import save_native
-    from segcli.info import ModelInfo
+    from segcli.backends.export import save_native
+    from segcli.loading.classes import known_set
+    from segcli.loading.info import ModelInfo
     from segcli.model import Segmentor, SegmentorConfig
     from segcli.model.backbones import ResNetConfig
     from segcli.model.heads.fcn import FCNHeadConfig

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 DATA = Path(__file__).parent / "data"
-ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "data" / "ade20k.json").read_text())["classes"]
+ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "loading" / "data" / "ade20k.json").read_text())["classes"]
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
@@ -134,7 +134,7 @@ def reference_keys(name: str) -> tuple[dict[str, tuple[tuple[int, ...], str]], d
 
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A smooth, photo-like RGB uint8 image (gradients + blobs), so resizing is not dominated by noise."""
-    from segcli.images import synthetic_photo
+    from segcli.io.images import synthetic_photo
 
     return synthetic_photo(h, w, seed)
 
@@ -143,12 +143,12 @@ def save_tiny_upp(path: Path, seed: int = 4) -> Path:
     """A reduced unified perceptual parser in segcli's model-directory format (see conftest.tiny_upp_dir)."""
     from dataclasses import replace
 
-    from segcli.arch import network_from_tables
-    from segcli.classes import head_sets, known_set, parsing_head
-    from segcli.formats import native
+    from segcli.engine.presets import Protocol
+    from segcli.loading.classes import head_sets, known_set, parsing_head
+    from segcli.loading.formats import native
+    from segcli.loading.formats.arch import network_from_tables
+    from segcli.loading.registry import load_registry
     from segcli.model import Segmentor
-    from segcli.presets import Protocol
-    from segcli.registry import load_registry
 
     upp = load_registry()["upp-resnet50-upernet"].network
     backbone = {"type": "resnet", "depth": 18, "blocks": [1, 1, 1, 1]}

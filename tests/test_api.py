@@ -13,7 +13,7 @@ from PIL import Image
 
 from segcli import Segmenter
 from segcli.errors import ImageError, UsageError
-from segcli.images import load_image
+from segcli.io.images import load_image
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 PACKAGE = Path(__file__).parents[1] / "segcli"
-HEAVY = ("segcli.export", "onnx", "onnxruntime", "onnxscript")
+HEAVY = ("segcli.backends.export", "onnx", "onnxruntime", "onnxscript")
 
 
 def test_loading_a_local_model_and_predicting_imports_no_exporter(tiny_convnext_dir, tmp_path):

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from segcli import Segmenter
 from segcli.cli.app import app
-from segcli.presets import Protocol, resolve
+from segcli.engine.presets import Protocol, resolve
 
 mit = pytest.importorskip("mit_semseg.models.models", reason="pip install --no-deps mit_semseg==1.0.0")
 from mit_semseg.models import resnet as mit_resnet  # noqa: E402
@@ -279,10 +279,10 @@ def test_every_entry_maps_the_authors_keys_exactly():
     network key for key and shape, with only the synchronized BN's bookkeeping dropped."""
     from reference.semseg_pspnet import PSPNet
 
-    from segcli.checkpoint import match_state_dict
-    from segcli.formats import csail, pth, semseg
+    from segcli.loading.checkpoint import match_state_dict
+    from segcli.loading.formats import csail, pth, semseg
+    from segcli.loading.registry import load_registry
     from segcli.model import Segmentor
-    from segcli.registry import load_registry
 
     registry = load_registry()
     for name, (enc_arch, dec_arch, fc_dim, _) in CSAIL.items():
@@ -367,7 +367,7 @@ def test_download_fetches_both_csail_files_and_semseg_explains(r18_files, tmp_pa
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served.parent)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from segcli.registry import builtin_registry_path
+        from segcli.loading.registry import builtin_registry_path
 
         text = builtin_registry_path().read_text()
         text = text.replace(

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from segcli import Segmenter
 from segcli.backends import BackendError, Choice, calibrate, view_shape
 from segcli.cli.app import app
+from segcli.engine.presets import Params, Resize
 from segcli.errors import UsageError
-from segcli.hub import segcli_cache
+from segcli.loading.hub import segcli_cache
 from segcli.model.fold import fold_batchnorm
-from segcli.presets import Params, Resize
 
 HERE = Path(__file__).resolve().parent
 COMPILER = shutil.which("c++") or shutil.which("g++")  # inductor's, on CPUs
@@ -315,7 +315,7 @@ def test_unknown_backend_is_a_usage_error(tiny_convnext_dir, tmp_path):
 def test_ray_workers_get_a_named_backend(model, asked, runs, tiny_convnext_dir, tmp_path):
     """The driver cannot measure the workers: auto means torch there; a named backend is every worker's."""
     from segcli.batch import Options
-    from segcli.ray import job_for
+    from segcli.batch.ray import job_for
 
     src = tiny_convnext_dir
     if model == "onnx":

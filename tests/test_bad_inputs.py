@@ -229,7 +229,7 @@ def test_nan_weights_and_constant_logits_are_model_errors(model, tmp_path):
 
 
 def test_hash_cache_is_data_not_truth(model, monkeypatch, tmp_path):
-    from segcli import hub
+    from segcli.loading import hub
 
     weights = model / "model.safetensors"
     first = hub.file_sha256(weights)
@@ -344,13 +344,13 @@ def test_fifos_are_skipped_not_opened(model, tmp_path):
     assert r.exit_code == 0 and time.perf_counter() - start < 60, r.stderr
     assert r.stderr.count("not a regular file") == 1  # named twice, skipped once
     with pytest.raises(ImageError, match="not a regular file"):
-        from segcli.images import load_image
+        from segcli.io.images import load_image
 
         load_image(src / "pipe.png")
 
 
 def test_globs_do_not_follow_symlink_loops(tmp_path, monkeypatch):
-    from segcli.inputs import discover
+    from segcli.io.inputs import discover
 
     photo(tmp_path / "lp" / "a" / "x.png")
     (tmp_path / "lp" / "a" / "up").symlink_to("..")
@@ -468,7 +468,7 @@ def test_unreachable_hub_is_one_quick_error(tmp_path, monkeypatch):
 
 def test_url_downloads_honour_offline(monkeypatch, tmp_path):
     from segcli.errors import DownloadError
-    from segcli.hub import fetch_url
+    from segcli.loading.hub import fetch_url
 
     (tmp_path / "x.pth").write_bytes(b"data")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -627,7 +627,7 @@ def test_pending_writes_are_bounded():
     from segcli.batch.pipeline import Pipeline
     from segcli.batch.plan import Task
     from segcli.batch.records import ImageRecord
-    from segcli.inputs import Item
+    from segcli.io.inputs import Item
 
     alive, peak, lock = 0, 0, threading.Lock()
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from segcli import Segmenter
 from segcli.cli.app import app
-from segcli.inputs import discover, in_shard, parse_shard
-from segcli.outputs import FINGERPRINT_KEY
+from segcli.io.inputs import discover, in_shard, parse_shard
+from segcli.io.outputs import FINGERPRINT_KEY
 
 
 def cli(*args: str, input: bytes | str | None = None):

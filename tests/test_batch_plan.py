@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from segcli.batch import ImageRecord, Options, RunSummary, plan
-from segcli.inputs import Item
-from segcli.outputs import FINGERPRINT_KEY
+from segcli.io.inputs import Item
+from segcli.io.outputs import FINGERPRINT_KEY
 
 
 def _png_with_text(path: Path, text: str | None) -> None:

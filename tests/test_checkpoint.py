@@ -12,8 +12,8 @@ from helpers import randomize_, save_hf_dir, tiny_convnext
 from safetensors.torch import load_file, save_file
 
 from segcli import Segmenter
-from segcli.checkpoint import SHOW
 from segcli.errors import CheckpointError
+from segcli.loading.checkpoint import SHOW
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -184,7 +184,7 @@ def test_sharded_checkpoint(tiny_convnext_dir, tmp_path):
 
 def test_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_path):
     """A valid safetensors file whose little-endian header length begins with bytes 80 02 still loads."""
-    from segcli.checkpoint import read_safetensors
+    from segcli.loading.checkpoint import read_safetensors
 
     for pad in range(1200):
         f = tmp_path / "w.safetensors"

@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.classes import known_set
 from segcli.cli.app import app
+from segcli.loading.classes import known_set
 
 NINE_PARAMS = {  # parameter totals of the nine Hub checkpoints, from the reference key lists' headers
     name: reference_keys(name)[1]["total"]

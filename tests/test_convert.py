@@ -154,7 +154,7 @@ def test_truncated_checkpoint(psp_pth, tmp_path):
     bad = tmp_path / "cut.pth"
     bad.write_bytes(psp_pth.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"cut\.pth: not a readable PyTorch checkpoint"):
-        from segcli.formats.mmseg import read_pth
+        from segcli.loading.formats.mmseg import read_pth
 
         read_pth(bad)
     r = cli("convert", bad, "--arch", "pspnet-r50-d8-ade20k", "-o", tmp_path / "o")
@@ -202,7 +202,7 @@ def test_models_state_and_download_then_convert(psp_pth, tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
-        from segcli.registry import builtin_registry_path
+        from segcli.loading.registry import builtin_registry_path
 
         entry = builtin_registry_path().read_text().split("[models.pspnet-r50-d8-ade20k]")[1].split("\n\n")[0]
         entry = entry.replace(entry.split("url = ")[1].split("\n")[0], f'"{url}"')
@@ -236,7 +236,7 @@ def test_models_state_and_download_then_convert(psp_pth, tmp_path, monkeypatch):
 
 def test_download_without_network_prints_the_commands(monkeypatch, tmp_path):
     reg = tmp_path / "reg.toml"
-    from segcli.registry import builtin_registry_path
+    from segcli.loading.registry import builtin_registry_path
 
     entry = builtin_registry_path().read_text().split("[models.upernet-r50-ade20k]")[1].split("\n\n")[0]
     entry = entry.replace("https://download.openmmlab.com", "http://127.0.0.1:9")
@@ -265,10 +265,10 @@ def test_download_without_network_prints_the_commands(monkeypatch, tmp_path):
 )
 def test_every_mmseg_entry_has_mmseg_s_layout(arch):
     """The registry's architecture for each mmseg checkpoint accepts exactly mmseg's own state dict."""
-    from segcli.checkpoint import match_state_dict
-    from segcli.formats.mmseg import map_key
+    from segcli.loading.checkpoint import match_state_dict
+    from segcli.loading.formats.mmseg import map_key
+    from segcli.loading.registry import load_registry
     from segcli.model import Segmentor
-    from segcli.registry import load_registry
 
     spec = load_registry()[arch]
     kind = "psp" if spec.network.arch == "pspnet" else "uper"

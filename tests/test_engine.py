@@ -14,11 +14,11 @@ from segcli import Segmenter
 from segcli.engine import plan, predict, view_size
 from segcli.engine.heads import Heads
 from segcli.engine.merge import Merger, ViewChain
+from segcli.engine.presets import Params, Protocol, Resize, resolve
 from segcli.engine.resample import RowResampler, rescale_size, resize_bilinear
 from segcli.engine.slide import SlideAccumulator, grid, spans
 from segcli.errors import UsageError
-from segcli.presets import Params, Protocol, Resize, resolve
-from segcli.registry import load_registry
+from segcli.loading.registry import load_registry
 
 
 @pytest.fixture(scope="module")

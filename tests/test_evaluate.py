@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from segcli.cli.app import app
 from segcli.errors import LabelRangeError, UnreducedLabelsError
-from segcli.metrics import confusion, scores
+from segcli.evaluation.metrics import confusion, scores
 
 
 def cli(*args):

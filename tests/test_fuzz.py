@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from segcli.errors import ConfigError, ImageError
-from segcli.images import load_image
-from segcli.info import Origin
+from segcli.io.images import load_image
+from segcli.loading.info import Origin
+from segcli.loading.sources import read_info
 from segcli.model import network_size
-from segcli.sources import read_info
 
 FORMATS = ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM"]
 MAX_PIXELS = 4_000_000  # a mutated header may claim any size: the limit keeps every decode small

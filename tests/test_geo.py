@@ -18,9 +18,9 @@ from rasterio.transform import from_origin  # noqa: E402
 from segcli import Segmenter  # noqa: E402
 from segcli.engine.lazy import LazyImage  # noqa: E402
 from segcli.engine.resample import resize_bilinear  # noqa: E402
-from segcli.formats.pngstream import PngStream  # noqa: E402
-from segcli.formats.raster import Raster, RasterOptions  # noqa: E402
-from segcli.outputs import label_png  # noqa: E402
+from segcli.io.outputs import label_png  # noqa: E402
+from segcli.io.pngstream import PngStream  # noqa: E402
+from segcli.io.raster import Raster, RasterOptions  # noqa: E402
 
 pytestmark = pytest.mark.geo
 PIXEL = 0.5  # metres

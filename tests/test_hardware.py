@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segcli import Segmenter, hardware
+from segcli import Segmenter
+from segcli.backends import hardware
 
 CPU = torch.device("cpu")
 

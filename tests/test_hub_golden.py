@@ -11,7 +11,7 @@ from conftest import ORIGINAL_ENV
 
 from segcli import Segmenter
 from segcli.engine.resample import resize_pil
-from segcli.images import load_image
+from segcli.io.images import load_image
 
 pytestmark = pytest.mark.hub
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import reference_keys
 
-from segcli.checkpoint import match_state_dict
+from segcli.loading.checkpoint import match_state_dict
+from segcli.loading.registry import load_registry
 from segcli.model import Segmentor, network_size
-from segcli.registry import load_registry
 
 NINE = [
     "upernet-convnext-tiny",

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segcli.layout import RUN_FILES, SUFFIXES, assign_bases, output_paths
+from segcli.io.layout import RUN_FILES, SUFFIXES, assign_bases, output_paths
 
 FOLDERS = ["", "a", "A", "a.png", "x.png", "sub/deeper", "summary.json", "Summary.JSON", "summary.json~", "index.html"]
 STEMS = ["x", "X", "x_label", "x.jpg", "x.png", "x~2", "summary", "legend", "classes", "index", "x_overlay", "a"]

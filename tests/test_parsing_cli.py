@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from segcli import Segmenter
 from segcli.cli.app import app
-from segcli.outputs import overlay_jpeg
+from segcli.io.outputs import overlay_jpeg
 
 
 def cli(*args):
@@ -164,12 +164,12 @@ def test_bgr_input_survives_an_onnx_export(tmp_path):
 
     from helpers import random_image, randomize_
 
-    from segcli.arch import network_from_tables
-    from segcli.classes import known_set
-    from segcli.formats import native
+    from segcli.engine.presets import Protocol
+    from segcli.loading.classes import known_set
+    from segcli.loading.formats import native
+    from segcli.loading.formats.arch import network_from_tables
     from segcli.model import Segmentor
     from segcli.model.segmentor import Normalization
-    from segcli.presets import Protocol
 
     net = network_from_tables(
         {"type": "resnet", "depth": 18, "blocks": [1, 1, 1, 1]}, {"type": "uper", "channels": 32}, 150, "x"

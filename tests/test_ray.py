@@ -107,7 +107,7 @@ def test_segment_maps_a_ray_dataset(tiny_convnext_dir, tmp_path):
     import ray
 
     from segcli import Segmenter
-    from segcli.ray import segment
+    from segcli.batch.ray import segment
 
     _images(tmp_path / "in", 6, bad=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -132,9 +132,9 @@ def test_a_worker_that_cannot_start_stops_the_run(tiny_convnext_dir, tmp_path):
     import ray
 
     from segcli import Segmenter, batch
+    from segcli.batch.ray import job_for, run
     from segcli.errors import SegcliError
-    from segcli.inputs import discover
-    from segcli.ray import job_for, run
+    from segcli.io.inputs import discover
 
     _images(tmp_path / "in", 3, bad=False)
     seg = Segmenter.from_pretrained(str(tiny_convnext_dir))

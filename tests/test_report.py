@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from segcli.classes import known_set
 from segcli.cli.app import app
-from segcli.legend import legend_panel
+from segcli.io.legend import legend_panel
+from segcli.loading.classes import known_set
 from segcli.report import gallery
 from segcli.report.scores import confusions
 
@@ -240,7 +240,7 @@ def test_evaluate_report_in_a_browser(browser, tmp_path):
 
 
 def test_evaluate_leaves_out_a_run_folders_own_pictures(tmp_path):
-    from segcli.evaluate import pair
+    from segcli.evaluation.evaluate import pair
 
     for folder in ("pred", "gt"):
         (tmp_path / folder).mkdir()

@@ -11,10 +11,10 @@ import pytest
 from helpers import randomize_, save_hf_dir, tiny_convnext, tiny_swin
 
 from segcli import Segmenter
-from segcli.classes import derived_palette, known_set
 from segcli.errors import CheckpointError, ConfigError, ModelNotFoundError
-from segcli.registry import load_registry
-from segcli.sources import resolve
+from segcli.loading.classes import derived_palette, known_set
+from segcli.loading.registry import load_registry
+from segcli.loading.sources import resolve
 
 TINY_ENTRY = """
 [models.tiny]

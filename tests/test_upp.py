@@ -22,8 +22,8 @@ from helpers import DATA, random_image, randomize_
 from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.classes import head_sets, known_set, parsing_head
 from segcli.cli.app import app
+from segcli.loading.classes import head_sets, known_set, parsing_head
 from segcli.model.heads.ppm import PrRoIPool, prroi_matrix
 
 mit = pytest.importorskip("mit_semseg.models.models", reason="pip install --no-deps mit_semseg==1.0.0")

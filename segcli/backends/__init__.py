@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from ..engine import SegModel
+from ..engine.presets import Params
 from ..errors import MissingExtraError, UsageError
-from ..info import ModelInfo
+from ..loading.info import ModelInfo
 from ..model import Segmentor
-from ..presets import Params
 from . import calibrate
 from .base import BackendError
 

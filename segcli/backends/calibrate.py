@@ -22,8 +22,8 @@ import torch
 from .._version import __version__
 from ..engine import SegModel
 from ..fsutil import atomic_write_bytes
-from ..hardware import cpu_flags, cpu_name
-from ..hub import segcli_cache
+from ..loading.hub import segcli_cache
+from .hardware import cpu_flags, cpu_name
 
 ROUNDS = 3
 MARGIN = 0.05  # another backend replaces torch only when it is at least this much faster (machines are noisy)

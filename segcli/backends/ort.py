@@ -29,8 +29,8 @@ from .._version import __version__
 from ..errors import first_line
 from ..extras import require
 from ..fsutil import umask
-from ..hub import segcli_cache, sha256_file
-from ..info import ModelInfo
+from ..loading.hub import segcli_cache, sha256_file
+from ..loading.info import ModelInfo
 from ..model import Segmentor
 from ..model.backbones import SwinConfig
 from .base import BackendError, Wrapped
@@ -149,7 +149,7 @@ def _intact(folder: Path) -> bool | None:
 def _export(
     net: Segmentor, key: dict[str, Any], size: tuple[int, int] | None, folder: Path, log: Any, replace: bool
 ) -> OrtModel:
-    from ..export import ExportOptions, export_onnx
+    from .export import ExportOptions, export_onnx
 
     if log is not None:
         log(f"exporting the model to ONNX ({key['shape']}; once, cached in {folder.parent}) ...")

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
-from ..formats.raster import RasterOptions, gdal_reads
 from ..fsutil import read_regular
-from ..images import DEFAULT_MAX_PIXELS
-from ..inputs import Item
-from ..outputs import read_fingerprint
+from ..io import layout
+from ..io.images import DEFAULT_MAX_PIXELS
+from ..io.inputs import Item
+from ..io.outputs import read_fingerprint
+from ..io.raster import RasterOptions, gdal_reads
 from .records import ImageRecord
 
 

@@ -28,20 +28,12 @@ import numpy as np
 
 from ..engine.lazy import LazyImage
 from ..engine.predict import view_size
+from ..engine.presets import Params
 from ..errors import ImageError
-from ..formats.pngstream import PngStream
-from ..formats.raster import (
-    NODATA_U8,
-    NODATA_U16,
-    GeoTiffWriter,
-    ProbsTiffWriter,
-    Raster,
-    RasterOptions,
-    is_raster_path,
-)
 from ..fsutil import atomic_path, check_inside
-from ..outputs import MAP_KINDS, class_stats, json_bytes
-from ..presets import Params
+from ..io.outputs import MAP_KINDS, class_stats, json_bytes
+from ..io.pngstream import PngStream
+from ..io.raster import NODATA_U8, NODATA_U16, GeoTiffWriter, ProbsTiffWriter, Raster, RasterOptions, is_raster_path
 from .pipeline import Stopped
 from .plan import Options, Task
 from .records import ImageRecord

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..info import ModelInfo
-from ..outputs import class_stats
+from ..io.outputs import class_stats
+from ..loading.info import ModelInfo
 
 PREDICTION_SCHEMA = "segcli.prediction/1"
 RUN_SCHEMA = "segcli.run/1"  # inputs.RUN_SCHEMA recognises earlier runs by it

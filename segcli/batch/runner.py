@@ -8,11 +8,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine.presets import Params
 from ..errors import ImageError
-from ..images import image_size, load_image
-from ..info import ModelInfo
-from ..inputs import Item
-from ..presets import Params
+from ..io.images import image_size, load_image
+from ..io.inputs import Item
+from ..loading.info import ModelInfo
 from .pipeline import Pipeline
 from .plan import Options, Task, fingerprint, plan
 from .records import ImageRecord, RunSummary, model_record, software
@@ -48,8 +48,8 @@ def _decode(opts: Options, num_classes: int, task: Task) -> Any:
 def write_run_files(out: Path, info: ModelInfo) -> None:
     """`legend.png` and `classes.json` at the top of `out`: the model's classes and colours (each map's)."""
     from ..fsutil import atomic_write_bytes
-    from ..legend import classes_doc, legend_png
-    from ..outputs import json_bytes
+    from ..io.legend import classes_doc, legend_png
+    from ..io.outputs import json_bytes
 
     maps = [(f"{head}s ({len(s.classes)})", s) for head, s in info.head_sets.items() if head != "scene"]
     sets = [(f"{'objects' if maps else 'classes'} ({len(info.classes)})", info.class_set), *maps]

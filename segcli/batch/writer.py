@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import ClassSet
 from ..engine import Prediction
 from ..fsutil import atomic_write_bytes, check_inside, remove_stale_temps
-from ..outputs import (
+from ..io.outputs import (
     MAP_KINDS,
     class_counts,
     class_stats,
@@ -25,6 +24,7 @@ from ..outputs import (
     top_classes,
     topk_npz,
 )
+from ..loading.classes import ClassSet
 from .plan import Options, Task
 from .records import ImageRecord
 
@@ -94,14 +94,14 @@ class Writer:
                 self.put(written, paths["overlay"], self._overlay(image, labels, self.class_set))
             self._maps(written, paths, image, pred)
             if "geotiff" in paths:  # an image decoded whole: class indices, no georeference
-                from ..formats.raster import write_labels_tiff
+                from ..io.raster import write_labels_tiff
 
                 check_inside(opts.out, paths["geotiff"])
                 c = self.class_set
                 write_labels_tiff(paths["geotiff"], labels, c.palette_array, c.classes, self.fingerprint)
                 written.append(paths["geotiff"])
             if "probs" in paths and paths["probs"].suffix == ".tif":  # a raster format decoded whole
-                from ..formats.raster import write_probs_tiff
+                from ..io.raster import write_probs_tiff
 
                 check_inside(opts.out, paths["probs"])
                 write_probs_tiff(paths["probs"], pred.probs, self.class_set.classes)

@@ -64,7 +64,7 @@ class RayCluster:
 
     @classmethod
     def start(cls, address: str, workers: int | None, gpus: float | None, threads: int | None) -> RayCluster:
-        from .. import ray as seg_ray
+        from ..batch import ray as seg_ray
 
         if address != "local" and Path(address).exists():
             raise UsageError(
@@ -91,7 +91,7 @@ class RayCluster:
         return "float32" if str(dtype).lower() in ("float16", "fp16", "auto") else dtype
 
     def job(self, seg: Any, model: str, params: Any, opts: Any, dtype: str, backend: str) -> Any:
-        from .. import ray as seg_ray
+        from ..batch import ray as seg_ray
 
         g, t, r = self.gpus, self.threads, STATE.registry
         return seg_ray.job_for(seg, model, params, opts, gpus=g, threads=t, dtype=dtype, registry=r, backend=backend)
@@ -103,7 +103,7 @@ class RayCluster:
         return {"requested": None, "backend": job.backend, "reason": why, "seconds": None}
 
     def run(self, seg: Any, job: Any, items: list[Any], **kw: Any) -> None:
-        from .. import ray as seg_ray
+        from ..batch import ray as seg_ray
 
         seg_ray.run(seg, job, items, workers=self.workers, gpus=self.gpus, **kw)
 

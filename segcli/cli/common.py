@@ -19,7 +19,7 @@ from ..errors import EXIT_INTERRUPTED, SegcliError
 if TYPE_CHECKING:
     from ..api import Segmenter
     from ..backends import Choice
-    from ..presets import Params
+    from ..engine.presets import Params
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -44,9 +44,9 @@ def convert(
     that needs code to unpickle is refused — every key and shape is checked against --arch (the only keys
     dropped are the synchronized BatchNorm's training counters in CSAIL files), and the output is
     byte-identical for the same input. Prints the output directory; use it with --model."""
-    from ..classes import read_class_names
-    from ..convert import convert as run
-    from ..registry import load_registry
+    from ..loading.classes import read_class_names
+    from ..loading.convert import convert as run
+    from ..loading.registry import load_registry
 
     for path in src:
         if not path.is_file():

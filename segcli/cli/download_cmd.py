@@ -36,8 +36,8 @@ def download(
     """Download model weights into the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE), verifying the
     registry's sha256; mmsegmentation .pth entries are fetched, checked and converted to safetensors in
     segcli's cache. Prints NAME, path and sha256 per model on stdout; progress goes to stderr."""
-    from ..registry import load_registry
-    from ..sources import REPO_ID, download_and_convert, resolve, resolve_spec
+    from ..loading.registry import load_registry
+    from ..loading.sources import REPO_ID, download_and_convert, resolve, resolve_spec
 
     registry = load_registry(STATE.registry)
     targets = list(registry) if all_ else list(dict.fromkeys(names or []))

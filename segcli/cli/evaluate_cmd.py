@@ -36,7 +36,7 @@ from .common import (
 from .progress import Progress
 
 if TYPE_CHECKING:
-    from ..evaluate import Pairing
+    from ..evaluation.evaluate import Pairing
 
 GtOpt = Annotated[
     Path, typer.Option(metavar="DIR", help="Ground-truth label maps (index PNGs), paired by relative path and stem.")
@@ -108,8 +108,8 @@ WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Threads decoding lab
 
 
 def _classes(spec: str | None, num_classes: int | None) -> list[str]:
-    from ..classes import KNOWN_SETS, known_set, read_class_names
-    from ..registry import load_registry
+    from ..loading.classes import KNOWN_SETS, known_set, read_class_names
+    from ..loading.registry import load_registry
 
     if spec is None:
         if num_classes is None:
@@ -124,8 +124,8 @@ def _classes(spec: str | None, num_classes: int | None) -> list[str]:
     elif Path(spec).is_file():
         names = list(read_class_names(Path(spec)))
     elif (Path(spec) / "config.json").is_file():  # a model directory: its classes, without loading weights
-        from ..info import Origin
-        from ..sources import read_info
+        from ..loading.info import Origin
+        from ..loading.sources import read_info
 
         pre = Path(spec) / "preprocessor_config.json"
         info = read_info(Path(spec) / "config.json", pre if pre.is_file() else None, spec, Origin("local"))
@@ -183,9 +183,9 @@ class _OnTheFly:
 def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool):
     """Predict the images that have ground truth into `out`; (class names, JSON fields for the report)."""
     from .. import batch
-    from .. import evaluate as ev
     from ..api import Segmenter
-    from ..inputs import discover
+    from ..evaluation import evaluate as ev
+    from ..io.inputs import discover
 
     if not job.images.is_dir():
         raise UsageError(f"--images {job.images}: not a directory")
@@ -210,7 +210,7 @@ def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: s
 
 
 def _pairing(pred: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool) -> Pairing:
-    from .. import evaluate as ev
+    from ..evaluation import evaluate as ev
 
     pairing = ev.pair(pred, gt, gt_suffix, pred_suffix)
     for p in pairing.gt_only:
@@ -235,7 +235,7 @@ def _write_reports(
     confusion_out: Path | None,
     report_out: Path | None,
 ) -> None:
-    from .. import evaluate as ev
+    from ..evaluation import evaluate as ev
     from ..fsutil import atomic_write_bytes
 
     matrix = result.matrix
@@ -264,8 +264,8 @@ def _check_options(
     num_classes: int | None,
     workers: int,
 ) -> None:
+    from ..evaluation.metrics import CONVENTIONS
     from ..fsutil import overlap
-    from ..metrics import CONVENTIONS
 
     if absent not in CONVENTIONS:
         raise UsageError(f"--absent {absent!r}", hint="nan (mmseg) or zero (CSAIL / semseg)")
@@ -348,9 +348,9 @@ def evaluate(
     Either --pred DIR --gt DIR, or --model M --images DIR --gt DIR (predicts first, with the model's preset
     unless told otherwise). Unpaired files are listed; the exit code is 1 when some ground truth has no
     prediction or some pair could not be read."""
-    from .. import evaluate as ev
     from ..backends import check as check_backend
-    from ..presets import check
+    from ..engine.presets import check
+    from ..evaluation import evaluate as ev
 
     _check_options(absent, resize_pred, pred, model, images, gt, save_pred, num_classes, workers)
     if report_out is not None:

@@ -14,7 +14,7 @@ from .progress import Activity
 
 if TYPE_CHECKING:
     from ..api import Segmenter
-    from ..export import ExportOptions
+    from ..backends.export import ExportOptions
 
 ModelArg = Annotated[str, typer.Argument(help="Any --model source: registry name, Hub repo id, local directory.")]
 FormatOpt = Annotated[
@@ -46,7 +46,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _require_runtimes(fmt: str, verify: bool) -> None:
-    from ..export import require_onnxruntime
+    from ..backends.export import require_onnxruntime
     from ..extras import require
 
     if fmt == "onnx":
@@ -57,8 +57,8 @@ def _require_runtimes(fmt: str, verify: bool) -> None:
 
 
 def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: bool) -> dict[str, Any]:
-    from .. import export as ex
-    from ..images import synthetic_photo
+    from ..backends import export as ex
+    from ..io.images import synthetic_photo
 
     v = ex.verify(seg.model, out, opts, atol, synthetic_photo(*opts.size))
     if not quiet:
@@ -74,7 +74,7 @@ def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: 
 def _check_out(out: Path, seg: Segmenter, directory: bool) -> None:
     """The export may not go into the model's own folder (or the download cache): it would replace files there."""
     from ..fsutil import overlap, probe_writable
-    from ..hub import cache_dir
+    from ..loading.hub import cache_dir
 
     o = seg.info.origin
     source = Path(o.path) if o.kind in ("local", "converted") and o.path else cache_dir()
@@ -111,10 +111,10 @@ def export(
     sizes that are not multiples of the bins export. A sidecar FILE.json holds classes, palette, preset,
     input size and source. The export is then run (onnxruntime / torch.jit) on a random input and an
     image and compared with the eager model: beyond --atol the exit code is 1 (the file is kept)."""
-    from .. import export as ex
     from ..api import Segmenter
-    from ..formats import sidecar
+    from ..backends import export as ex
     from ..fsutil import atomic_path
+    from ..loading.formats import sidecar
 
     opts = ex.ExportOptions(fmt, _size(size), dynamic, with_preprocess, labels, opset)
     _require_runtimes(fmt, verify)

@@ -10,10 +10,10 @@ from .common import STATE, DebugOpt, JsonOpt, RegistryOpt, handle_errors
 
 
 def _rows() -> list[dict[str, Any]]:
-    from ..hub import try_cached
+    from ..loading.hub import try_cached
+    from ..loading.registry import load_registry
+    from ..loading.sources import converted_dir
     from ..model import network_size
-    from ..registry import load_registry
-    from ..sources import converted_dir
 
     rows = []
     for spec in load_registry(STATE.registry).values():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, SegcliError, UsageError
-from ..images import DEFAULT_MAX_PIXELS
+from ..io.images import DEFAULT_MAX_PIXELS
 from .cluster import GpusOpt, RayCluster, RayOpt, WorkersOpt
 from .common import (
     STATE,
@@ -59,13 +59,13 @@ from .signals import SIGPIPE_CODE, GracefulStop
 
 if TYPE_CHECKING:
     from ..batch import ImageRecord, Options, RunSummary
-    from ..inputs import Discovery
+    from ..io.inputs import Discovery
 
 DEFAULT_MODEL = "upernet-convnext-tiny"
 
 
 def _save_kinds(text: str) -> frozenset[str]:
-    from ..outputs import SAVE_KINDS
+    from ..io.outputs import SAVE_KINDS
 
     kinds = {k.strip() for k in text.split(",") if k.strip() and k.strip() != "none"}
     unknown = sorted(kinds - set(SAVE_KINDS))
@@ -209,7 +209,7 @@ def _finish(
     (`fatal`: the error that stopped the run, raised once the summary of what was done is written)."""
     from ..batch import write_run_files
     from ..fsutil import atomic_write_bytes
-    from ..outputs import json_bytes
+    from ..io.outputs import json_bytes
 
     name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
     failed = bool(summary.failures)
@@ -298,8 +298,8 @@ def predict(
     batch goes on; the exit code is then 1."""
     from .. import batch
     from ..backends import check as check_backend
-    from ..inputs import discover, in_shard, parse_extensions, parse_shard
-    from ..presets import check
+    from ..engine.presets import check
+    from ..io.inputs import discover, in_shard, parse_extensions, parse_shard
 
     overrides = inference_overrides(resize, mode, crop, stride, scales, flip, tile_batch)
     check(preset, **overrides)  # typos are usage errors before any download or model loading

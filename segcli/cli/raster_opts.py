@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..formats.raster import RasterOptions
+from ..io.raster import RasterOptions
 
 GEO = "Rasters (GeoTIFF, COG, JP2: the [geo] extra)"
 
@@ -41,7 +41,7 @@ def raster_options(
     bands: str | None, scale_range: str | None, stretch: str | None, overviews: bool, kinds: frozenset[str]
 ) -> RasterOptions:
     """The checked raster options; the [geo] extra required when any is used (exit 2 before any work)."""
-    from ..formats.raster import rasterio
+    from ..io.raster import rasterio
 
     options = RasterOptions.parse(bands, scale_range, stretch)
     if overviews and "geotiff" not in kinds:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelOutputError
-from ..presets import Params
 from .model import SegModel
+from .presets import Params
 
 MIN_SIDE = 32  # the networks downsample 32×: smaller inputs are padded, run, and their values cropped back
 

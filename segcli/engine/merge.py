@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..presets import Params
 from .heads import Heads, label_dtype
+from .presets import Params
 from .resample import RowResampler
 from .slide import Block
 

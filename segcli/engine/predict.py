@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..presets import Params, Resize
 from .forward import forward
 from .lazy import LazyImage
 from .merge import Merger, Prediction, ViewChain
 from .model import SegModel
+from .presets import Params, Resize
 from .resample import rescale_size, resize_bilinear, resize_pil, scale_size
 from .slide import Block, SlideAccumulator, Window, grid
 

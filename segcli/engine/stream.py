@@ -12,12 +12,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..presets import Params
 from .heads import Heads, label_dtype
 from .lazy import LazyImage
 from .merge import Merger, Prediction
 from .model import SegModel
 from .predict import _run, _schedule, _Tile, plan
+from .presets import Params
 from .slide import Block
 
 Emit = Callable[[int, dict[str, np.ndarray]], None]  # (first row, {map name: [rows, W] labels})

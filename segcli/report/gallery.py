@@ -21,8 +21,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..classes import ClassSet
 from ..fsutil import atomic_write_bytes, check_inside
+from ..loading.classes import ClassSet
 
 FOLDER = "segcli-report"  # a run-level name (layout.RUN_FILES): input folders never take it
 PAGE_SIZE = 60
@@ -90,8 +90,8 @@ def _top(counts: np.ndarray | None, classes: ClassSet) -> list[dict[str, Any]]:
 
 def _ensure_thumbs(entry: Entry, out: Path, palette: np.ndarray, alpha: float) -> None:
     """Thumbnails of an image done before, from its input and its palette PNG (nothing if unreadable)."""
-    from ..evaluate import read_labels
-    from ..images import load_image
+    from ..evaluation.evaluate import read_labels
+    from ..io.images import load_image
 
     folder = out / FOLDER / "thumbs"
     if all((folder / f"{entry.key}-{k}{ext}").is_file() for k, ext in KINDS.items()):

@@ -1,0 +1,67 @@
+"""An exported ONNX file (with the sidecar `segcli export` writes) run through onnxruntime, as a `SegModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.heads import Heads
+from ..errors import CheckpointError, ConfigError, UsageError
+from ..extras import require
+from ..fsutil import require_regular
+from ..loading.formats import sidecar
+
+
+class OnnxRunner:
+    """Implements the engine's `SegModel` with an onnxruntime session on the CPU, in float32."""
+
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, path: Path, num_classes: int) -> None:
+        ort = require("onnxruntime", "onnx", "it runs ONNX models (verification, --model FILE.onnx)")
+        doc = sidecar.read(path)
+        self.path = path
+        self.num_classes = num_classes
+        self.align_corners = bool(doc.get("align_corners", False))
+        self.size = sidecar.input_size(doc)
+        norm = sidecar.normalization(doc)
+        self.normalization = norm
+        self._mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm.std).view(1, 3, 1, 1)
+        try:
+            require_regular(path)
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
+            text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({text})", hint="export it again") from None
+        self.input_name = self.session.get_inputs()[0].name
+        channels = self.session.get_outputs()[0].shape[1] if len(self.session.get_outputs()[0].shape) == 4 else None
+        if isinstance(channels, int) and channels != num_classes:
+            raise ConfigError(
+                f"{sidecar.path_for(path)}: lists {num_classes} classes but {path.name} outputs {channels} channels",
+                hint="the sidecar belongs to another export",
+            )
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        n = self.normalization
+        if n.bgr:
+            pixels = pixels.flip(1)
+        return (pixels * n.scale - self._mean.to(pixels.dtype)) / self._std.to(pixels.dtype)
+
+    @property
+    def heads(self) -> Heads:
+        return Heads.single(self.num_classes)
+
+    def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:  # always at the input size
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            h, w = self.size
+            raise UsageError(
+                f"{self.path} was exported for {h}x{w} inputs, this view/window is {x.shape[-2]}x{x.shape[-1]}",
+                hint=f"use --preset hf (resize to {h}x{w}), or --mode slide --crop {h}x{w} on images at least that "
+                "large, or export with --dynamic",
+            )
+        feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])

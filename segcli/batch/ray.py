@@ -1,0 +1,322 @@
+"""Batch prediction on Ray Data (`segcli predict --ray`, `segcli.ray.segment`): the `[ray]` extra.
+
+The driver does what a local run does before any model runs — discovery, output names, the resume
+decision per image (`batch.plan`) — and sends only the images to process, as small rows (input path,
+output names), through `map_batches` over a pool of actors (`ActorPoolStrategy`). Each actor loads the model
+once and runs the local pipeline on its rows: decode, infer, write (atomically, to the shared file system),
+returning each image's record. The driver reports the records in input order (Ray Data's `preserve_order`),
+sums them up and writes `summary.json`, as a local run does.
+
+An actor that dies (a killed process, a lost node) is restarted by Ray and the rows it held are run again:
+their files are replaced atomically by the same bytes, and each image is reported once. Temporary files a
+killed worker left are removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import SegcliError, UsageError
+from ..extras import require
+from ..fsutil import remove_stale_temps
+from ..io.inputs import Item
+from .plan import Options, Task, fingerprint, plan
+from .records import ImageRecord, RunSummary, model_record
+from .runner import pipeline
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+    from ..engine.presets import Params
+
+PURPOSE = "it runs segcli on a Ray cluster (--ray, segcli.ray)"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs to build the same model and pipeline as the driver planned (picklable)."""
+
+    model: str
+    device: str  # the workers' device: "cpu" or "cuda"
+    dtype: str
+    registry: str | None
+    params: Params
+    opts: Options
+    inference: dict[str, Any]  # the runtime record the driver's fingerprint was made with
+    threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+    cwd: str = ""  # the driver's working folder: relative inputs, --out and --registry are relative to it
+    backend: str = "torch"  # torch, compile or onnxruntime (auto is torch: the driver cannot measure the workers)
+
+
+def _ray() -> Any:
+    return require("ray", "ray", PURPOSE)
+
+
+class _Worker:
+    """One actor: the model, loaded once; each call runs the local pipeline over a batch of rows."""
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.error = job, ""
+        try:
+            self._load(job)
+        except Exception as e:  # noqa: BLE001 - Ray would recreate a failing actor forever: the run stops instead
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            hint = f" ({e.hint})" if isinstance(e, SegcliError) and e.hint else ""
+            self.error = f"a Ray worker cannot start: {text}{hint}"
+
+    def _load(self, job: Job) -> None:
+        import torch
+
+        if job.cwd:  # the same relative paths as the driver (a shared file system, mounted alike)
+            os.chdir(job.cwd)
+
+        from ..api import Segmenter
+
+        torch.set_num_threads(max(1, job.threads))
+        self.seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=job.registry)
+        self.seg.use_backend(job.backend, job.params)
+        here = self.seg.inference(job.params)
+        if here != job.inference:  # another segcli / torch, another device: outputs would not be the planned ones
+            raise UsageError(
+                f"a Ray worker would run with {here}, the driver planned {job.inference}",
+                hint="install the same segcli and torch on every node, and give --gpus-per-worker as the nodes have",
+            )
+        self.pipeline = pipeline(self.seg, job.params, job.opts, job.inference)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        tasks = [
+            Task(Item(Path(p), PurePosixPath(n), PurePosixPath(r)), {k: Path(v) for k, v in json.loads(o).items()})
+            for p, n, r, o in zip(batch["path"], batch["name"], batch["rel"], batch["outputs"], strict=True)
+        ]
+        records: list[ImageRecord] = []
+        fatal = self.error
+        try:
+            if not fatal:
+                self.pipeline.run(tasks, records.append)
+        except SegcliError as e:  # the model is broken (say, NaN logits on every image): the run stops
+            fatal = str(e)
+        done = {r.input for r in records}
+        for t in tasks:  # every row answers, whatever happened
+            if str(t.item.path) not in done:
+                records.append(ImageRecord.failed(str(t.item.path), t.item.name.as_posix(), fatal or "not run"))
+        by_input = {r.input: r for r in records}
+        return {
+            "index": list(batch["index"]),
+            "record": [json.dumps(by_input[str(t.item.path)].to_wire()) for t in tasks],
+            "fatal": [fatal] * len(tasks),
+        }
+
+
+def connect(address: str | None, quiet: bool = True) -> bool:
+    """Connect to Ray (`address` "local" or None: start a local one). True when this call started Ray."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if quiet:  # Ray's own log lines (its C++ core and Ray Data's progress notes) would bury segcli's
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": logging.ERROR}
+    if address and address != "local":
+        ray.init(address=address, **kwargs)
+        return False
+    ray.init(**kwargs)
+    return True
+
+
+def _data_context() -> Any:
+    ctx = _ray().data.DataContext.get_current()
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # after ray.data set up its logging
+    ctx.execution_options.preserve_order = True  # records in input order, like a local run
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ctx
+
+
+def cluster_defaults(threads: int | None, gpus_per_worker: float | None, workers: int | None) -> tuple[int, float, int]:
+    """(workers, GPUs per worker, threads per worker): the cluster's GPUs, one worker each; else its CPUs."""
+    resources = _ray().cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(1, int(resources.get("CPU", 1)))
+    per_gpu = float(gpus_per_worker) if gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    if per_gpu and not gpus:  # no actor could ever be placed: the run would wait forever
+        raise UsageError(
+            f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has no GPUs",
+            hint="leave --gpus-per-worker out (or 0) on a CPU cluster",
+        )
+    threads = max(1, threads or (cpus // max(gpus, 1) if per_gpu else 1))
+    if workers is None:
+        workers = max(1, int(gpus / per_gpu)) if per_gpu else max(1, cpus // threads)
+    return workers, per_gpu, threads
+
+
+def _rows(tasks: list[Task]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": i,
+            "path": str(t.item.path),
+            "name": t.item.name.as_posix(),
+            "rel": t.item.rel.as_posix(),
+            "outputs": json.dumps({k: str(v) for k, v in t.paths.items()}),
+        }
+        for i, t in enumerate(tasks)
+        if t.record is None
+    ]
+
+
+def _stream(job: Job, rows: list[dict[str, Any]], workers: int, gpus: float) -> Iterator[tuple[int, ImageRecord]]:
+    ray = _ray()
+    _data_context()
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
+    out = ds.map_batches(
+        _Worker,
+        fn_constructor_kwargs={"job": job},
+        batch_size=max(4, job.opts.batch_size),
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=job.threads,
+        num_gpus=gpus,
+        batch_format="numpy",
+    )
+    for row in out.iter_rows():
+        if row["fatal"]:
+            raise SegcliError(str(row["fatal"]))
+        yield int(row["index"]), ImageRecord.from_wire(json.loads(row["record"]))
+
+
+def run(
+    seg: Segmenter,
+    job: Job,
+    items: list[Item],
+    *,
+    workers: int,
+    gpus: float,
+    report: Callable[[ImageRecord], None],
+    should_stop: Callable[[], bool],
+    summary: RunSummary,
+) -> RunSummary:
+    """`batch.run` on Ray: plan here, process on the actors, records in input order to `report`."""
+    start = time.perf_counter()
+    fp = fingerprint(model_record(seg.info), job.inference, job.opts)
+    tasks = plan(items, job.opts, fp, seg.num_classes)
+    summary.total += len(items)
+    results = _stream(job, _rows(tasks), workers, gpus) if any(t.record is None for t in tasks) else iter(())
+    try:
+        for i, task in enumerate(tasks):
+            if should_stop():
+                summary.interrupted = True
+                break
+            record = task.record
+            if record is None:
+                index, record = next(results)
+                assert index == i, "Ray returned the records out of order"
+            summary.add(record)
+            report(record)
+    finally:
+        if hasattr(results, "close"):
+            results.close()
+        for folder in {p.parent for t in tasks for p in t.paths.values()}:
+            remove_stale_temps(folder)  # what killed workers left behind
+    summary.seconds += time.perf_counter() - start
+    return summary
+
+
+def job_for(
+    seg: Segmenter,
+    model: str,
+    params: Params,
+    opts: Options,
+    *,
+    gpus: float,
+    threads: int,
+    dtype: str,
+    registry: str | None,
+    backend: str = "torch",
+) -> Job:
+    """The workers' job: the driver's parameters, with the runtime the workers will record."""
+    from ..api import resolve_dtype
+
+    device = "cuda" if gpus else "cpu"
+    if str(dtype).lower() == "auto":  # the driver cannot see the workers' hardware: name a dtype for bf16
+        dtype = "float32"
+    if seg.backend == "onnxruntime" and seg.model is seg.network:  # an exported ONNX file runs in onnxruntime
+        backend = "onnxruntime"
+    elif str(backend).lower() == "auto":  # nor measure them: name a backend for another
+        backend = "torch"
+    dt = str(resolve_dtype(dtype)).removeprefix("torch.")
+    inference = {**seg.inference(params), "device": device, "dtype": dt, "backend": backend.lower()}
+    return Job(model, device, dtype, registry, params, opts, inference, threads, cwd=os.getcwd(), backend=backend)
+
+
+def segment(
+    dataset: Any, model: str, preset: str | None = None, *, workers: int | None = None, **overrides: Any
+) -> Any:
+    """A Ray Dataset with an image column (as `ray.data.read_images(..., include_paths=True)` makes: RGB
+    uint8 `image`, and `path`) → the same rows plus `labels` ([H, W] class indices) and `record` (JSON: the
+    image's classes with pixel counts, the model, the parameters), each actor loading `model` once."""
+    ray = _ray()
+    n, gpus, threads = cluster_defaults(overrides.pop("threads", None), overrides.pop("gpus_per_worker", None), workers)
+    return dataset.map_batches(
+        _Labeller,
+        fn_constructor_kwargs={
+            "model": model,
+            "preset": preset,
+            "overrides": overrides,
+            "threads": threads,
+            "gpu": bool(gpus),
+        },
+        batch_size=8,
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_cpus=threads,
+        num_gpus=gpus,
+        batch_format="numpy",
+    )
+
+
+class _Labeller:
+    """`segment`'s actor: labels and a per-image record for each row's image."""
+
+    def __init__(self, model: str, preset: str | None, overrides: dict[str, Any], threads: int, gpu: bool) -> None:
+        import torch
+
+        from ..api import Segmenter
+
+        self.error: Exception | None = None
+        try:
+            torch.set_num_threads(max(1, threads))
+            self.seg = Segmenter.from_pretrained(model, device="cuda" if gpu else "cpu")
+            self.params = self.seg.params(preset, **overrides)
+            self.model = model_record(self.seg.info)
+        except Exception as e:  # noqa: BLE001 - raised with the first batch (Ray would recreate the actor forever)
+            self.error = e
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        from ..io.outputs import class_counts, class_stats
+
+        if self.error is not None:
+            raise RuntimeError(f"segcli.ray.segment: the model cannot be loaded: {self.error}") from self.error
+
+        images = [np.ascontiguousarray(im) for im in batch["image"]]
+        preds = [self.seg.run_many([im], self.params)[0] for im in images]  # one at a time: sizes differ
+        records = []
+        for p in preds:
+            counts = class_counts(p.labels, self.seg.num_classes)
+            doc = {"model": self.model, "inference": self.seg.inference(self.params)}
+            doc["classes"] = class_stats(counts, self.seg.classes)
+            records.append(json.dumps(doc))
+        out = dict(batch)
+        out["labels"] = np.array([p.labels for p in preds] + [None], dtype=object)[:-1]
+        out["record"] = np.array(records, dtype=object)
+        return out
+
+
+__all__ = ["Job", "cluster_defaults", "connect", "job_for", "run", "segment"]

@@ -1,0 +1,256 @@
+"""Input discovery for batch prediction: files, folders, glob patterns and `-` (paths on stdin).
+
+Every image gets a relative path `rel`: its path relative to the *input root* it came from — a folder
+argument is its own root; files named directly, by a glob or on stdin have their folder as root — taken
+relative to the common ancestor of all roots, so two different images never share one. Output names are
+derived from these by `layout.assign_bases` (injective). The order is deterministic (sorted by `rel`); an
+image named twice is processed once.
+
+Only regular files are read: FIFOs, sockets and devices are skipped with a note (opening one would block),
+unreadable folders are reported as failures, and `**` globs never walk a folder twice (symlink loops).
+Folder scans leave out what segcli wrote itself: subfolders holding a run summary, and PNGs carrying its
+fingerprint (an earlier run's masks inside the input folder are not images to segment).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import stat
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from ..errors import UsageError
+from ..fsutil import read_regular
+from .layout import RUN_FILES, assign_bases
+from .outputs import read_fingerprint
+
+RUN_SCHEMA = "segcli.run/1"
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path  # the image as given (or found)
+    name: PurePosixPath  # output base relative to --out: <relative folder>/<stem> (see layout)
+    rel: PurePosixPath = field(default_factory=PurePosixPath)  # <relative folder>/<file name>: unique per input
+
+
+@dataclass
+class Discovery:
+    items: list[Item] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (input as given, reason)
+    skipped: list[str] = field(default_factory=list)  # notes: non-regular files left out
+    own_outputs: int = 0  # PNGs segcli wrote (they carry its fingerprint), left out of folder scans
+    own_folders: list[Path] = field(default_factory=list)  # output folders of earlier runs, not searched
+    roots: set[Path] = field(default_factory=set)  # the input roots (folders given, folders of files given)
+
+
+def parse_extensions(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return DEFAULT_EXTENSIONS
+    exts = tuple("." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
+    if not exts:
+        raise UsageError(f"invalid --ext {text!r}", hint="e.g. --ext jpg,png")
+    return exts
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`i/n` with 0 <= i < n."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"invalid --shard {text!r}", hint="give INDEX/COUNT, e.g. 0/4 (indices start at 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"invalid --shard {text!r}: need 0 <= INDEX < COUNT", hint="e.g. 0/4 … 3/4")
+    return i, n
+
+
+def in_shard(item: Item, shard: tuple[int, int] | None) -> bool:
+    """Stable assignment by relative path: shards partition the inputs, and adding files moves no others."""
+    if shard is None:
+        return True
+    return zlib.crc32(item.rel.as_posix().encode("utf-8", "surrogateescape")) % shard[1] == shard[0]
+
+
+def read_list(stream: IO[bytes], null: bool) -> list[str]:
+    data = stream.read()
+    parts = data.split(b"\0") if null else data.splitlines()
+    return [os.fsdecode(p.rstrip(b"\r") if not null else p) for p in parts if p.strip()]
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _run_folder(folder: Path) -> bool:
+    """Whether `folder` holds the summary of a segcli run (an earlier run's output folder)."""
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith("summary") and e.name.endswith(".json")]
+    except OSError:
+        return False
+    for name in names:
+        if not RUN_FILES.fullmatch(name):
+            continue
+        try:
+            doc = json.loads(read_regular(folder / name, 64 << 20))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict) and doc.get("schema") == RUN_SCHEMA:
+            return True
+    return False
+
+
+class _Walk:
+    """Folder scans and `**` globs of one discovery, with the problems they meet."""
+
+    def __init__(self, found: Discovery, exts: tuple[str, ...], recursive: bool, exclude: Path | None) -> None:
+        self.found, self.exts, self.recursive, self.exclude = found, exts, recursive, exclude
+
+    def scan(self, folder: Path) -> list[Path]:
+        """Image files under `folder` (hidden names and the excluded folder left out; symlinked folders not
+        followed, symlinked files are)."""
+        out, stack = [], [folder]
+        while stack:
+            here = stack.pop()
+            try:
+                entries = sorted(os.scandir(here), key=lambda e: e.name)
+            except OSError as e:
+                self.found.errors.append((str(here), f"cannot read folder ({e.strerror or e})"))
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                path = here / entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if self.recursive and not self._excluded(path):
+                        if _run_folder(path):
+                            self.found.own_folders.append(path)
+                        else:
+                            stack.append(path)
+                elif Path(entry.name).suffix.lower() in self.exts:
+                    if not _regular(path):
+                        self.found.skipped.append(f"{path}: not a regular file (FIFO, socket or device): skipped")
+                    elif path.suffix.lower() == ".png" and read_fingerprint(path) is not None:
+                        self.found.own_outputs += 1
+                    else:
+                        out.append(path)
+        return out
+
+    def _excluded(self, path: Path) -> bool:
+        return self.exclude is not None and path.resolve() == self.exclude
+
+    def glob(self, pattern: str) -> list[Path]:
+        """Paths matching `pattern` (`*`, `?`, `[…]` within a name, `**` across folders), each folder visited
+        at most once."""
+        parts = Path(os.path.expanduser(pattern)).parts
+        fixed = next((i for i, p in enumerate(parts) if _GLOB_CHARS & set(p)), len(parts))
+        root = Path(*parts[:fixed]) if fixed else Path(".")
+        out: list[Path] = []
+        self._match(root, list(parts[fixed:]), out, set())
+        return sorted(out)
+
+    def _match(self, here: Path, rest: list[str], out: list[Path], seen: set[tuple[int, int]]) -> None:
+        if not rest:
+            out.append(here)
+            return
+        try:
+            st = here.stat()
+            if (st.st_dev, st.st_ino, len(rest)) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino, len(rest)))
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:
+            return
+        head, tail = rest[0], rest[1:]
+        if head == "**":
+            self._match(here, tail, out, seen)  # zero folders
+            for e in entries:
+                if not e.name.startswith(".") and e.is_dir() and not self._excluded(here / e.name):
+                    if _run_folder(here / e.name):
+                        self.found.own_folders.append(here / e.name)
+                    else:
+                        self._match(here / e.name, rest, out, seen)
+            return
+        regex = re.compile(fnmatch.translate(head))
+        for e in entries:
+            if (e.name.startswith(".") and not head.startswith(".")) or not regex.match(e.name):
+                continue
+            if (not tail or e.is_dir()) and not self._excluded(here / e.name):
+                self._match(here / e.name, tail, out, seen)
+
+
+def _args(inputs: list[str], stdin: IO[bytes] | None, null: bool) -> list[str]:
+    args = list(inputs)
+    if "-" in args:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        args = [a for a in args if a != "-"] + read_list(stream, null)
+    return args
+
+
+def discover(
+    inputs: list[str],
+    *,
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+    recursive: bool = True,
+    stdin: IO[bytes] | None = None,
+    null: bool = False,
+    exclude: Path | None = None,
+) -> Discovery:
+    """The images named by `inputs`; `exclude` (the output folder) is never searched."""
+    found = Discovery()
+    walk = _Walk(found, extensions, recursive, exclude.resolve() if exclude is not None else None)
+    pairs: list[tuple[Path, Path]] = []  # (file, its input root)
+    for arg in _args(inputs, stdin, null):
+        p = Path(arg).expanduser()
+        globbed = not os.path.lexists(p) and bool(_GLOB_CHARS & set(arg))
+        matches = walk.glob(arg) if globbed else [p]
+        if globbed and not matches:
+            found.errors.append((arg, "the pattern matches nothing"))
+        for m in matches:
+            if m.is_dir():
+                found.roots.add(m.resolve())
+                pairs.extend((f, m) for f in walk.scan(m))
+            elif globbed and m.suffix.lower() == ".png" and read_fingerprint(m) is not None:
+                found.own_outputs += 1  # a pattern that also matches earlier masks: those are not inputs
+            elif _regular(m):
+                found.roots.add(m.parent.resolve())
+                pairs.append((m, m.parent if str(m.parent) else Path(".")))
+            elif m.exists():
+                found.skipped.append(f"{m}: not a regular file (FIFO, socket or device): skipped")
+            elif not globbed:
+                found.errors.append((arg, "no such file or directory"))
+    found.items = _items(pairs)
+    return found
+
+
+def _items(pairs: list[tuple[Path, Path]]) -> list[Item]:
+    unique: dict[Path, tuple[Path, Path]] = {}  # resolved file → (file as found, its root)
+    for f, root in pairs:
+        unique.setdefault(f.resolve(), (f, root))
+    if not unique:
+        return []
+    roots = {root.resolve() for _, root in unique.values()}
+    common = Path(os.path.commonpath([str(r) for r in roots]))
+    # <root relative to the common ancestor> / <file relative to its root> (symlinks inside a root stay put)
+    found = sorted(
+        (
+            (f, PurePosixPath((root.resolve().relative_to(common) / f.relative_to(root)).as_posix()))
+            for f, root in unique.values()
+        ),
+        key=lambda t: t[1].as_posix(),
+    )
+    bases = assign_bases([rel for _, rel in found])
+    return [Item(f, base, rel) for (f, rel), base in zip(found, bases, strict=True)]

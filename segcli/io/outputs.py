@@ -1,0 +1,147 @@
+"""Output encoders: palette / index PNGs (with the resume fingerprint), overlays, probabilities, JSON bytes.
+
+They return bytes; `fsutil.atomic_write_bytes` puts them on disk."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from ..fsutil import require_regular
+from ..loading.classes import ClassSet
+
+FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
+# part, material: parsing models' maps; geotiff: rasters (the [geo] extra)
+SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material", "geotiff")
+MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
+
+
+def _png(im: Image.Image, fingerprint: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    info = None
+    if fingerprint is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(FINGERPRINT_KEY, fingerprint)
+    im.save(buf, format="PNG", compress_level=6, pnginfo=info)
+    return buf.getvalue()
+
+
+def label_png(labels: np.ndarray, palette: np.ndarray, fingerprint: str | None = None) -> bytes:
+    """PNG bytes: mode P with the palette (pixel value = class index) up to 256 classes, else 16-bit gray."""
+    h, w = labels.shape
+    if len(palette) <= 256:
+        im = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+        flat = np.zeros((256, 3), dtype=np.uint8)
+        flat[: len(palette)] = palette
+        im.putpalette(flat.tobytes())
+    else:
+        im = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint16))  # mode I;16
+    return _png(im, fingerprint)
+
+
+def index_png(labels: np.ndarray, num_classes: int) -> bytes:
+    """Grayscale PNG of class indices: 8-bit up to 256 classes, else 16-bit."""
+    dtype = np.uint8 if num_classes <= 256 else np.uint16
+    return _png(Image.fromarray(np.ascontiguousarray(labels, dtype=dtype)))
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_fingerprint(path: Path) -> str | None:
+    """The fingerprint text chunk of a PNG segcli wrote, read from the chunks before the image data (no
+    decoding: a huge or broken earlier output costs nothing); None for anything else."""
+    try:
+        require_regular(path)
+        with open(path, "rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                return None
+            for _ in range(64):  # the text chunk comes right after the header and palette
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                size, kind = struct.unpack(">I4s", head)
+                if kind == b"IDAT" or size > 1 << 16:
+                    return None
+                data = f.read(size)
+                f.seek(4, io.SEEK_CUR)  # CRC
+                key, _, value = data.partition(b"\0")
+                if kind == b"tEXt" and key == FINGERPRINT_KEY.encode():
+                    return value.decode("latin-1")
+    except OSError:
+        return None
+    return None
+
+
+def overlay_jpeg(
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: np.ndarray,
+    alpha: float,
+    background: int | None = None,
+    legend: ClassSet | None = None,
+) -> bytes:
+    """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4);
+    pixels of the `background` label (a parsing map's "-": no part, no material) show the image alone. With
+    `legend` (the map's classes), the classes present are listed under the image."""
+    colours = palette[labels]  # [H, W, 3]
+    blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    if background is not None:
+        blend[labels == background] = image[labels == background]
+    picture = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
+    if legend is not None:
+        from .legend import legend_panel, with_legend
+
+        width = max(labels.shape[1], 480)  # a narrow image gets a legend wider than itself, not a tall one
+        picture = with_legend(np.asarray(picture), legend_panel(labels, legend, width, background))
+    buf = io.BytesIO()
+    picture.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: class edges keep their colour
+    return buf.getvalue()
+
+
+def probs_npy(probs: np.ndarray) -> bytes:
+    """float16 [K, H, W] class probabilities as .npy."""
+    buf = io.BytesIO()
+    np.save(buf, probs.astype(np.float16, copy=False))
+    return buf.getvalue()
+
+
+def topk_npz(probs: np.ndarray, k: int) -> bytes:
+    """The k most probable classes per pixel: `indices` [k, H, W] (uint8 / uint16) and `probs` float16,
+    most probable first, as .npz."""
+    k = min(k, probs.shape[0])
+    idx = np.argsort(-probs, axis=0, kind="stable")[:k]
+    top = np.take_along_axis(probs, idx, axis=0)
+    buf = io.BytesIO()
+    np.savez(buf, indices=idx.astype(np.uint8 if probs.shape[0] <= 256 else np.uint16), probs=top.astype(np.float16))
+    return buf.getvalue()
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(labels.ravel(), minlength=num_classes)
+
+
+def class_stats(counts: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Classes present, largest area first: index, name, pixel count, fraction of the total."""
+    total = int(counts.sum()) or 1
+    present = sorted((int(i) for i in np.flatnonzero(counts)), key=lambda i: (-int(counts[i]), i))
+    return [
+        {"index": i, "name": classes[i], "pixels": int(counts[i]), "fraction": float(counts[i]) / total}
+        for i in present
+    ]
+
+
+def top_classes(probs: np.ndarray, classes: tuple[str, ...] | list[str], k: int = 5) -> list[dict[str, Any]]:
+    """The k most probable of image-level probabilities [S] (the scene): index, name, probability."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"index": int(i), "name": classes[i], "probability": float(probs[i])} for i in order]
+
+
+def json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -1,0 +1,1 @@
+"""Fine-tuning (`segcli train`): reserved for the training package."""
