@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 DATA = Path(__file__).parent / "data"
-ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "loading" / "data" / "ade20k.json").read_text())["classes"]
+ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "loading" / "data" / "ade20k.json").read_text())[
+    "classes"
+]
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 

@@ -326,5 +326,6 @@ def test_ray_workers_get_a_named_backend(model, asked, runs, tiny_convnext_dir, 
     seg = Segmenter.from_pretrained(src)
     params = seg.params("hf")
     job = job_for(seg, "m", params, Options(tmp_path), gpus=0, threads=1, dtype="auto", registry=None, backend=asked)
-    assert job.backend == runs and job.inference["backend"] == runs and job.inference["dtype"] == "float32"
-    assert job.inference == {**seg.inference(params), "backend": runs}  # what a worker checks it would record
+    inference = job.record.inference
+    assert job.backend == runs and inference["backend"] == runs and inference["dtype"] == "float32"
+    assert inference == {**seg.inference(params), "backend": runs}  # what a worker checks it would record

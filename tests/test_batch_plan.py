@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from segcli.batch import ImageRecord, Options, RunSummary, plan
+from segcli.batch import ImageRecord, Options, RunRecord, RunSummary
+from segcli.batch.plan import plan
 from segcli.io.inputs import Item
 from segcli.io.outputs import FINGERPRINT_KEY
 
@@ -88,10 +89,10 @@ def test_record_json_forms_and_summary_totals():
         "outputs": {"png": "o/b.png"},
     }
     assert list(failed.to_json()) == ["schema", "input", "name", "status", "error"]
-    summary = RunSummary(("sky", "road"), total=3)
+    summary = RunSummary(("sky", "road"), total=3, run=RunRecord({"name": "m"}, "hf", {}), extra={"out": "o"})
     for r in (done, skipped, failed):
         summary.add(r)
-    doc = summary.to_json({"name": "m"}, "hf", {}, ["json"], {"out": "o"})
+    doc = summary.to_json(["json"])
     assert doc["counts"] == {"total": 3, "done": 1, "skipped": 1, "failed": 1}
     assert doc["failures"] == [{"input": "c.jpg", "error": "c.jpg: broken"}]
     assert [(c["name"], c["pixels"]) for c in doc["classes"]] == [("road", 4), ("sky", 1)]
@@ -105,7 +106,7 @@ def test_summary_says_where_the_time_went():
     ):
         summary.add(ImageRecord("x.jpg", "x", "done", timings=t, counts=np.array([1])))
     summary.add(ImageRecord("y.jpg", "y", "skipped", timings={"decode_s": 99.0}))  # not run: not counted
-    timings = summary.to_json({}, "hf", {}, [], {})["timings"]
+    timings = summary.to_json([])["timings"]
     assert timings == {
         "decode_s": {"seconds": 2.0, "share": 2 / 12, "per_image": 1.0},
         "inference_s": {"seconds": 8.0, "share": 8 / 12, "per_image": 4.0},

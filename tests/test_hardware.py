@@ -50,14 +50,16 @@ def test_from_pretrained_auto_loads_bfloat16_on_a_bf16_cpu(bf16_cpu, tiny_upp_di
     assert Segmenter.from_pretrained(tiny_convnext_dir, dtype="auto").dtype == torch.float32
 
 
-def test_cli_default_dtype_follows_this_machine(tiny_convnext_dir, tmp_path, monkeypatch):
+def test_cli_default_dtype_follows_this_machine(tiny_upp_dir, tmp_path, monkeypatch):
+    """A ResNet model (the family that keeps its labels in bfloat16) runs bfloat16 by default exactly where the
+    CPU computes it natively."""
     flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags")).split()
     expected = "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
     monkeypatch.delenv("SEGCLI_DTYPE")
     Image.fromarray(np.full((40, 50, 3), 120, dtype=np.uint8)).save(tmp_path / "a.png")
     cmd = [sys.executable, "-m", "segcli", "predict", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
-    r = subprocess.run([*cmd, "-m", str(tiny_convnext_dir), "-q"], capture_output=True, text=True)
+    r = subprocess.run([*cmd, "-m", str(tiny_upp_dir), "-q"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "a.json").read_text())["inference"]["dtype"] == expected
-    again = subprocess.run([*cmd, "-m", str(tiny_convnext_dir), "--dtype", "float32"], capture_output=True, text=True)
+    again = subprocess.run([*cmd, "-m", str(tiny_upp_dir), "--dtype", "float32"], capture_output=True, text=True)
     assert ("0 done, 1 skipped" in again.stderr) == (expected == "float32")  # the fingerprint has the dtype

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import statistics
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .. import versions
 from .._version import __version__
 from ..engine import SegModel
 from ..fsutil import atomic_write_bytes
@@ -38,15 +38,11 @@ def key(
 ) -> str:
     """The cache key of a measurement: what its figures depend on (`calls`: how the engine will call the model
     and which backends qualified)."""
-    try:  # the installed version, without importing onnxruntime
-        ort_version: str | None = importlib.metadata.version("onnxruntime")
-    except importlib.metadata.PackageNotFoundError:
-        ort_version = None
     parts = {
         "cpu": cpu_name(),
         "flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
         "threads": torch.get_num_threads(),
-        "versions": [torch.__version__, ort_version, __version__],
+        "versions": [torch.__version__, versions.package("onnxruntime"), __version__],
         "network": repr(config),
         "dtype": str(dtype),
         "device": str(device),

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._version import __version__
 from ..errors import UsageError
 from ..extras import require
 from ..loading.formats import native
@@ -28,6 +27,7 @@ from ..loading.info import ModelInfo
 from ..model import Segmentor
 from ..model.backbones import SwinConfig
 from ..model.layers import ExportForm
+from ..versions import made_by
 
 FORMATS = ("onnx", "torchscript", "safetensors-fp16")
 
@@ -203,7 +203,7 @@ def save_native(model: Segmentor, info: ModelInfo, out_dir: Path, dtype: torch.d
         "sha256": o.sha256,
         "repo": o.repo,
         "revision": o.revision,
-        "converted_by": f"segcli {__version__}",
+        "converted_by": made_by(),
         "dtype": str(dtype),
     }
     preset, protocol = info.default_preset, info.protocol

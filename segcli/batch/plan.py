@@ -11,7 +11,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.inputs import Item
 from ..io.outputs import read_fingerprint
 from ..io.raster import RasterOptions, gdal_reads
-from .records import ImageRecord
+from .records import ImageRecord, RunRecord
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,12 @@ class Task:
     record: ImageRecord | None = None  # decided already (skipped / refused); None: to be processed
 
 
-def fingerprint(model: dict[str, Any], inference: dict[str, Any], opts: Options) -> str:
+def fingerprint(run: RunRecord, opts: Options) -> str:
     """What makes two runs' outputs interchangeable: weights, inference parameters and runtime (dtype,
     device type, backend), what is saved."""
     what = {
-        "model": model.get("sha256") or model,
-        "inference": inference,
+        "model": run.model.get("sha256") or run.model,
+        "inference": run.inference,
         "save": sorted(opts.save),
         "alpha": opts.alpha if "overlay" in opts.save else None,
         **({"legend": opts.legend} if "overlay" in opts.save else {}),  # only with overlays: other runs resume

@@ -223,22 +223,11 @@ class _Outputs:
             for c in classes:
                 c["area_m2"] = c["pixels"] * area
                 c["area_ha"] = c["area_m2"] / 1e4
-        h, w = self.size
         raster = {**desc, "nodata_label": self.nodata, "nodata_pixels": self.nodata_pixels}
-        details = {
-            "image": {"width": w, "height": h},
-            **self.writer.details,
-            "raster": {**raster, "windows": pred.windows, "windows_skipped": pred.skipped},
-            "classes": classes,
-        }
-        return ImageRecord(
-            str(task.item.path),
-            task.item.name.as_posix(),
-            "done",
-            outputs=task.paths,
-            details=details,
-            fingerprint=self.writer.fingerprint,
-            counts=self.counts,
+        raster.update(windows=pred.windows, windows_skipped=pred.skipped)
+        w = self.writer
+        return ImageRecord.done(
+            task.item, task.paths, w.details, w.fingerprint, self.size, self.counts, classes, raster=raster
         )
 
     def json(self, record: ImageRecord) -> None:

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import SegcliError, UsageError
+from ..errors import SegcliError, UsageError, first_line
 from ..extras import require
 from ..fsutil import remove_stale_temps
 from ..io.inputs import Item
 from .plan import Options, Task, fingerprint, plan
-from .records import ImageRecord, RunSummary, model_record
+from .records import ImageRecord, RunRecord, RunSummary
 from .runner import pipeline
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class Job:
     registry: str | None
     params: Params
     opts: Options
-    inference: dict[str, Any]  # the runtime record the driver's fingerprint was made with
+    record: RunRecord  # what the driver's fingerprint was made with: the workers' runtime
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     cwd: str = ""  # the driver's working folder: relative inputs, --out and --registry are relative to it
@@ -69,9 +69,8 @@ class _Worker:
         try:
             self._load(job)
         except Exception as e:  # noqa: BLE001 - Ray would recreate a failing actor forever: the run stops instead
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             hint = f" ({e.hint})" if isinstance(e, SegcliError) and e.hint else ""
-            self.error = f"a Ray worker cannot start: {text}{hint}"
+            self.error = f"a Ray worker cannot start: {first_line(e)}{hint}"
 
     def _load(self, job: Job) -> None:
         import torch
@@ -84,13 +83,13 @@ class _Worker:
         torch.set_num_threads(max(1, job.threads))
         self.seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=job.registry)
         self.seg.use_backend(job.backend, job.params)
-        here = self.seg.inference(job.params)
-        if here != job.inference:  # another segcli / torch, another device: outputs would not be the planned ones
+        here = RunRecord.of(self.seg, job.params).inference
+        if here != job.record.inference:  # another segcli / torch, another device: not the planned outputs
             raise UsageError(
-                f"a Ray worker would run with {here}, the driver planned {job.inference}",
+                f"a Ray worker would run with {here}, the driver planned {job.record.inference}",
                 hint="install the same segcli and torch on every node, and give --gpus-per-worker as the nodes have",
             )
-        self.pipeline = pipeline(self.seg, job.params, job.opts, job.inference)
+        self.pipeline = pipeline(self.seg, job.params, job.opts, job.record)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         tasks = [
@@ -206,8 +205,7 @@ def run(
 ) -> RunSummary:
     """`batch.run` on Ray: plan here, process on the actors, records in input order to `report`."""
     start = time.perf_counter()
-    fp = fingerprint(model_record(seg.info), job.inference, job.opts)
-    tasks = plan(items, job.opts, fp, seg.num_classes)
+    tasks = plan(items, job.opts, fingerprint(job.record, job.opts), seg.num_classes)
     summary.total += len(items)
     results = _stream(job, _rows(tasks), workers, gpus) if any(t.record is None for t in tasks) else iter(())
     try:
@@ -253,8 +251,8 @@ def job_for(
     elif str(backend).lower() == "auto":  # nor measure them: name a backend for another
         backend = "torch"
     dt = str(resolve_dtype(dtype)).removeprefix("torch.")
-    inference = {**seg.inference(params), "device": device, "dtype": dt, "backend": backend.lower()}
-    return Job(model, device, dtype, registry, params, opts, inference, threads, cwd=os.getcwd(), backend=backend)
+    record = RunRecord.of(seg, params, {"device": device, "dtype": dt, "backend": backend.lower()})
+    return Job(model, device, dtype, registry, params, opts, record, threads, cwd=os.getcwd(), backend=backend)
 
 
 def segment(
@@ -295,7 +293,7 @@ class _Labeller:
             torch.set_num_threads(max(1, threads))
             self.seg = Segmenter.from_pretrained(model, device="cuda" if gpu else "cpu")
             self.params = self.seg.params(preset, **overrides)
-            self.model = model_record(self.seg.info)
+            self.record = RunRecord.of(self.seg, self.params)
         except Exception as e:  # noqa: BLE001 - raised with the first batch (Ray would recreate the actor forever)
             self.error = e
 
@@ -310,7 +308,7 @@ class _Labeller:
         records = []
         for p in preds:
             counts = class_counts(p.labels, self.seg.num_classes)
-            doc = {"model": self.model, "inference": self.seg.inference(self.params)}
+            doc = {"model": self.record.model, "inference": self.record.inference}
             doc["classes"] = class_stats(counts, self.seg.classes)
             records.append(json.dumps(doc))
         out = dict(batch)
@@ -319,4 +317,56 @@ class _Labeller:
         return out
 
 
-__all__ = ["Job", "cluster_defaults", "connect", "job_for", "run", "segment"]
+@dataclass
+class Cluster:
+    """A connection to Ray and the actors' shape (workers × GPUs × threads), for one run."""
+
+    started: bool  # this run started a local Ray (and stops it)
+    workers: int
+    gpus: float
+    threads: int
+
+    @classmethod
+    def start(cls, address: str, workers: int | None, gpus: float | None, threads: int | None, quiet: bool) -> Cluster:
+        """Connect (`address` "local": start a local Ray) and size the actors from the cluster's resources."""
+        if address != "local" and Path(address).exists():
+            raise UsageError(
+                f"--ray {address}: that is a file or folder, not a Ray address",
+                hint="put --ray after the inputs, or write --ray=ADDRESS (--ray alone starts a local Ray)",
+            )
+        if workers is not None and not 1 <= workers <= 4096:
+            raise UsageError("--workers must be 1..4096")
+        if gpus is not None and not 0 <= gpus <= 64:
+            raise UsageError("--gpus-per-worker must be 0..64")
+        cluster = cls(connect(address, quiet=quiet), 1, 0.0, 1)
+        try:
+            cluster.workers, cluster.gpus, cluster.threads = cluster_defaults(threads, gpus, workers)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    @staticmethod
+    def driver_dtype(dtype: str) -> str:
+        """The driver only plans, on its CPU (the workers' dtype: see `job_for`)."""
+        return "float32" if str(dtype).lower() in ("float16", "fp16", "auto") else dtype
+
+    def job(
+        self, seg: Segmenter, model: str, params: Params, opts: Options, dtype: str, backend: str, registry: str | None
+    ) -> Job:
+        g, t = self.gpus, self.threads
+        return job_for(seg, model, params, opts, gpus=g, threads=t, dtype=dtype, registry=registry, backend=backend)
+
+    @staticmethod
+    def backend_record(job: Job) -> dict[str, Any]:
+        """summary.json's `backend` of a Ray run: what every worker ran."""
+        why = "named for the workers" if job.backend != "torch" else "auto means torch with --ray (or asked for)"
+        return {"requested": None, "backend": job.backend, "reason": why, "seconds": None}
+
+    def stop(self) -> None:
+        if self.started:
+            _ray().shutdown()
+            self.started = False
+
+
+__all__ = ["Cluster", "Job", "cluster_defaults", "connect", "job_for", "run", "segment"]

@@ -1,36 +1,36 @@
 """The records a batch run produces, each with its JSON form written once here.
 
-`ImageRecord`: one input's outcome. Its `to_json()` is the `--jsonl` line; `file_json()` the `<stem>.json`
-file (the same without status and error). `RunSummary`: the run's `summary.json`, accumulated from the records.
+`RunRecord`: what made every output of a run (weights, preset, inference parameters and runtime), built once
+per run. `ImageRecord`: one input's outcome; its `to_json()` is the `--jsonl` line, `file_json()` the
+`<stem>.json` file (the same without status and error). `RunSummary`: the run's `summary.json`, accumulated
+from the records.
 
-    done     schema, input, name, image, model, preset, inference, software, classes, [materials, parts,
-             scene: a parsing model's], outputs, fingerprint, timings, status, error
+    done     schema, input, name, image, model, preset, inference, software, [raster], classes, [materials,
+             parts, scene: a parsing model's], outputs, fingerprint, timings, status, error
     skipped  schema, input, name, status, error, outputs
     failed   schema, input, name, status, error
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..io.outputs import class_stats
 from ..loading.info import ModelInfo
+from ..versions import software
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+    from ..engine.presets import Params
+    from ..io.inputs import Item
 
 PREDICTION_SCHEMA = "segcli.prediction/1"
 RUN_SCHEMA = "segcli.run/1"  # inputs.RUN_SCHEMA recognises earlier runs by it
-
-
-def software() -> dict[str, str]:
-    """The versions that made an output (provenance; not part of the resume fingerprint)."""
-    import torch
-
-    from .._version import __version__
-
-    return {"segcli": __version__, "torch": torch.__version__}
 
 
 def model_record(info: ModelInfo) -> dict[str, Any]:
@@ -44,6 +44,25 @@ def model_record(info: ModelInfo) -> dict[str, Any]:
         "sha256": o.sha256,
         "path": o.path,
     }
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What made a run's outputs, the same for every image: the weights, the preset, the inference parameters
+    and the runtime (dtype, device type, backend). The fingerprint, every image's JSON and summary.json use it."""
+
+    model: dict[str, Any]
+    preset: str
+    inference: dict[str, Any]
+
+    @classmethod
+    def of(cls, seg: Segmenter, params: Params, runtime: dict[str, Any] | None = None) -> RunRecord:
+        """`seg` run with `params`; `runtime` replaces parts of the runtime (a Ray driver plans for its workers)."""
+        return cls(model_record(seg.info), params.preset, {**seg.inference(params), **(runtime or {})})
+
+    def details(self) -> dict[str, Any]:
+        """The part of every image's JSON that this record gives."""
+        return {"model": self.model, "preset": self.preset, "inference": self.inference, "software": software()}
 
 
 @dataclass
@@ -62,6 +81,33 @@ class ImageRecord:
     @classmethod
     def failed(cls, input: str, name: str | None, error: str) -> ImageRecord:
         return cls(input, name, "failed", error)
+
+    @classmethod
+    def done(
+        cls,
+        item: Item,
+        paths: dict[str, Path],
+        run: dict[str, Any],
+        fingerprint: str,
+        size: tuple[int, int],
+        counts: np.ndarray,
+        classes: list[dict[str, Any]],
+        *,
+        raster: dict[str, Any] | None = None,
+        heads: dict[str, Any] | None = None,
+    ) -> ImageRecord:
+        """A finished image (photo or raster): `run` is `RunRecord.details()`, `size` (H, W), `counts` the pixels
+        per class and `classes` their JSON; `raster` its georeference, `heads` a parser's other heads."""
+        details = {
+            "image": {"width": int(size[1]), "height": int(size[0])},
+            **run,
+            **({"raster": raster} if raster is not None else {}),
+            "classes": classes,
+            **(heads or {}),
+        }
+        scene = details["scene"][0]["index"] if details.get("scene") else None
+        name = item.name.as_posix()
+        return cls(str(item.path), name, "done", None, paths, details, fingerprint, counts=counts, scene=scene)
 
     def to_wire(self) -> dict[str, Any]:
         """`to_json` plus what the JSON leaves out (class counts, top scene): a record sent between processes."""
@@ -127,6 +173,10 @@ class RunSummary:
     class_pixels: np.ndarray = field(init=False)
     seconds: float = 0.0
     interrupted: bool = False
+    run: RunRecord | None = None  # what made the outputs
+    backend: dict[str, Any] | None = None  # the backend chosen and why (`backends.Choice.to_json`)
+    extra: dict[str, Any] = field(default_factory=dict)  # more of summary.json: inputs, shard, out
+    run_errors: list[str] = field(default_factory=list)  # run-level files that could not be written
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(len(self.classes), dtype=np.int64)
@@ -149,17 +199,18 @@ class RunSummary:
         if record.scene is not None and record.status != "failed" and 0 <= record.scene < len(self.scenes):
             self.scene_images[record.scene] += 1
 
-    def to_json(
-        self, model: dict[str, Any], preset: str, inference: dict[str, Any], save: list[str], extra: dict[str, Any]
-    ) -> dict[str, Any]:
+    def to_json(self, save: Iterable[str]) -> dict[str, Any]:
+        """summary.json (`save`: the output kinds asked for)."""
+        run = self.run or RunRecord({}, "", {})
         return {
             "schema": RUN_SCHEMA,
-            "model": model,
-            "preset": preset,
-            "inference": inference,
-            "save": save,
+            "model": run.model,
+            "preset": run.preset,
+            "inference": run.inference,
+            "save": sorted(save),
             "software": software(),
-            **extra,
+            **self.extra,
+            "backend": self.backend,
             "counts": {"total": self.total, "done": self.done, "skipped": self.skipped, "failed": len(self.failures)},
             "interrupted": self.interrupted,
             "classes": class_stats(self.class_pixels, list(self.classes)),

@@ -15,7 +15,7 @@ from ..io.inputs import Item
 from ..loading.info import ModelInfo
 from .pipeline import Pipeline
 from .plan import Options, Task, fingerprint, plan
-from .records import ImageRecord, RunSummary, model_record, software
+from .records import ImageRecord, RunRecord, RunSummary
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -61,17 +61,15 @@ def pipeline(
     seg: Segmenter,
     params: Params,
     opts: Options,
-    inference: dict[str, Any] | None = None,
+    run: RunRecord | None = None,
     on_windows: Callable[[int, int], None] | None = None,
 ) -> Pipeline:
-    """The pipeline that segments tasks with `seg` (what `run` uses, and each worker of a Ray run);
-    `inference` overrides the record of the runtime (a Ray driver plans for its workers' device)."""
-    model = model_record(seg.info)
-    inference = inference or seg.inference(params)
-    details = {"model": model, "preset": params.preset, "inference": inference, "software": software()}
+    """The pipeline that segments tasks with `seg` (what `run` uses, and each worker of a Ray run); `run`:
+    the record the outputs carry (default: `seg` with `params` here; a Ray driver plans for its workers)."""
     from .raster import RasterStream
 
-    write = Writer(seg.info.class_set, opts, details, fingerprint(model, inference, opts), seg.info.head_sets)
+    run = run or RunRecord.of(seg, params)
+    write = Writer(seg.info.class_set, opts, run.details(), fingerprint(run, opts), seg.info.head_sets)
     return Pipeline(
         decode=partial(_decode, opts, seg.num_classes),
         infer=partial(seg.run_many, params=params, probs="probs" in opts.save),
@@ -93,20 +91,20 @@ def run(
     summary: RunSummary | None = None,
     on_windows: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
-    """Segment `items` into `opts.out`; `report` gets every image's record (done / skipped / failed) in
+    """Segment `items` into `opts.out` here; `report` gets every image's record (done / skipped / failed) in
     input order; `should_stop` is polled between batches (Ctrl-C finishes the images in flight);
-    `on_windows(done, total)`: progress within a raster read by windows. Records
-    are added to `summary` (a new one when not given), which is returned."""
+    `on_windows(done, total)`: progress within a raster read by windows. Records are added to `summary`
+    (a new one when not given), which is returned. `segcli.batch.predict` is the whole workflow around it."""
     start = time.perf_counter()
-    fp = fingerprint(model_record(seg.info), seg.inference(params), opts)
-    tasks = plan(items, opts, fp, seg.num_classes)
+    record = RunRecord.of(seg, params)
+    tasks = plan(items, opts, fingerprint(record, opts), seg.num_classes)
     totals = summary if summary is not None else RunSummary(tuple(seg.classes), seg.scenes)
     totals.total += len(items)
 
-    def emit(record: ImageRecord) -> None:
-        totals.add(record)
-        report(record)
+    def emit(image: ImageRecord) -> None:
+        totals.add(image)
+        report(image)
 
-    totals.interrupted = pipeline(seg, params, opts, on_windows=on_windows).run(tasks, emit, should_stop)
+    totals.interrupted = pipeline(seg, params, opts, record, on_windows).run(tasks, emit, should_stop)
     totals.seconds += time.perf_counter() - start
     return totals

@@ -38,7 +38,7 @@ def background(classes: ClassSet) -> int | None:
 class Writer:
     class_set: ClassSet
     opts: Options
-    details: dict[str, Any]  # model, preset, inference: the same for every image of the run
+    details: dict[str, Any]  # RunRecord.details(): the same for every image of the run
     fingerprint: str
     head_sets: dict[str, ClassSet] = field(default_factory=dict)  # a parsing model's part, material, scene
     swept: set[Path] = field(default_factory=set)  # folders cleared of a killed run's temporary files
@@ -67,23 +67,10 @@ class Writer:
     def __call__(self, task: Task, image: np.ndarray, pred: Prediction, timings: dict[str, float]) -> ImageRecord:
         """Write the outputs `task.paths` asks for, the palette PNG last (it marks the image done)."""
         labels, paths, opts, k = pred.labels, task.paths, self.opts, len(self.class_set.classes)
-        h, w = labels.shape
         counts = class_counts(labels, k)
-        details = {
-            "image": {"width": int(w), "height": int(h)},
-            **self.details,
-            "classes": class_stats(counts, list(self.class_set.classes)),
-            **self._parsing(pred),
-        }
-        record = ImageRecord(
-            str(task.item.path),
-            task.item.name.as_posix(),
-            "done",
-            outputs=paths,
-            details=details,
-            fingerprint=self.fingerprint,
-            counts=counts,
-            scene=details["scene"][0]["index"] if details.get("scene") else None,
+        classes = class_stats(counts, list(self.class_set.classes))
+        record = ImageRecord.done(
+            task.item, paths, self.details, self.fingerprint, labels.shape, counts, classes, heads=self._parsing(pred)
         )
         written: list[Path] = []
         try:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
+import inspect
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ..errors import EXIT_INTERRUPTED, SegcliError
-
-if TYPE_CHECKING:
-    from ..api import Segmenter
-    from ..backends import Choice
-    from ..engine.presets import Params
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,56 +138,41 @@ TileBatchOpt = Annotated[
 ]
 
 
-def inference_overrides(
-    resize: str | None,
-    mode: str | None,
-    crop: str | None,
-    stride: str | None,
-    scales: str | None,
-    flip: bool | None,
-    tile_batch: int | None,
-) -> dict[str, Any]:
-    """The inference options as `Segmenter.params` overrides (None: the preset's value)."""
-    return {
-        "resize": resize,
-        "mode": mode,
-        "crop": crop,
-        "stride": stride,
-        "scales": scales,
-        "flip": flip,
-        "tile_batch": tile_batch,
-    }
+# name, annotation, default: the options every command that runs a model on images takes (`with_inference`)
+INFERENCE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("preset", PresetOpt, None),
+    ("resize", ResizeOpt, None),
+    ("mode", ModeOpt, None),
+    ("crop", CropOpt, None),
+    ("stride", StrideOpt, None),
+    ("scales", ScalesOpt, None),
+    ("flip", FlipOpt, None),
+    ("tile_batch", TileBatchOpt, None),
+    ("device", DeviceOpt, "auto"),
+    ("dtype", DtypeOpt, "auto"),
+    ("backend", BackendOpt, "auto"),
+)
 
 
-def earlier_backend(out: Path, overwrite: bool) -> str | None:
-    """The backend the earlier run into `out` recorded in its summary.json (None without one, or with
-    --overwrite): `auto` keeps it, so a resumed run's outputs keep one fingerprint."""
-    if overwrite:
-        return None
-    try:
-        doc = json.loads((out / "summary.json").read_text())
-        name = doc["inference"]["backend"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return name if name in ("torch", "compile", "onnxruntime") else None
+def with_inference(fn: F) -> F:
+    """Give a command the shared inference options in place of its `inference` parameter; the command
+    receives them as one `batch.Inference`."""
+    sig = inspect.signature(fn, eval_str=True)  # typer reads a given __signature__ as it is
+    params = list(sig.parameters.values())
+    at = [p.name for p in params].index("inference")
+    added = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in INFERENCE_OPTIONS
+    ]
+    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at + 1 :]]
 
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..batch.request import Inference
 
-def choose_backend(
-    seg: Segmenter, backend: str, params: Params, images: int, quiet: bool, earlier: str | None = None
-) -> Choice:
-    """Pick the backend and say which: `auto` keeps the `earlier` run's backend where it still applies (resume),
-    else calibrates when nothing is cached and the run has enough images."""
-    from ..backends import CALIBRATE_MIN
+        values = {name: kwargs.pop(name) for name, _, default in INFERENCE_OPTIONS if name in kwargs}
+        return fn(*args, inference=Inference(**values), **kwargs)
 
-    log = None if quiet else (lambda m: eprint(f"segcli: {m}"))
-    choice = None
-    if str(backend).lower() == "auto" and earlier is not None:
-        with contextlib.suppress(SegcliError):  # it no longer applies (another preset, onnxruntime gone)
-            choice = seg.use_backend(earlier, params, log=log)
-            choice = replace(choice, requested="auto", reason="the backend of the earlier run into this folder")
-            seg.backend_choice = choice
-    if choice is None:
-        choice = seg.use_backend(backend, params, calibrate=images >= CALIBRATE_MIN, log=log)
-    if log is not None and choice.requested != "torch":
-        log(f"backend {choice.backend} ({choice.reason})")
-    return choice
+    wrapper.__signature__ = sig.replace(parameters=[*params[:at], *added, *keyword])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != "inference"}
+    wrapper.__annotations__.update({n: a for n, a, _ in INFERENCE_OPTIONS})
+    return wrapper  # type: ignore[return-value]

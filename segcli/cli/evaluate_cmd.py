@@ -5,37 +5,18 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..batch.request import Events, Inference
 from ..errors import EXIT_FAILED, UsageError
-from .common import (
-    STATE,
-    BackendOpt,
-    CropOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    FlipOpt,
-    ModeOpt,
-    PresetOpt,
-    QuietOpt,
-    RegistryOpt,
-    ResizeOpt,
-    ScalesOpt,
-    StrideOpt,
-    TileBatchOpt,
-    choose_backend,
-    eprint,
-    handle_errors,
-    inference_overrides,
-)
+from .common import STATE, DebugOpt, QuietOpt, RegistryOpt, eprint, handle_errors, with_inference
 from .progress import Progress
 
 if TYPE_CHECKING:
+    from ..batch import ImageRecord
     from ..evaluation.evaluate import Pairing
 
 GtOpt = Annotated[
@@ -104,6 +85,7 @@ ReportOutOpt = Annotated[
         "with the top confusions, the per-image mIoU histogram (static, offline; the [report] extra).",
     ),
 ]
+NO_OVERRIDES = Inference()  # the model's preset as it is (`with_inference` passes the options given)
 WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Threads decoding label maps.")]
 
 
@@ -166,47 +148,59 @@ def _table(doc: dict[str, Any]) -> None:
     eprint(f"aAcc {pct(m['aAcc'])}  mIoU {pct(m['mIoU'])}  mAcc {pct(m['mAcc'])}  ({doc['pairs']} pairs, {rule})")
 
 
-@dataclass(frozen=True)
-class _OnTheFly:
-    """--model M --images DIR: what to predict with, and where."""
+class _Progress(Events):
+    """The on-the-fly prediction's progress and error lines."""
 
-    model: str
-    images: Path
-    save_pred: Path | None
-    preset: str | None
-    device: str
-    dtype: str
-    backend: str
-    overrides: dict[str, Any]
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.progress = quiet, Progress(0, enabled=False)
+
+    def say(self, level: str, message: str) -> None:
+        if level != "info":
+            self.progress.print_error(f"segcli: {level}: {message}")
+        elif not self.quiet:
+            eprint(f"segcli: {message}")
+
+    def started(self, total: int) -> None:
+        self.progress = Progress(total, enabled=not self.quiet).__enter__()
+
+    def record(self, record: ImageRecord) -> None:
+        if record.status == "failed":
+            self.progress.print_error(f"segcli: error: {record.error}")
+        self.progress.advance(record.status)
 
 
-def _predict(job: _OnTheFly, out: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool):
-    """Predict the images that have ground truth into `out`; (class names, JSON fields for the report)."""
+def _predict(model: str, images: Path, out: Path, inference: Inference, pairs: tuple[Path, str, str], quiet: bool):
+    """Predict the images that have ground truth (`pairs`: its folder and both suffixes) into `out`; (class
+    names, JSON fields for the report)."""
     from .. import batch
-    from ..api import Segmenter
     from ..evaluation import evaluate as ev
     from ..io.inputs import discover
 
-    if not job.images.is_dir():
-        raise UsageError(f"--images {job.images}: not a directory")
-    items = discover([str(job.images)]).items
+    if not images.is_dir():
+        raise UsageError(f"--images {images}: not a directory")
+    gt, gt_suffix, pred_suffix = pairs
+    found = discover([str(images)])
     gt_keys = {ev.pair_key(p, gt, gt_suffix) for p in ev.label_files(gt)}
-    wanted = [it for it in items if ev.strip_suffix(it.rel.with_suffix(""), pred_suffix) in gt_keys]
-    if not wanted:
-        raise UsageError(f"no image in {job.images} has ground truth in {gt}", hint="see --gt-suffix / --pred-suffix")
-    seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=STATE.registry)
-    params = seg.params(job.preset, **job.overrides)
-    choice = choose_backend(seg, job.backend, params, len(wanted), quiet)
-    progress = Progress(len(wanted), enabled=not quiet)
-    with progress:
-        run = batch.run(
-            seg, wanted, params, batch.Options(out, frozenset()), report=lambda r: progress.advance(r.status)
+    found.items = [it for it in found.items if ev.strip_suffix(it.rel.with_suffix(""), pred_suffix) in gt_keys]
+    if not found.items:
+        raise UsageError(f"no image in {images} has ground truth in {gt}", hint="see --gt-suffix / --pred-suffix")
+    events = _Progress(quiet)
+    try:
+        run = batch.predict(
+            [str(images)],
+            model,
+            out,
+            events=events,
+            inference=inference,
+            save="none",
+            registry=STATE.registry,
+            found=found,
         )
-    for f in run.failures:
-        eprint(f"segcli: error: {f['error']}")
-    record = {"model": batch.model_record(seg.info), "inference": seg.inference(params), "images": str(job.images)}
-    record["backend"] = choice.to_json()
-    return seg.classes, record
+    finally:
+        events.progress.__exit__()
+    assert run.run is not None
+    record = {"model": run.run.model, "inference": run.run.inference, "images": str(images), "backend": run.backend}
+    return run.classes, record
 
 
 def _pairing(pred: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool) -> Pairing:
@@ -307,6 +301,7 @@ def _raw_ade_warning(result: Any, ignore_index: int) -> None:
 
 
 @handle_errors
+@with_inference
 def evaluate(
     gt: GtOpt,
     pred: PredOpt = None,
@@ -327,17 +322,7 @@ def evaluate(
     confusion_out: ConfusionOpt = None,
     report_out: ReportOutOpt = None,
     workers: WorkersOpt = 2,
-    preset: PresetOpt = None,
-    resize: ResizeOpt = None,
-    mode: ModeOpt = None,
-    crop: CropOpt = None,
-    stride: StrideOpt = None,
-    scales: ScalesOpt = None,
-    flip: FlipOpt = None,
-    tile_batch: TileBatchOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    backend: BackendOpt = "auto",
+    inference: Inference = NO_OVERRIDES,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     registry: RegistryOpt = None,
@@ -348,8 +333,6 @@ def evaluate(
     Either --pred DIR --gt DIR, or --model M --images DIR --gt DIR (predicts first, with the model's preset
     unless told otherwise). Unpaired files are listed; the exit code is 1 when some ground truth has no
     prediction or some pair could not be read."""
-    from ..backends import check as check_backend
-    from ..engine.presets import check
     from ..evaluation import evaluate as ev
 
     _check_options(absent, resize_pred, pred, model, images, gt, save_pred, num_classes, workers)
@@ -360,13 +343,10 @@ def evaluate(
     tmp: Path | None = None
     try:
         if model is not None and images is not None:
-            overrides = inference_overrides(resize, mode, crop, stride, scales, flip, tile_batch)
-            check(preset, **overrides)
-            check_backend(backend)
+            inference.check()
             tmp = None if save_pred else Path(tempfile.mkdtemp(prefix="segcli-eval-"))
             pred = save_pred or tmp
-            job = _OnTheFly(model, images, save_pred, preset, device, dtype, backend, overrides)
-            names, extra_model = _predict(job, pred, gt, gt_suffix, pred_suffix, silent)
+            names, extra_model = _predict(model, images, pred, inference, (gt, gt_suffix, pred_suffix), silent)
             extra.update(extra_model)
         else:
             names = _classes(classes, num_classes)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..model import Segmentor
+from ..versions import made_by
 from .checkpoint import match_state_dict
 from .classes import ClassSet, derived_palette, known_set
 from .formats import csail, mmseg, native, semseg
@@ -63,7 +63,7 @@ def _source(srcs: list[Path], spec: ModelSpec) -> dict[str, object]:
     """What config.json records about the converted files (one file: `file` / `sha256`, as before)."""
     names, digests = [s.name for s in srcs], [file_sha256(s, quiet=True) for s in srcs]
     files = {"file": names[0], "sha256": digests[0]} if len(srcs) == 1 else {"files": names, "sha256": digests}
-    return {**files, "arch": spec.name, "converted_by": f"segcli {__version__}", "license": spec.license}
+    return {**files, "arch": spec.name, "converted_by": made_by(), "license": spec.license}
 
 
 def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..._version import __version__
 from ...engine.presets import Protocol
 from ...errors import ConfigError
 from ...fsutil import atomic_write_bytes
 from ...model.segmentor import Normalization
+from ...versions import made_by
 from ..classes import class_set_for
 from ..info import ModelInfo, Origin
 from .common import dump_json, read_json
@@ -68,7 +68,7 @@ def describe(
     o, p = info.origin, info.protocol
     return {
         "format": FORMAT,
-        "exported_by": f"segcli {__version__}",
+        "exported_by": made_by(),
         "model_format": layout.model_format,
         "input": {
             "name": "pixels" if layout.with_preprocess else "input",

@@ -1,0 +1,245 @@
+"""`segcli.batch.predict`: a prediction over a collection, end to end (what `segcli predict` runs).
+
+    check the request (nothing loaded) → discover the inputs → connect to Ray (--ray) → load the model →
+    resolve the parameters and the outputs → pick the backend → run here (`runner.run`) or on the Ray actors
+    (`ray.run`) → summary.json, legend.png / classes.json, the HTML report
+
+Every record goes to `Events.record` as it comes; run-level problems (a summary that cannot be written) are
+`RunSummary.run_errors`; an error that stops the run (a broken model) is raised once what was done is summed up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SegcliError
+from .plan import Options
+from .records import ImageRecord, RunRecord, RunSummary
+from .request import (
+    Events,
+    Request,
+    check_options,
+    check_out,
+    check_report,
+    discovery_notes,
+    earlier_backend,
+    model_kinds,
+    raster_options,
+    save_kinds,
+)
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+    from ..backends import Choice
+    from ..engine.presets import Params
+    from ..io.inputs import Discovery, Item
+    from .ray import Cluster, Job
+
+
+def predict(
+    inputs: Sequence[str] | str, model: str, out: str | Path, *, events: Events | None = None, **options: Any
+) -> RunSummary:
+    """Segment the images `inputs` name (files, folders, globs, "-": paths on stdin) with `model` into `out`;
+    `options` are `Request`'s fields (save="json,overlay", inference=Inference(preset="mmseg-ms"), ray="local",
+    ...). Resumes: images finished earlier with the same fingerprint are skipped."""
+    names = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+    return run_request(Request(names, out, model, **options), events or Events())
+
+
+def run_request(req: Request, events: Events) -> RunSummary:
+    """`predict` of a `Request`."""
+    from ..io.inputs import in_shard, parse_shard
+
+    req.inference.check()
+    kinds = save_kinds(req.save)
+    shard = parse_shard(req.shard)
+    out = check_options(req, kinds)
+    raster = raster_options(req, kinds)
+    if req.report:
+        check_report(shard)
+    found = req.found if req.found is not None else _discover(req, out)
+    discovery_notes(found, events.say)
+    items = [it for it in found.items if in_shard(it, shard)]  # an empty shard is a normal, empty run
+    check_out(out, found)
+    cluster = _connect(req) if req.ray is not None else None
+    try:
+        seg = _load(req, cluster)
+        params = seg.params(req.inference.preset, **_overrides(req, cluster))
+        kinds = model_kinds(kinds, seg.maps, req.save is None)
+        opts = Options(
+            out,
+            kinds,
+            req.alpha,
+            req.topk,
+            req.overwrite,
+            req.batch_size,
+            req.max_pixels,
+            legend=req.legend,
+            report=req.report,
+            raster=raster,
+            overviews=req.overviews,
+        )
+        run = _Run(req, seg, params, opts, cluster, events)
+        summary = run.start(found, len(items))
+        run.execute(items, summary)
+        summary.extra = {"inputs": list(req.inputs), "shard": list(shard) if shard else None, "out": str(out)}
+        name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
+        run.finish(summary, name)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    if run.fatal is not None:
+        raise run.fatal
+    return summary
+
+
+def _discover(req: Request, out: Path) -> Discovery:
+    from ..io.inputs import discover, parse_extensions
+
+    exts = parse_extensions(req.ext)
+    return discover(list(req.inputs), extensions=exts, recursive=req.recursive, null=req.null, exclude=out)
+
+
+def _connect(req: Request) -> Cluster:
+    from .ray import Cluster
+
+    assert req.ray is not None
+    return Cluster.start(req.ray, req.workers, req.gpus_per_worker, req.threads, quiet=not req.ray_logs)
+
+
+def _overrides(req: Request, cluster: Cluster | None) -> dict[str, Any]:
+    overrides = req.inference.overrides()
+    if cluster is not None and cluster.gpus and overrides["tile_batch"] is None:
+        overrides["tile_batch"] = 4  # as Segmenter.params does on an accelerator
+    return overrides
+
+
+def _load(req: Request, cluster: Cluster | None) -> Segmenter:
+    """The Segmenter that runs here; with --ray the driver only plans (the model on its CPU), the actors run it."""
+    from ..api import Segmenter
+
+    inf = req.inference
+    if cluster is not None:
+        return Segmenter.from_pretrained(req.model, dtype=cluster.driver_dtype(inf.dtype), registry=req.registry)
+    if req.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, req.threads))
+    return Segmenter.from_pretrained(req.model, device=inf.device, dtype=inf.dtype, registry=req.registry)
+
+
+def choose_backend(
+    seg: Segmenter, backend: str, params: Params, images: int, earlier: str | None, events: Events
+) -> Choice:
+    """Pick the backend and say which: `auto` keeps the `earlier` run's backend where it still applies (resume),
+    else calibrates when nothing is cached and the run has enough images."""
+    from ..backends import CALIBRATE_MIN
+
+    def log(message: str) -> None:
+        events.say("info", message)
+
+    choice = None
+    if str(backend).lower() == "auto" and earlier is not None:
+        with contextlib.suppress(SegcliError):  # it no longer applies (another preset, onnxruntime gone)
+            choice = seg.use_backend(earlier, params, log=log)
+            choice = replace(choice, requested="auto", reason="the backend of the earlier run into this folder")
+            seg.backend_choice = choice
+    if choice is None:
+        choice = seg.use_backend(backend, params, calibrate=images >= CALIBRATE_MIN, log=log)
+    if choice.requested != "torch":
+        log(f"backend {choice.backend} ({choice.reason})")
+    return choice
+
+
+@dataclass
+class _Run:
+    """One run, once the model is loaded: its backend and record, the records as they come, the files after."""
+
+    req: Request
+    seg: Segmenter
+    params: Params
+    opts: Options
+    cluster: Cluster | None
+    events: Events
+    job: Job | None = None
+    gallery: list[Any] | None = None
+    fatal: SegcliError | None = None  # the error that stopped the run, raised once it is summed up
+
+    def start(self, found: Discovery, planned: int) -> RunSummary:
+        """Choose the backend (or the Ray workers' job), then the summary with discovery's failures in it."""
+        backend = self.req.inference.backend
+        if self.cluster is not None:
+            c = self.cluster
+            self.job = c.job(
+                self.seg, self.req.model, self.params, self.opts, self.req.inference.dtype, backend, self.req.registry
+            )
+            record, choice = self.job.record, c.backend_record(self.job)
+        else:
+            earlier = earlier_backend(self.opts.out, self.opts.overwrite)
+            choice = choose_backend(self.seg, backend, self.params, planned, earlier, self.events).to_json()
+            record = RunRecord.of(self.seg, self.params)  # after the choice: the backend is part of the runtime
+        self.gallery = [] if self.req.report else None
+        summary = RunSummary(tuple(self.seg.classes), self.seg.scenes, run=record, backend=choice)
+        summary.total = len(found.errors)
+        self.events.started(planned + len(found.errors))
+        for arg, reason in found.errors:
+            failed = ImageRecord.failed(arg, None, f"{arg}: {reason}")
+            summary.add(failed)
+            self.report(failed)
+        return summary
+
+    def report(self, image: ImageRecord) -> None:
+        if self.gallery is not None and image.status != "failed":
+            from ..report.gallery import Entry
+
+            name = image.name or image.input
+            self.gallery.append(Entry(Path(image.input), name, image.status, image.outputs, image.counts))
+        self.events.record(image)
+
+    def execute(self, items: list[Item], summary: RunSummary) -> None:
+        from . import runner
+
+        run = dict(report=self.report, should_stop=self.events.should_stop, summary=summary)
+        try:
+            if self.cluster is not None and self.job is not None:
+                from .ray import run as on_ray
+
+                on_ray(self.seg, self.job, items, workers=self.cluster.workers, gpus=self.cluster.gpus, **run)
+            else:
+                runner.run(self.seg, items, self.params, self.opts, on_windows=self.events.windows, **run)
+        except SegcliError as e:  # stops the run; what was done is still summed up
+            self.fatal, summary.interrupted = e, True
+
+    def finish(self, summary: RunSummary, name: str) -> None:
+        """summary.json (`name`), legend.png / classes.json and (with --report) the report; what cannot be
+        written is a run error, said at once."""
+        from ..fsutil import atomic_write_bytes
+        from ..io.outputs import json_bytes
+        from .runner import write_run_files
+
+        out, doc = self.opts.out, summary.to_json(self.opts.save)
+        self._write(
+            summary, f"{out / name}: cannot write the run summary", atomic_write_bytes, out / name, json_bytes(doc)
+        )
+        self._write(summary, f"{out}: cannot write legend.png / classes.json", write_run_files, out, self.seg.info)
+        if self.gallery is not None:
+            from ..report import gallery
+
+            c = self.seg.info.class_set
+            page = self._write(
+                summary, f"{out}: cannot write the report", gallery.write, out, self.gallery, doc, c, self.opts.alpha
+            )
+            if page is not None:
+                self.events.say("info", f"report: {page}")
+
+    def _write(self, summary: RunSummary, what: str, step: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return step(*args)
+        except OSError as e:
+            summary.run_errors.append(f"{what} ({e.strerror or e})")
+            self.events.say("error", summary.run_errors[-1])
+            return None
