@@ -12,10 +12,17 @@ EXIT_USAGE = 2  # bad flag, unknown model, unreadable weights or configuration: 
 EXIT_INTERRUPTED = 130
 
 
-def first_line(e: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's text (its type name when it has none), for one-line messages."""
+def first_line(e: BaseException, limit: int = 200, *, typed: bool = False, strerror: bool = False) -> str:
+    """The first line of an exception's text (its type name when it has none), for one-line messages; `typed`
+    puts the type's name first (`ValueError: ...`), `strerror` gives an OSError's own reason when it has one
+    (`Permission denied`, without the path the message names already)."""
+    if strerror and isinstance(e, OSError) and e.strerror:
+        return e.strerror[:limit]
     text = str(e).strip()
-    return text.splitlines()[0][:limit] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0][:limit]
+    return f"{type(e).__name__}: {line}" if typed else line
 
 
 class SegcliError(Exception):

@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakehub import FakeHub
-from helpers import randomize_, save_hf_dir, save_tiny_upp, tiny_convnext, tiny_swin
+from helpers import randomize_, run_cli, save_hf_dir, save_tiny_upp, tiny_convnext, tiny_swin
 
 ORIGINAL_ENV = dict(os.environ)  # opt-in Hub tests use the user's real cache and settings
 _ENV_CLEARED = (
@@ -42,6 +42,12 @@ def isolated_env(tmp_path_factory, monkeypatch):
     # and --backend auto would calibrate (a minute): tests run eager torch unless they say otherwise
     monkeypatch.setenv("SEGCLI_BACKEND", "torch")
     yield base
+
+
+@pytest.fixture()
+def cli():
+    """`cli("predict", path, "-o", out)` → the CliRunner result of `segcli predict PATH -o OUT`."""
+    return run_cli
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,18 @@ DATA = Path(__file__).parent / "data"
 ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "loading" / "data" / "ade20k.json").read_text())[
     "classes"
 ]
+
+
+def run_cli(*args: object, input: bytes | str | None = None):
+    """`segcli ARGS...` in this process (Typer's CliRunner): exit code, stdout and stderr apart. Tests take it
+    as the `cli` fixture."""
+    from typer.testing import CliRunner
+
+    from segcli.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 

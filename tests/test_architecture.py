@@ -70,3 +70,74 @@ def test_no_module_imports_the_init_of_a_package_containing_it():
             if names and path.name != "__init__.py":
                 offences.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {names} from {target}")
     assert offences == []
+
+
+# The top-level units in layers, lowest first: a module imports only from its own unit or from a lower layer
+# (lazy imports inside functions count too), so the tree is a diagram with no import running back up.
+LAYERS = [
+    ("errors", "fsutil", "_version"),
+    ("extras", "versions"),
+    ("engine",),  # inference for any SegModel, and the presets
+    ("model",),  # the networks (they describe their heads in engine.heads' terms)
+    ("loading",),  # model files → described, strictly loaded networks
+    ("io", "backends"),  # files in and out; how a loaded network runs
+    ("api", "evaluation"),
+    ("report",),
+    ("batch", "train"),
+    ("cli",),  # the command line: parses, calls the library, prints
+    ("ray", "__init__", "__main__"),  # the package's public faces
+]
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            target = ".".join(base + (node.module.split(".") if node.module else []))
+            names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            found += [(node.lineno, t) for t in names]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [(node.lineno, n) for n in names if n == "segcli" or n.startswith("segcli.")]
+    return found
+
+
+def test_imports_only_go_down_the_layers():
+    layer = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = _unit(_module_name(path))
+        assert here in layer or path.stem in layer, f"{path}: its top-level unit is in no layer"
+        here = here if here in layer else path.stem
+        for line, target in _imports(path):
+            there = _unit(target) if target != "segcli" else "__init__"
+            there = there if there in layer else target.split(".")[1]
+            if there != here and layer[there] >= layer[here]:
+                offences.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({here}) imports {target} ({there})")
+    assert offences == []
+
+
+def test_first_line_is_the_one_exception_summary():
+    from segcli.errors import first_line
+
+    assert first_line(ValueError("bad value\nmore detail")) == "bad value"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(ValueError("x" * 500), 10) == "x" * 10
+    assert first_line(KeyError("k"), typed=True) == "KeyError: 'k'"
+    err = PermissionError(13, "Permission denied", "/a/b")
+    assert first_line(err, strerror=True) == "Permission denied" and "/a/b" in first_line(err)
+
+
+def test_every_checkpoint_format_has_a_reader():
+    from segcli.loading.convert import READERS
+    from segcli.loading.registry import FORMATS
+
+    assert set(READERS) == set(FORMATS)

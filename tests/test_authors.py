@@ -20,22 +20,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_image, randomize_
+from helpers import random_image, randomize_, run_cli
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.engine.presets import Protocol, resolve
 
 mit = pytest.importorskip("mit_semseg.models.models", reason="pip install --no-deps mit_semseg==1.0.0")
 from mit_semseg.models import resnet as mit_resnet  # noqa: E402
 
 SIZE = (201, 265)  # (H - 1) % 8 == 0: a size the semseg network accepts as it is
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _scaled(model: torch.nn.Module, classifier: str, seed: int, logits=None) -> torch.nn.Module:
@@ -92,7 +86,7 @@ def save_csail(encoder, decoder, folder: Path, epoch: int) -> list[Path]:
 
 
 def _convert(files: list[Path], arch: str, out: Path) -> Segmenter:
-    r = cli("convert", *files, "--arch", arch, "-o", out)
+    r = run_cli("convert", *files, "--arch", arch, "-o", out)
     assert r.exit_code == 0, r.stderr
     return Segmenter.from_pretrained(out)
 
@@ -191,7 +185,7 @@ def _small_semseg(tmp_path: Path, classes: int = 19):
     path = save_semseg(ref, tmp_path / "small" / "train_epoch_1.pth")
     reg = tmp_path / "reg.toml"
     reg.write_text(SMALL_SEMSEG.format(classes="cityscapes" if classes == 19 else "voc2012"))
-    r = cli("--registry", reg, "convert", path, "--arch", "small-semseg", "-o", tmp_path / "small-out")
+    r = run_cli("--registry", reg, "convert", path, "--arch", "small-semseg", "-o", tmp_path / "small-out")
     assert r.exit_code == 0, r.stderr
     return ref, Segmenter.from_pretrained(tmp_path / "small-out")
 
@@ -312,7 +306,7 @@ def r18_files(tmp_path_factory) -> list[Path]:
     return save_csail(encoder, decoder, tmp_path_factory.mktemp("r18"), 20)
 
 
-def test_csail_bad_inputs(r18_files, tmp_path):
+def test_csail_bad_inputs(cli, r18_files, tmp_path):
     arch = "csail-resnet18dilated-ppm-deepsup"
     encoder, decoder = r18_files
     for files, message in [
@@ -333,7 +327,7 @@ def test_csail_bad_inputs(r18_files, tmp_path):
     assert r.exit_code == 2 and "do not match the architecture" in r.stderr  # an R18 given as an R50
 
 
-def test_csail_conversion_is_byte_identical_in_either_order(r18_files, tmp_path):
+def test_csail_conversion_is_byte_identical_in_either_order(cli, r18_files, tmp_path):
     arch = "csail-resnet18dilated-ppm-deepsup"
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli("convert", *r18_files, "--arch", arch, "-o", a).exit_code == 0
@@ -346,7 +340,7 @@ def test_csail_conversion_is_byte_identical_in_either_order(r18_files, tmp_path)
 
 
 @pytest.mark.parametrize("prefix, optimizer", [("module.", False), ("", True), ("", False)])
-def test_semseg_files_without_optimizer_or_prefix_are_accepted(tmp_path, prefix, optimizer):
+def test_semseg_files_without_optimizer_or_prefix_are_accepted(cli, tmp_path, prefix, optimizer):
     ref = semseg_reference(50, 19, seed=5, blocks=[1, 1, 1, 1])
     path = save_semseg(ref, tmp_path / "ckpt.pth", prefix=prefix, optimizer=optimizer)
     reg = tmp_path / "reg.toml"
@@ -359,7 +353,7 @@ def test_semseg_files_without_optimizer_or_prefix_are_accepted(tmp_path, prefix,
         assert (seg.model(x) - ref(x)).abs().max().item() < 1e-4
 
 
-def test_download_fetches_both_csail_files_and_semseg_explains(r18_files, tmp_path, monkeypatch):
+def test_download_fetches_both_csail_files_and_semseg_explains(cli, r18_files, tmp_path, monkeypatch):
     served = tmp_path / "www" / "ade20k-resnet18dilated-ppm_deepsup"
     served.mkdir(parents=True)
     for f in r18_files:

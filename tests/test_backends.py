@@ -14,11 +14,9 @@ import pytest
 import torch
 from helpers import random_image
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
 from segcli.backends import BackendError, Choice, calibrate, view_shape
-from segcli.cli.app import app
 from segcli.engine.presets import Params, Resize
 from segcli.errors import UsageError
 from segcli.loading.hub import segcli_cache
@@ -28,10 +26,6 @@ HERE = Path(__file__).resolve().parent
 COMPILER = shutil.which("c++") or shutil.which("g++")  # inductor's, on CPUs
 HF = dict(resize="128x128")
 SLIDE = dict(resize="none", mode="slide", crop=128, stride=85)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -267,7 +261,7 @@ def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_
 # --- the CLI: recorded, part of the resume fingerprint --------------------------------------------------------
 
 
-def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_path, cached_export):
+def test_backend_is_recorded_and_part_of_the_fingerprint(cli, tiny_convnext_dir, tmp_path, cached_export):
     pytest.importorskip("onnxruntime")
     src = tmp_path / "in"
     src.mkdir()
@@ -293,7 +287,7 @@ def test_backend_is_recorded_and_part_of_the_fingerprint(tiny_convnext_dir, tmp_
     assert agreement(np.asarray(Image.open(out / "p0.png")), ort_labels) >= 0.999
 
 
-def test_unknown_backend_is_a_usage_error(tiny_convnext_dir, tmp_path):
+def test_unknown_backend_is_a_usage_error(cli, tiny_convnext_dir, tmp_path):
     img = tmp_path / "a.png"
     Image.fromarray(random_image(32, 32)).save(img)
     r = cli("predict", img, "-o", tmp_path / "out", "-m", tiny_convnext_dir, "--backend", "tensorrt")
@@ -312,7 +306,7 @@ def test_unknown_backend_is_a_usage_error(tiny_convnext_dir, tmp_path):
         ("onnx", "torch", "onnxruntime"),
     ],
 )
-def test_ray_workers_get_a_named_backend(model, asked, runs, tiny_convnext_dir, tmp_path):
+def test_ray_workers_get_a_named_backend(cli, model, asked, runs, tiny_convnext_dir, tmp_path):
     """The driver cannot measure the workers: auto means torch there; a named backend is every worker's."""
     from segcli.batch import Options
     from segcli.batch.ray import job_for

@@ -19,17 +19,11 @@ import numpy as np
 import pytest
 from helpers import random_image
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.errors import CheckpointError, ConfigError, ImageError
 
 MODEL_KEY = "tiny-model"
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def photo(path: Path, h: int = 24, w: int = 32, seed: int = 0) -> Path:
@@ -131,7 +125,7 @@ preset = "hf"
         ("ok", 'repo = "a/b"\nfilename = "model.safetensors"', -1, "`crop_size`"),
     ],
 )
-def test_registry_entries_are_checked(tmp_path, name, field, crop, message):
+def test_registry_entries_are_checked(cli, tmp_path, name, field, crop, message):
     reg = tmp_path / "reg.toml"
     reg.write_text(REGISTRY.format(name=f'"{name}"' if "/" in name or "." in name else name, field=field, crop=crop))
     r = cli("--registry", reg, "models")
@@ -157,7 +151,7 @@ def test_a_fifo_as_a_shard_does_not_hang(model):
 
 
 @pytest.mark.parametrize("content", [b"", b"\x08\x01\x12\x03abc" * 3, None])
-def test_corrupt_onnx_files_are_one_line(model, tmp_path, content):
+def test_corrupt_onnx_files_are_one_line(cli, model, tmp_path, content):
     pytest.importorskip("onnxruntime")
     onnx = tmp_path / "m.onnx"
     side = {
@@ -194,21 +188,21 @@ def test_corrupt_onnx_files_are_one_line(model, tmp_path, content):
         (["--batch-size", "0"], "--batch-size"),
     ],
 )
-def test_bad_flags_are_usage_errors(model, tmp_path, args, message):
+def test_bad_flags_are_usage_errors(cli, model, tmp_path, args, message):
     photo(tmp_path / "in" / "a.png")
     base = ["predict", tmp_path / "in", "-m", model]
     r = cli(*base, *(args if "-o" in args else [*args, "-o", tmp_path / "out"]))
     assert r.exit_code == 2 and message in r.stderr, r.stderr
 
 
-def test_evaluate_num_classes_zero_is_a_usage_error(tmp_path):
+def test_evaluate_num_classes_zero_is_a_usage_error(cli, tmp_path):
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()
     r = cli("evaluate", "--gt", tmp_path / "gt", "--pred", tmp_path / "pred", "--num-classes", "0")
     assert r.exit_code == 2 and "--num-classes 0" in r.stderr
 
 
-def test_nan_weights_and_constant_logits_are_model_errors(model, tmp_path):
+def test_nan_weights_and_constant_logits_are_model_errors(cli, model, tmp_path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(model / "model.safetensors")
@@ -248,7 +242,7 @@ def test_hash_cache_is_data_not_truth(model, monkeypatch, tmp_path):
 # ------------------------------------------------------------------ one input never stops the batch
 
 
-def test_thin_and_tiny_images_under_slide_are_segmented(model, tmp_path):
+def test_thin_and_tiny_images_under_slide_are_segmented(cli, model, tmp_path):
     src = tmp_path / "in"
     photo(src / "thin.png", 40, 1000, seed=1)
     photo(src / "tall.png", 900, 30, seed=2)
@@ -259,7 +253,7 @@ def test_thin_and_tiny_images_under_slide_are_segmented(model, tmp_path):
         assert np.asarray(Image.open(tmp_path / "out" / f"{name}.png")).shape == shape
 
 
-def test_undecodable_files_fail_alone(model, tmp_path):
+def test_undecodable_files_fail_alone(cli, model, tmp_path):
     src = tmp_path / "in"
     photo(src / "good.png")
     (src / "fake.jpg").write_bytes(b"DDS |\x00\x00\x00\x07\x10\x08\x00" + b"\x00" * 120)  # a DDS header
@@ -274,7 +268,7 @@ def test_undecodable_files_fail_alone(model, tmp_path):
     assert len(errors) == 2 and all("Traceback" not in e for e in errors)
 
 
-def test_probs_of_a_huge_image_are_refused_from_the_header(model, tmp_path):
+def test_probs_of_a_huge_image_are_refused_from_the_header(cli, model, tmp_path):
     src = tmp_path / "in"
     photo(src / "small.png")
     # a PNG whose header claims 9000x9000 (a decoder would need the data; the check reads only the header)
@@ -287,7 +281,7 @@ def test_probs_of_a_huge_image_are_refused_from_the_header(model, tmp_path):
 # ------------------------------------------------------------------ data loss
 
 
-def test_evaluate_save_pred_may_not_overlap_inputs(model, tmp_path):
+def test_evaluate_save_pred_may_not_overlap_inputs(cli, model, tmp_path):
     gt, images = tmp_path / "gt", tmp_path / "images"
     photo(images / "a.png")
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(gt / "a.png") if gt.mkdir() is None else None
@@ -298,7 +292,7 @@ def test_evaluate_save_pred_may_not_overlap_inputs(model, tmp_path):
     assert (gt / "a.png").read_bytes() == before and sorted(p.name for p in gt.iterdir()) == ["a.png"]
 
 
-def test_export_onto_its_own_source_is_refused(model):
+def test_export_onto_its_own_source_is_refused(cli, model):
     before = (model / "model.safetensors").read_bytes()
     for out in (model, model / "sub"):
         r = cli("export", model, "-f", "safetensors-fp16", "-o", out)
@@ -306,7 +300,7 @@ def test_export_onto_its_own_source_is_refused(model):
     assert (model / "model.safetensors").read_bytes() == before
 
 
-def test_colliding_names_get_distinct_outputs_and_resume(model, tmp_path):
+def test_colliding_names_get_distinct_outputs_and_resume(cli, model, tmp_path):
     src = tmp_path / "in"
     for i, name in enumerate(["x.jpg", "x.png", "x.jpg.png", "a.jpg", "a_label.jpg", "summary.jpg", "p.png"]):
         photo(src / name, 20 + i, 30, seed=i)
@@ -335,7 +329,7 @@ def test_colliding_names_get_distinct_outputs_and_resume(model, tmp_path):
 # ------------------------------------------------------------------ no hangs, fast failures
 
 
-def test_fifos_are_skipped_not_opened(model, tmp_path):
+def test_fifos_are_skipped_not_opened(cli, model, tmp_path):
     src = tmp_path / "in"
     photo(src / "a.png")
     os.mkfifo(src / "pipe.png")
@@ -362,7 +356,7 @@ def test_globs_do_not_follow_symlink_loops(tmp_path, monkeypatch):
     assert [it.path.resolve() for it in found.items] == [(tmp_path / "lp/a/x.png").resolve()]
 
 
-def test_out_under_a_regular_file_fails_before_the_model_loads(model, tmp_path):
+def test_out_under_a_regular_file_fails_before_the_model_loads(cli, model, tmp_path):
     photo(tmp_path / "in" / "a.png")
     (tmp_path / "file").write_text("x")
     r = cli("predict", tmp_path / "in", "-m", "no-such-model", "-o", tmp_path / "file" / "out")
@@ -384,7 +378,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-def test_full_disk_fails_images_not_the_run(model, tmp_path, small_disk):
+def test_full_disk_fails_images_not_the_run(cli, model, tmp_path, small_disk):
     src = tmp_path / "in"
     for i in range(6):
         photo(src / f"{i}.png", 120, 160, seed=i)
@@ -401,7 +395,7 @@ def test_full_disk_fails_images_not_the_run(model, tmp_path, small_disk):
     assert len(stems) < 6
 
 
-def test_read_only_out_fails_up_front(model, tmp_path):
+def test_read_only_out_fails_up_front(cli, model, tmp_path):
     ro = tmp_path / "ro"
     if not _mount_tmpfs(ro, "size=64k,ro"):
         pytest.skip("mounting a tmpfs needs privileges this machine does not give")
@@ -450,7 +444,7 @@ def test_closed_jsonl_pipe_keeps_the_summary(model, tmp_path):
     assert summary["interrupted"] is True and summary["counts"]["done"] >= 1
 
 
-def test_unreachable_hub_is_one_quick_error(tmp_path, monkeypatch):
+def test_unreachable_hub_is_one_quick_error(cli, tmp_path, monkeypatch):
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -480,7 +474,7 @@ def test_url_downloads_honour_offline(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ evaluate
 
 
-def test_evaluate_one_bit_bomb_and_label_suffix_pairs(tmp_path):
+def test_evaluate_one_bit_bomb_and_label_suffix_pairs(cli, tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()
@@ -518,7 +512,7 @@ def test_outputs_honour_the_umask(model, tmp_path, umask, mode):
         assert stat.S_IMODE((out / f).stat().st_mode) == mode, f
 
 
-def test_stray_temporary_files_of_a_killed_run_are_removed(model, tmp_path):
+def test_stray_temporary_files_of_a_killed_run_are_removed(cli, model, tmp_path):
     photo(tmp_path / "in" / "a.png")
     out = tmp_path / "out"
     out.mkdir()
@@ -534,7 +528,7 @@ def test_stray_temporary_files_of_a_killed_run_are_removed(model, tmp_path):
     assert not stale.exists() and live.exists()
 
 
-def test_symlinked_folders_planted_in_out_are_not_followed(model, tmp_path):
+def test_symlinked_folders_planted_in_out_are_not_followed(cli, model, tmp_path):
     src = tmp_path / "in"
     photo(src / "sub" / "a.png")
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
@@ -592,7 +586,7 @@ def test_an_unreadable_subfolder_is_reported(model, tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_resume_survives_what_is_already_in_out(model, tmp_path):
+def test_resume_survives_what_is_already_in_out(cli, model, tmp_path):
     """Earlier outputs are data, not truth: a huge PNG, JSON of the wrong shape, a FIFO — planning reads
     only PNG headers and checked JSON, never blocks, and the images are simply redone."""
     src, out = tmp_path / "in", tmp_path / "out"
@@ -610,7 +604,7 @@ def test_resume_survives_what_is_already_in_out(model, tmp_path):
     assert stat.S_ISREG((out / "fifo.png").stat().st_mode)  # the rename replaced the FIFO's entry
 
 
-def test_double_star_globs_skip_the_output_folder(model, tmp_path, monkeypatch):
+def test_double_star_globs_skip_the_output_folder(cli, model, tmp_path, monkeypatch):
     photo(tmp_path / "photos" / "a" / "x.png")
     monkeypatch.chdir(tmp_path)
     for _ in range(2):  # the second run must not pick up photos/masks/**.png as inputs

@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 from helpers import random_image
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.io.inputs import discover, in_shard, parse_shard
 from segcli.io.outputs import FINGERPRINT_KEY
-
-
-def cli(*args: str, input: bytes | str | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
 
 def make(root: Path, files: dict[str, tuple[int, int]]) -> Path:
@@ -99,7 +93,7 @@ def test_shards_partition_the_inputs_exactly(tmp_path):
 # ---------------------------------------------------------------- outputs
 
 
-def test_every_save_kind_is_written_and_correct(tiny_convnext_dir, seg, tmp_path):
+def test_every_save_kind_is_written_and_correct(cli, tiny_convnext_dir, seg, tmp_path):
     src = make(tmp_path / "in", {"p/photo.png": (50, 70)})
     out = tmp_path / "out"
     r = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--save", "label,overlay,probs,json", "--alpha", "0.25")
@@ -139,7 +133,7 @@ def test_every_save_kind_is_written_and_correct(tiny_convnext_dir, seg, tmp_path
     assert summary["classes"] == doc["classes"] and summary["images_per_second"] > 0
 
 
-def test_topk_probabilities(tiny_convnext_dir, seg, tmp_path):
+def test_topk_probabilities(cli, tiny_convnext_dir, seg, tmp_path):
     src = make(tmp_path / "in", {"q.png": (20, 30)})
     out = tmp_path / "out"
     assert cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--save", "probs", "--topk", "3").exit_code == 0
@@ -151,7 +145,7 @@ def test_topk_probabilities(tiny_convnext_dir, seg, tmp_path):
     assert not (out / "q.json").exists()  # --save lists everything besides the palette PNG
 
 
-def test_more_than_256_classes_write_16_bit_pngs(tmp_path):
+def test_more_than_256_classes_write_16_bit_pngs(cli, tmp_path):
     from helpers import randomize_, save_hf_dir, tiny_convnext
 
     names_ = {i: f"c{i}" for i in range(300)}
@@ -166,7 +160,7 @@ def test_more_than_256_classes_write_16_bit_pngs(tmp_path):
     assert expected.max() >= 0
 
 
-def test_jsonl_stdout_is_only_json(tiny_convnext_dir, tmp_path):
+def test_jsonl_stdout_is_only_json(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"a.png": (20, 20), "b.png": (20, 20)})
     (src / "c.png").write_bytes(b"")
     r = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--jsonl")
@@ -180,7 +174,7 @@ def test_jsonl_stdout_is_only_json(tiny_convnext_dir, tmp_path):
 # ---------------------------------------------------------------- resume, safety, failures
 
 
-def test_resume_after_a_kill_redoes_only_unfinished_images(tiny_convnext_dir, tmp_path):
+def test_resume_after_a_kill_redoes_only_unfinished_images(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {f"{i}.png": (20, 24) for i in range(4)})
     out = tmp_path / "out"
     first = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--jsonl")
@@ -200,7 +194,7 @@ def test_resume_after_a_kill_redoes_only_unfinished_images(tiny_convnext_dir, tm
     assert sum(c["pixels"] for c in summary["classes"]) == 4 * 20 * 24  # skipped ones counted from their JSON
 
 
-def test_other_parameters_or_overwrite_redo_everything(tiny_convnext_dir, tmp_path):
+def test_other_parameters_or_overwrite_redo_everything(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"a.png": (20, 24)})
     out = tmp_path / "out"
     base = ["predict", src, "-m", tiny_convnext_dir, "-o", out, "--jsonl"]
@@ -211,7 +205,7 @@ def test_other_parameters_or_overwrite_redo_everything(tiny_convnext_dir, tmp_pa
     assert json.loads(cli(*base, "--resize", "64x64", "--save", "json,label").stdout)["status"] == "done"
 
 
-def test_outputs_never_overwrite_inputs(tiny_convnext_dir, tmp_path):
+def test_outputs_never_overwrite_inputs(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"a.png": (20, 24)})
     before = (src / "a.png").read_bytes()
     r = cli("predict", src / "a.png", "-m", tiny_convnext_dir, "-o", src)  # --out is the image's own folder
@@ -228,7 +222,7 @@ def test_outputs_never_overwrite_inputs(tiny_convnext_dir, tmp_path):
         ("dir.png", "dir", "is a directory"),
     ],
 )
-def test_each_bad_input_is_one_line_and_the_batch_goes_on(tiny_convnext_dir, tmp_path, name, content, message):
+def test_each_bad_input_is_one_line_and_the_batch_goes_on(cli, tiny_convnext_dir, tmp_path, name, content, message):
     src = make(tmp_path / "in", {"good.png": (20, 24)})
     if content == "dir":
         (src / name).mkdir()
@@ -249,14 +243,14 @@ def test_each_bad_input_is_one_line_and_the_batch_goes_on(tiny_convnext_dir, tmp
     assert (tmp_path / "out" / "good.png").exists()
 
 
-def test_too_large_images_are_refused_unless_the_limit_is_raised(tiny_convnext_dir, tmp_path):
+def test_too_large_images_are_refused_unless_the_limit_is_raised(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"big.png": (60, 80)})
     r = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o1", "--max-pixels", "1000")
     assert r.exit_code == 1 and "4,800 pixels exceeds the limit of 1,000" in r.stderr
     assert cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o2", "--max-pixels", "5000").exit_code == 0
 
 
-def test_batch_size_gives_the_same_labels(tiny_convnext_dir, tmp_path):
+def test_batch_size_gives_the_same_labels(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {f"{i}.png": (30, 40) for i in range(3)} | {"odd.png": (25, 40)})
     one, many = tmp_path / "one", tmp_path / "many"
     assert cli("predict", src, "-m", tiny_convnext_dir, "-o", one).exit_code == 0
@@ -265,7 +259,7 @@ def test_batch_size_gives_the_same_labels(tiny_convnext_dir, tmp_path):
         assert np.array_equal(np.asarray(Image.open(one / f)), np.asarray(Image.open(many / f)))
 
 
-def test_shard_runs_write_their_own_summaries(tiny_convnext_dir, tmp_path):
+def test_shard_runs_write_their_own_summaries(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {f"{i}.png": (16, 16) for i in range(6)})
     out = tmp_path / "out"
     done = []
@@ -277,7 +271,7 @@ def test_shard_runs_write_their_own_summaries(tiny_convnext_dir, tmp_path):
     assert sorted(done) == [str(i) for i in range(6)]
 
 
-def test_usage_errors_for_batch_flags(tiny_convnext_dir, tmp_path):
+def test_usage_errors_for_batch_flags(cli, tiny_convnext_dir, tmp_path):
     src = make(tmp_path / "in", {"a.png": (8, 8)})
     for args, msg in [
         (["--save", "everything"], "unknown --save kind"),
@@ -289,7 +283,7 @@ def test_usage_errors_for_batch_flags(tiny_convnext_dir, tmp_path):
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
 
 
-def test_plain_progress_lines_when_not_a_terminal(tiny_convnext_dir, tmp_path, monkeypatch):
+def test_plain_progress_lines_when_not_a_terminal(cli, tiny_convnext_dir, tmp_path, monkeypatch):
     import segcli.cli.progress as progress
 
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
@@ -301,7 +295,7 @@ def test_plain_progress_lines_when_not_a_terminal(tiny_convnext_dir, tmp_path, m
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
-def test_ctrl_c_finishes_in_flight_images_and_exits_130(tiny_convnext_dir, tmp_path):
+def test_ctrl_c_finishes_in_flight_images_and_exits_130(cli, tiny_convnext_dir, tmp_path):
     """A real SIGINT to a running `segcli predict`: exit 130, summary.json says interrupted, every PNG
     that exists is complete, no temp files are left, and re-running finishes the rest."""
     import signal
@@ -332,7 +326,7 @@ def test_ctrl_c_finishes_in_flight_images_and_exits_130(tiny_convnext_dir, tmp_p
     assert after["skipped"] == summary["counts"]["done"] and after["done"] + after["skipped"] == 150
 
 
-def test_discovery_leaves_out_segcli_outputs(tiny_convnext_dir, tmp_path):
+def test_discovery_leaves_out_segcli_outputs(cli, tiny_convnext_dir, tmp_path):
     """`predict photos -o photos/masks2` after `-o photos/masks`: the old masks are not inputs."""
     photos = make(tmp_path / "photos", {"a.png": (20, 24), "sub/b.png": (20, 24)})
     assert cli("predict", photos, "-m", tiny_convnext_dir, "-o", photos / "masks").exit_code == 0

@@ -11,20 +11,14 @@ import numpy as np
 import pytest
 from helpers import random_image, reference_keys
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.loading.classes import known_set
 
 NINE_PARAMS = {  # parameter totals of the nine Hub checkpoints, from the reference key lists' headers
     name: reference_keys(name)[1]["total"]
     for name in ["upernet-convnext-tiny", "upernet-convnext-xlarge", "upernet-swin-tiny", "upernet-swin-large"]
 }
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture()
@@ -38,7 +32,7 @@ def tree(tmp_path) -> Path:
     return root
 
 
-def test_help_lists_commands_and_exit_codes():
+def test_help_lists_commands_and_exit_codes(cli):
     r = cli("--help")
     assert r.exit_code == 0
     for word in ("models", "download", "predict", "Exit codes", "130 interrupted"):
@@ -47,7 +41,7 @@ def test_help_lists_commands_and_exit_codes():
     assert r.exit_code == 0 and "owner/name[@revision]" in r.stdout and "--out" in r.stdout
 
 
-def test_version_and_python_m():
+def test_version_and_python_m(cli):
     from segcli import __version__
 
     assert cli("--version").stdout.strip() == f"segcli {__version__}"
@@ -55,7 +49,7 @@ def test_version_and_python_m():
     assert out.returncode == 0 and out.stdout.strip() == f"segcli {__version__}"
 
 
-def test_models_json_and_table():
+def test_models_json_and_table(cli):
     r = cli("models", "--json")
     assert r.exit_code == 0
     rows = {m["name"]: m for m in json.loads(r.stdout)}
@@ -80,7 +74,7 @@ def test_models_json_and_table():
     )
 
 
-def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):
+def test_predict_folder_tree(cli, tiny_convnext_dir, tree, tmp_path):
     out = tmp_path / "out"
     r = cli("predict", tree, "-m", tiny_convnext_dir, "-o", out, "--device", "cpu")
     assert r.exit_code == 0, r.stderr
@@ -114,7 +108,7 @@ def test_predict_folder_tree(tiny_convnext_dir, tree, tmp_path):
         assert sum(c["pixels"] for c in doc["classes"]) == labels.size
 
 
-def test_predict_single_files_keep_their_stem(tiny_convnext_dir, tree, tmp_path):
+def test_predict_single_files_keep_their_stem(cli, tiny_convnext_dir, tree, tmp_path):
     out = tmp_path / "out"
     r = cli("predict", tree / "sub/deeper/b.JPEG", tree / "sub/deeper/b.JPEG", "-m", tiny_convnext_dir, "-o", out)
     assert r.exit_code == 0, r.stderr
@@ -122,7 +116,7 @@ def test_predict_single_files_keep_their_stem(tiny_convnext_dir, tree, tmp_path)
     assert names == ["b.json", "b.png", "classes.json", "legend.png", "summary.json"]  # named twice, done once
 
 
-def test_predict_files_with_one_stem_in_two_folders(tiny_convnext_dir, tree, tmp_path):
+def test_predict_files_with_one_stem_in_two_folders(cli, tiny_convnext_dir, tree, tmp_path):
     out = tmp_path / "out"
     r = cli("predict", tree / "a.jpg", tree / "sub/a.png", "-m", tiny_convnext_dir, "-o", out)
     assert r.exit_code == 0, r.stderr
@@ -130,7 +124,7 @@ def test_predict_files_with_one_stem_in_two_folders(tiny_convnext_dir, tree, tmp
     assert json.loads((out / "sub" / "a.json").read_text())["input"] == str(tree / "sub/a.png")
 
 
-def test_predict_goes_on_after_bad_files(tiny_convnext_dir, tree, tmp_path):
+def test_predict_goes_on_after_bad_files(cli, tiny_convnext_dir, tree, tmp_path):
     (tree / "empty.png").write_bytes(b"")
     (tree / "text.jpg").write_text("hello")
     good = (tree / "a.jpg").read_bytes()
@@ -156,7 +150,7 @@ def test_predict_goes_on_after_bad_files(tiny_convnext_dir, tree, tmp_path):
         (["--device", "quantum"], "unknown device 'quantum'"),
     ],
 )
-def test_predict_usage_errors_exit_2(tiny_convnext_dir, tree, tmp_path, args, message):
+def test_predict_usage_errors_exit_2(cli, tiny_convnext_dir, tree, tmp_path, args, message):
     base = ["predict", tree, "-o", tmp_path / "out"]
     if "-m" not in args:
         base += ["-m", tiny_convnext_dir]
@@ -166,13 +160,13 @@ def test_predict_usage_errors_exit_2(tiny_convnext_dir, tree, tmp_path, args, me
     assert not (tmp_path / "out").exists()
 
 
-def test_predict_out_is_a_file(tiny_convnext_dir, tree, tmp_path):
+def test_predict_out_is_a_file(cli, tiny_convnext_dir, tree, tmp_path):
     (tmp_path / "file").write_text("x")
     r = cli("predict", tree, "-m", tiny_convnext_dir, "-o", tmp_path / "file")
     assert r.exit_code == 2 and "is not a directory" in r.stderr
 
 
-def test_predict_corrupt_weights_exit_2(tiny_convnext_dir, tree, tmp_path):
+def test_predict_corrupt_weights_exit_2(cli, tiny_convnext_dir, tree, tmp_path):
     import shutil
 
     d = shutil.copytree(tiny_convnext_dir, tmp_path / "m")
@@ -184,12 +178,12 @@ def test_predict_corrupt_weights_exit_2(tiny_convnext_dir, tree, tmp_path):
     assert len(lines) == 1 and "(the file is truncated or corrupt: download it again" in lines[0]
 
 
-def test_debug_shows_the_traceback(tiny_convnext_dir, tree, tmp_path):
+def test_debug_shows_the_traceback(cli, tiny_convnext_dir, tree, tmp_path):
     r = cli("--debug", "predict", tree, "-m", "no-such-model", "-o", tmp_path / "out")
     assert r.exit_code != 0 and r.exception is not None and "unknown model" in str(r.exception)
 
 
-def test_bad_preset_is_reported_before_any_download(tree, tmp_path, monkeypatch):
+def test_bad_preset_is_reported_before_any_download(cli, tree, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the default model is not cached: loading it would fail
     r = cli("predict", tree, "-o", tmp_path / "out", "--preset", "nope")
     assert r.exit_code == 2 and "unknown preset 'nope'" in r.stderr and "HF_HUB_OFFLINE" not in r.stderr

@@ -19,17 +19,11 @@ import torch
 from helpers import ADE_CLASSES, random_image, randomize_
 from mmseg_ref import import_mmseg
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.errors import CheckpointError
 
 BN = dict(type="BN", requires_grad=True)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def mmseg_model(kind: str, depth: int = 50, num_classes: int = 150, align_corners: bool = False):
@@ -87,7 +81,7 @@ CASES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
-def test_converted_checkpoint_matches_mmseg(case, tmp_path):
+def test_converted_checkpoint_matches_mmseg(cli, case, tmp_path):
     kind, depth, arch, k, align = CASES[case]
     mm = mmseg_model(kind, depth, k, align)
     pth = save_mmseg(mm, tmp_path / f"{case}.pth")
@@ -118,7 +112,7 @@ def psp_pth(tmp_path_factory) -> Path:
     return save_mmseg(mmseg_model("psp", 50), tmp_path_factory.mktemp("mm") / "pspnet_r50.pth")
 
 
-def test_conversion_is_byte_identical_and_loads(psp_pth, tmp_path):
+def test_conversion_is_byte_identical_and_loads(cli, psp_pth, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli("convert", psp_pth, "--arch", "pspnet-r50-d8-ade20k", "-o", a).exit_code == 0
     assert cli("convert", psp_pth, "--arch", "pspnet-r50-d8-ade20k", "-o", b).exit_code == 0
@@ -134,14 +128,14 @@ def test_conversion_is_byte_identical_and_loads(psp_pth, tmp_path):
     assert labels.shape == (60, 80)
 
 
-def test_wrong_arch_is_a_key_error(psp_pth, tmp_path):
+def test_wrong_arch_is_a_key_error(cli, psp_pth, tmp_path):
     r = cli("convert", psp_pth, "--arch", "upernet-r50-ade20k", "-o", tmp_path / "o")
     assert r.exit_code == 2
     assert "weights do not match the architecture" in r.stderr and "missing: decode_head.fpn_bottleneck" in r.stderr
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
-def test_missing_keys_are_listed(psp_pth, tmp_path):
+def test_missing_keys_are_listed(cli, psp_pth, tmp_path):
     state = torch.load(psp_pth, weights_only=True)
     del state["state_dict"]["backbone.layer4.2.conv3.weight"], state["state_dict"]["decode_head.bottleneck.bn.weight"]
     torch.save(state, tmp_path / "partial.pth")
@@ -150,7 +144,7 @@ def test_missing_keys_are_listed(psp_pth, tmp_path):
     assert "backbone.layer4.2.conv3.weight" in r.stderr and "decode_head.bottleneck.batch_norm.weight" in r.stderr
 
 
-def test_truncated_checkpoint(psp_pth, tmp_path):
+def test_truncated_checkpoint(cli, psp_pth, tmp_path):
     bad = tmp_path / "cut.pth"
     bad.write_bytes(psp_pth.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"cut\.pth: not a readable PyTorch checkpoint"):
@@ -171,7 +165,7 @@ class _Payload:
         return (Path.touch, (Path(self.path),))
 
 
-def test_a_pickle_that_needs_code_execution_is_refused(tmp_path):
+def test_a_pickle_that_needs_code_execution_is_refused(cli, tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"meta": {"hook": _Payload(str(marker))}, "state_dict": {"x": torch.zeros(1)}}, tmp_path / "evil.pth")
     r = cli("convert", tmp_path / "evil.pth", "--arch", "pspnet-r50-d8-ade20k", "-o", tmp_path / "o")
@@ -180,7 +174,7 @@ def test_a_pickle_that_needs_code_execution_is_refused(tmp_path):
     assert not marker.exists()  # nothing in the file was executed
 
 
-def test_unknown_arch_and_class_count(psp_pth, tmp_path):
+def test_unknown_arch_and_class_count(cli, psp_pth, tmp_path):
     r = cli("convert", psp_pth, "--arch", "pspnet-r18", "-o", tmp_path / "o")
     assert r.exit_code == 2 and "unknown --arch 'pspnet-r18'" in r.stderr and "pspnet-r50-d8-ade20k" in r.stderr
     r = cli("convert", psp_pth, "--arch", "pspnet-r50-d8-cityscapes", "-o", tmp_path / "o")
@@ -192,7 +186,7 @@ def test_unknown_arch_and_class_count(psp_pth, tmp_path):
     assert Segmenter.from_pretrained(tmp_path / "o").classes[149] == "c149"
 
 
-def test_models_state_and_download_then_convert(psp_pth, tmp_path, monkeypatch):
+def test_models_state_and_download_then_convert(cli, psp_pth, tmp_path, monkeypatch):
     digest = hashlib.sha256(psp_pth.read_bytes()).hexdigest()
     served = tmp_path / "www"
     served.mkdir()
@@ -234,7 +228,7 @@ def test_models_state_and_download_then_convert(psp_pth, tmp_path, monkeypatch):
         server.server_close()
 
 
-def test_download_without_network_prints_the_commands(monkeypatch, tmp_path):
+def test_download_without_network_prints_the_commands(cli, monkeypatch, tmp_path):
     reg = tmp_path / "reg.toml"
     from segcli.loading.registry import builtin_registry_path
 

@@ -12,15 +12,9 @@ import torch
 from helpers import random_image
 from mmseg_ref import import_mmseg
 from PIL import Image
-from typer.testing import CliRunner
 
-from segcli.cli.app import app
 from segcli.errors import LabelRangeError, UnreducedLabelsError
 from segcli.evaluation.metrics import confusion, scores
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def save(path: Path, labels: np.ndarray, palette: bool = False) -> Path:
@@ -155,7 +149,7 @@ def dataset(tmp_path):
     return tmp_path, pairs
 
 
-def test_cli_json_csv_confusion(dataset):
+def test_cli_json_csv_confusion(cli, dataset):
     root, pairs = dataset
     out = root / "report.json"
     r = cli(
@@ -191,7 +185,7 @@ def test_cli_json_csv_confusion(dataset):
     assert rows[0].startswith("index,name,IoU") and rows[-2].split(",")[1] == "mean" and len(rows) == 12 + 3
 
 
-def test_cli_json_to_stdout_only(dataset):
+def test_cli_json_to_stdout_only(cli, dataset):
     root, _ = dataset
     (root / "gt" / "b" / "lonely_gtFine.png").unlink()
     r = cli(
@@ -214,7 +208,7 @@ def test_cli_json_to_stdout_only(dataset):
     assert doc["convention"] == "zero" and doc["classes"][11]["IoU"] == 0.0
 
 
-def test_cli_classes_and_reduce_zero_label(tmp_path):
+def test_cli_classes_and_reduce_zero_label(cli, tmp_path):
     gt, pred = maps(4, k=150)
     raw = gt.astype(np.int64) + 1
     raw[gt == 255] = 0
@@ -230,7 +224,7 @@ def test_cli_classes_and_reduce_zero_label(tmp_path):
     assert doc["classes"][0]["name"] == "wall" and doc["reduce_zero_label"] is True
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(cli, tmp_path):
     gt, pred = maps(1)
     save(tmp_path / "gt" / "i.png", gt)
     save(tmp_path / "pred" / "i.png", pred[:, :50])
@@ -262,7 +256,7 @@ def test_cli_errors(tmp_path):
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
 
 
-def test_cli_model_form(tiny_convnext_dir, tmp_path):
+def test_cli_model_form(cli, tiny_convnext_dir, tmp_path):
     """--model --images: predict, then evaluate; equals evaluating the saved predictions."""
     (tmp_path / "img").mkdir()
     for i in range(2):

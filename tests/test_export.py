@@ -15,18 +15,12 @@ import pytest
 import torch
 from helpers import random_image
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.model.heads.ppm import ExportPool, pool_matrix
 
 pytest.importorskip("onnxruntime")
 SIZE = "160x224"
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -40,7 +34,7 @@ def test_fixed_pooling_equals_adaptive_pooling(s, n, dynamic):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["convnext", "swin", "pspnet"])
-def test_onnx_export_verifies(model, tiny_convnext_dir, tiny_swin_dir, tiny_pspnet_dir, tmp_path):
+def test_onnx_export_verifies(cli, model, tiny_convnext_dir, tiny_swin_dir, tiny_pspnet_dir, tmp_path):
     src = {"convnext": tiny_convnext_dir, "swin": tiny_swin_dir, "pspnet": tiny_pspnet_dir}[model]
     r = cli("export", src, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", SIZE)
     assert r.exit_code == 0, r.stderr
@@ -57,14 +51,14 @@ def test_onnx_export_verifies(model, tiny_convnext_dir, tiny_swin_dir, tiny_pspn
 
 
 @pytest.fixture(scope="module")
-def onnx_convnext(tiny_convnext_dir, tmp_path_factory) -> Path:
+def onnx_convnext(cli, tiny_convnext_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "convnext.onnx"
     r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", out, "--size", "128x128", "--no-verify")
     assert r.exit_code == 0, r.stderr
     return out
 
 
-def test_predict_through_onnx_equals_eager(onnx_convnext, tiny_convnext_dir, tmp_path):
+def test_predict_through_onnx_equals_eager(cli, onnx_convnext, tiny_convnext_dir, tmp_path):
     eager, ort = Segmenter.from_pretrained(tiny_convnext_dir), Segmenter.from_pretrained(onnx_convnext)
     assert ort.info.input_size == (128, 128) and ort.classes == eager.classes and ort.params().preset == "hf"
     img = random_image(200, 300, seed=4)
@@ -86,7 +80,7 @@ def test_predict_through_onnx_equals_eager(onnx_convnext, tiny_convnext_dir, tmp
     assert bad.exit_code == 2 and "was exported for 128x128 inputs" in bad.stderr  # every image would fail
 
 
-def test_dynamic_onnx_runs_other_sizes(tiny_convnext_dir, tiny_swin_dir, tmp_path):
+def test_dynamic_onnx_runs_other_sizes(cli, tiny_convnext_dir, tiny_swin_dir, tmp_path):
     r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "d.onnx", "--size", SIZE, "--dynamic")
     assert r.exit_code == 0, r.stderr
     checks = {c["input"]: c for c in json.loads(r.stdout)["checks"]}
@@ -101,7 +95,7 @@ def test_dynamic_onnx_runs_other_sizes(tiny_convnext_dir, tiny_swin_dir, tmp_pat
     assert r.exit_code == 2 and "not supported for Swin" in r.stderr
 
 
-def test_torchscript_with_preprocess_and_labels(tiny_pspnet_dir, tmp_path):
+def test_torchscript_with_preprocess_and_labels(cli, tiny_pspnet_dir, tmp_path):
     r = cli(
         "export",
         tiny_pspnet_dir,
@@ -127,7 +121,7 @@ def test_torchscript_with_preprocess_and_labels(tiny_pspnet_dir, tmp_path):
     assert side["align_corners"] is True and side["classes"][0] == "road"
 
 
-def test_verification_failure_keeps_the_file(onnx_convnext, tiny_convnext_dir, tmp_path):
+def test_verification_failure_keeps_the_file(cli, onnx_convnext, tiny_convnext_dir, tmp_path):
     r = cli(
         "export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", "128x128", "--atol", "1e-12"
     )
@@ -136,7 +130,7 @@ def test_verification_failure_keeps_the_file(onnx_convnext, tiny_convnext_dir, t
     assert (tmp_path / "m.onnx").is_file() and json.loads(r.stdout)["verified"] is False
 
 
-def test_missing_onnxruntime_names_the_extra(tiny_convnext_dir, tmp_path, monkeypatch):
+def test_missing_onnxruntime_names_the_extra(cli, tiny_convnext_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx")
     assert r.exit_code == 2 and "onnxruntime is not installed" in r.stderr
@@ -144,7 +138,7 @@ def test_missing_onnxruntime_names_the_extra(tiny_convnext_dir, tmp_path, monkey
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_fp16_safetensors_halves_the_file_and_loads_back(tiny_convnext_dir, tmp_path):
+def test_fp16_safetensors_halves_the_file_and_loads_back(cli, tiny_convnext_dir, tmp_path):
     r = cli("export", tiny_convnext_dir, "-f", "safetensors-fp16", "-o", tmp_path / "fp16")
     assert r.exit_code == 0, r.stderr
     full = (tiny_convnext_dir / "model.safetensors").stat().st_size
@@ -159,7 +153,7 @@ def test_fp16_safetensors_halves_the_file_and_loads_back(tiny_convnext_dir, tmp_
     assert (la - lb).abs().max() < 2e-2 * la.abs().max() and (la.argmax(0) == lb.argmax(0)).float().mean() > 0.98
 
 
-def test_export_usage_errors(tiny_convnext_dir, tmp_path):
+def test_export_usage_errors(cli, tiny_convnext_dir, tmp_path):
     for args, msg in [
         (["-f", "tflite"], "unknown --format"),
         (["-f", "torchscript", "--dynamic"], "ONNX only"),
@@ -170,7 +164,7 @@ def test_export_usage_errors(tiny_convnext_dir, tmp_path):
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
 
 
-def test_sidecar_that_disagrees_with_the_graph_is_a_load_error(onnx_convnext, tmp_path):
+def test_sidecar_that_disagrees_with_the_graph_is_a_load_error(cli, onnx_convnext, tmp_path):
     import shutil
 
     onnx = tmp_path / "m.onnx"

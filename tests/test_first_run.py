@@ -11,15 +11,9 @@ import pytest
 import torch
 from helpers import random_image
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.errors import UsageError
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def photos(folder: Path, n: int = 2) -> Path:
@@ -29,7 +23,7 @@ def photos(folder: Path, n: int = 2) -> Path:
     return folder
 
 
-def test_what_changes_outputs_is_recorded_and_fingerprinted(tiny_convnext_dir, tmp_path):
+def test_what_changes_outputs_is_recorded_and_fingerprinted(cli, tiny_convnext_dir, tmp_path):
     src, out = photos(tmp_path / "in"), tmp_path / "out"
     assert cli("predict", src, "-m", tiny_convnext_dir, "-o", out).exit_code == 0
     record = json.loads((out / "0.json").read_text())
@@ -55,7 +49,7 @@ def test_mmseg_preset_follows_the_architecture_for_any_source(tiny_convnext_dir,
     assert Segmenter.from_pretrained(tiny_convnext_dir).params().preset == "hf"  # a local directory's default
 
 
-def test_raw_ade_annotations_without_reduce_zero_label_get_a_warning(tmp_path):
+def test_raw_ade_annotations_without_reduce_zero_label_get_a_warning(cli, tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()
@@ -72,7 +66,7 @@ def test_raw_ade_annotations_without_reduce_zero_label_get_a_warning(tmp_path):
     assert "raw ADE20K" not in cli("evaluate", "--gt", gt, "--pred", pred, "--classes", "ade20k", "-q").stderr
 
 
-def test_global_options_work_after_the_command_too(tiny_convnext_dir, tmp_path):
+def test_global_options_work_after_the_command_too(cli, tiny_convnext_dir, tmp_path):
     reg = tmp_path / "reg.toml"
     reg.write_text("schema = 1\n[models.x]\nlicense = 1\n")
     for args in (["--registry", reg, "models"], ["models", "--registry", reg]):
@@ -82,13 +76,13 @@ def test_global_options_work_after_the_command_too(tiny_convnext_dir, tmp_path):
     assert r.exit_code != 0 and isinstance(r.exception, Exception) and "unknown model" in str(r.exception)
 
 
-def test_topk_needs_probs(tiny_convnext_dir, tmp_path):
+def test_topk_needs_probs(cli, tiny_convnext_dir, tmp_path):
     r = cli("predict", photos(tmp_path / "in"), "-m", tiny_convnext_dir, "-o", tmp_path / "o", "--topk", "3")
     assert r.exit_code == 2 and "--topk applies to the probabilities" in r.stderr
 
 
 @pytest.mark.parametrize("command", ["models", "download", "predict", "evaluate", "convert", "export"])
-def test_help_pages_are_plain_and_state_their_exit_codes(command):
+def test_help_pages_are_plain_and_state_their_exit_codes(cli, command):
     r = cli(command, "--help")
     assert r.exit_code == 0
     text = r.stdout
@@ -107,7 +101,7 @@ def test_api_errors_name_keyword_arguments(tiny_convnext_dir):
     assert 'mode="slide"' in (e.value.hint or "")
 
 
-def test_torchscript_files_say_what_they_are(tmp_path):
+def test_torchscript_files_say_what_they_are(cli, tmp_path):
     script = torch.jit.script(torch.nn.Conv2d(3, 2, 1))
     path = tmp_path / "model.pt"
     script.save(str(path))
@@ -118,7 +112,7 @@ def test_torchscript_files_say_what_they_are(tmp_path):
     assert "Warning" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_evaluate_classes_from_a_local_model_directory(tiny_convnext_dir, tmp_path):
+def test_evaluate_classes_from_a_local_model_directory(cli, tiny_convnext_dir, tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()

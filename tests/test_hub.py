@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_sources import TINY_ENTRY, write_registry
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.errors import DownloadError, IntegrityError
 
 REPO = "testorg/tiny-upernet"
@@ -35,11 +33,7 @@ def registry(tmp_path: Path, sha256: str = "", revision: str = "main") -> Path:
     return write_registry(tmp_path / "reg.toml", body=text.replace('revision = "main"', f'revision = "{revision}"'))
 
 
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def test_download_into_hf_home_and_verify(fake_hub, files, tmp_path, isolated_env):
+def test_download_into_hf_home_and_verify(cli, fake_hub, files, tmp_path, isolated_env):
     fake_hub.add(REPO, files)
     reg = registry(tmp_path, sha(files["model.safetensors"]))
     r = cli("--registry", str(reg), "download", "tiny")
@@ -59,7 +53,7 @@ def test_download_into_hf_home_and_verify(fake_hub, files, tmp_path, isolated_en
     assert row["cached"] is True and row["cached_path"] == path
 
 
-def test_hf_hub_cache_is_honoured(fake_hub, files, tmp_path, monkeypatch):
+def test_hf_hub_cache_is_honoured(cli, fake_hub, files, tmp_path, monkeypatch):
     fake_hub.add(REPO, files)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     r = cli("--registry", str(registry(tmp_path)), "download", "tiny")
@@ -78,7 +72,7 @@ def test_revision_is_fetched_not_main(fake_hub, files, tmp_path):
     assert any("refs%2Fpr%2F1" in p or "refs/pr/1" in p for _, p, _ in fake_hub.requests)
 
 
-def test_sha256_mismatch_is_an_error_and_deletes_nothing(fake_hub, files, tmp_path, isolated_env):
+def test_sha256_mismatch_is_an_error_and_deletes_nothing(cli, fake_hub, files, tmp_path, isolated_env):
     fake_hub.add(REPO, files)
     reg = registry(tmp_path, "0" * 64)
     r = cli("--registry", str(reg), "download", "tiny")
@@ -91,7 +85,7 @@ def test_sha256_mismatch_is_an_error_and_deletes_nothing(fake_hub, files, tmp_pa
         Segmenter.from_pretrained("tiny", registry=reg)
 
 
-def test_offline_with_nothing_cached(fake_hub, files, tmp_path, monkeypatch):
+def test_offline_with_nothing_cached(cli, fake_hub, files, tmp_path, monkeypatch):
     fake_hub.add(REPO, files)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reg = registry(tmp_path)
@@ -112,7 +106,7 @@ def test_offline_with_nothing_cached(fake_hub, files, tmp_path, monkeypatch):
     assert "HF_HUB_OFFLINE=1" in lines[2] and "--model DIR" in lines[3]
 
 
-def test_offline_uses_the_cache(fake_hub, files, tmp_path, monkeypatch):
+def test_offline_uses_the_cache(cli, fake_hub, files, tmp_path, monkeypatch):
     fake_hub.add(REPO, files)
     reg = registry(tmp_path, sha(files["model.safetensors"]))
     assert cli("--registry", str(reg), "download", "tiny").exit_code == 0
@@ -122,7 +116,7 @@ def test_offline_uses_the_cache(fake_hub, files, tmp_path, monkeypatch):
     assert seg.num_classes == 150 and len(fake_hub.requests) == n
 
 
-def test_pinned_and_cached_needs_no_network(fake_hub, files, tmp_path, monkeypatch):
+def test_pinned_and_cached_needs_no_network(cli, fake_hub, files, tmp_path, monkeypatch):
     """A cached file matching the pinned sha256 is used without a request, even with a dead endpoint."""
     fake_hub.add(REPO, files)
     reg = registry(tmp_path, sha(files["model.safetensors"]))
@@ -141,7 +135,7 @@ def test_unreachable_hub(tmp_path, monkeypatch):
         Segmenter.from_pretrained("tiny", registry=registry(tmp_path))
 
 
-def test_hf_token_is_sent(fake_hub, files, tmp_path, monkeypatch):
+def test_hf_token_is_sent(cli, fake_hub, files, tmp_path, monkeypatch):
     fake_hub.add(REPO, files)
     monkeypatch.setenv("HF_TOKEN", "hf_secret_for_test")
     assert cli("--registry", str(registry(tmp_path)), "download", "tiny").exit_code == 0
@@ -151,7 +145,7 @@ def test_hf_token_is_sent(fake_hub, files, tmp_path, monkeypatch):
     )
 
 
-def test_hub_repo_id_source(fake_hub, files, tmp_path):
+def test_hub_repo_id_source(cli, fake_hub, files, tmp_path):
     """owner/name[@revision] not in the registry: config.json + weights (+ preprocessor) from the repo."""
     fake_hub.add("someone/finetuned", {k: v for k, v in files.items() if k != "preprocessor_config.json"})
     fake_hub.add("someone/finetuned", files, revision="v2")
@@ -176,7 +170,7 @@ def test_hub_errors(fake_hub, files, source, message):
         Segmenter.from_pretrained(source)
 
 
-def test_download_usage_errors(tmp_path):
+def test_download_usage_errors(cli, tmp_path):
     r = cli("download")
     assert r.exit_code == 2 and "name at least one model" in r.stderr
     r = cli("download", "not-a-model")

@@ -11,15 +11,9 @@ import pytest
 import torch
 from helpers import DATA
 from PIL import Image
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.io.outputs import overlay_jpeg
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def hierarchy() -> dict[int, list[int]]:
@@ -38,7 +32,7 @@ def _photo(tmp_path, name="room.png", size=(60, 80), seed=0):
 
 
 @pytest.mark.slow
-def test_predict_writes_the_four_outputs(tiny_upp_dir, tmp_path):
+def test_predict_writes_the_four_outputs(cli, tiny_upp_dir, tmp_path):
     photo, _ = _photo(tmp_path)
     out = tmp_path / "out"
     r = cli("predict", photo, "-m", tiny_upp_dir, "-o", out, "--quiet")
@@ -72,7 +66,7 @@ def test_predict_writes_the_four_outputs(tiny_upp_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_parse_and_save_selection(tiny_upp_dir, tmp_path):
+def test_parse_and_save_selection(cli, tiny_upp_dir, tmp_path):
     photo, image = _photo(tmp_path, seed=1)
     seg = Segmenter.from_pretrained(tiny_upp_dir)
     parsed = seg.parse(photo)
@@ -111,7 +105,7 @@ def test_parse_and_save_selection(tiny_upp_dir, tmp_path):
     ]
 
 
-def test_part_on_a_model_without_parts_is_a_usage_error(tiny_convnext_dir, tmp_path):
+def test_part_on_a_model_without_parts_is_a_usage_error(cli, tiny_convnext_dir, tmp_path):
     photo, _ = _photo(tmp_path)
     r = cli("predict", photo, "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--save", "part")
     assert r.exit_code == 2 and "no part head" in r.stderr
@@ -131,7 +125,7 @@ def test_overlay_leaves_the_background_label_unpainted():
     assert np.abs(plain[:, :6] - 100).max() <= 3  # without it, label 0 is painted black
 
 
-def test_exports_other_than_the_model_directory_are_refused(tiny_upp_dir, tmp_path):
+def test_exports_other_than_the_model_directory_are_refused(cli, tiny_upp_dir, tmp_path):
     r = cli("export", tiny_upp_dir, "-f", "onnx", "-o", tmp_path / "m.onnx")
     assert r.exit_code == 2 and "safetensors-fp16" in r.stderr and not (tmp_path / "m.onnx").exists()
     r = cli("export", tiny_upp_dir, "-f", "safetensors-fp16", "-o", tmp_path / "half")
@@ -140,7 +134,7 @@ def test_exports_other_than_the_model_directory_are_refused(tiny_upp_dir, tmp_pa
     assert seg.maps == ("part", "material") and seg.scenes[0] == "airfield" and seg.part_classes[1] == "leg"
 
 
-def test_a_config_whose_head_classes_do_not_match_its_head_is_refused(tiny_upp_dir, tmp_path):
+def test_a_config_whose_head_classes_do_not_match_its_head_is_refused(cli, tiny_upp_dir, tmp_path):
     import shutil
 
     bad = tmp_path / "bad"
@@ -157,7 +151,7 @@ def test_a_config_whose_head_classes_do_not_match_its_head_is_refused(tiny_upp_d
     assert r.exit_code == 2 and "part_groups" in r.stderr
 
 
-def test_bgr_input_survives_an_onnx_export(tmp_path):
+def test_bgr_input_survives_an_onnx_export(cli, tmp_path):
     """A BGR model exported without its preprocessing: the sidecar says BGR and the runner flips."""
     pytest.importorskip("onnxruntime")
     from dataclasses import replace
@@ -187,7 +181,7 @@ def test_bgr_input_survives_an_onnx_export(tmp_path):
     assert (eager - exported).abs().max() < 1e-3
 
 
-def test_registry_upp_head_sizes_must_match_the_dataset(tmp_path):
+def test_registry_upp_head_sizes_must_match_the_dataset(cli, tmp_path):
     registry = tmp_path / "r.toml"
     registry.write_text(
         '[models.bad-upp]\nurls = ["https://example.org/a.pth", "https://example.org/b.pth"]\nformat = "csail"\n'

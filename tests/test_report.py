@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from segcli.cli.app import app
 from segcli.io.legend import legend_panel
 from segcli.loading.classes import known_set
 from segcli.report import gallery
@@ -29,10 +27,6 @@ pytest.importorskip("matplotlib")
 
 ARTIFACTS = Path(os.environ.get("SEGCLI_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
 ODD_NAMES = ("<script>alert(1)<!--.png", "<img src=x onerror=window.pwned=1>.png", 'a&amp;b "q".png')
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _images(folder: Path, names: list[str], seed: int = 0) -> None:
@@ -60,7 +54,7 @@ def test_legend_panel_shows_the_colours_of_the_classes_present_only():
     assert tuple(ade.palette[2]) not in without_sky and tuple(ade.palette[12]) in without_sky
 
 
-def test_overlays_carry_a_legend_and_every_run_writes_the_palette(tiny_convnext_dir, tmp_path):
+def test_overlays_carry_a_legend_and_every_run_writes_the_palette(cli, tiny_convnext_dir, tmp_path):
     _images(tmp_path / "in", ["a.png"])
     r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--save", "overlay", "--quiet")
     assert r.exit_code == 0, r.stderr
@@ -98,7 +92,7 @@ def test_top_confusions_are_ranked_by_pixels():
     assert top[0]["share"] == pytest.approx(30 / 95)
 
 
-def test_report_needs_a_whole_run(tiny_convnext_dir, tmp_path):
+def test_report_needs_a_whole_run(cli, tiny_convnext_dir, tmp_path):
     _images(tmp_path / "in", ["a.png"])
     r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--report", "--shard", "0/2")
     assert r.exit_code == 2 and "--shard" in r.stderr
@@ -176,7 +170,7 @@ def _cards(driver) -> list[str]:
 
 
 @pytest.mark.slow
-def test_predict_report_in_a_browser(browser, tiny_convnext_dir, tmp_path, monkeypatch):
+def test_predict_report_in_a_browser(cli, browser, tiny_convnext_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(gallery, "PAGE_SIZE", 4)
     names = ["img0.png", "img1.png", "img2.png", *ODD_NAMES]
     _images(tmp_path / "in", names)
@@ -208,7 +202,7 @@ def test_predict_report_in_a_browser(browser, tiny_convnext_dir, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_evaluate_report_in_a_browser(browser, tmp_path):
+def test_evaluate_report_in_a_browser(cli, browser, tmp_path):
     rng = np.random.default_rng(3)
     (tmp_path / "pred").mkdir()
     (tmp_path / "gt").mkdir()

@@ -19,10 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import DATA, random_image, randomize_
-from typer.testing import CliRunner
 
 from segcli import Segmenter
-from segcli.cli.app import app
 from segcli.loading.classes import head_sets, known_set, parsing_head
 from segcli.model.heads.ppm import PrRoIPool, prroi_matrix
 
@@ -32,10 +30,6 @@ from reference import upp as ref  # noqa: E402
 
 UPP_DATA = DATA / "unifiedparsing"
 ARCH = "upp-resnet50-upernet"
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def restore_csv(name: str) -> list[list[str]]:
@@ -169,7 +163,7 @@ def upp_reference(seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def upp_files(tmp_path_factory):
+def upp_files(cli, tmp_path_factory):
     encoder, decoder = upp_reference(seed=13)
     folder = tmp_path_factory.mktemp("upp")
     files = [folder / "encoder_epoch_40.pth", folder / "decoder_epoch_40.pth"]

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..extras import require
 from ..loading.formats import native
 from ..loading.formats.sidecar import Layout
 from ..loading.info import ModelInfo
@@ -28,6 +27,7 @@ from ..model import Segmentor
 from ..model.backbones import SwinConfig
 from ..model.layers import ExportForm
 from ..versions import made_by
+from .onnx_session import session
 
 FORMATS = ("onnx", "torchscript", "safetensors-fp16")
 
@@ -119,16 +119,11 @@ def export_torchscript(model: Segmentor, opts: ExportOptions, path: Path) -> Non
 def run_exported(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
     """Output of the exported file for input `x` (onnxruntime / torch.jit)."""
     if fmt == "onnx":
-        ort = require_onnxruntime()
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        s = session(path)
+        return s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
     module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return module(x).numpy()
-
-
-def require_onnxruntime() -> Any:
-    return require("onnxruntime", "onnx", "it runs ONNX models (verification, --model FILE.onnx)")
 
 
 @dataclass

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from ..engine.heads import Heads
-from ..errors import CheckpointError, ConfigError, UsageError
-from ..extras import require
+from ..errors import CheckpointError, ConfigError, UsageError, first_line
 from ..fsutil import require_regular
 from ..loading.formats import sidecar
+from .onnx_session import onnxruntime, session
 
 
 class OnnxRunner:
@@ -21,7 +21,7 @@ class OnnxRunner:
     dtype = torch.float32
 
     def __init__(self, path: Path, num_classes: int) -> None:
-        ort = require("onnxruntime", "onnx", "it runs ONNX models (verification, --model FILE.onnx)")
+        onnxruntime()  # before anything else: the one message when it is missing
         doc = sidecar.read(path)
         self.path = path
         self.num_classes = num_classes
@@ -33,10 +33,11 @@ class OnnxRunner:
         self._std = torch.tensor(norm.std).view(1, 3, 1, 1)
         try:
             require_regular(path)
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = session(path)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
-            text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({text})", hint="export it again") from None
+            raise CheckpointError(
+                f"{path}: not a loadable ONNX model ({first_line(e)})", hint="export it again"
+            ) from None
         self.input_name = self.session.get_inputs()[0].name
         channels = self.session.get_outputs()[0].shape[1] if len(self.session.get_outputs()[0].shape) == 4 else None
         if isinstance(channels, int) and channels != num_classes:

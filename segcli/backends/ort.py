@@ -1,14 +1,12 @@
 """`--backend onnxruntime`: the network exported to ONNX once (cached), run by onnxruntime on the CPU.
 
-The export lives in segcli's cache under a key made of the weights' sha256, the opset, the torch and segcli
+The export lives in segcli's cache under a key of the weights' sha256, the opset, the torch and segcli
 versions and the shape policy: a fixed `HxW` where the preset's views have one size (`slide` windows, an HxW
-resize: the pyramid pooling is then fixed pooling, never slower and once measured faster — PSPNet-R50 at
-512², `benchmarks/backends.py`: 1.27× eager static vs 0.97× dynamic, a second run 1.16× both), views of any
-other size running eagerly; else
-`dynamic` (any height and width; not Swin, whose window partition the exporter cannot make dynamic). An export is checked against the network it was made from (labels
-≥ 99.9 % equal) before it enters the cache, and its own sha256 is checked whenever it is loaded again. `auto`
-exports the network with its BatchNorm folded, an explicit `--backend onnxruntime` the network as loaded:
-the same function to ~1e-6, so both share one export.
+resize; the pyramid pooling is then fixed pooling), views of any other size running eagerly; else `dynamic`
+(any height and width; not Swin, whose window partition the exporter cannot make dynamic). An export is
+checked against the network it was made from (labels ≥ 99.9 % equal) before it enters the cache, and its
+own sha256 is checked whenever it is loaded again. `auto` exports the network with its BatchNorm folded, an
+explicit `--backend onnxruntime` the network as loaded: the same function to ~1e-6, so both share one export.
 """
 
 from __future__ import annotations
@@ -27,13 +25,13 @@ import torch
 
 from .._version import __version__
 from ..errors import first_line
-from ..extras import require
 from ..fsutil import umask
 from ..loading.hub import segcli_cache, sha256_file
 from ..loading.info import ModelInfo
 from ..model import Segmentor
 from ..model.backbones import SwinConfig
 from .base import BackendError, Wrapped
+from .onnx_session import onnxruntime, require_exporter, session
 
 OPSET = 18
 VERIFY_SHAPE = (96, 128)  # a dynamic export is checked at a size it was not traced at (512x512)
@@ -44,11 +42,10 @@ def dynamic_ok(net: Segmentor) -> bool:
     return not isinstance(net.config.backbone, SwinConfig)
 
 
-def require_ort() -> Any:
-    ort = require("onnxruntime", "onnx", "--backend onnxruntime runs the model's ONNX export")
-    for module in ("onnx", "onnxscript"):  # the exporter's
-        require(module, "onnx", "--backend onnxruntime exports the model to ONNX")
-    return ort
+def require_ort() -> None:
+    """onnxruntime and the exporter (the backend exports the network, then runs the export)."""
+    onnxruntime()
+    require_exporter()
 
 
 class OrtModel(Wrapped):
@@ -57,13 +54,7 @@ class OrtModel(Wrapped):
 
     def __init__(self, net: Segmentor, path: Path, size: tuple[int, int] | None) -> None:
         super().__init__(net)
-        ort = require_ort()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads leave the cores to
-        # torch (views the export does not take) and to the decoding / writing threads
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = session(path)
         self.input_name = self.session.get_inputs()[0].name
         self.size = size  # None: any size
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Prediction
-from ..errors import EXIT_USAGE, ModelOutputError, SegcliError
+from ..errors import EXIT_USAGE, ModelOutputError, SegcliError, first_line
 from .plan import Task
 from .records import ImageRecord
 
@@ -39,8 +39,7 @@ def _failure(task: Task, error: BaseException, what: str) -> ImageRecord:
     if isinstance(error, SegcliError):
         reason = str(error)
     else:
-        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        reason = f"{task.item.path}: {what} ({type(error).__name__}{': ' + detail if detail else ''})"
+        reason = f"{task.item.path}: {what} ({first_line(error, typed=True)})"
     return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), reason)
 
 

@@ -46,14 +46,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _require_runtimes(fmt: str, verify: bool) -> None:
-    from ..backends.export import require_onnxruntime
-    from ..extras import require
+    from ..backends.onnx_session import onnxruntime, require_exporter
 
     if fmt == "onnx":
-        for module in ("onnx", "onnxscript"):
-            require(module, "onnx", "torch's ONNX exporter needs it")
+        require_exporter()
         if verify:
-            require_onnxruntime()
+            onnxruntime()
 
 
 def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageError, UsageError
+from ..errors import ImageError, UsageError, first_line
 from ..fsutil import atomic_write_bytes, require_regular
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.inputs import DEFAULT_EXTENSIONS
@@ -123,9 +123,7 @@ def read_labels(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - truncated data, bombs, decoder errors: this pair's failure
-        text = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
-        reason = text.splitlines()[0][:200] if text else type(e).__name__
-        raise ImageError(f"{path}: cannot read label map ({reason})") from None
+        raise ImageError(f"{path}: cannot read label map ({first_line(e, strerror=True)})") from None
     return labels.astype(np.uint8) if labels.dtype == bool else labels  # mode 1: 0 / 1
 
 

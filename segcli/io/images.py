@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import ImageError, UsageError
+from ..errors import ImageError, UsageError, first_line
 from ..fsutil import require_regular
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -35,12 +35,7 @@ def image_size(path: Path) -> tuple[int, int]:
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: image too large", hint="raise --max-pixels if the image is trusted") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is this image's one-line error
-        raise ImageError(f"{path}: cannot read image header ({_reason(e)})") from None
-
-
-def _reason(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+        raise ImageError(f"{path}: cannot read image header ({first_line(e, typed=True)})") from None
 
 
 # segcli applies its own pixel limit (`max_pixels`) to every image; Pillow's warning below its hard limit
@@ -121,18 +116,12 @@ def load_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
         what = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {what}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated data, broken chunks, FIFOs
-        raise ImageError(f"{path}: cannot decode image ({_os_reason(e)})") from None
+        raise ImageError(f"{path}: cannot decode image ({first_line(e, strerror=True)})") from None
     except MemoryError:
         raise ImageError(f"{path}: not enough memory to decode this image", hint="lower --max-pixels") from None
     except Exception as e:  # noqa: BLE001 - a decoder bug or an unsupported variant (e.g. NotImplementedError)
-        raise ImageError(f"{path}: cannot decode image ({_reason(e)})") from None
+        raise ImageError(f"{path}: cannot decode image ({first_line(e, typed=True)})") from None
     return np.ascontiguousarray(rgb)
-
-
-def _os_reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _from_array(a: np.ndarray) -> np.ndarray:

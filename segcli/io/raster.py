@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError, UsageError
+from ..errors import ImageError, UsageError, first_line
 from ..extras import require
 
 RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".vrt", ".img")  # read by GDAL when the [geo] extra is there
@@ -112,7 +112,7 @@ class Raster:
         try:
             self.ds = rio.open(self.path)
         except Exception as e:  # noqa: BLE001 - GDAL's error (truncated, not a raster) is this file's one line
-            raise ImageError(f"{path}: cannot open raster ({_first_line(e)})") from None
+            raise ImageError(f"{path}: cannot open raster ({first_line(e)})") from None
         try:
             self._check(options)
         except BaseException:
@@ -183,7 +183,7 @@ class Raster:
             a = self.ds.read(list(self.bands), window=win)  # [3, rows, cols]
             valid = self.ds.read_masks(list(self.bands), window=win).min(0) > 0 if self.masked else None
         except Exception as e:  # noqa: BLE001 - a truncated or corrupt block: this raster's failure
-            raise ImageError(f"{self.path}: cannot read rows {y1}..{y2} ({_first_line(e)})") from None
+            raise ImageError(f"{self.path}: cannot read rows {y1}..{y2} ({first_line(e)})") from None
         if self.lut is not None:
             return np.ascontiguousarray(self.lut[a[0]]), valid
         return _to_rgb8(a, self.scaling), valid
@@ -197,7 +197,7 @@ class Raster:
         try:
             return self.ds.read_masks(list(self.bands), window=Window(0, y1, self.width, y2 - y1)).min(0) > 0
         except Exception as e:  # noqa: BLE001
-            raise ImageError(f"{self.path}: cannot read the mask of rows {y1}..{y2} ({_first_line(e)})") from None
+            raise ImageError(f"{self.path}: cannot read the mask of rows {y1}..{y2} ({first_line(e)})") from None
 
     def describe(self) -> dict[str, Any]:
         """The JSON `raster` record: size, bands, dtype, scaling, and the georeference (see `georef`)."""
@@ -230,11 +230,6 @@ def _json_number(v: float | None) -> float | str | None:
     if v is None:
         return None
     return float(v) if math.isfinite(v) else str(float(v))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def georef(ds: Any) -> dict[str, Any]:

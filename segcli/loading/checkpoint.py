@@ -23,18 +23,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from ..fsutil import read_regular, require_regular
 
 DERIVED_SUFFIXES = ("relative_position_index", "num_batches_tracked")
 SHARD_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}\.safetensors")  # no folders, no '..', not hidden
 MAX_INDEX_BYTES = 64 << 20
 SHOW = 10  # keys listed per category in a mismatch report
-
-
-def _safe_reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
 
 
 def _looks_pickled(head: bytes) -> bool:
@@ -58,7 +53,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                 tensors[key] = f.get_tensor(key)
         return tensors
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for truncated / corrupt headers
-        reason = _safe_reason(e)
+        reason = first_line(e)
     try:  # only a file safetensors rejected is examined further, so a valid one is never misjudged
         with open(path, "rb") as f:
             head = f.read(8)
@@ -84,7 +79,7 @@ def shard_names(index: Path) -> list[str]:
     except RecursionError:
         raise CheckpointError(f"{index}: not a readable safetensors index (nested too deeply)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{index}: not a readable safetensors index ({_safe_reason(e)})") from None
+        raise CheckpointError(f"{index}: not a readable safetensors index ({first_line(e)})") from None
     for name in names:
         if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
             raise CheckpointError(

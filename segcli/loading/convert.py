@@ -20,7 +20,7 @@ from ..versions import made_by
 from .checkpoint import match_state_dict
 from .classes import ClassSet, derived_palette, known_set
 from .formats import csail, mmseg, native, semseg
-from .formats.arch import network_from_tables, tables_from_network
+from .formats.arch import HEAD_OF_ARCH, network_from_tables, tables_from_network
 from .hub import file_sha256
 from .registry import ModelSpec
 
@@ -42,7 +42,6 @@ def _class_set(src: Path, spec: ModelSpec, k: int, classes: tuple[str, ...] | No
     return ClassSet("custom", classes, derived_palette(k))
 
 
-HEADS = {"pspnet": "psp", "upernet": "uper", "upp": "upp"}  # architecture → the key table of its decoder
 CLASSIFIER = "decode_head.classifier.weight"  # its rows: the classes (the object head's for upp)
 CLASSIFIERS = {"upp": "decode_head.object_head.1.weight"}
 
@@ -50,7 +49,7 @@ CLASSIFIERS = {"upp": "decode_head.object_head.1.weight"}
 def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
     if spec.format == "mmseg":
         return mmseg.read(srcs, f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint")
-    state = READERS[spec.format](srcs, HEADS[spec.network.arch])
+    state = READERS[spec.format](srcs, HEAD_OF_ARCH[spec.network.arch])  # the key table of its decoder
     if CLASSIFIERS.get(spec.network.arch, CLASSIFIER) not in state:
         raise CheckpointError(
             f"{srcs[0]}: no classifier weights: not a {spec.format} checkpoint of the kind --arch {spec.name} is",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import CheckpointError, DownloadError, EntryMissingError, IntegrityError, NotCachedError
+from ..errors import CheckpointError, DownloadError, EntryMissingError, IntegrityError, NotCachedError, first_line
 from ..fsutil import atomic_path, atomic_write_bytes, read_regular, require_regular
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -137,7 +137,7 @@ def fetch(
     except EntryNotFoundError:
         raise EntryMissingError(f"{what}: the repository has no file {filename!r} at that revision") from None
     except HfHubHTTPError as e:
-        raise DownloadError(f"{what}: download failed ({str(e).splitlines()[0]})") from None
+        raise DownloadError(f"{what}: download failed ({first_line(e)})") from None
     except OSError as e:  # network errors below the HTTP layer, disk full, permissions
         raise DownloadError(f"{what}: download failed ({e})") from None
     finally:

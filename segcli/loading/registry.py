@@ -29,7 +29,8 @@ ENV_REGISTRY = "SEGCLI_REGISTRY"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"  # the Hub's rules for a repo name part
 URL = r"(https?|file)://[^\s]+"
-FORMATS = ("mmseg", "csail", "semseg")  # checkpoint formats segcli converts (segcli.formats.<name>)
+# the checkpoint formats segcli converts (`segcli.loading.formats.<name>`, `convert.READERS`) → who publishes them
+FORMATS = {"mmseg": "mmsegmentation", "csail": "the UPerNet authors (CSAIL)", "semseg": "the PSPNet author"}
 MAX_REGISTRY_BYTES = 4 << 20
 
 
@@ -47,7 +48,7 @@ ENTRY = Table(
         "urls": List(Str(max_len=2048, pattern=URL), 1, 4),
         "download_page": Str(max_len=2048, pattern=r"https?://[^\s]+"),
         "files": List(Str(max_len=512), 1, 4),
-        "format": Str(choices=FORMATS),
+        "format": Str(choices=tuple(FORMATS)),
         "sha256_prefix": Str(max_len=64),
         "license": Str(max_len=200),
         "dataset": Str(max_len=64),
@@ -61,7 +62,11 @@ ENTRY = Table(
         "miou": Float(0.0, 100.0),
         "miou_ms": Float(0.0, 100.0),
         "preprocess": Table({"mean": MEAN, "std": STD, "scale": SCALE, "bgr": Bool()}, ("mean", "std"), closed=True),
-    }
+        "backbone": Table({}),  # the architecture tables: checked by `formats.arch`
+        "head": Table({}),
+    },
+    required=("license", "dataset", "backbone", "crop_size", "preset"),
+    closed=True,
 )
 
 
@@ -136,30 +141,6 @@ class ModelSpec:
         )
 
 
-_REQUIRED = ("license", "dataset", "backbone", "crop_size", "preset")
-_OPTIONAL = (
-    "repo",
-    "revision",
-    "filename",
-    "sha256",
-    "url",
-    "urls",
-    "download_page",
-    "files",
-    "format",
-    "sha256_prefix",
-    "head",
-    "description",
-    "miou",
-    "miou_ms",
-    "protocol",
-    "mode",
-    "stride",
-    "resize",
-    "preprocess",
-)
-
-
 def _network(entry: dict[str, Any], where: str) -> SegmentorConfig:
     """The entry's network: its backbone and head tables (a `upp` head takes its parts, materials and
     scenes from the dataset), its `preprocess` normalisation."""
@@ -196,12 +177,6 @@ def _spec(name: str, entry: Any, source: Path) -> ModelSpec:
         )
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table")
-    missing = [k for k in _REQUIRED if k not in entry]
-    if missing:
-        raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}")
-    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
     entry = ENTRY.check({k: v for k, v in entry.items() if v != ""}, where, "")
     if entry.get("resize") is not None:
         try:

@@ -31,7 +31,7 @@ from .formats import hf, native, pth, sidecar
 from .formats.common import read_json
 from .hub import fetch, fetch_url, file_sha256, segcli_cache, try_cached, verify
 from .info import ModelInfo, Origin
-from .registry import ModelSpec
+from .registry import FORMATS, ModelSpec
 
 REPO_ID = re.compile(r"(?!.*\.\.)(?!.*\.$)[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 WEIGHTS = native.WEIGHTS
@@ -99,9 +99,7 @@ def _indented(commands: str) -> str:
 
 
 def _publisher(spec: ModelSpec) -> str:
-    return {"mmseg": "mmsegmentation", "csail": "the UPerNet authors (CSAIL)", "semseg": "the PSPNet author"}[
-        spec.format
-    ]
+    return FORMATS[spec.format]
 
 
 def _converted(spec: ModelSpec) -> Resolved:

@@ -31,7 +31,8 @@ from ...model.segmentor import SegmentorConfig
 from .schema import CHANNELS, MAX_CLASSES, POOL_SCALES, Bool, Check, Float, Int, List, Opt, Str, Table
 
 BACKBONE_TYPES: dict[str, type] = {"convnext": ConvNeXtConfig, "swin": SwinConfig, "resnet": ResNetConfig}
-HEAD_TYPES = ("uper", "psp", "upp")
+HEAD_OF_ARCH = {"pspnet": "psp", "upernet": "uper", "upp": "upp"}  # Segmentor.arch → its head table's type
+HEAD_TYPES = tuple(HEAD_OF_ARCH.values())
 UPP_KEYS = {"material_classes", "scene_classes", "part_classes", "part_groups"}
 HEAD_KEYS = UPP_KEYS | {
     "type",
@@ -200,7 +201,7 @@ def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str,
     }
     d = net.decode_head
     head: dict[str, Any] = {
-        "type": {"pspnet": "psp", "upernet": "uper", "upp": "upp"}[net.arch],
+        "type": HEAD_OF_ARCH[net.arch],
         "channels": d.channels,
         "pool_scales": list(d.pool_scales),
         "align_corners": d.align_corners,

@@ -15,13 +15,8 @@ from typing import Any
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, first_line
 from ...fsutil import require_regular
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:limit] if text else type(e).__name__
 
 
 def is_torchscript(path: Path) -> bool:
@@ -62,10 +57,10 @@ def load(path: Path) -> Any:
                 hint="if you trust the file, re-save only its state_dict (plain tensors) with torch.save in the "
                 "environment that made it, then convert that file",
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line(e, 160)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})",
+            f"{path}: not a readable PyTorch checkpoint ({first_line(e, 160)})",
             hint="the file may be truncated: download it again",
         ) from None
 
