@@ -279,11 +279,15 @@ class Segmenter:
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
         """Float32 logits [num_classes, H, W] on the CPU, at the image's own size. With several views
         (scales / flip) these are the log of the averaged probabilities (same argmax, same softmax)."""
-        return self.run(image, preset, labels=False, logits=True, **overrides).logits
+        out = self.run(image, preset, labels=False, logits=True, **overrides).logits
+        assert out is not None  # asked for
+        return out
 
     def predict(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> np.ndarray:
         """Class indices [H, W] at the image's own size (uint8 up to 256 classes, else uint16)."""
-        return self.run(image, preset, **overrides).labels
+        labels = self.run(image, preset, **overrides).labels
+        assert labels is not None
+        return labels
 
     def parse(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> Parsing:
         """Objects, parts, materials and the scene of an image (a unified perceptual parsing model only).
@@ -294,6 +298,7 @@ class Segmenter:
                 hint="use predict() / logits(), or load upp-resnet50-upernet",
             )
         pred = self.run(image, preset, **overrides)
+        assert pred.labels is not None and pred.image_probs is not None  # a parser's run has both
         top = np.argsort(-pred.image_probs, kind="stable")[:5]
         scene = [(self.scenes[i], float(pred.image_probs[i])) for i in top]
         return Parsing(pred.labels, pred.maps["part"], pred.maps["material"], scene)

@@ -44,7 +44,7 @@ def isolated_env(tmp_path_factory, monkeypatch):
     yield base
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def cli():
     """`cli("predict", path, "-o", out)` → the CliRunner result of `segcli predict PATH -o OUT`."""
     return run_cli

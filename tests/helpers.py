@@ -153,6 +153,15 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return synthetic_photo(h, w, seed)
 
 
+def photo(path: Path, h: int = 24, w: int = 32, seed: int = 0) -> Path:
+    """`random_image` saved at `path` (its folders made)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(random_image(h, w, seed=seed)).save(path)
+    return path
+
+
 def save_tiny_upp(path: Path, seed: int = 4) -> Path:
     """A reduced unified perceptual parser in segcli's model-directory format (see conftest.tiny_upp_dir)."""
     from dataclasses import replace

@@ -35,11 +35,13 @@ def _stub_ops() -> types.ModuleType:
 
 def import_mmseg():
     """The `mmseg` package with its models registered, or skip the test when it is not installed."""
-    pytest.importorskip("mmcv")
+    pytest.importorskip("mmcv", reason="mmcv-lite is not installed (the [test] extra: the mmsegmentation reference)")
     sys.modules.setdefault("mmcv.ops", _stub_ops())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mmseg = pytest.importorskip("mmseg")
+        mmseg = pytest.importorskip(
+            "mmseg", reason="mmsegmentation is not installed (the [test] extra: the reference implementation)"
+        )
         from mmseg.utils import register_all_modules
 
         register_all_modules()

@@ -27,6 +27,7 @@ from segcli import Segmenter
 from segcli.engine.presets import Protocol, resolve
 
 mit = pytest.importorskip("mit_semseg.models.models", reason="pip install --no-deps mit_semseg==1.0.0")
+pytest.importorskip("cv2", reason="opencv-python-headless is not installed (the [test] extra: semseg's cv2 resizing)")
 from mit_semseg.models import resnet as mit_resnet  # noqa: E402
 
 SIZE = (201, 265)  # (H - 1) % 8 == 0: a size the semseg network accepts as it is

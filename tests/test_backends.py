@@ -91,7 +91,7 @@ def convnext_exports(tiny_convnext_dir, tmp_path_factory) -> Path:
     """segcli's exports folder holding the tiny ConvNeXt's 128x128 ONNX export (made once per module)."""
     import os
 
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     cache, before = tmp_path_factory.mktemp("exports-cache"), os.environ.get("SEGCLI_CACHE")
     os.environ["SEGCLI_CACHE"] = str(cache)
     try:
@@ -112,7 +112,7 @@ def cached_export(convnext_exports) -> None:
 @pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
 @pytest.mark.parametrize("mode", ["hf", "slide"])
 def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_export):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     if backend == "compile" and not COMPILER:
         pytest.skip("torch.compile (inductor) needs a C++ compiler")
     overrides = HF if mode == "hf" else SLIDE
@@ -128,7 +128,7 @@ def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_exp
 
 
 def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     said: list[str] = []
     seg = Segmenter.from_pretrained(tiny_pspnet_dir)
     whole = seg.params("hf", resize="none")  # whole images at their own sizes: the dynamic export
@@ -164,7 +164,7 @@ def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
 
 
 def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     seg = Segmenter.from_pretrained(tiny_swin_dir)
     with pytest.raises(UsageError, match="Swin exports need one fixed view size"):
         seg.use_backend("onnxruntime", seg.params("hf", resize="128:512"))  # whole images at their own sizes
@@ -184,7 +184,7 @@ def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir
 
 
 def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir, tiny_pspnet_dir):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     with pytest.raises(UsageError, match="unknown backend 'tensorrt'"):
         Segmenter.from_pretrained(tiny_convnext_dir, backend="tensorrt")
     bf16 = Segmenter.from_pretrained(tiny_convnext_dir, dtype="bfloat16")
@@ -204,7 +204,7 @@ def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir, t
 
 @pytest.mark.slow
 def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached_export):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     if not COMPILER:
         pytest.skip("torch.compile (inductor) needs a C++ compiler")
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
@@ -262,7 +262,7 @@ def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_
 
 
 def test_backend_is_recorded_and_part_of_the_fingerprint(cli, tiny_convnext_dir, tmp_path, cached_export):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     src = tmp_path / "in"
     src.mkdir()
     for i in range(2):
@@ -313,7 +313,7 @@ def test_ray_workers_get_a_named_backend(cli, model, asked, runs, tiny_convnext_
 
     src = tiny_convnext_dir
     if model == "onnx":
-        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
         src = tmp_path / "m.onnx"
         r = cli("export", tiny_convnext_dir, "-o", src, "--format", "onnx", "--size", "64x64", "-q")
         assert r.exit_code == 0, r.stderr

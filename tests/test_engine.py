@@ -233,7 +233,9 @@ def test_view_sizes_follow_mmcv():
 
 
 def test_cv2_style_image_resize_is_within_one_level_of_opencv():
-    cv2 = pytest.importorskip("cv2")
+    cv2 = pytest.importorskip(
+        "cv2", reason="opencv-python-headless is not installed (the [test] extra: semseg's cv2 resizing)"
+    )
     img = random_image(300, 457, seed=8)
     for size in [(512, 780), (150, 229), (1001, 517)]:
         ours = resize_bilinear(img, size).astype(int)
@@ -242,7 +244,9 @@ def test_cv2_style_image_resize_is_within_one_level_of_opencv():
 
 
 def test_rescale_size_matches_mmcv():
-    mmcv = pytest.importorskip("mmcv")
+    mmcv = pytest.importorskip(
+        "mmcv", reason="mmcv-lite is not installed (the [test] extra: the mmsegmentation reference)"
+    )
     rng = np.random.default_rng(0)
     for h, w in rng.integers(16, 4000, (300, 2)):
         for scale in [(2048, 512), (2560, 640), (1536, 384)]:

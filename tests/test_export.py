@@ -19,7 +19,7 @@ from PIL import Image
 from segcli import Segmenter
 from segcli.model.heads.ppm import ExportPool, pool_matrix
 
-pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
 SIZE = "160x224"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-rasterio = pytest.importorskip("rasterio")
+rasterio = pytest.importorskip("rasterio", reason="rasterio is not installed (the [geo] extra)")
 from rasterio.transform import from_origin  # noqa: E402
 
 from segcli import Segmenter  # noqa: E402

@@ -153,7 +153,7 @@ def test_a_config_whose_head_classes_do_not_match_its_head_is_refused(cli, tiny_
 
 def test_bgr_input_survives_an_onnx_export(cli, tmp_path):
     """A BGR model exported without its preprocessing: the sidecar says BGR and the runner flips."""
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     from dataclasses import replace
 
     from helpers import random_image, randomize_

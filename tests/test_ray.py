@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("ray.data")
+pytest.importorskip("ray.data", reason="Ray Data is not installed (the [ray] extra)")
 pytestmark = pytest.mark.ray
 
 RAY = ["--ray", "--workers", "2", "--threads", "1"]

@@ -22,8 +22,8 @@ from segcli.loading.classes import known_set
 from segcli.report import gallery
 from segcli.report.scores import confusions
 
-pytest.importorskip("jinja2")
-pytest.importorskip("matplotlib")
+pytest.importorskip("jinja2", reason="jinja2 is not installed (the [report] extra)")
+pytest.importorskip("matplotlib", reason="matplotlib is not installed (the [report] extra)")
 
 ARTIFACTS = Path(os.environ.get("SEGCLI_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
 ODD_NAMES = ("<script>alert(1)<!--.png", "<img src=x onerror=window.pwned=1>.png", 'a&amp;b "q".png')
@@ -126,7 +126,9 @@ def browser():
         if os.environ.get("SEGCLI_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium and chromedriver are required here (SEGCLI_REQUIRE_BROWSER=1)")
         pytest.skip("no chromium + chromedriver (apt install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (the [test] extra drives the system's Chromium with it)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
     for arg in (

@@ -127,7 +127,7 @@ def test_prroi_pool_equals_a_port_of_the_cuda_kernel(hw):
 
 
 def test_prroi_pool_exports_to_onnx(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     module = torch.nn.Sequential(PrRoIPool(6)).eval()
     x = torch.randn(1, 8, 10, 13)
     path = tmp_path / "prroi.onnx"

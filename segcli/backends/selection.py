@@ -142,8 +142,8 @@ def select(
     if requested == "torch":
         return net, Choice(requested, "torch", "asked for")
     if requested != "auto":
-        if why := unsupported(requested, net, params, auto=False):
-            raise UsageError(f"--backend {requested}: {why}", hint="use --backend auto or torch")
+        if reason := unsupported(requested, net, params, auto=False):
+            raise UsageError(f"--backend {requested}: {reason}", hint="use --backend auto or torch")
         try:
             return build(requested, net, info, params, log), Choice(requested, requested, "asked for")
         except BackendError as e:
@@ -164,7 +164,8 @@ def _auto(
         return net, Choice("auto", "torch", f"the only backend for this model and preset here ({said})")
     shape = _measured_shape(params) if params is not None else PHOTO
     batch = call_batch(params)
-    calls = {"upsample": params is None or not params.resize_once, "eligible": sorted(eligible)}
+    upsample = params is None or not params.resize_once
+    calls = {"upsample": upsample, "eligible": sorted(eligible)}
     k = calibrate.key(net.config, net.dtype, net.device, shape, batch, calls)
     entry = calibrate.lookup(k)
     if entry is not None and entry["choice"] not in ("torch", *eligible):
@@ -186,7 +187,7 @@ def _auto(
             except BackendError as e:
                 notes[n] = e.message
         x = torch.randn((batch, 3, *shape), generator=torch.Generator().manual_seed(0)).to(net.device, net.dtype)
-        seconds = calibrate.measure(built, x, calls["upsample"])
+        seconds = calibrate.measure(built, x, upsample)
         entry = {"seconds": seconds, "choice": calibrate.pick(seconds), "notes": notes}
         calibrate.store(k, entry)
     choice, seconds = entry["choice"], entry["seconds"]

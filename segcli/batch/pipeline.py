@@ -152,6 +152,7 @@ class _Run:
     def _stream(self, task: Task, raster: Any, seconds: float) -> ImageRecord | None:
         """A raster: segmented and written by rows here (its writes cannot wait for the writer thread);
         None when a stop request ended it part way (nothing of it is written)."""
+        assert self.p.stream is not None  # decode opened a raster only where a stream takes it
         try:
             record = self.p.stream(task, raster, seconds, self.should_stop)
             self.succeeded = True
@@ -160,7 +161,9 @@ class _Run:
             self.stopped_midway = True
             return None
         except Exception as e:  # noqa: BLE001 - sorted out as a batch of one
-            return self._infer_apart([(task, raster, seconds)], e)[0]
+            failed = self._infer_apart([(task, raster, seconds)], e)[0]
+            assert isinstance(failed, ImageRecord)  # a batch of one: its failure record
+            return failed
         finally:
             raster.close()
 

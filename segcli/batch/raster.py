@@ -86,14 +86,15 @@ class RasterStream:
         """Memory of one row of windows across the raster, per view: the source rows it reads (uint8 RGB +
         mask, and float32 while resizing) and its window sums (float32, every channel)."""
         h, w, p = raster.height, raster.width, self.params
-        channels, total = self.seg.model.heads.channels, 0
+        assert p.crop is not None  # windowed reading slides windows
+        channels, total, crop_h = self.seg.model.heads.channels, 0, p.crop[0]
         for scale in p.scales:
             vh, vw = view_size(h, w, p, scale)
-            source_rows = p.crop[0] * h // max(vh, 1) + 2
-            total += source_rows * w * 4 + (0 if (vh, vw) == (h, w) else 2 * 12 * p.crop[0] * w)
-            total += 4 * channels * p.crop[0] * vw * (2 if p.flip else 1)
+            source_rows = crop_h * h // max(vh, 1) + 2
+            total += source_rows * w * 4 + (0 if (vh, vw) == (h, w) else 2 * 12 * crop_h * w)
+            total += 4 * channels * crop_h * vw * (2 if p.flip else 1)
         if "probs" in self.opts.save:  # a band of uint8 probabilities, every class
-            total += self.seg.num_classes * p.crop[0] * w
+            total += self.seg.num_classes * crop_h * w
         return total
 
     def _image(self, raster: Raster) -> LazyImage | np.ndarray:

@@ -307,8 +307,9 @@ class _Labeller:
         preds = [self.seg.run_many([im], self.params)[0] for im in images]  # one at a time: sizes differ
         records = []
         for p in preds:
+            assert p.labels is not None
             counts = class_counts(p.labels, self.seg.num_classes)
-            doc = {"model": self.record.model, "inference": self.record.inference}
+            doc: dict[str, Any] = {"model": self.record.model, "inference": self.record.inference}
             doc["classes"] = class_stats(counts, self.seg.classes)
             records.append(json.dumps(doc))
         out = dict(batch)

@@ -203,14 +203,34 @@ class _Run:
     def execute(self, items: list[Item], summary: RunSummary) -> None:
         from . import runner
 
-        run = dict(report=self.report, should_stop=self.events.should_stop, summary=summary)
+        report, stop = self.report, self.events.should_stop
         try:
             if self.cluster is not None and self.job is not None:
                 from .ray import run as on_ray
 
-                on_ray(self.seg, self.job, items, workers=self.cluster.workers, gpus=self.cluster.gpus, **run)
+                c = self.cluster
+                on_ray(
+                    self.seg,
+                    self.job,
+                    items,
+                    workers=c.workers,
+                    gpus=c.gpus,
+                    report=report,
+                    should_stop=stop,
+                    summary=summary,
+                )
             else:
-                runner.run(self.seg, items, self.params, self.opts, on_windows=self.events.windows, **run)
+                on_windows = self.events.windows
+                runner.run(
+                    self.seg,
+                    items,
+                    self.params,
+                    self.opts,
+                    report=report,
+                    should_stop=stop,
+                    summary=summary,
+                    on_windows=on_windows,
+                )
         except SegcliError as e:  # stops the run; what was done is still summed up
             self.fatal, summary.interrupted = e, True
 

@@ -67,6 +67,7 @@ class Writer:
     def __call__(self, task: Task, image: np.ndarray, pred: Prediction, timings: dict[str, float]) -> ImageRecord:
         """Write the outputs `task.paths` asks for, the palette PNG last (it marks the image done)."""
         labels, paths, opts, k = pred.labels, task.paths, self.opts, len(self.class_set.classes)
+        assert labels is not None  # batch prediction asks for labels
         counts = class_counts(labels, k)
         classes = class_stats(counts, list(self.class_set.classes))
         record = ImageRecord.done(
@@ -91,9 +92,11 @@ class Writer:
                 from ..io.raster import write_probs_tiff
 
                 check_inside(opts.out, paths["probs"])
+                assert pred.probs is not None  # asked for with --save probs
                 write_probs_tiff(paths["probs"], pred.probs, self.class_set.classes)
                 written.append(paths["probs"])
             elif "probs" in paths:
+                assert pred.probs is not None
                 data = topk_npz(pred.probs, opts.topk) if opts.topk else probs_npy(pred.probs)
                 self.put(written, paths["probs"], data)
             record.timings = {**timings, "write_s": time.perf_counter() - t}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,7 +54,7 @@ def root(
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "models": models_cmd.models,
     "download": download_cmd.download,
     "predict": predict_cmd.predict,

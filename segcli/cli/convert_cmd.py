@@ -51,11 +51,11 @@ def convert(
     for path in src:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
-    registry = load_registry(STATE.registry)
-    if arch not in registry or not registry[arch].needs_conversion:
-        choices = ", ".join(n for n, s in registry.items() if s.needs_conversion)
+    specs = load_registry(STATE.registry)
+    if arch not in specs or not specs[arch].needs_conversion:
+        choices = ", ".join(n for n, s in specs.items() if s.needs_conversion)
         raise UsageError(f"unknown --arch {arch!r}", hint=f"architectures with checkpoints to convert: {choices}")
     names = read_class_names(classes) if classes is not None else None
-    done = run(list(src), registry[arch], out, names)
+    done = run(list(src), specs[arch], out, names)
     eprint(f"segcli: converted {' + '.join(map(str, src))} → {done} (use --model {done})")
     print(done)

@@ -39,23 +39,23 @@ def download(
     from ..loading.registry import load_registry
     from ..loading.sources import REPO_ID, download_and_convert, resolve, resolve_spec
 
-    registry = load_registry(STATE.registry)
-    targets = list(registry) if all_ else list(dict.fromkeys(names or []))
+    specs = load_registry(STATE.registry)
+    targets = list(specs) if all_ else list(dict.fromkeys(names or []))
     if not targets:
         raise UsageError("name at least one model, or use --all", hint="`segcli models` lists the registry")
-    unknown = [n for n in targets if n not in registry and not REPO_ID.fullmatch(n.partition("@")[0])]
+    unknown = [n for n in targets if n not in specs and not REPO_ID.fullmatch(n.partition("@")[0])]
     if unknown:
         raise UsageError(f"unknown model(s): {', '.join(unknown)}", hint="`segcli models` lists the registry")
     failed = 0
     for name in targets:
-        spec = registry.get(name)
+        spec = specs.get(name)
         try:
             if spec is not None and spec.needs_conversion:
                 resolved = download_and_convert(spec, force=force)
             elif spec is not None:
                 resolved = resolve_spec(spec, force=force)
             else:
-                resolved = resolve(name, registry, force=force)
+                resolved = resolve(name, specs, force=force)
         except SegcliError as e:
             failed += 1
             report(_for_download(e))
@@ -63,6 +63,6 @@ def download(
         o = resolved.info.origin
         print(f"{name}\t{resolved.weights}\t{o.sha256 or '-'}", flush=True)
         if o.kind == "registry" and spec is not None and not spec.sha256:
-            eprint(f"segcli: note: {name} has no pinned sha256 in {registry[name].registry_file}; got {o.sha256}")
+            eprint(f"segcli: note: {name} has no pinned sha256 in {specs[name].registry_file}; got {o.sha256}")
     if failed:
         raise typer.Exit(EXIT_USAGE)

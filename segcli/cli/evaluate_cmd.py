@@ -346,6 +346,7 @@ def evaluate(
             inference.check()
             tmp = None if save_pred else Path(tempfile.mkdtemp(prefix="segcli-eval-"))
             pred = save_pred or tmp
+            assert pred is not None
             names, extra_model = _predict(model, images, pred, inference, (gt, gt_suffix, pred_suffix), silent)
             extra.update(extra_model)
         else:

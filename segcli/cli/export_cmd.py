@@ -15,6 +15,7 @@ from .progress import Activity
 if TYPE_CHECKING:
     from ..api import Segmenter
     from ..backends.export import ExportOptions
+    from ..model import Segmentor
 
 ModelArg = Annotated[str, typer.Argument(help="Any --model source: registry name, Hub repo id, local directory.")]
 FormatOpt = Annotated[
@@ -54,11 +55,11 @@ def _require_runtimes(fmt: str, verify: bool) -> None:
             onnxruntime()
 
 
-def _verify(seg: Segmenter, out: Path, opts: ExportOptions, atol: float, quiet: bool) -> dict[str, Any]:
+def _verify(net: Segmentor, out: Path, opts: ExportOptions, atol: float, quiet: bool) -> dict[str, Any]:
     from ..backends import export as ex
     from ..io.images import synthetic_photo
 
-    v = ex.verify(seg.model, out, opts, atol, synthetic_photo(*opts.size))
+    v = ex.verify(net, out, opts, atol, synthetic_photo(*opts.size))
     if not quiet:
         for c in v.checks:
             diff = "-" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.2e}"
@@ -117,12 +118,13 @@ def export(
     opts = ex.ExportOptions(fmt, _size(size), dynamic, with_preprocess, labels, opset)
     _require_runtimes(fmt, verify)
     seg = Segmenter.from_pretrained(model, registry=STATE.registry)
-    if not isinstance(seg.model, ex.Segmentor):
+    net = seg.model
+    if not isinstance(net, ex.Segmentor):
         raise UsageError(f"{model}: already an exported model")
-    ex.validate(opts, seg.model)
+    ex.validate(opts, net)
     _check_out(out, seg, directory=fmt == "safetensors-fp16")
     if fmt == "safetensors-fp16":
-        done = ex.save_native(seg.model, seg.info, out)
+        done = ex.save_native(net, seg.info, out)
         print(json.dumps({"format": fmt, "path": str(done)}))
         if not quiet:
             eprint(f"segcli: wrote {done} (float16 weights; --model {done} loads them as float32)")
@@ -130,9 +132,9 @@ def export(
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory", hint="give a file name, e.g. model.onnx")
     with atomic_path(out) as tmp, Activity(f"exporting {fmt} (a minute or two for large models)", not quiet):
-        (ex.export_onnx if fmt == "onnx" else ex.export_torchscript)(seg.model, opts, tmp)
+        (ex.export_onnx if fmt == "onnx" else ex.export_torchscript)(net, opts, tmp)
     doc = sidecar.describe(
-        seg.info, seg.model.config.normalization, seg.model.align_corners, seg.params(preset).to_json(), opts.layout
+        seg.info, net.config.normalization, net.align_corners, seg.params(preset).to_json(), opts.layout
     )
     side = sidecar.write(out, doc)
     result: dict[str, Any] = {
@@ -146,7 +148,7 @@ def export(
     }
     if verify:
         with Activity("verifying the export against the model", not quiet):
-            result.update(_verify(seg, out, opts, atol, quiet))
+            result.update(_verify(net, out, opts, atol, quiet))
     print(json.dumps(result))
     if verify and not result["verified"]:
         eprint(f"segcli: warning: {out} differs from the model beyond --atol {atol}; the file is kept")

@@ -61,7 +61,12 @@ class SegcliCommand(TyperCommand):
         args, opts = [], []
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
-                args.append((_argument_name(param), (param.help or "") + ("  [required]" if param.required else "")))
+                args.append(
+                    (
+                        _argument_name(param),
+                        (getattr(param, "help", None) or "") + ("  [required]" if param.required else ""),
+                    )
+                )
                 continue
             record = param.get_help_record(ctx)
             if record is not None:

@@ -23,6 +23,7 @@ def _rows() -> list[dict[str, Any]]:
             cached = d / "model.safetensors" if (d / "model.safetensors").is_file() else None
             state = "ready" if cached else ("download by hand" if spec.download_page else "needs conversion")
         else:
+            assert spec.repo is not None and spec.filename is not None  # a Hub entry
             cached = try_cached(spec.repo, spec.filename, spec.revision)
             state = "cached" if cached else "not cached"
         rows.append(
@@ -82,7 +83,7 @@ def models(json_out: JsonOpt = False, debug: DebugOpt = False, registry: Registr
         ("dataset", "left"),
         ("state", "left"),
     ]:
-        table.add_column(col, justify=just, no_wrap=True)
+        table.add_column(col, justify="right" if just == "right" else "left", no_wrap=True)
     for r in rows:
         miou = f"{r['miou']:.2f} / {r['miou_ms']:.2f}" if r["miou"] is not None and r["miou_ms"] is not None else "-"
         table.add_row(

@@ -168,14 +168,14 @@ class Merger:
 
     def _merge_lazy(self, views: list[Iterator[Block]]) -> None:
         """Average the views' full-width strips (each view cuts its own) over the rows all have reached."""
-        pending: list[torch.Tensor | None] = [None] * len(views)  # probabilities of rows [lo, ...) per view
+        empty = torch.zeros((self.k, 0, self.size[1]), device=self.device)
+        pending = [empty] * len(views)  # probabilities of rows [lo, ...) per view
         while self.lo < self.size[0]:
             for i, blocks in enumerate(views):
-                while pending[i] is None or pending[i].shape[1] == 0:
-                    strip = self._probs(next(blocks).data)
-                    pending[i] = strip if pending[i] is None else torch.cat([pending[i], strip], 1)
+                while pending[i].shape[1] == 0:
+                    pending[i] = torch.cat([pending[i], self._probs(next(blocks).data)], 1)
             rows = min(p.shape[1] for p in pending)
-            mean = sum(p[:, :rows] for p in pending) / self.n
+            mean = _total([p[:, :rows] for p in pending]) / self.n
             for s in self.sinks:
                 s.write(Block(self.lo, self.lo + rows, 0, self.size[1], mean), "probs")
             pending = [p[:, rows:] for p in pending]
@@ -207,7 +207,8 @@ class Merger:
             raise RuntimeError("views did not cover the image")  # a bug, not a user error
         image = None
         if self.image_sums:
-            image = (sum(t / c for t, c in self.image_sums.values()) / len(self.image_sums)).float().cpu().numpy()
+            means = [t / c for t, c in self.image_sums.values()]
+            image = (_total(means) / len(means)).float().cpu().numpy()
         maps = dict(self.labels.maps) if self.labels else {}
         return Prediction(
             labels=maps.pop("labels", None),
@@ -216,3 +217,11 @@ class Merger:
             maps=maps,
             image_probs=image,
         )
+
+
+def _total(parts: list[torch.Tensor]) -> torch.Tensor:
+    """parts[0] + parts[1] + ..., in that order (as `sum` adds them)."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out

@@ -80,6 +80,7 @@ def plan(
     views: list[View] = []
     for scale in params.scales:
         size = view_size(h, w, params, scale)
+        resized: np.ndarray | LazyImage
         if isinstance(image, LazyImage):  # rows resized as they are read (bilinear: see LazyImage.resized)
             resized = image.resized(size, exact=params.resample == "float")
         elif params.resample == "pil":
@@ -87,7 +88,11 @@ def plan(
         else:
             resized = resize_bilinear(image, size, exact=params.resample == "float")
         vh, vw = size
-        rows = grid(vh, vw, params.crop, params.stride) if params.mode == "slide" else [[Window(0, vh, 0, vw)]]
+        if params.mode == "slide":
+            assert params.crop is not None and params.stride is not None  # resolved with the preset
+            rows = grid(vh, vw, params.crop, params.stride)
+        else:
+            rows = [[Window(0, vh, 0, vw)]]
         for flip in (False, True) if params.flip else (False,):
             acc = SlideAccumulator(vh, vw, rows, num_classes, device)
             chain = ViewChain((vh, vw), (h, w), flip, params.align_corners)
@@ -159,6 +164,7 @@ def _run(
             if no:  # no data under this window: zeros (its pixels are all nodata, their values are not read)
                 values = torch.zeros((model.heads.channels, *t.shape), device=model.device)
             else:
+                assert out is not None  # some tile of the batch ran
                 values, k = out[k], k + 1
                 if image is not None:
                     merger.add_image_level(t.view.index, image[k - 1])

@@ -38,8 +38,8 @@ def linear_indices(out_size: int, in_size: int, align_corners: bool = False, dev
     """Source indices i0, i1 and weights w0, w1 of 1-D linear resampling (PyTorch's conventions)."""
     dst = torch.arange(out_size, dtype=torch.float32)
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = dst * torch.tensor(scale, dtype=torch.float32)
+        ratio = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = dst * torch.tensor(ratio, dtype=torch.float32)
     else:
         scale = torch.tensor(in_size / out_size, dtype=torch.float32)
         src = ((dst + 0.5) * scale - 0.5).clamp_(min=0)

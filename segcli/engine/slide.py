@@ -157,6 +157,7 @@ class SlideAccumulator:
             self._begin_row(r)
         win, f = self.rows[r][c], self.finish[r]
         split = f - win.y1
+        assert self._top is not None and self._carry is not None  # set by the row's first window
         self._top.add(logits[:, :split], win.x1, win.x2)
         if win.y2 > f:
             self._carry.add(logits[:, split:], win.x1, win.x2)

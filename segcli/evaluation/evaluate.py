@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ def label_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def strip_suffix(name: Path, suffix: str) -> str:
+def strip_suffix(name: PurePath, suffix: str) -> str:
     """`<folder>/<stem>` with the stem suffix (e.g. `_leftImg8bit`) removed: the key pairs are matched by."""
     stem = name.name[: -len(suffix)] if suffix and name.name.endswith(suffix) else name.name
     return (name.parent / stem).as_posix()

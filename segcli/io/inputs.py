@@ -162,7 +162,7 @@ class _Walk:
         self._match(root, list(parts[fixed:]), out, set())
         return sorted(out)
 
-    def _match(self, here: Path, rest: list[str], out: list[Path], seen: set[tuple[int, int]]) -> None:
+    def _match(self, here: Path, rest: list[str], out: list[Path], seen: set[tuple[int, int, int]]) -> None:
         if not rest:
             out.append(here)
             return

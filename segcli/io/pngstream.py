@@ -42,7 +42,7 @@ class PngStream:
         depth, colour = (16, 0) if self.wide else (8, 0 if palette is None else 3)
         f.write(PNG_SIGNATURE)
         f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", self.width, self.height, depth, colour, 0, 0, 0)))
-        if colour == 3:
+        if colour == 3 and palette is not None:  # an 8-bit palette PNG
             flat = np.zeros((256, 3), dtype=np.uint8)
             flat[: len(palette)] = palette
             f.write(_chunk(b"PLTE", flat.tobytes()))

@@ -155,22 +155,21 @@ class Raster:
         if self.dtype == np.uint8 and options.stretch is None:
             return {"kind": "none"}
         p = options.stretch or DEFAULT_STRETCH
-        lo, hi = self._percentiles(p)
-        return {"kind": "stretch", "percentiles": list(p), "low": lo, "high": hi}
+        low, high = self._percentiles(p)
+        return {"kind": "stretch", "percentiles": list(p), "low": low, "high": high}
 
     def _percentiles(self, p: tuple[float, float]) -> tuple[list[float], list[float]]:
         f = max(1, math.ceil(max(self.height, self.width) / SAMPLE_SIDE))
         shape = (3, max(1, self.height // f), max(1, self.width // f))
         a = self.ds.read(list(self.bands), out_shape=shape, masked=True).astype(np.float64)
-        lo, hi = [], []
+        lo: list[float] = []
+        hi: list[float] = []
         for band in a:
             values = band.compressed()
             values = values[np.isfinite(values)]
-            if values.size == 0:
-                lo.append(0.0), hi.append(1.0)
-                continue
-            a_lo, a_hi = np.percentile(values, p)
-            lo.append(float(a_lo)), hi.append(float(a_hi) if a_hi > a_lo else float(a_lo) + 1.0)
+            a_lo, a_hi = np.percentile(values, p) if values.size else (0.0, 1.0)
+            lo.append(float(a_lo))
+            hi.append(float(a_hi) if a_hi > a_lo else float(a_lo) + 1.0)
         return lo, hi
 
     def read(self, y1: int, y2: int, x1: int = 0, x2: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -253,7 +252,11 @@ def _open_tiled(
     path: Path, like: Raster | None, size: tuple[int, int] | None, count: int, dtype: str, **extra: Any
 ) -> Any:
     """A tiled, deflate-compressed GeoTIFF for writing, on the grid of `like` (None: a plain image of `size`)."""
-    height, width = (like.height, like.width) if like is not None else size
+    if like is not None:
+        height, width = like.height, like.width
+    else:
+        assert size is not None  # a plain image names its size
+        height, width = size
     profile = {
         "driver": "GTiff",
         "width": width,

@@ -157,6 +157,7 @@ def resolve_spec(spec: ModelSpec, *, force: bool = False, quiet: bool = False) -
     """
     if spec.needs_conversion:
         return _converted(spec)
+    assert spec.repo is not None and spec.filename is not None  # a Hub entry (the registry checks it)
     cached = None if force or not spec.sha256 else try_cached(spec.repo, spec.filename, spec.revision)
     if cached is not None and file_sha256(cached, quiet=quiet) == spec.sha256:
         path = cached

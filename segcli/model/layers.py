@@ -117,6 +117,7 @@ def conv_upsampled_concat(
                 _shift_add(row, along_x, kx - pw, 3)
             along_y = F.interpolate(row, size=(h_out, w_out), mode="bilinear", align_corners=align_corners)
             _shift_add(out, along_y, ky - ph, 2)
+    assert out is not None  # there is at least one part
     return out if conv.bias is None else out.add_(conv.bias.view(1, -1, 1, 1))  # a folded BatchNorm's shift
 
 
@@ -133,7 +134,7 @@ class ConcatConvModule(ConvModule, ExportForm):
         self.fused = True
 
     def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
-        size = tuple(parts[0].shape[-2:])
+        size = (parts[0].shape[-2], parts[0].shape[-1])
         if self.fused:
             y = conv_upsampled_concat(self.conv, parts, size, self.align_corners)
         else:

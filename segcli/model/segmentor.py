@@ -63,6 +63,9 @@ class Segmentor(nn.Module):
     are checked like any other) but only runs in `forward_aux`; inference never pays for it.
     """
 
+    mean: torch.Tensor  # [1, 3, 1, 1] buffers
+    std: torch.Tensor
+
     def __init__(self, cfg: SegmentorConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -84,7 +87,7 @@ class Segmentor(nn.Module):
 
     @property
     def align_corners(self) -> bool:
-        return self.decode_head.align_corners
+        return bool(self.decode_head.align_corners)
 
     @property
     def num_classes(self) -> int:
@@ -113,14 +116,14 @@ class Segmentor(nn.Module):
         out = self.decode_head(self.features(x))  # [B, C, H/4, W/4] (or /8)
         pixels, image = out if isinstance(out, tuple) else (out, None)
         if upsample:
-            pixels = resize(pixels, tuple(x.shape[-2:]), self.align_corners)
+            pixels = resize(pixels, (x.shape[-2], x.shape[-1]), self.align_corners)
         return pixels if image is None else (pixels, image)
 
     def forward_aux(self, x: torch.Tensor) -> torch.Tensor:
         """Auxiliary-head logits [B, K, H, W] (training-time head; for checks and analysis)."""
         if self.auxiliary_head is None:
             raise ValueError("this model has no auxiliary head")
-        return resize(self.auxiliary_head(self.features(x)), tuple(x.shape[-2:]), self.align_corners)
+        return resize(self.auxiliary_head(self.features(x)), (x.shape[-2], x.shape[-1]), self.align_corners)
 
 
 def network_size(cfg: SegmentorConfig) -> tuple[int, int]:

@@ -33,7 +33,7 @@ def _sorted_bars(doc: dict[str, Any], metric: str, title: str, salt: str) -> str
     )
 
 
-def write(path: Path, doc: dict[str, Any], matrix: np.ndarray, pred: str, gt: str) -> Path:
+def write(path: Path, doc: dict[str, Any], matrix: np.ndarray, pred: str | None, gt: str) -> Path:
     """The report of an evaluation (`doc`: evaluate.report's JSON; `matrix`: its confusion matrix)."""
     from . import charts
     from .html import render

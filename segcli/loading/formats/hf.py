@@ -6,6 +6,7 @@ same layout, so the weights need no key mapping; only the configs are translated
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def _swin(bb: dict[str, Any], where: str) -> SwinConfig:
     )
 
 
-BACKBONES = {"convnext": _convnext, "swin": _swin}
+BACKBONES: dict[str, Callable[[dict[str, Any], str], BackboneConfig]] = {"convnext": _convnext, "swin": _swin}
 
 
 def backbone(bb: dict[str, Any], where: str) -> BackboneConfig:
@@ -176,7 +177,7 @@ def preprocessing(pre: dict[str, Any], where: str) -> tuple[Normalization, tuple
     mean = tuple(pre.get("image_mean", IMAGENET_MEAN)) if normalize else (0.0, 0.0, 0.0)
     std = tuple(pre.get("image_std", IMAGENET_STD)) if normalize else (1.0, 1.0, 1.0)
     scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
-    return Normalization(mean, std, scale), hw  # type: ignore[arg-type]
+    return Normalization(mean, std, scale), hw
 
 
 def arch_protocol(net: SegmentorConfig) -> Protocol:

@@ -56,7 +56,7 @@ def _preprocessing(pre: Any, where: str) -> tuple[Normalization, tuple[int, int]
     """`"preprocess": {"mean", "std", "scale", "size": [H, W], "bgr"}`."""
     pre = PREPROCESS.check(pre, where, "preprocess")
     h, w = pre.get("size", (512, 512))
-    norm = Normalization(tuple(pre["mean"]), tuple(pre["std"]), pre.get("scale", 1 / 255), pre.get("bgr", False))  # type: ignore[arg-type]
+    norm = Normalization(tuple(pre["mean"]), tuple(pre["std"]), pre.get("scale", 1 / 255), pre.get("bgr", False))
     return norm, (h, w)
 
 

@@ -39,7 +39,7 @@ class ResNetConfig:
         return self.blocks or BLOCKS[self.depth]
 
     @property
-    def block(self) -> type[nn.Module]:
+    def block(self) -> type[BasicBlock] | type[Bottleneck]:
         return BasicBlock if self.depth in BASIC_DEPTHS else Bottleneck
 
     @property
@@ -106,13 +106,20 @@ class BasicBlock(nn.Module):
 
 
 def _stage(
-    block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int, dilation: int, contract: bool
+    block: type[BasicBlock] | type[Bottleneck],
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    stride: int,
+    dilation: int,
+    contract: bool,
 ) -> nn.Sequential:
     out = planes * block.expansion
     downsample = None
     if stride != 1 or inplanes != out:
         downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
     first = dilation // 2 if contract and dilation > 1 else dilation
+    layers: list[nn.Module]
     if block is BasicBlock:  # the strided conv1 contracted, conv2 at the stage's dilation
         layers = [BasicBlock(inplanes, planes, stride, first, downsample, dilation2=dilation)]
     else:

@@ -10,6 +10,7 @@ inside each block, and the shift mask is built on the padded map.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,8 @@ def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device) ->
 
 
 class SwinSelfAttention(nn.Module):
+    relative_position_index: torch.Tensor  # [N, N] int64 buffer, N = window²
+
     def __init__(self, dim: int, heads: int, window: int, qkv_bias: bool) -> None:
         super().__init__()
         self.heads = heads
@@ -174,6 +177,8 @@ class SwinPatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
+    downsample: SwinPatchMerging | None
+
     def __init__(self, cfg: SwinConfig, dim: int, depth: int, heads: int, downsample: bool) -> None:
         super().__init__()
         self.window = cfg.window_size
@@ -192,14 +197,19 @@ class SwinStage(nn.Module):
         return x
 
 
+class _PatchEmbeddings(nn.Module):
+    """The patchify convolution (its own module: the checkpoints name it `patch_embeddings.projection`)."""
+
+    def __init__(self, cfg: SwinConfig) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(cfg.in_channels, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+
+
 class SwinEmbeddings(nn.Module):
     def __init__(self, cfg: SwinConfig) -> None:
         super().__init__()
         self.patch = cfg.patch_size
-        self.patch_embeddings = nn.Module()
-        self.patch_embeddings.projection = nn.Conv2d(
-            cfg.in_channels, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size
-        )
+        self.patch_embeddings = _PatchEmbeddings(cfg)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=EPS)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -235,7 +245,8 @@ class Swin(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x, h, w = self.embeddings(x)  # [B, H/4 * W/4, C0]
         features = []
-        for i, stage in enumerate(self.encoder.layers):
+        for i, layer in enumerate(self.encoder.layers):
+            stage = cast(SwinStage, layer)
             x = stage(x, h, w)
             out = self.hidden_states_norms[f"stage{i + 1}"](x)
             features.append(out.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous())

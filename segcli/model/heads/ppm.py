@@ -9,6 +9,8 @@ inside the graph.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,7 @@ def pool_matrix(n: torch.Tensor | int, s: int, dtype: torch.dtype = torch.float3
     i = torch.arange(s)
     start = (i * n) // s
     end = ((i + 1) * n + s - 1) // s
-    j = torch.arange(n)
+    j = torch.arange(n)  # type: ignore[arg-type]  # a traced size (a 0-d tensor) under dynamic export
     inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
     return inside.to(dtype) / (end - start)[:, None].to(dtype)
 
@@ -46,7 +48,7 @@ def prroi_matrix(
     size = torch.as_tensor(n, dtype=torch.float64)
     bin_len = size / s
     start = torch.arange(s, dtype=torch.float64)[:, None] * bin_len
-    k = torch.arange(n, dtype=torch.float64)[None, :]
+    k = torch.arange(n, dtype=torch.float64)[None, :]  # type: ignore[arg-type]  # a traced size under export
     return ((_tent_integral(start + bin_len - k) - _tent_integral(start - k)) / bin_len).to(device=device, dtype=dtype)
 
 
@@ -110,9 +112,11 @@ class PyramidPooling(nn.ModuleList, ExportForm):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if not self.upsample_first:
             return [branch(x) for branch in self]
-        size = tuple(x.shape[-2:])
+        size = (x.shape[-2], x.shape[-1])
         out = []
-        for pool, cm in self:
+        for branch in self:
+            pool, cm = cast(nn.Sequential, branch)
+            assert isinstance(cm, ConvModule)
             y = cm.batch_norm(cm.conv(pool(x)))  # [B, channels, s, s]
             out.append(cm.activation(resize(y, size)))  # [B, channels, h, w]
         return out
@@ -121,4 +125,4 @@ class PyramidPooling(nn.ModuleList, ExportForm):
         if self.precise:  # precise RoI pooling is matrix products already
             return
         for branch, s in zip(self, self.scales, strict=True):
-            branch[0] = ExportPool(s, dynamic)
+            cast(nn.Sequential, branch)[0] = ExportPool(s, dynamic)
