@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -11,7 +10,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakehub import FakeHub
 from helpers import randomize_, run_cli, save_hf_dir, save_tiny_upp, tiny_convnext, tiny_swin
 
-ORIGINAL_ENV = dict(os.environ)  # opt-in Hub tests use the user's real cache and settings
 _ENV_CLEARED = (
     "HF_HUB_CACHE",
     "HUGGINGFACE_HUB_CACHE",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 DATA = Path(__file__).parent / "data"
+ORIGINAL_ENV = dict(os.environ)  # as the tests started: opt-in Hub tests use the user's real cache and settings
 ADE_CLASSES = json.loads((Path(__file__).parents[1] / "segcli" / "loading" / "data" / "ade20k.json").read_text())[
     "classes"
 ]

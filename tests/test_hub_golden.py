@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import ORIGINAL_ENV
+from helpers import ORIGINAL_ENV
 
 from segcli import Segmenter
 from segcli.engine.resample import resize_pil
