@@ -81,9 +81,10 @@ LAYERS = [
     ("model",),  # the networks (they describe their heads in engine.heads' terms)
     ("loading",),  # model files → described, strictly loaded networks
     ("io", "backends"),  # files in and out; how a loaded network runs
-    ("api", "evaluation"),
+    ("api",),
     ("report",),
-    ("batch", "train"),
+    ("batch", "train"),  # runs over collections: prediction, fine-tuning
+    ("evaluation",),  # predicts first when asked (batch), then scores
     ("cli",),  # the command line: parses, calls the library, prints
     ("ray", "__init__", "__main__"),  # the package's public faces
 ]

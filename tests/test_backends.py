@@ -127,6 +127,7 @@ def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_exp
     assert other.inference(other.params("hf", **overrides))["backend"] == backend
 
 
+@pytest.mark.slow
 def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     said: list[str] = []
@@ -163,6 +164,7 @@ def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
     assert agreement(fixed.predict(img, "hf", resize="160x224"), ref) >= 0.999
 
 
+@pytest.mark.slow
 def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     seg = Segmenter.from_pretrained(tiny_swin_dir)
@@ -231,6 +233,7 @@ def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached
     assert agreement(other.predict(img, params), ref) >= 0.999
 
 
+@pytest.mark.slow
 def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_path):
     """A machine without the [onnx] extra (onnxruntime blocked in sys.modules): a run large enough to measure
     measures what is there, and the JSON and stderr say why onnxruntime is not among them."""

@@ -58,6 +58,7 @@ def onnx_convnext(cli, tiny_convnext_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_predict_through_onnx_equals_eager(cli, onnx_convnext, tiny_convnext_dir, tmp_path):
     eager, ort = Segmenter.from_pretrained(tiny_convnext_dir), Segmenter.from_pretrained(onnx_convnext)
     assert ort.info.input_size == (128, 128) and ort.classes == eager.classes and ort.params().preset == "hf"
@@ -80,6 +81,7 @@ def test_predict_through_onnx_equals_eager(cli, onnx_convnext, tiny_convnext_dir
     assert bad.exit_code == 2 and "was exported for 128x128 inputs" in bad.stderr  # every image would fail
 
 
+@pytest.mark.slow
 def test_dynamic_onnx_runs_other_sizes(cli, tiny_convnext_dir, tiny_swin_dir, tmp_path):
     r = cli("export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "d.onnx", "--size", SIZE, "--dynamic")
     assert r.exit_code == 0, r.stderr
@@ -121,6 +123,7 @@ def test_torchscript_with_preprocess_and_labels(cli, tiny_pspnet_dir, tmp_path):
     assert side["align_corners"] is True and side["classes"][0] == "road"
 
 
+@pytest.mark.slow
 def test_verification_failure_keeps_the_file(cli, onnx_convnext, tiny_convnext_dir, tmp_path):
     r = cli(
         "export", tiny_convnext_dir, "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", "128x128", "--atol", "1e-12"
@@ -164,6 +167,7 @@ def test_export_usage_errors(cli, tiny_convnext_dir, tmp_path):
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)
 
 
+@pytest.mark.slow
 def test_sidecar_that_disagrees_with_the_graph_is_a_load_error(cli, onnx_convnext, tmp_path):
     import shutil
 

@@ -151,6 +151,7 @@ def test_a_config_whose_head_classes_do_not_match_its_head_is_refused(cli, tiny_
     assert r.exit_code == 2 and "part_groups" in r.stderr
 
 
+@pytest.mark.slow
 def test_bgr_input_survives_an_onnx_export(cli, tmp_path):
     """A BGR model exported without its preprocessing: the sidecar says BGR and the runner flips."""
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")

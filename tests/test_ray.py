@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed (the [ray] extra)")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real local Ray starts in seconds, per run
 
 RAY = ["--ray", "--workers", "2", "--threads", "1"]
 

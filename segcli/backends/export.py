@@ -116,6 +116,18 @@ def export_torchscript(model: Segmentor, opts: ExportOptions, path: Path) -> Non
     traced.save(str(path))
 
 
+def export_file(net: Segmentor, info: ModelInfo, opts: ExportOptions, out: Path, preset: dict[str, Any]) -> Path:
+    """`net` exported to `out` (written atomically) with its sidecar (`preset`: the inference parameters it
+    records); returns the sidecar's path."""
+    from ..fsutil import atomic_path
+    from ..loading.formats import sidecar
+
+    with atomic_path(out) as tmp:
+        (export_onnx if opts.fmt == "onnx" else export_torchscript)(net, opts, tmp)
+    doc = sidecar.describe(info, net.config.normalization, net.align_corners, preset, opts.layout)
+    return sidecar.write(out, doc)
+
+
 def run_exported(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
     """Output of the exported file for input `x` (onnxruntime / torch.jit)."""
     if fmt == "onnx":

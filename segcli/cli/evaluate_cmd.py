@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -10,14 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..batch.request import Events, Inference
+from ..batch.request import Inference
 from ..errors import EXIT_FAILED, UsageError
 from .common import STATE, DebugOpt, QuietOpt, RegistryOpt, eprint, handle_errors, with_inference
 from .progress import Progress
+from .reporter import Reporter
 
 if TYPE_CHECKING:
-    from ..batch import ImageRecord
-    from ..evaluation.evaluate import Pairing
+    from ..evaluation.evaluate import Pairing, Result, Settings
 
 GtOpt = Annotated[
     Path, typer.Option(metavar="DIR", help="Ground-truth label maps (index PNGs), paired by relative path and stem.")
@@ -89,39 +88,6 @@ NO_OVERRIDES = Inference()  # the model's preset as it is (`with_inference` pass
 WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Threads decoding label maps.")]
 
 
-def _classes(spec: str | None, num_classes: int | None) -> list[str]:
-    from ..loading.classes import KNOWN_SETS, known_set, read_class_names
-    from ..loading.registry import load_registry
-
-    if spec is None:
-        if num_classes is None:
-            raise UsageError(
-                "say what the classes are", hint="--classes ade20k | cityscapes | MODEL | FILE, or --num-classes N"
-            )
-        return [f"class_{i}" for i in range(num_classes)]
-    if spec in KNOWN_SETS:
-        names = list(known_set(spec).classes)
-    elif spec in (registry := load_registry(STATE.registry)):
-        names = list(registry[spec].info().classes)
-    elif Path(spec).is_file():
-        names = list(read_class_names(Path(spec)))
-    elif (Path(spec) / "config.json").is_file():  # a model directory: its classes, without loading weights
-        from ..loading.info import Origin
-        from ..loading.sources import read_info
-
-        pre = Path(spec) / "preprocessor_config.json"
-        info = read_info(Path(spec) / "config.json", pre if pre.is_file() else None, spec, Origin("local"))
-        names = list(info.classes)
-    else:
-        raise UsageError(
-            f"--classes {spec!r}: not a class set ({', '.join(KNOWN_SETS)}), a registry model, a model directory "
-            "or a file"
-        )
-    if num_classes is not None and num_classes != len(names):
-        raise UsageError(f"--num-classes {num_classes} but --classes {spec} has {len(names)} names")
-    return names
-
-
 def _table(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -146,105 +112,6 @@ def _table(doc: dict[str, Any]) -> None:
         else "mmseg convention: absent classes left out"
     )
     eprint(f"aAcc {pct(m['aAcc'])}  mIoU {pct(m['mIoU'])}  mAcc {pct(m['mAcc'])}  ({doc['pairs']} pairs, {rule})")
-
-
-class _Progress(Events):
-    """The on-the-fly prediction's progress and error lines."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.progress = quiet, Progress(0, enabled=False)
-
-    def say(self, level: str, message: str) -> None:
-        if level != "info":
-            self.progress.print_error(f"segcli: {level}: {message}")
-        elif not self.quiet:
-            eprint(f"segcli: {message}")
-
-    def started(self, total: int) -> None:
-        self.progress = Progress(total, enabled=not self.quiet).__enter__()
-
-    def record(self, record: ImageRecord) -> None:
-        if record.status == "failed":
-            self.progress.print_error(f"segcli: error: {record.error}")
-        self.progress.advance(record.status)
-
-
-def _predict(model: str, images: Path, out: Path, inference: Inference, pairs: tuple[Path, str, str], quiet: bool):
-    """Predict the images that have ground truth (`pairs`: its folder and both suffixes) into `out`; (class
-    names, JSON fields for the report)."""
-    from .. import batch
-    from ..evaluation import evaluate as ev
-    from ..io.inputs import discover
-
-    if not images.is_dir():
-        raise UsageError(f"--images {images}: not a directory")
-    gt, gt_suffix, pred_suffix = pairs
-    found = discover([str(images)])
-    gt_keys = {ev.pair_key(p, gt, gt_suffix) for p in ev.label_files(gt)}
-    found.items = [it for it in found.items if ev.strip_suffix(it.rel.with_suffix(""), pred_suffix) in gt_keys]
-    if not found.items:
-        raise UsageError(f"no image in {images} has ground truth in {gt}", hint="see --gt-suffix / --pred-suffix")
-    events = _Progress(quiet)
-    try:
-        run = batch.predict(
-            [str(images)],
-            model,
-            out,
-            events=events,
-            inference=inference,
-            save="none",
-            registry=STATE.registry,
-            found=found,
-        )
-    finally:
-        events.progress.__exit__()
-    assert run.run is not None
-    record = {"model": run.run.model, "inference": run.run.inference, "images": str(images), "backend": run.backend}
-    return run.classes, record
-
-
-def _pairing(pred: Path, gt: Path, gt_suffix: str, pred_suffix: str, quiet: bool) -> Pairing:
-    from ..evaluation import evaluate as ev
-
-    pairing = ev.pair(pred, gt, gt_suffix, pred_suffix)
-    for p in pairing.gt_only:
-        eprint(f"segcli: error: {p}: no prediction for this ground truth")
-    if pairing.pred_only and not quiet:
-        eprint(
-            f"segcli: note: {len(pairing.pred_only)} prediction(s) without ground truth, e.g. {pairing.pred_only[0]}"
-        )
-    if not pairing.pairs:
-        raise UsageError(
-            f"no prediction / ground-truth pairs in {pred} and {gt}",
-            hint="pairs share relative folder and stem; see --gt-suffix / --pred-suffix",
-        )
-    return pairing
-
-
-def _write_reports(
-    doc: dict[str, Any],
-    result: Any,
-    json_out: str | None,
-    csv_out: Path | None,
-    confusion_out: Path | None,
-    report_out: Path | None,
-) -> None:
-    from ..evaluation import evaluate as ev
-    from ..fsutil import atomic_write_bytes
-
-    matrix = result.matrix
-    if report_out:
-        from ..report import scores
-
-        scores.write(report_out, {**doc, "per_image": result.per_image}, matrix, doc.get("pred"), doc["gt"])
-    if json_out and json_out != "-":
-        atomic_write_bytes(Path(json_out), ev.json_text(doc).encode("utf-8"))
-    if csv_out:
-        ev.write_csv(doc, csv_out)
-    if confusion_out:
-        ev.write_confusion(matrix, confusion_out)
-    if json_out == "-":
-        sys.stdout.write(ev.json_text(doc))
 
 
 def _check_options(
@@ -292,12 +159,24 @@ def _check_report(path: Path) -> None:
     require_report()
 
 
-def _raw_ade_warning(result: Any, ignore_index: int) -> None:
-    eprint(
-        f"segcli: warning: the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps and "
-        f"never the ignore value {ignore_index}: raw ADE20K annotations look like that (0 = other, 1..150 = "
-        "classes); if these are, the scores above are shifted by one class: add --reduce-zero-label"
-    )
+def _pairing_notes(pairing: Pairing, quiet: bool) -> None:
+    for p in pairing.gt_only:
+        eprint(f"segcli: error: {p}: no prediction for this ground truth")
+    if pairing.pred_only and not quiet:
+        eprint(
+            f"segcli: note: {len(pairing.pred_only)} prediction(s) without ground truth, e.g. {pairing.pred_only[0]}"
+        )
+
+
+def _result_notes(result: Result, settings: Settings) -> None:
+    for f in result.failures:
+        eprint(f"segcli: error: {f['error']}")
+    if result.raw_ade_suspect(settings):
+        eprint(
+            f"segcli: warning: the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps "
+            f"and never the ignore value {settings.ignore_index}: raw ADE20K annotations look like that (0 = other, "
+            "1..150 = classes); if these are, the scores above are shifted by one class: add --reduce-zero-label"
+        )
 
 
 @handle_errors
@@ -334,50 +213,44 @@ def evaluate(
     unless told otherwise). Unpaired files are listed; the exit code is 1 when some ground truth has no
     prediction or some pair could not be read."""
     from ..evaluation import evaluate as ev
+    from ..evaluation import workflow as wf
 
     _check_options(absent, resize_pred, pred, model, images, gt, save_pred, num_classes, workers)
     if report_out is not None:
         _check_report(report_out)
-    silent = quiet or json_out == "-"
+    silent, suffixes = quiet or json_out == "-", wf.Suffixes(gt_suffix, pred_suffix)
     extra: dict[str, Any] = {"gt": str(gt)}
-    tmp: Path | None = None
-    try:
+    with tempfile.TemporaryDirectory(prefix="segcli-eval-") as tmp:
         if model is not None and images is not None:
             inference.check()
-            tmp = None if save_pred else Path(tempfile.mkdtemp(prefix="segcli-eval-"))
-            pred = save_pred or tmp
-            assert pred is not None
-            names, extra_model = _predict(model, images, pred, inference, (gt, gt_suffix, pred_suffix), silent)
-            extra.update(extra_model)
+            pred = save_pred or Path(tmp)
+            with (events := Reporter(silent)).scope:
+                names, record = wf.predict_first(model, images, pred, gt, suffixes, inference, events, STATE.registry)
+            extra.update(record)
         else:
-            names = _classes(classes, num_classes)
+            names = wf.class_names(classes, num_classes, STATE.registry)
         assert pred is not None
-        extra["pred"] = str(pred) if tmp is None else None
-        pairing = _pairing(pred, gt, gt_suffix, pred_suffix, quiet)
+        extra["pred"] = None if pred == Path(tmp) else str(pred)
+        pairing = wf.pairs(pred, gt, suffixes)
+        _pairing_notes(pairing, quiet)
         settings = ev.Settings(len(names), ignore_index, reduce_zero_label, resize_pred, workers)
         with Progress(len(pairing.pairs), enabled=not silent) as progress:
-            result = ev.evaluate(
-                pairing.pairs,
+            done = wf.score(
+                pairing,
+                names,
                 settings,
+                convention=absent,
                 per_image=per_image or report_out is not None,
+                extra=extra,
                 progress=lambda ok: progress.advance("done" if ok else "failed"),
             )
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    for f in result.failures:
-        eprint(f"segcli: error: {f['error']}")
-    if result.raw_ade_suspect(settings):
-        _raw_ade_warning(result, ignore_index)
-    extra["unpaired"] = {
-        "gt_without_prediction": [str(p) for p in pairing.gt_only],
-        "prediction_without_gt": [str(p) for p in pairing.pred_only],
-    }
-    doc = ev.report(result, names, settings, absent, extra)
+    _result_notes(done.result, settings)
     if not per_image:
-        doc["per_image"] = None
+        done.doc["per_image"] = None
     if not silent:
-        _table(doc)
-    _write_reports(doc, result, json_out, csv_out, confusion_out, report_out)
-    if result.failures or pairing.gt_only:
+        _table(done.doc)
+    wf.write_files(done, Path(json_out) if json_out not in (None, "-") else None, csv_out, confusion_out, report_out)
+    if json_out == "-":
+        sys.stdout.write(ev.json_text(done.doc))
+    if done.result.failures or pairing.gt_only:
         raise typer.Exit(EXIT_FAILED)

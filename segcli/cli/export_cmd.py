@@ -112,8 +112,6 @@ def export(
     image and compared with the eager model: beyond --atol the exit code is 1 (the file is kept)."""
     from ..api import Segmenter
     from ..backends import export as ex
-    from ..fsutil import atomic_path
-    from ..loading.formats import sidecar
 
     opts = ex.ExportOptions(fmt, _size(size), dynamic, with_preprocess, labels, opset)
     _require_runtimes(fmt, verify)
@@ -131,21 +129,10 @@ def export(
         return
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory", hint="give a file name, e.g. model.onnx")
-    with atomic_path(out) as tmp, Activity(f"exporting {fmt} (a minute or two for large models)", not quiet):
-        (ex.export_onnx if fmt == "onnx" else ex.export_torchscript)(net, opts, tmp)
-    doc = sidecar.describe(
-        seg.info, net.config.normalization, net.align_corners, seg.params(preset).to_json(), opts.layout
-    )
-    side = sidecar.write(out, doc)
-    result: dict[str, Any] = {
-        "format": fmt,
-        "path": str(out),
-        "sidecar": str(side),
-        "size": list(opts.size),
-        "dynamic": dynamic,
-        "verified": None,
-        "checks": [],
-    }
+    with Activity(f"exporting {fmt} (a minute or two for large models)", not quiet):
+        side = ex.export_file(net, seg.info, opts, out, seg.params(preset).to_json())
+    result: dict[str, Any] = dict(format=fmt, path=str(out), sidecar=str(side), size=list(opts.size), dynamic=dynamic)
+    result.update(verified=None, checks=[])
     if verify:
         with Activity("verifying the export against the model", not quiet):
             result.update(_verify(net, out, opts, atol, quiet))

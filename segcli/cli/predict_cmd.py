@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..batch.request import DEFAULT_MODEL, Events, Inference
+from ..batch.request import DEFAULT_MODEL, Inference
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED
 from ..io.images import DEFAULT_MAX_PIXELS
 from .cluster import GpusOpt, RayOpt, WorkersOpt, records_stdout
@@ -31,53 +29,15 @@ from .predict_opts import (
     ThreadsOpt,
     TopkOpt,
 )
-from .progress import Progress
 from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt
-from .signals import SIGPIPE_CODE, GracefulStop
+from .reporter import Reporter
+from .signals import GracefulStop
 
 if TYPE_CHECKING:
-    from ..batch import ImageRecord, RunSummary
+    from ..batch import RunSummary
 
 
 NO_OVERRIDES = Inference()  # the model's preset as it is (`with_inference` passes the options given)
-
-
-class _Reporter(Events):
-    """Prints a run as it goes: notes and errors on stderr, progress from the start of the run (with a clean
-    stop on the first Ctrl-C from then on), each record's error line and, with --jsonl, its JSON line."""
-
-    def __init__(self, quiet: bool, jsonl: bool, out: TextIO) -> None:
-        self.quiet, self.jsonl, self.out = quiet, jsonl, out
-        self.progress = Progress(0, enabled=False)
-        self.stop = GracefulStop()
-        self.scope = contextlib.ExitStack()
-
-    def say(self, level: str, message: str) -> None:
-        if level != "info":
-            self.progress.print_error(f"segcli: {level}: {message}")
-        elif not self.quiet:
-            eprint(f"segcli: {message}")
-
-    def started(self, total: int) -> None:
-        self.progress = Progress(total, enabled=not self.quiet)
-        self.scope.enter_context(self.stop)  # until the summary is written
-        self.scope.enter_context(self.progress)
-
-    def record(self, record: ImageRecord) -> None:
-        if record.status == "failed":
-            self.progress.print_error(f"segcli: error: {record.error}")
-        if self.jsonl and self.stop.exit_code != SIGPIPE_CODE:
-            try:
-                print(json.dumps(record.to_json(), ensure_ascii=False), flush=True, file=self.out)
-            except BrokenPipeError:
-                self.stop.stdout_closed()
-        self.progress.advance(record.status)
-
-    def windows(self, done: int, total: int) -> None:
-        self.progress.windows(done, total)
-
-    def should_stop(self) -> bool:
-        return self.stop.stop
 
 
 def _outcome(summary: RunSummary, quiet: bool, stop: GracefulStop) -> None:
@@ -161,7 +121,7 @@ def predict(
         ray_logs=STATE.debug,
     )
     with records_stdout(ray is not None) as stdout:
-        reporter = _Reporter(quiet, jsonl, stdout)
+        reporter = Reporter(quiet, jsonl, stdout)
         with reporter.scope:
             summary = batch.predict(inputs, model, out, events=reporter, **options)
             _outcome(summary, quiet, reporter.stop)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageError, UsageError, first_line
-from ..fsutil import atomic_write_bytes, require_regular
-from ..io.images import DEFAULT_MAX_PIXELS
+from ..errors import ImageError, UsageError
+from ..fsutil import atomic_write_bytes
+from ..io.images import read_labels
 from ..io.inputs import DEFAULT_EXTENSIONS
 from ..io.layout import RUN_FILES
 from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
@@ -98,33 +98,6 @@ def pair(pred_dir: Path, gt_dir: Path, gt_suffix: str = "", pred_suffix: str = "
             result.gt_only.append(gts[key])
     result.pred_only = [preds[k] for k in sorted(set(preds) - set(gts))]
     return result
-
-
-def read_labels(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """An index PNG (mode L / P / I;16 / I / 1) as an integer array; colour PNGs are refused. Any problem,
-    a decompression bomb included, is this file's ImageError."""
-    try:
-        require_regular(path)
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
-            im.load()
-            if im.mode in ("RGB", "RGBA"):
-                raise ImageError(
-                    f"{path}: a colour image, not a label map (pixel value = class index)",
-                    hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
-                )
-            if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
-                raise ImageError(f"{path}: image mode {im.mode} is not a label map")
-            labels = np.asarray(im)
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - truncated data, bombs, decoder errors: this pair's failure
-        raise ImageError(f"{path}: cannot read label map ({first_line(e, strerror=True)})") from None
-    return labels.astype(np.uint8) if labels.dtype == bool else labels  # mode 1: 0 / 1
 
 
 @dataclass(frozen=True)

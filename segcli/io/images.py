@@ -1,4 +1,5 @@
-"""Image input: any path / PIL image / array → RGB uint8 [H, W, 3], with one-line errors naming the file.
+"""Image input: any path / PIL image / array → RGB uint8 [H, W, 3], and label maps (index PNGs) → integer
+arrays (`read_labels`), with one-line errors naming the file.
 
 Conversions: EXIF orientation applied; grayscale and bilevel replicated to three channels; palette images
 through their palette; alpha (RGBA, LA, PA) is *dropped* — colour channels are kept as stored, not
@@ -150,3 +151,30 @@ def synthetic_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
             img[..., c] += rng.uniform(40, 120) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def read_labels(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An index PNG (mode L / P / I;16 / I / 1) as an integer array; colour PNGs are refused. Any problem,
+    a decompression bomb included, is this file's ImageError."""
+    try:
+        require_regular(path)
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
+            im.load()
+            if im.mode in ("RGB", "RGBA"):
+                raise ImageError(
+                    f"{path}: a colour image, not a label map (pixel value = class index)",
+                    hint="palette PNGs (mode P) and grayscale index PNGs are label maps",
+                )
+            if im.mode not in ("L", "P", "I;16", "I;16L", "I;16B", "I", "1"):
+                raise ImageError(f"{path}: image mode {im.mode} is not a label map")
+            labels = np.asarray(im)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - truncated data, bombs, decoder errors: this pair's failure
+        raise ImageError(f"{path}: cannot read label map ({first_line(e, strerror=True)})") from None
+    return labels.astype(np.uint8) if labels.dtype == bool else labels  # mode 1: 0 / 1

@@ -90,8 +90,7 @@ def _top(counts: np.ndarray | None, classes: ClassSet) -> list[dict[str, Any]]:
 
 def _ensure_thumbs(entry: Entry, out: Path, palette: np.ndarray, alpha: float) -> None:
     """Thumbnails of an image done before, from its input and its palette PNG (nothing if unreadable)."""
-    from ..evaluation.evaluate import read_labels
-    from ..io.images import load_image
+    from ..io.images import load_image, read_labels
 
     folder = out / FOLDER / "thumbs"
     if all((folder / f"{entry.key}-{k}{ext}").is_file() for k, ext in KINDS.items()):
