@@ -264,6 +264,7 @@ def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_
 # --- the CLI: recorded, part of the resume fingerprint --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_backend_is_recorded_and_part_of_the_fingerprint(cli, tiny_convnext_dir, tmp_path, cached_export):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     src = tmp_path / "in"
@@ -305,8 +306,8 @@ def test_unknown_backend_is_a_usage_error(cli, tiny_convnext_dir, tmp_path):
         ("convnext", "auto", "torch"),
         ("convnext", "onnxruntime", "onnxruntime"),
         ("convnext", "compile", "compile"),
-        ("onnx", "auto", "onnxruntime"),  # an exported file runs in onnxruntime on the workers too
-        ("onnx", "torch", "onnxruntime"),
+        pytest.param("onnx", "auto", "onnxruntime", marks=pytest.mark.slow),  # an export runs in onnxruntime there too
+        pytest.param("onnx", "torch", "onnxruntime", marks=pytest.mark.slow),
     ],
 )
 def test_ray_workers_get_a_named_backend(cli, model, asked, runs, tiny_convnext_dir, tmp_path):

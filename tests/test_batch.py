@@ -295,6 +295,7 @@ def test_plain_progress_lines_when_not_a_terminal(cli, tiny_convnext_dir, tmp_pa
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_in_flight_images_and_exits_130(cli, tiny_convnext_dir, tmp_path):
     """A real SIGINT to a running `segcli predict`: exit 130, summary.json says interrupted, every PNG
     that exists is complete, no temp files are left, and re-running finishes the rest."""

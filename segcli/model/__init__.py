@@ -1,4 +1,11 @@
-"""Network definitions: backbones/, heads/, and the segmentor that wires them."""
+"""The networks, pure PyTorch.
+
+backbones/    ConvNeXt, Swin, ResNet: [B, 3, H, W] → four feature maps
+heads/        UPerNet (uper), PSPNet (psp), the auxiliary FCN (fcn), pyramid pooling (ppm), the parser (upp)
+layers.py     ConvModule, ConcatConvModule (the convolution over an upsampled concatenation), ExportForm
+segmentor.py  normalise → backbone → decode head → logits at the input size
+fold.py       BatchNorm folded into the convolution before it
+"""
 
 from .segmentor import Normalization, Segmentor, SegmentorConfig, network_size
 

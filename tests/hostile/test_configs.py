@@ -183,3 +183,14 @@ def test_hash_cache_is_data_not_truth(model, monkeypatch, tmp_path):
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert hub.file_sha256(weights) != first
+
+
+def test_unknown_field_names_are_shown_escaped(model):
+    """A field name from the file is data: control characters and long names never reach the terminal raw."""
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["segcli"] = {"\n\x1b[2J": 1, "x" * 500: 2, "ok_name": 3}
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError) as e:
+        Segmenter.from_pretrained(model)
+    text = str(e.value)
+    assert "\n" not in text and "\x1b" not in text and "x" * 100 not in text and "ok_name" in text

@@ -17,6 +17,7 @@ def _run_segcli(args: list, **kw) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("signum, code", [(15, 143), (1, 129)])
+@pytest.mark.slow
 def test_sigterm_and_sighup_stop_like_ctrl_c(model, tmp_path, signum, code):
     src = tmp_path / "in"
     for i in range(40):

@@ -28,7 +28,7 @@ from ...model.heads.psp import PSPHeadConfig
 from ...model.heads.uper import UPerHeadConfig
 from ...model.heads.upp import UPPHeadConfig
 from ...model.segmentor import SegmentorConfig
-from .schema import CHANNELS, MAX_CLASSES, POOL_SCALES, Bool, Check, Float, Int, List, Opt, Str, Table
+from .schema import CHANNELS, MAX_CLASSES, POOL_SCALES, Bool, Check, Float, Int, List, Opt, Str, Table, field_names
 
 BACKBONE_TYPES: dict[str, type] = {"convnext": ConvNeXtConfig, "swin": SwinConfig, "resnet": ResNetConfig}
 HEAD_OF_ARCH = {"pspnet": "psp", "upernet": "uper", "upp": "upp"}  # Segmentor.arch → its head table's type
@@ -104,7 +104,7 @@ def backbone_from_table(table: Any, where: str) -> BackboneConfig:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(args) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown backbone field(s) {', '.join(unknown)}", hint=f"known: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown backbone field(s) {field_names(unknown)}", hint=f"known: {sorted(known)}")
     args = {
         k: BACKBONE_FIELDS[k].check(v, where, f"backbone.{k}") if k in BACKBONE_FIELDS else v for k, v in args.items()
     }
@@ -125,7 +125,7 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
         raise ConfigError(f"{where}: `head` must be a table")
     unknown = sorted(set(head) - HEAD_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown head field(s) {', '.join(unknown)}", hint=f"known: {sorted(HEAD_KEYS)}")
+        raise ConfigError(f"{where}: unknown head field(s) {field_names(unknown)}", hint=f"known: {sorted(HEAD_KEYS)}")
     kind = head.get("type", "uper")
     if kind not in HEAD_TYPES:
         raise ConfigError(f"{where}: head type must be {', '.join(HEAD_TYPES)}, got {kind!r}")

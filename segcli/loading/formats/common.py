@@ -10,7 +10,7 @@ from ...engine.presets import MODES, PRESETS, Protocol, Resize
 from ...errors import ConfigError, UsageError
 from ...fsutil import read_regular
 from ..classes import ClassSet, class_set_for
-from .schema import CROP, ID2LABEL, MAX_CLASSES, PALETTE, RESIZE, Bool, Int, Opt, Str, Table
+from .schema import CROP, ID2LABEL, MAX_CLASSES, PALETTE, RESIZE, Bool, Int, Opt, Str, Table, field_names
 
 SEGCLI_KEYS = ("preset", "crop_size", "mode", "stride", "align_corners", "resize")
 MAX_JSON_BYTES = 32 << 20  # a config with 65536 class names is about 2 MB
@@ -80,7 +80,7 @@ def segcli_block(block: Any, where: str) -> tuple[str, Protocol]:
         raise ConfigError(f"{where}: `segcli` must be an object")
     unknown = sorted(set(block) - set(SEGCLI_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown `segcli` field(s) {', '.join(unknown)}")
+        raise ConfigError(f"{where}: unknown `segcli` field(s) {field_names(unknown)}")
     mode = block.get("mode", "whole")
     if mode not in MODES:
         raise ConfigError(f"{where}: segcli.mode must be whole or slide, got {mode!r}")

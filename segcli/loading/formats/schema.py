@@ -36,6 +36,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def field_names(keys: Any, limit: int = 10) -> str:
+    """Keys from an untrusted file, for a one-line message: printable short names as they are, anything else
+    (control characters, long or odd names) as a shortened repr; at most `limit` of them."""
+    keys = sorted(map(str, keys))
+    shown = [k if k.isprintable() and len(k) <= 40 and k.strip() == k and k else _show(k) for k in keys[:limit]]
+    return ", ".join(shown) + (f", … and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 @dataclass(frozen=True)
 class Int(Check):
     lo: int
@@ -172,9 +180,7 @@ class Table(Check):
         if self.closed:
             unknown = sorted(set(value) - set(self.fields))
             if unknown:
-                raise ConfigError(
-                    f"{where}: unknown field(s) {', '.join(map(str, unknown))}" + (f" in `{key}`" if key else "")
-                )
+                raise ConfigError(f"{where}: unknown field(s) {field_names(unknown)}" + (f" in `{key}`" if key else ""))
         out = dict(value)
         for name, rule in self.fields.items():
             if name in value:
