@@ -139,8 +139,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from machine import cpu_line
     from predict_throughput import make_images
-    from ray_overhead import cpu_line
 
     from segcli.backends.hardware import native_bf16
 

@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", help="registry names with downloaded weights (else random)")
     args = ap.parse_args()
 
-    from ray_overhead import cpu_line
+    from machine import cpu_line
 
     from segcli import Segmenter
     from segcli.io.images import load_image

@@ -80,7 +80,7 @@ def main() -> None:
 
     import torch
     from backends import make_model
-    from ray_overhead import cpu_line
+    from machine import cpu_line
 
     from segcli import Segmenter
 

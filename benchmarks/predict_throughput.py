@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    from ray_overhead import cpu_line
+    from machine import cpu_line
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from helpers import randomize_, save_hf_dir, tiny_convnext
-    from ray_overhead import cpu_line
+    from machine import cpu_line
 
     tmp = Path(tempfile.mkdtemp(prefix="segcli-raster-bench-"))
     model = randomize_(tiny_convnext(num_labels=args.classes), seed=5)

@@ -13,7 +13,6 @@ Needs the test extra (transformers, to write the model) and the ray extra.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,21 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def cpu_line() -> str:
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        line = next(x for x in text.splitlines() if x.startswith("flags"))
-        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-        flags = " ".join(f for f in wanted if f" {f}" in line)
-        model = next(x for x in text.splitlines() if x.startswith("model name")).split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        model = platform.processor()
-    import os
-
-    return f"{model}, {os.cpu_count()} CPUs, flags: {flags or '?'}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=64)
@@ -47,6 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
+    from machine import cpu_line
     from predict_throughput import make_images, make_model
 
     from segcli import batch

@@ -18,7 +18,20 @@ from PIL import Image
 pytest.importorskip("ray.data", reason="Ray Data is not installed (the [ray] extra)")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real local Ray starts in seconds, per run
 
-RAY = ["--ray", "--workers", "2", "--threads", "1"]
+RAY = ["--workers", "2", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray for the module, started here (a start costs seconds): the runs of `segcli predict --ray
+    ADDRESS` connect to it, the in-process tests use it; it stops with the module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
 
 
 def _images(folder: Path, n: int, bad: bool = True) -> None:
@@ -48,11 +61,11 @@ def _comparable(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in ("timings", "outputs")}
 
 
-def test_ray_run_equals_the_local_run_and_resumes(tiny_convnext_dir, tmp_path):
+def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tmp_path):
     _images(tmp_path / "in", 20)
     local, distributed = tmp_path / "local", tmp_path / "ray"
     a = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", local, "--jsonl", "-q")
-    b = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", *RAY)
+    b = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray", *RAY)
     assert a.returncode == 1 and b.returncode == 1, b.stderr  # the two bad files
     assert [json.loads(x)["input"] for x in b.stdout.splitlines()] == [
         json.loads(x)["input"] for x in a.stdout.splitlines()
@@ -66,7 +79,9 @@ def test_ray_run_equals_the_local_run_and_resumes(tiny_convnext_dir, tmp_path):
             assert _comparable(json.loads(path.read_text())) == _comparable(json.loads(files_b[name].read_text()))
     summary = json.loads((distributed / "summary.json").read_text())
     assert summary["counts"] == {"total": 22, "done": 20, "skipped": 0, "failed": 2}
-    again = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", *RAY)
+    again = segcli(  # on the running cluster (the run above started and stopped a Ray of its own)
+        "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray", cluster, *RAY
+    )
     statuses = [json.loads(x)["status"] for x in again.stdout.splitlines()]
     assert again.returncode == 1 and statuses.count("skipped") == 20 and statuses.count("failed") == 2
     assert not list(distributed.rglob(".*.tmp"))
@@ -77,11 +92,12 @@ def _worker_pids() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "MapWorker" in line and "ray::" in line]
 
 
-def test_a_killed_worker_changes_nothing(tiny_convnext_dir, tmp_path):
+def test_a_killed_worker_changes_nothing(cluster, tiny_convnext_dir, tmp_path):
     _images(tmp_path / "in", 48, bad=False)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "segcli", "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out]
-    proc = subprocess.Popen([*map(str, cmd), "--jsonl", "-q", *RAY], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [*map(str, cmd), "--jsonl", "-q", "--ray", cluster, *RAY]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline, killed = time.monotonic() + 180, None
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
         pids = _worker_pids()
@@ -103,19 +119,15 @@ def test_a_killed_worker_changes_nothing(tiny_convnext_dir, tmp_path):
         assert np.asarray(Image.open(png)).shape in ((64, 80), (72, 64))  # complete
 
 
-def test_segment_maps_a_ray_dataset(tiny_convnext_dir, tmp_path):
+def test_segment_maps_a_ray_dataset(cluster, tiny_convnext_dir, tmp_path):
     import ray
 
     from segcli import Segmenter
-    from segcli.batch.ray import segment
+    from segcli.ray import segment  # the public face
 
     _images(tmp_path / "in", 6, bad=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        ds = ray.data.read_images(str(tmp_path / "in"), include_paths=True, mode="RGB")
-        rows = segment(ds, str(tiny_convnext_dir), workers=1).take_all()
-    finally:
-        ray.shutdown()
+    ds = ray.data.read_images(str(tmp_path / "in"), include_paths=True, mode="RGB")
+    rows = segment(ds, str(tiny_convnext_dir), workers=1).take_all()
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
     assert len(rows) == 6
     for row in rows:
@@ -125,11 +137,9 @@ def test_segment_maps_a_ray_dataset(tiny_convnext_dir, tmp_path):
         assert sum(c["pixels"] for c in record["classes"]) == row["labels"].size
 
 
-def test_a_worker_that_cannot_start_stops_the_run(tiny_convnext_dir, tmp_path):
+def test_a_worker_that_cannot_start_stops_the_run(cluster, tiny_convnext_dir, tmp_path):
     """Ray recreates an actor whose constructor raises, forever: segcli's reports the reason and stops."""
     import dataclasses
-
-    import ray
 
     from segcli import Segmenter, batch
     from segcli.batch.ray import job_for, run
@@ -143,11 +153,7 @@ def test_a_worker_that_cannot_start_stops_the_run(tiny_convnext_dir, tmp_path):
     job = job_for(seg, str(tiny_convnext_dir), params, opts, gpus=0, threads=1, dtype="float32", registry=None)
     job = dataclasses.replace(job, model=str(tmp_path / "gone"))  # the workers cannot load this one
     items = discover([str(tmp_path / "in")]).items
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = batch.RunSummary(tuple(seg.classes))
-        with pytest.raises(SegcliError, match=r"a Ray worker cannot start: .*gone"):
-            run(seg, job, items, workers=1, gpus=0, report=lambda r: None, should_stop=lambda: False, summary=summary)
-    finally:
-        ray.shutdown()
+    summary = batch.RunSummary(tuple(seg.classes))
+    with pytest.raises(SegcliError, match=r"a Ray worker cannot start: .*gone"):
+        run(seg, job, items, workers=1, gpus=0, report=lambda r: None, should_stop=lambda: False, summary=summary)
     assert not list((tmp_path / "out").rglob("*.png"))

@@ -145,11 +145,16 @@ HEADS = {"object": "object_head.1", "material": "material_head.1", "part": "part
 REAL = (304, 400)  # test.py's first input for a 512×683 image (ADE_val_00000001): short side 300, ×8
 
 
-def upp_reference(seed: int = 0):
+def upp_reference(seed: int = 0, small: bool = False):
     """The authors' encoder (mit_semseg's Resnet(resnet50), as unifiedparsing's) and decoder, with random
-    weights and BN statistics; each head's classifier scaled so its logits spread by 2 over its classes."""
-    encoder = randomize_(mit.Resnet(mit_resnet.resnet50(pretrained=False)), seed=seed).eval()
-    decoder = randomize_(ref.Decoder(NR, hierarchy()), seed=seed + 1).eval()
+    weights and BN statistics; each head's classifier scaled so its logits spread by 2 over its classes.
+    `small`: their ResNet class with basic blocks, one per stage, and a 32-channel decoder (protocol tests)."""
+    if small:
+        encoder = mit.Resnet(mit_resnet.ResNet(mit_resnet.BasicBlock, [1, 1, 1, 1]))
+        decoder = ref.Decoder(NR, hierarchy(), fc_dim=512, fpn_inplanes=(64, 128, 256, 512), fpn_dim=32, ppm_dim=32)
+    else:
+        encoder, decoder = mit.Resnet(mit_resnet.resnet50(pretrained=False)), ref.Decoder(NR, hierarchy())
+    encoder, decoder = randomize_(encoder, seed=seed).eval(), randomize_(decoder, seed=seed + 1).eval()
     with torch.no_grad():
         out = decoder.logits(
             encoder(torch.randn(1, 3, 160, 224, generator=torch.Generator().manual_seed(5)) * 60, True)
@@ -162,16 +167,49 @@ def upp_reference(seed: int = 0):
     return encoder, decoder
 
 
-@pytest.fixture(scope="module")
-def upp_files(cli, tmp_path_factory):
-    encoder, decoder = upp_reference(seed=13)
-    folder = tmp_path_factory.mktemp("upp")
+def _converted(cli, folder, small: bool):
+    encoder, decoder = upp_reference(seed=13, small=small)
     files = [folder / "encoder_epoch_40.pth", folder / "decoder_epoch_40.pth"]
     torch.save(encoder.state_dict(), files[0])
     torch.save(decoder.state_dict(), files[1])
-    r = cli("convert", *files, "--arch", ARCH, "-o", folder / "converted")
+    arch = ["--registry", _small_registry(folder), "convert", *files, "--arch", "small-upp"] if small else None
+    r = cli(*(arch or ["convert", *files, "--arch", ARCH]), "-o", folder / "converted")
     assert r.exit_code == 0, r.stderr
     return encoder, decoder, folder / "converted"
+
+
+def _small_registry(folder):
+    """upp-resnet50-upernet's entry with the small network (`upp_reference(small=True)`)."""
+    path = folder / "small.toml"
+    path.write_text(
+        """schema = 1
+[models.small-upp]
+download_page = "https://example.org/drive"
+files = ["encoder_epoch_40.pth", "decoder_epoch_40.pth"]
+format = "csail"
+license = "MIT"
+dataset = "unifiedparsing"
+backbone = { type = "resnet", depth = 18, stem_channels = 128, blocks = [1, 1, 1, 1] }
+head = { type = "upp", channels = 32 }
+preprocess = { mean = [102.9801, 115.9465, 122.7717], std = [1.0, 1.0, 1.0], scale = 1.0, bgr = true }
+crop_size = 512
+preset = "upp"
+resize = "300:1000/8"
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def upp_files(cli, tmp_path_factory):
+    """The real-size parser, converted from the authors' two files."""
+    return _converted(cli, tmp_path_factory.mktemp("upp"), small=False)
+
+
+@pytest.fixture(scope="module")
+def small_upp_files(cli, tmp_path_factory):
+    """The same with the small network: the protocol's assertions hold at any width."""
+    return _converted(cli, tmp_path_factory.mktemp("small-upp"), small=True)
 
 
 def _bgr_input(image: np.ndarray) -> torch.Tensor:
@@ -218,8 +256,8 @@ def _segcli_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_upp_preset_equals_the_test_script(upp_files):
-    encoder, decoder, converted = upp_files
+def test_upp_preset_equals_the_test_script(small_upp_files):
+    encoder, decoder, converted = small_upp_files
     seg = Segmenter.from_pretrained(converted)
     image = random_image(150, 200, seed=11)  # inputs 304×400, 400×536, 504×672, 600×800
     params = seg.params()

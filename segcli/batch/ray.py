@@ -116,7 +116,8 @@ class _Worker:
 
 
 def connect(address: str | None, quiet: bool = True) -> bool:
-    """Connect to Ray (`address` "local" or None: start a local one). True when this call started Ray."""
+    """Connect to Ray (`address` "local" or None: start a local one). True when this call initialized Ray (a
+    connection, and the local Ray it started), which `ray.shutdown()` ends; False when it already was."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -128,8 +129,8 @@ def connect(address: str | None, quiet: bool = True) -> bool:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": logging.ERROR}
     if address and address != "local":
         ray.init(address=address, **kwargs)
-        return False
-    ray.init(**kwargs)
+    else:
+        ray.init(**kwargs)
     return True
 
 
@@ -322,7 +323,8 @@ class _Labeller:
 class Cluster:
     """A connection to Ray and the actors' shape (workers × GPUs × threads), for one run."""
 
-    started: bool  # this run started a local Ray (and stops it)
+    started: bool  # this run initialized Ray: it disconnects at the end (stopping the local Ray it started),
+    # while its output still goes where the run's does (Ray prints what it still holds as it shuts down)
     workers: int
     gpus: float
     threads: int

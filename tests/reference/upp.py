@@ -122,19 +122,29 @@ def conv3x3_bn_relu(in_planes, out_planes, stride=1):
 
 
 class Decoder(nn.Module):
-    """UPerNet(nr_classes, fc_dim=2048, use_softmax=True, fpn_dim=512); `object_part` is the hierarchy:
+    """UPerNet(nr_classes, fc_dim=2048, use_softmax=True, fpn_inplanes, fpn_dim=512); `object_part` is the hierarchy:
     [(object label, [global part labels]), ...] in object_part_hierarchy.csv order."""
 
-    def __init__(self, nr_classes, object_part, fc_dim=2048, pool_scales=(1, 2, 3, 6), fpn_dim=512):
+    def __init__(
+        self,
+        nr_classes,
+        object_part,
+        fc_dim=2048,
+        pool_scales=(1, 2, 3, 6),
+        fpn_inplanes=(256, 512, 1024, 2048),
+        fpn_dim=512,
+        ppm_dim=512,  # 512 in their code; a parameter here for the small test network
+    ):
         super().__init__()
-        fpn_inplanes = (256, 512, 1024, 2048)
         self.object_part = object_part
         self.ppm_pooling = nn.ModuleList(PrRoIPool2D(scale, scale, 1.0) for scale in pool_scales)
         self.ppm_conv = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(fc_dim, 512, kernel_size=1, bias=False), BatchNorm2d(512), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.Conv2d(fc_dim, ppm_dim, kernel_size=1, bias=False), BatchNorm2d(ppm_dim), nn.ReLU(inplace=True)
+            )
             for _ in pool_scales
         )
-        self.ppm_last_conv = conv3x3_bn_relu(fc_dim + len(pool_scales) * 512, fpn_dim, 1)
+        self.ppm_last_conv = conv3x3_bn_relu(fc_dim + len(pool_scales) * ppm_dim, fpn_dim, 1)
         self.fpn_in = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, fpn_dim, kernel_size=1, bias=False), BatchNorm2d(fpn_dim), nn.ReLU(inplace=True))
             for c in fpn_inplanes[:-1]
