@@ -354,6 +354,7 @@ def test_semseg_files_without_optimizer_or_prefix_are_accepted(cli, tmp_path, pr
         assert (seg.model(x) - ref(x)).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow  # a real-size checkpoint
 def test_download_fetches_both_csail_files_and_semseg_explains(cli, r18_files, tmp_path, monkeypatch):
     served = tmp_path / "www" / "ade20k-resnet18dilated-ppm_deepsup"
     served.mkdir(parents=True)

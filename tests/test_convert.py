@@ -112,6 +112,7 @@ def psp_pth(tmp_path_factory) -> Path:
     return save_mmseg(mmseg_model("psp", 50), tmp_path_factory.mktemp("mm") / "pspnet_r50.pth")
 
 
+@pytest.mark.slow  # a real-size checkpoint
 def test_conversion_is_byte_identical_and_loads(cli, psp_pth, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli("convert", psp_pth, "--arch", "pspnet-r50-d8-ade20k", "-o", a).exit_code == 0
@@ -186,6 +187,7 @@ def test_unknown_arch_and_class_count(cli, psp_pth, tmp_path):
     assert Segmenter.from_pretrained(tmp_path / "o").classes[149] == "c149"
 
 
+@pytest.mark.slow  # a real-size checkpoint
 def test_models_state_and_download_then_convert(cli, psp_pth, tmp_path, monkeypatch):
     digest = hashlib.sha256(psp_pth.read_bytes()).hexdigest()
     served = tmp_path / "www"
