@@ -67,19 +67,9 @@ def big(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_windowed_raster_equals_in_memory_and_keeps_the_georeference(big, tiny_convnext_dir, tmp_path):
     out = tmp_path / "out"
-    r = segcli(
-        "predict",
-        big,
-        "-o",
-        out,
-        "-m",
-        tiny_convnext_dir,
-        *SLIDE,
-        *WINDOWS,
-        "--save",
-        "json,label,geotiff",
-        "--overviews",
-    )
+    args = ["predict", big, "-o", out, "-m", tiny_convnext_dir, *SLIDE, *WINDOWS]
+    args += ["--save", "json,label,geotiff", "--overviews"]
+    r = segcli(*args)
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stderr  # GDAL's notes (overviews of a palette band) are not the user's business
     with rasterio.open(out / "scene.tif") as ds, rasterio.open(big) as src:
@@ -108,19 +98,7 @@ def test_windowed_raster_equals_in_memory_and_keeps_the_georeference(big, tiny_c
         assert c["area_m2"] == pytest.approx(c["pixels"] * PIXEL * PIXEL)
         assert c["area_ha"] == pytest.approx(c["pixels"] * PIXEL * PIXEL / 1e4)
     assert sum(c["pixels"] for c in doc["classes"]) == int(valid.sum())
-    again = segcli(
-        "predict",
-        big,
-        "-o",
-        out,
-        "-m",
-        tiny_convnext_dir,
-        *SLIDE,
-        *WINDOWS,
-        "--save",
-        "json,label,geotiff",
-        "--overviews",
-    )
+    again = segcli(*args)
     assert again.returncode == 0 and "0 done, 1 skipped" in again.stderr
 
 
