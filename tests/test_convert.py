@@ -26,11 +26,19 @@ from segcli.errors import CheckpointError
 BN = dict(type="BN", requires_grad=True)
 
 
-def mmseg_model(kind: str, depth: int = 50, num_classes: int = 150, align_corners: bool = False):
+def mmseg_model(
+    kind: str,
+    depth: int = 50,
+    num_classes: int = 150,
+    align_corners: bool = False,
+    multi_grid: tuple[int, ...] | None = None,
+    channels: int = 512,
+):
     import_mmseg()
     from mmseg.registry import MODELS
 
     dilated = kind == "psp"
+    c = 64 if depth in (18, 34) else 256  # the first stage's output channels
     backbone = dict(
         type="ResNetV1c",
         depth=depth,
@@ -42,20 +50,25 @@ def mmseg_model(kind: str, depth: int = 50, num_classes: int = 150, align_corner
         norm_eval=False,
         style="pytorch",
         contract_dilation=True,
+        multi_grid=multi_grid,
     )
     common = dict(dropout_ratio=0.1, num_classes=num_classes, norm_cfg=BN, align_corners=align_corners)
     if kind == "psp":
-        head = dict(type="PSPHead", in_channels=2048, in_index=3, channels=512, pool_scales=(1, 2, 3, 6), **common)
+        head = dict(
+            type="PSPHead", in_channels=8 * c, in_index=3, channels=channels, pool_scales=(1, 2, 3, 6), **common
+        )
     else:
         head = dict(
             type="UPerHead",
-            in_channels=[256, 512, 1024, 2048],
+            in_channels=[c, 2 * c, 4 * c, 8 * c],
             in_index=[0, 1, 2, 3],
             pool_scales=(1, 2, 3, 6),
-            channels=512,
+            channels=channels,
             **common,
         )
-    aux = dict(type="FCNHead", in_channels=1024, in_index=2, channels=256, num_convs=1, concat_input=False, **common)
+    aux = dict(
+        type="FCNHead", in_channels=4 * c, in_index=2, channels=channels // 2, num_convs=1, concat_input=False, **common
+    )
     model = MODELS.build(
         dict(
             type="EncoderDecoder", backbone=backbone, decode_head=head, auxiliary_head=aux, test_cfg=dict(mode="whole")
@@ -77,6 +90,51 @@ CASES = {
     "upernet-r50": ("uper", 50, "upernet-r50-ade20k", 150, False),
     "pspnet-r50-d8-cityscapes": ("psp", 50, "pspnet-r50-d8-cityscapes", 19, True),
 }
+
+
+def _mmseg_logits(mm, x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    with torch.no_grad():  # backbone → decode head → resize to the input (align_corners)
+        return mm.encode_decode(x, [dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w))])
+
+
+CONVENTION = """[models.{name}]
+url = "https://example.org/{name}.pth"
+license = "Apache-2.0"
+dataset = "ade20k"
+backbone = {{ type = "resnet", depth = {depth}, strides = [1, 2, 1, 1], dilations = [1, 1, 2, 4]{extra} }}
+head = {{ type = "psp", channels = 64, aux_in_channels = {aux}, aux_channels = 32 }}
+crop_size = 512
+preset = "mmseg"
+"""
+
+
+@pytest.mark.parametrize(
+    "depth, multi_grid, extra, equal",
+    [
+        (18, None, "", True),  # mmseg's BasicBlock: only conv1 dilated (its convention, from format = mmseg)
+        (34, None, "", True),
+        (18, None, ", dilate_conv2 = true", False),  # the CSAIL rule on mmseg weights: another network
+        (50, (1, 2, 4), ", multi_grid = [1, 2, 4]", True),  # the last stage's blocks at dilations 1, 2, 4
+        (18, (2, 4), ", multi_grid = [2, 4]", True),
+    ],
+)
+def test_mmseg_conventions_that_shapes_do_not_show(cli, tmp_path, depth, multi_grid, extra, equal):
+    """A basic block's dilation and `multi_grid` change the computation but no shape: segcli computes what the
+    entry (with mmseg's conventions as defaults) describes, and the difference is real."""
+    mm = mmseg_model("psp", depth, multi_grid=multi_grid, channels=64)
+    reg = tmp_path / "reg.toml"
+    aux = 256 if depth < 50 else 1024
+    reg.write_text(CONVENTION.format(name="m", depth=depth, extra=extra, aux=aux))
+    r = cli("--registry", reg, "convert", save_mmseg(mm, tmp_path / "m.pth"), "--arch", "m", "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    seg = Segmenter.from_pretrained(tmp_path / "out")
+    x = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(2))
+    ref = _mmseg_logits(mm, x)
+    with torch.no_grad():
+        diff = (seg.model(x) - ref).abs().max().item()
+    assert ref.std() > 0.1
+    assert (diff <= 1e-4) is equal, diff
 
 
 @pytest.mark.slow

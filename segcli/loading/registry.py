@@ -31,6 +31,12 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"  # the Hub's rules for a repo name par
 URL = r"(https?|file)://[^\s]+"
 # the checkpoint formats segcli converts (`segcli.loading.formats.<name>`, `convert.READERS`) → who publishes them
 FORMATS = {"mmseg": "mmsegmentation", "csail": "the UPerNet authors (CSAIL)", "semseg": "the PSPNet author"}
+# how each lab's code computes what a checkpoint's shapes do not say: defaults of an entry's backbone table
+CONVENTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "mmseg": {"resnet": {"dilate_conv2": False}},  # mmseg's BasicBlock: conv2 undilated
+    "csail": {"resnet": {"dilate_conv2": True}},  # mit_semseg's _nostride_dilate: every 3×3 conv
+    "semseg": {},  # bottlenecks only
+}
 MAX_REGISTRY_BYTES = 4 << 20
 
 
@@ -150,7 +156,10 @@ def _network(entry: dict[str, Any], where: str) -> SegmentorConfig:
             head = {**parsing_head(entry["dataset"]), **head}
         except ConfigError as e:
             raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
-    network = network_from_tables(entry["backbone"], head, len(known_set(entry["dataset"]).classes), where)
+    backbone = entry["backbone"]
+    if isinstance(backbone, dict):  # the lab's conventions, where the entry does not say
+        backbone = {**CONVENTIONS[entry.get("format", "mmseg")].get(str(backbone.get("type")), {}), **backbone}
+    network = network_from_tables(backbone, head, len(known_set(entry["dataset"]).classes), where)
     if network.arch == "upp":  # the dataset's class sets name the heads' channels: the sizes must agree
         d, sets = network.decode_head, head_sets(entry["dataset"])
         sizes = {"part": d.part_classes, "material": d.material_classes, "scene": d.scene_classes}  # type: ignore[union-attr]

@@ -68,6 +68,8 @@ BACKBONE_FIELDS: dict[str, Check] = {
     "contract_dilation": Bool(),
     "stem_channels": CHANNELS,
     "blocks": Opt(List(Int(1, 64), 4, 4)),
+    "dilate_conv2": Bool(),
+    "multi_grid": Opt(List(Int(1, 16), 1, 64)),
 }
 HEAD = Table(
     {

@@ -6,9 +6,10 @@ the CSAIL and semseg code) and a 3×3 stride-2 max pool, then four stages of res
 (ResNet-50/101/152, stride in the 3×3 conv, "pytorch" style) or basic blocks (ResNet-18/34). The dilated
 variant ("D8": strides 1,2,1,1 and dilations 1,1,2,4) keeps the last two stages at 1/8 resolution; with
 `contract_dilation` (mmseg, CSAIL) the first block of a dilated stage uses half the dilation in its strided
-conv, without it (semseg) every block uses the full one. A basic block dilates both its 3×3 convs (the CSAIL
-ResNet-18; mmseg's dilates only the first). Parameter names follow mmseg's `ResNetV1c`
-(`stem.{0,1,3,4,6,7}`, `layer{1-4}.{i}.conv{1-3}/bn{1-3}/downsample.{0,1}`).
+conv, without it (semseg) every block uses the full one. A basic block dilates both its 3×3 convs in the CSAIL
+ResNet-18 (`dilate_conv2`), only the first in mmseg's. `multi_grid` (mmseg) gives each block of the last stage
+its own dilation instead. Parameter names follow mmseg's `ResNetV1c` (`stem.{0,1,3,4,6,7}`,
+`layer{1-4}.{i}.conv{1-3}/bn{1-3}/downsample.{0,1}`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ResNetConfig:
     stem_channels: int = 64
     in_channels: int = 3
     blocks: tuple[int, ...] | None = None  # overrides the block counts of `depth` (reduced test models)
+    dilate_conv2: bool = True  # basic blocks: the second 3×3 conv dilated too (CSAIL); mmseg's is not
+    multi_grid: tuple[int, ...] | None = None  # the last stage's blocks' dilations (mmseg `multi_grid`)
 
     @property
     def stage_blocks(self) -> tuple[int, ...]:
@@ -51,6 +54,10 @@ class ResNetConfig:
             raise ConfigError(f"ResNet: depth {self.depth} is not one of {', '.join(map(str, BLOCKS))}")
         if not len(self.stage_blocks) == len(self.strides) == len(self.dilations):
             raise ConfigError("ResNet: blocks, strides and dilations need one value per stage")
+        if self.multi_grid is not None and len(self.multi_grid) != self.stage_blocks[-1]:
+            raise ConfigError(
+                f"ResNet: multi_grid has {len(self.multi_grid)} values for {self.stage_blocks[-1]} blocks in the last stage"
+            )
 
 
 class Bottleneck(nn.Module):
@@ -105,26 +112,27 @@ class BasicBlock(nn.Module):
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-def _stage(
-    block: type[BasicBlock] | type[Bottleneck],
-    inplanes: int,
-    planes: int,
-    blocks: int,
-    stride: int,
-    dilation: int,
-    contract: bool,
-) -> nn.Sequential:
+def _stage(cfg: ResNetConfig, i: int, inplanes: int) -> nn.Sequential:
+    """Stage `i`: its blocks with their strides and dilations (the first block may contract its dilation,
+    `multi_grid` sets the last stage's, a basic block's second conv follows `dilate_conv2`)."""
+    planes, blocks, stride, dilation = 64 * 2**i, cfg.stage_blocks[i], cfg.strides[i], cfg.dilations[i]
+    block = cfg.block
     out = planes * block.expansion
     downsample = None
     if stride != 1 or inplanes != out:
         downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
-    first = dilation // 2 if contract and dilation > 1 else dilation
-    layers: list[nn.Module]
-    if block is BasicBlock:  # the strided conv1 contracted, conv2 at the stage's dilation
-        layers = [BasicBlock(inplanes, planes, stride, first, downsample, dilation2=dilation)]
-    else:
-        layers = [Bottleneck(inplanes, planes, stride, first, downsample)]
-    layers += [block(out, planes, 1, dilation, None) for _ in range(1, blocks)]
+    first = dilation // 2 if cfg.contract_dilation and dilation > 1 else dilation
+    per_block = [first] + [dilation] * (blocks - 1)
+    if cfg.multi_grid is not None and i == len(cfg.stage_blocks) - 1:
+        per_block = list(cfg.multi_grid)
+    layers: list[nn.Module] = []
+    for j, d in enumerate(per_block):
+        args = (inplanes if j == 0 else out, planes, stride if j == 0 else 1, d, downsample if j == 0 else None)
+        if block is BasicBlock:  # CSAIL: conv2 at the stage's dilation (not contracted); mmseg: undilated
+            conv2 = d if cfg.multi_grid is not None and i == len(cfg.stage_blocks) - 1 else dilation
+            layers.append(BasicBlock(*args, dilation2=conv2 if cfg.dilate_conv2 else 1))
+        else:
+            layers.append(Bottleneck(*args))
     return nn.Sequential(*layers)
 
 
@@ -149,11 +157,9 @@ class ResNet(nn.Module):
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = cfg.stem_channels
-        for i, (blocks, stride, dilation) in enumerate(zip(cfg.stage_blocks, cfg.strides, cfg.dilations, strict=True)):
-            planes = 64 * 2**i
-            stage = _stage(cfg.block, inplanes, planes, blocks, stride, dilation, cfg.contract_dilation)
-            self.add_module(f"layer{i + 1}", stage)
-            inplanes = planes * cfg.block.expansion
+        for i in range(len(cfg.stage_blocks)):
+            self.add_module(f"layer{i + 1}", _stage(cfg, i, inplanes))
+            inplanes = 64 * 2**i * cfg.block.expansion
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.stem(x))  # [B, 64, H/4, W/4]
