@@ -135,9 +135,9 @@ def test_palette_in_config_json_is_used(tmp_path):
     [
         (lambda c: c["backbone_config"].update(model_type="resnet"), "backbone model_type 'resnet' is not supported"),
         (lambda c: c.update(model_type="segformer"), "model_type 'segformer' is not supported"),
-        (lambda c: c["backbone_config"].update(out_features=["stage4"]), "needs all four stages"),
+        (lambda c: c["backbone_config"].update(out_features=["stage4"]), "the auxiliary head reads the third"),
         (lambda c: c.update(id2label={"0": "a", "2": "b"}), "without gaps"),
-        (lambda c: c["backbone_config"].update(hidden_act="mish"), "unsupported activation 'mish'"),
+        (lambda c: c["backbone_config"].update(hidden_act="prelu"), r"unsupported activation 'prelu' \(it has learned"),
     ],
 )
 def test_unsupported_configs_are_clear_errors(tiny_convnext_dir, tmp_path, edit, message):

@@ -2,30 +2,84 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 
-_ACTIVATIONS = {
+
+class _Fn(nn.Module):
+    """A parameter-free activation written as a function."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+# transformers' ACT2FN names (`hidden_act`) → the same functions; prelu and xielu have parameters: not here
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": lambda: nn.GELU(),
+    "gelu_python": lambda: nn.GELU(),
+    "gelu_10": lambda: _Fn(lambda x: torch.clip(F.gelu(x), -10.0, 10.0)),
+    "gelu_fast": lambda: _Fn(lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))),
+    "gelu_new": lambda: _Fn(_tanh_gelu),
+    "gelu_accurate": lambda: _Fn(_tanh_gelu),
     "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
-    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "gelu_python_tanh": lambda: nn.GELU(approximate="tanh"),
+    "quick_gelu": lambda: _Fn(lambda x: x * torch.sigmoid(1.702 * x)),
+    "laplace": lambda: _Fn(lambda x: 0.5 * (1.0 + torch.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0))))),
+    "leaky_relu": lambda: nn.LeakyReLU(),
+    "linear": lambda: nn.Identity(),
+    "mish": lambda: nn.Mish(),
     "relu": lambda: nn.ReLU(),
+    "relu2": lambda: _Fn(lambda x: torch.square(F.relu(x))),
+    "relu6": lambda: nn.ReLU6(),
+    "sigmoid": lambda: nn.Sigmoid(),
     "silu": lambda: nn.SiLU(),
     "swish": lambda: nn.SiLU(),
+    "tanh": lambda: nn.Tanh(),
 }
+ACTIVATIONS = tuple(sorted(_ACTIVATIONS))
+
+
+def check_activation(name: str, where: str) -> None:
+    """A usage error (naming `where`) unless `name` is an activation segcli computes."""
+    if name not in _ACTIVATIONS:
+        learned = " (it has learned parameters)" if name in ("prelu", "xielu") else ""
+        raise ConfigError(
+            f"{where}: unsupported activation {name!r}{learned}", hint=f"segcli computes {', '.join(ACTIVATIONS)}"
+        )
+
+
+def check_backbone(stages_out: tuple[int, ...], stages: int, in_channels: int, act: str, what: str) -> None:
+    """What a ConvNeXt or Swin config must satisfy before a network is built: RGB input, a known activation,
+    the stages out in increasing order."""
+    if in_channels != 3:
+        raise ConfigError(f"{what}: {in_channels} input channels; segcli feeds RGB images (3 channels)")
+    check_activation(act, what)
+    if (
+        not stages_out
+        or list(stages_out) != sorted(set(stages_out))
+        or not 0 <= stages_out[0] <= stages_out[-1] < stages
+    ):
+        raise ConfigError(f"{what}: stages out {list(stages_out)} must be increasing stage indices below {stages}")
 
 
 def activation(name: str) -> nn.Module:
     """The activation a Hugging Face config names (`hidden_act`)."""
-    try:
-        return _ACTIVATIONS[name]()
-    except KeyError:
-        raise ConfigError(
-            f"unsupported activation {name!r}", hint=f"segcli knows {', '.join(sorted(_ACTIVATIONS))}"
-        ) from None
+    check_activation(name, "activation")
+    return _ACTIVATIONS[name]()
 
 
 class LayerNorm2d(nn.LayerNorm):

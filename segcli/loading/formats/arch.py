@@ -5,7 +5,7 @@ The same small schema describes a network in weights.toml entries and in the con
 
     backbone = {type = "convnext" | "swin" | "resnet", <that config's fields>}
     head     = {type = "uper" | "psp" | "upp", channels, pool_scales, align_corners, ppm_upsample_first (uper),
-                auxiliary, aux_in_channels, aux_channels, aux_num_convs,
+                auxiliary, aux_in_channels, aux_channels, aux_num_convs, aux_concat_input,
                 material_classes, scene_classes, part_classes, part_groups = [{object, parts}, ...] (upp)}
 
 `upp` is the unified perceptual parser: the UPerNet trunk (precise RoI pooling in its PPM) with object,
@@ -43,21 +43,22 @@ HEAD_KEYS = UPP_KEYS | {
     "aux_in_channels",
     "aux_channels",
     "aux_num_convs",
+    "aux_concat_input",
     "ppm_upsample_first",
 }
 
 
-STAGE_INTS = List(Int(1, 64), 4, 4)
+STAGE_INTS = List(Int(1, 64), 1, 8)
 # bounds of every backbone field any backbone type has (checked before a config is built)
 BACKBONE_FIELDS: dict[str, Check] = {
     "depths": STAGE_INTS,
-    "widths": List(CHANNELS, 4, 4),
+    "widths": List(CHANNELS, 1, 8),
     "in_channels": Int(1, 16),
     "patch_size": Int(1, 64),
     "layer_scale": Bool(),
     "act": Str(max_len=64),
     "embed_dim": Int(1, 4096),
-    "num_heads": List(Int(1, 256), 4, 4),
+    "num_heads": List(Int(1, 256), 1, 8),
     "window_size": Int(1, 64),
     "mlp_ratio": Float(0.0, 64.0, open_lo=True),
     "qkv_bias": Bool(),
@@ -69,6 +70,7 @@ BACKBONE_FIELDS: dict[str, Check] = {
     "stem_channels": CHANNELS,
     "blocks": Opt(List(Int(1, 64), 4, 4)),
     "dilate_conv2": Bool(),
+    "out_indices": Opt(List(Int(0, 7), 1, 8)),
     "multi_grid": Opt(List(Int(1, 16), 1, 64)),
 }
 HEAD = Table(
@@ -81,6 +83,7 @@ HEAD = Table(
         "aux_in_channels": CHANNELS,
         "aux_channels": CHANNELS,
         "aux_num_convs": Int(0, 8),
+        "aux_concat_input": Bool(),
         "ppm_upsample_first": Bool(),
         "material_classes": Int(1, MAX_CLASSES),
         "scene_classes": Int(1, MAX_CLASSES),
@@ -149,7 +152,11 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
     aux = None
     if head.get("auxiliary", True):
         aux = FCNHeadConfig(
-            head.get("aux_in_channels", ch[2]), num_classes, head.get("aux_channels", 256), head.get("aux_num_convs", 1)
+            head.get("aux_in_channels", ch[2]),
+            num_classes,
+            head.get("aux_channels", 256),
+            head.get("aux_num_convs", 1),
+            bool(head.get("aux_concat_input", False)),
         )
     return SegmentorConfig(bb, decode, aux)
 
@@ -166,7 +173,7 @@ def _upp_head(
     missing = sorted(UPP_KEYS - set(head))
     if missing:
         raise ConfigError(f"{where}: the upp head needs {', '.join(missing)}")
-    aux = sorted({"aux_in_channels", "aux_channels", "aux_num_convs"} & set(head))
+    aux = sorted({"aux_in_channels", "aux_channels", "aux_num_convs", "aux_concat_input"} & set(head))
     if head.get("auxiliary") or aux or head.get("ppm_upsample_first") is False:
         raise ConfigError(
             f"{where}: the upp head has no auxiliary head and always upsamples first in its PPM",
@@ -219,4 +226,6 @@ def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str,
     head["auxiliary"] = a is not None
     if a is not None:
         head.update(aux_in_channels=a.in_channels, aux_channels=a.channels, aux_num_convs=a.num_convs)
+        if a.concat_input:  # written only when set: older configs unchanged
+            head["aux_concat_input"] = True
     return backbone, head

@@ -50,11 +50,12 @@ def dump_json(doc: dict[str, Any], *, sort_keys: bool = False) -> bytes:
 
 
 def class_names(cfg: dict[str, Any], where: str) -> tuple[str, ...]:
-    """Names from `id2label` ({"0": name, ...}, ids 0..K-1 without gaps), else `num_labels` generic names."""
+    """Names from `id2label` ({"0": name, ...}, ids 0..K-1 without gaps), else transformers' defaults:
+    `num_labels` (2 when absent: what `save_pretrained` leaves out) names LABEL_0, LABEL_1, ..."""
     id2label = cfg.get("id2label")
-    n = Int(1, MAX_CLASSES).check(cfg.get("num_labels", 150), where, "num_labels")
+    n = Int(1, MAX_CLASSES).check(cfg.get("num_labels", 2), where, "num_labels")
     if not id2label:
-        return tuple(f"class_{i}" for i in range(n))
+        return tuple(f"LABEL_{i}" for i in range(n))
     if not isinstance(id2label, dict):
         raise ConfigError(f"{where}: id2label must map integer ids to names")
     labels = {int(k): v for k, v in ID2LABEL.check(id2label, where, "id2label").items()}

@@ -20,19 +20,18 @@ from ..info import ModelInfo, Origin
 from .common import class_names, class_set, read_json, segcli_block
 from .schema import CHANNELS, MEAN, POOL_SCALES, SCALE, STD, Bool, Either, Float, Int, List, Opt, Str, Table
 
-STAGES = ["stage1", "stage2", "stage3", "stage4"]
-DEPTHS = List(Int(1, 64), 4, 4)
+DEPTHS = List(Int(1, 64), 1, 8)
 BACKBONE = Table(
     {
         "model_type": Str(max_len=64),
         "depths": DEPTHS,
-        "hidden_sizes": List(CHANNELS, 4, 4),
+        "hidden_sizes": List(CHANNELS, 1, 8),
         "num_channels": Int(1, 16),
         "patch_size": Int(1, 64),
         "layer_scale_init_value": Float(0.0, 1e6),
         "hidden_act": Str(max_len=64),
         "embed_dim": Int(1, 4096),
-        "num_heads": List(Int(1, 256), 4, 4),
+        "num_heads": List(Int(1, 256), 1, 8),
         "window_size": Int(1, 64),
         "mlp_ratio": Float(0.0, 64.0, open_lo=True),
         "qkv_bias": Bool(),
@@ -78,20 +77,22 @@ def _ints(v: Any, where: str, key: str) -> tuple[int, ...]:
     return tuple(v)
 
 
-def _convnext(bb: dict[str, Any], where: str) -> ConvNeXtConfig:
-    if bb.get("num_stages", 4) != 4:
-        raise ConfigError(f"{where}: ConvNeXt with {bb['num_stages']} stages is not supported (4 expected)")
+def _convnext(bb: dict[str, Any], where: str, out: tuple[int, ...]) -> ConvNeXtConfig:
+    depths = _ints(bb.get("depths", [3, 3, 9, 3]), where, "depths")
+    if bb.get("num_stages", 4) != len(depths):
+        raise ConfigError(f"{where}: backbone num_stages {bb['num_stages']} but {len(depths)} depths")
     return ConvNeXtConfig(
-        depths=_ints(bb.get("depths", [3, 3, 9, 3]), where, "depths"),
+        depths=depths,
         widths=_ints(bb.get("hidden_sizes", [96, 192, 384, 768]), where, "hidden_sizes"),
         in_channels=bb.get("num_channels", 3),
         patch_size=bb.get("patch_size", 4),
         layer_scale=bb.get("layer_scale_init_value", 1e-6) > 0,
         act=bb.get("hidden_act", "gelu"),
+        out_indices=out,
     )
 
 
-def _swin(bb: dict[str, Any], where: str) -> SwinConfig:
+def _swin(bb: dict[str, Any], where: str, out: tuple[int, ...]) -> SwinConfig:
     if bb.get("use_absolute_embeddings", False):
         raise ConfigError(f"{where}: Swin with absolute position embeddings is not supported")
     return SwinConfig(
@@ -105,19 +106,35 @@ def _swin(bb: dict[str, Any], where: str) -> SwinConfig:
         patch_size=bb.get("patch_size", 4),
         eps=float(bb.get("layer_norm_eps", 1e-5)),
         act=bb.get("hidden_act", "gelu"),
+        out_indices=out,
     )
 
 
-BACKBONES: dict[str, Callable[[dict[str, Any], str], BackboneConfig]] = {"convnext": _convnext, "swin": _swin}
+def stages_out(bb: dict[str, Any], where: str) -> tuple[int, ...]:
+    """The stages (from 0) a transformers backbone config hands on, as its `out_features` / `out_indices` say
+    (transformers' rule: both absent → the last stage only; `out_indices` count the stem as 0)."""
+    n = len(bb.get("depths", [2, 2, 6, 2] if bb.get("model_type") == "swin" else [3, 3, 9, 3]))
+    names = ["stem", *(f"stage{i}" for i in range(1, n + 1))]
+    out, indices = bb.get("out_features"), bb.get("out_indices")
+    if out is None:
+        out = [names[i] for i in indices if 0 <= i < len(names)] if indices is not None else [names[-1]]
+        if indices is not None and len(out) != len(indices):
+            raise ConfigError(f"{where}: backbone out_indices {indices} name stages that do not exist ({names})")
+    if not all(isinstance(f, str) and f in names for f in out) or not out:
+        raise ConfigError(f"{where}: backbone out_features {out} must name stages of {names}")
+    if "stem" in out:
+        raise ConfigError(f"{where}: backbone out_features include the stem: not supported (stages only)")
+    return tuple(names.index(f) - 1 for f in out)
+
+
+BACKBONES: dict[str, Callable[[dict[str, Any], str, tuple[int, ...]], BackboneConfig]] = {
+    "convnext": _convnext,
+    "swin": _swin,
+}
 
 
 def backbone(bb: dict[str, Any], where: str) -> BackboneConfig:
-    """The backbone of a `backbone_config` (ConvNeXt or Swin, all four stages out)."""
-    out = bb.get("out_features")
-    if out is None and bb.get("out_indices") is not None:
-        out = [f"stage{i}" for i in bb["out_indices"]]
-    if out is not None and list(out) != STAGES:
-        raise ConfigError(f"{where}: backbone out_features {out} — UPerNet needs all four stages {STAGES}")
+    """The backbone of a `backbone_config` (ConvNeXt or Swin, with the stages it hands on)."""
     kind = bb.get("model_type")
     if kind not in BACKBONES:
         raise ConfigError(
@@ -126,7 +143,7 @@ def backbone(bb: dict[str, Any], where: str) -> BackboneConfig:
         )
     bb = BACKBONE.check(bb, where, "backbone_config")
     try:
-        return BACKBONES[kind](bb, where)
+        return BACKBONES[kind](bb, where, stages_out(bb, where))
     except ConfigError as e:
         raise ConfigError(e.message if e.message.startswith(where) else f"{where}: {e.message}") from None
 
@@ -151,6 +168,11 @@ def network(cfg: dict[str, Any], num_classes: int, where: str) -> SegmentorConfi
     )
     aux = None
     if cfg.get("use_auxiliary_head", True):
+        if len(channels) < 3:  # transformers' auxiliary head reads the third map handed on
+            raise ConfigError(
+                f"{where}: use_auxiliary_head with {len(channels)} backbone outputs (the auxiliary head reads the third)",
+                hint="transformers cannot build this model either: set use_auxiliary_head false or hand on 3 stages",
+            )
         aux = FCNHeadConfig(
             in_channels=cfg.get("auxiliary_in_channels") or channels[2],
             num_classes=num_classes,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ..layers import LayerNorm2d, activation
+from ..layers import LayerNorm2d, activation, check_backbone
 
 EPS = 1e-6
 
@@ -26,14 +26,20 @@ class ConvNeXtConfig:
     patch_size: int = 4
     layer_scale: bool = True  # False when the checkpoint was trained with layer_scale_init_value = 0
     act: str = "gelu"
+    out_indices: tuple[int, ...] | None = None  # the stages (from 0) whose maps the heads read; None: all
+
+    @property
+    def stages_out(self) -> tuple[int, ...]:
+        return self.out_indices if self.out_indices is not None else tuple(range(len(self.depths)))
 
     @property
     def out_channels(self) -> tuple[int, ...]:
-        return self.widths
+        return tuple(self.widths[i] for i in self.stages_out)
 
     def __post_init__(self) -> None:
         if len(self.depths) != len(self.widths):
             raise ConfigError(f"ConvNeXt: {len(self.depths)} depths but {len(self.widths)} widths")
+        check_backbone(self.stages_out, len(self.depths), self.in_channels, self.act, "ConvNeXt")
 
 
 class ConvNeXtLayer(nn.Module):
@@ -97,7 +103,7 @@ class ConvNeXtEncoder(nn.Module):
 
 
 class ConvNeXt(nn.Module):
-    """[B, 3, H, W] → four maps [B, C_i, H/s, W/s] for s = 4, 8, 16, 32 (floor division per stage)."""
+    """[B, 3, H, W] → a map [B, C_i, H/s, W/s] per stage out, s = 4, 8, 16, 32 (floor division per stage)."""
 
     def __init__(self, cfg: ConvNeXtConfig) -> None:
         super().__init__()
@@ -106,7 +112,7 @@ class ConvNeXt(nn.Module):
         self.embeddings = ConvNeXtEmbeddings(cfg)
         self.encoder = ConvNeXtEncoder(cfg)
         self.hidden_states_norms = nn.ModuleDict(
-            {f"stage{i + 1}": LayerNorm2d(w, eps=EPS) for i, w in enumerate(cfg.widths)}
+            {f"stage{i + 1}": LayerNorm2d(cfg.widths[i], eps=EPS) for i in cfg.stages_out}
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -114,5 +120,6 @@ class ConvNeXt(nn.Module):
         features = []
         for i, stage in enumerate(self.encoder.stages):
             x = stage(x)
-            features.append(self.hidden_states_norms[f"stage{i + 1}"](x))
+            if i in self.config.stages_out:
+                features.append(self.hidden_states_norms[f"stage{i + 1}"](x))
         return features

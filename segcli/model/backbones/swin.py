@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from ..layers import activation
+from ..layers import activation, check_backbone
 
 EPS = 1e-5  # nn.LayerNorm's default, used by the patch-embedding, patch-merging and output norms
 MASK_VALUE = -100.0  # added to attention logits between tokens from different shifted regions
@@ -35,17 +35,27 @@ class SwinConfig:
     patch_size: int = 4
     eps: float = 1e-5  # `layer_norm_eps`: the two norms inside every block
     act: str = "gelu"
+    out_indices: tuple[int, ...] | None = None  # the stages (from 0) whose maps the heads read; None: all
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+    @property
+    def stages_out(self) -> tuple[int, ...]:
+        return self.out_indices if self.out_indices is not None else tuple(range(len(self.depths)))
 
     @property
     def out_channels(self) -> tuple[int, ...]:
-        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+        return tuple(self.widths[i] for i in self.stages_out)
 
     def __post_init__(self) -> None:
         if len(self.num_heads) != len(self.depths):
             raise ConfigError(f"Swin: {len(self.depths)} stages but {len(self.num_heads)} num_heads")
-        for dim, heads in zip(self.out_channels, self.num_heads, strict=True):
+        for dim, heads in zip(self.widths, self.num_heads, strict=True):
             if dim % heads:
                 raise ConfigError(f"Swin: stage width {dim} is not divisible by its {heads} attention heads")
+        check_backbone(self.stages_out, len(self.depths), self.in_channels, self.act, "Swin")
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -225,7 +235,7 @@ class SwinEncoder(nn.Module):
         super().__init__()
         n = len(cfg.depths)
         self.layers = nn.ModuleList(
-            SwinStage(cfg, cfg.out_channels[i], cfg.depths[i], cfg.num_heads[i], downsample=i < n - 1) for i in range(n)
+            SwinStage(cfg, cfg.widths[i], cfg.depths[i], cfg.num_heads[i], downsample=i < n - 1) for i in range(n)
         )
 
 
@@ -239,7 +249,7 @@ class Swin(nn.Module):
         self.embeddings = SwinEmbeddings(cfg)
         self.encoder = SwinEncoder(cfg)
         self.hidden_states_norms = nn.ModuleDict(
-            {f"stage{i + 1}": nn.LayerNorm(c, eps=EPS) for i, c in enumerate(cfg.out_channels)}
+            {f"stage{i + 1}": nn.LayerNorm(cfg.widths[i], eps=EPS) for i in cfg.stages_out}
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -248,8 +258,9 @@ class Swin(nn.Module):
         for i, layer in enumerate(self.encoder.layers):
             stage = cast(SwinStage, layer)
             x = stage(x, h, w)
-            out = self.hidden_states_norms[f"stage{i + 1}"](x)
-            features.append(out.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous())
+            if i in self.config.stages_out:
+                out = self.hidden_states_norms[f"stage{i + 1}"](x)
+                features.append(out.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous())
             if stage.downsample is not None:
                 x = stage.downsample(x, h, w)
                 h, w = (h + 1) // 2, (w + 1) // 2
