@@ -3,7 +3,8 @@
 from segcli import Segmenter
 seg = Segmenter.from_pretrained("upernet-convnext-tiny")
 labels = seg.predict("photo.jpg")          # numpy [H, W] class indices
-logits = seg.logits("photo.jpg")           # torch float32 [K, H, W]
+logits = seg.logits("photo.jpg", "hf")     # torch float32 [K, H, W] (one forward's logits)
+probs = seg.probs("photo.jpg", "mmseg-ms")   # probabilities averaged over the preset's 12 views
 
 parser = Segmenter.from_pretrained("upp-resnet50-upernet")
 parsed = parser.parse("photo.jpg")         # object / part / material maps, the scene's top 5
@@ -277,11 +278,26 @@ class Segmenter:
         return predict_rows(self.model, image, params, emit, progress, probs)
 
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
-        """Float32 logits [num_classes, H, W] on the CPU, at the image's own size. With several views
-        (scales / flip) these are the log of the averaged probabilities (same argmax, same softmax)."""
-        out = self.run(image, preset, labels=False, logits=True, **overrides).logits
+        """Float32 logits [num_classes, H, W] on the CPU, at the image's own size (a parser's: its objects').
+        A preset that averages probabilities (several views, a softmax per window) has none to give: a
+        UsageError that says so; `probs` gives what it computes."""
+        params = self.params(preset, **overrides)
+        if why := params.averages:
+            raise UsageError(
+                f"preset {params.preset} {why}: its result is averaged probabilities, not logits",
+                hint="use probs(), or overrides that make it one forward pass (scales=1.0, flip=False, mode='whole')",
+            )
+        out = self.run(image, params, labels=False, logits=True).logits
         assert out is not None  # asked for
         return out
+
+    def probs(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
+        """Float32 class probabilities [num_classes, H, W] on the CPU at the image's own size: the softmax,
+        averaged over the views and windows that the preset averages (a parser's: its objects')."""
+        params = self.params(preset, **overrides)
+        out = self.run(image, params, labels=False, logits=True).logits  # log-probabilities when averaged
+        assert out is not None
+        return out.exp() if params.averages else out.softmax(0)
 
     def predict(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> np.ndarray:
         """Class indices [H, W] at the image's own size (uint8 up to 256 classes, else uint16)."""

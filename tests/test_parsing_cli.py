@@ -13,6 +13,7 @@ from helpers import DATA
 from PIL import Image
 
 from segcli import Segmenter
+from segcli.errors import UsageError
 from segcli.io.outputs import overlay_jpeg
 
 
@@ -73,7 +74,9 @@ def test_parse_and_save_selection(cli, tiny_upp_dir, tmp_path):
     assert parsed.object.shape == parsed.part.shape == parsed.material.shape == image.shape[:2]
     assert len(parsed.scene) == 5 and all(name in seg.scenes for name, _ in parsed.scene)
     assert np.array_equal(seg.predict(photo), parsed.object)
-    assert seg.logits(photo).shape == (336, *image.shape[:2])  # the object head's
+    assert seg.probs(photo).shape == (336, *image.shape[:2])  # the object head's, averaged over the upp views
+    with pytest.raises(UsageError, match="averages the softmax of 4 views"):
+        seg.logits(photo)  # the upp preset has no logits to give
 
     # every mode works: windows (the scene averaged over a view's windows), flipped views (over views)
     def scene(pixels: np.ndarray) -> np.ndarray:

@@ -130,6 +130,15 @@ class Params:
     def views(self) -> int:
         return len(self.scales) * (2 if self.flip else 1)
 
+    @property
+    def averages(self) -> str | None:
+        """What makes the result averaged probabilities rather than one forward's logits (None: nothing)."""
+        if self.views > 1:
+            return f"averages the softmax of {self.views} views"
+        if self.window_softmax:
+            return "averages the softmax of its windows"
+        return None
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["resize"] = str(self.resize)
@@ -206,7 +215,9 @@ def _csail(name: str, proto: Protocol) -> Params:
         resize = Resize("multiple", short=300, long=1000, multiple=8)
     sizes, resample = (CSAIL_SIZES, "pil") if name == "csail" else (UPP_SIZES, "bilinear")
     scales = tuple(size / resize.short for size in sizes)
-    return Params(name, resize, resample, "whole", scales=scales, align_corners=False, resize_once=True)
+    # the logits go from the model's resolution straight to the image with the network's own align_corners
+    # (the authors' eval.py uses False, which their networks share)
+    return Params(name, resize, resample, "whole", scales=scales, align_corners=proto.align_corners, resize_once=True)
 
 
 def _semseg(name: str, proto: Protocol) -> Params:
@@ -287,8 +298,8 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
         p = replace(p, mode=o["mode"])
     if "scales" in o:
         p = replace(p, scales=_scales(o["scales"]))
-    if "flip" in o:
-        p = replace(p, flip=bool(o["flip"]))
+    if "flip" in o:  # False: no mirrored pass anywhere, the windows' own mirrors (semseg) included
+        p = replace(p, flip=bool(o["flip"]), window_flip=p.window_flip and bool(o["flip"]))
     if "tile_batch" in o:
         if not 1 <= int(o["tile_batch"]) <= 256:
             raise UsageError("tile batch (--tile-batch, tile_batch=) must be at least 1 (and at most 256)")
@@ -308,5 +319,8 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
                 "crop and stride (--crop/--stride, crop=/stride=) apply to slide mode",
                 hint='add --mode slide (mode="slide" in Python)',
             )
-        p = replace(p, crop=None, stride=None)
+        # one whole image: no windows to pad, to take a softmax of or to mirror one by one (a mirrored whole
+        # image is a flipped view, averaged as views are)
+        flip = p.flip or p.window_flip
+        p = replace(p, crop=None, stride=None, flip=flip, window_softmax=False, window_pad=False, window_flip=False)
     return p
