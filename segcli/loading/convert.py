@@ -9,17 +9,19 @@ gives identical bytes.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..model import Segmentor
+from ..model import Segmentor, SegmentorConfig
+from ..model.segmentor import Normalization
 from ..versions import made_by
 from .checkpoint import match_state_dict
-from .classes import ClassSet, derived_palette, known_set
-from .formats import csail, mmseg, native, semseg
+from .classes import ClassSet, class_set_for, derived_palette, known_set
+from .formats import csail, mmseg, mmseg_config, native, semseg
 from .formats.arch import HEAD_OF_ARCH, network_from_tables, tables_from_network
 from .hub import file_sha256
 from .registry import ModelSpec
@@ -48,7 +50,15 @@ CLASSIFIERS = {"upp": "decode_head.object_head.1.weight"}
 
 def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
     if spec.format == "mmseg":
-        return mmseg.read(srcs, f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint")
+        expects = f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint"
+        state, meta = mmseg.read_with_meta(srcs, expects)
+        if mmseg_config.config_text(meta) is not None:  # what the checkpoint says must agree with --arch
+            k = int(state[CLASSIFIER].shape[0])
+            said = mmseg_config.describe(meta, k, str(srcs[0])).network
+            _agree(
+                said, replace(spec.network, decode_head=replace(spec.network.decode_head, num_classes=k)), srcs[0], spec
+            )
+        return state
     state = READERS[spec.format](srcs, HEAD_OF_ARCH[spec.network.arch])  # the key table of its decoder
     if CLASSIFIERS.get(spec.network.arch, CLASSIFIER) not in state:
         raise CheckpointError(
@@ -58,11 +68,54 @@ def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
     return state
 
 
-def _source(srcs: list[Path], spec: ModelSpec) -> dict[str, object]:
+def _fields(obj: object, prefix: str = "") -> dict[str, object]:
+    """A network description flattened to {"backbone.depth": 50, ...} (normalisation as the affine map it is)."""
+    if isinstance(obj, Normalization):
+        s = obj.scale
+        return {f"{prefix}mean/scale": tuple(round(m / s, 3) for m in obj.mean), f"{prefix}std/scale":
+                tuple(round(v / s, 3) for v in obj.std), f"{prefix}bgr": obj.bgr}  # fmt: skip
+    if not is_dataclass(obj):
+        return {prefix.rstrip("."): obj}
+    out: dict[str, object] = {}
+    for f in fields(obj):
+        out.update(_fields(getattr(obj, f.name), f"{prefix}{f.name}."))
+    return out
+
+
+def _agree(said: SegmentorConfig, arch: SegmentorConfig, src: Path, spec: ModelSpec) -> None:
+    """A field the checkpoint's config and --arch set differently changes the computation: refused by name."""
+    a, b = _fields(said), _fields(arch)
+    differ = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: the checkpoint {a.get(k)!r}, --arch {b.get(k)!r}" for k in differ[:4])
+        more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+        raise ConfigError(
+            f"{src}: its own config and --arch {spec.name} describe different networks: {shown}{more}",
+            hint="convert without --arch (the checkpoint's config is read), or name the entry it was trained as",
+        )
+
+
+def _source(srcs: list[Path], arch: str | None, license: str | None) -> dict[str, object]:
     """What config.json records about the converted files (one file: `file` / `sha256`, as before)."""
     names, digests = [s.name for s in srcs], [file_sha256(s, quiet=True) for s in srcs]
     files = {"file": names[0], "sha256": digests[0]} if len(srcs) == 1 else {"files": names, "sha256": digests}
-    return {**files, "arch": spec.name, "converted_by": made_by(), "license": spec.license}
+    if arch is None:
+        return {**files, "arch": None, "described_by": "the checkpoint's config", "converted_by": made_by()}
+    return {**files, "arch": arch, "converted_by": made_by(), "license": license}
+
+
+def _write(
+    srcs: list[Path], state: dict[str, torch.Tensor], network: SegmentorConfig, where: str, out_dir: Path, **kw: Any
+) -> Path:
+    """`state` checked against `network` (every key and shape), written as a segcli/1 directory."""
+    with torch.device("meta"):
+        model = Segmentor(network)
+    checked = match_state_dict(model, state, where)
+    tensors = {
+        key: t.detach().to(torch.float32 if t.is_floating_point() else torch.int64).contiguous()
+        for key, t in checked.items()
+    }
+    return native.write(out_dir, tensors, network, **kw)
 
 
 def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:
@@ -75,15 +128,28 @@ def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tu
     network = replace(
         network_from_tables(backbone, head, k, f"--arch {spec.name}"), normalization=spec.network.normalization
     )
-    with torch.device("meta"):
-        model = Segmentor(network)
     where = f"{' + '.join(map(str, srcs))} as --arch {spec.name}"
-    checked = match_state_dict(model, state, where)
-    tensors = {
-        key: t.detach().to(torch.float32 if t.is_floating_point() else torch.int64).contiguous()
-        for key, t in checked.items()
-    }
-    heads = spec.info().head_sets
-    return native.write(
-        out_dir, tensors, network, class_set, spec.preset, spec.evaluation, _source(srcs, spec), head_sets=heads
-    )
+    source = _source(srcs, spec.name, spec.license)
+    kw = dict(classes=class_set, preset=spec.preset, protocol=spec.evaluation, source=source)
+    return _write(srcs, state, network, where, out_dir, **kw, head_sets=spec.info().head_sets)
+
+
+def convert_described(src: Path, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:
+    """Convert an mmseg checkpoint by what it says about itself: the network from the config it carries, the
+    classes from its metadata (or `classes`), its test mode as the protocol."""
+    state, meta = mmseg.read_with_meta([src], "an mmsegmentation checkpoint (the .pth that mmseg's train.py saves)")
+    k = int(state[CLASSIFIER].shape[0])
+    said = mmseg_config.describe(meta, k, str(src))
+    names = classes or said.classes
+    if names is None:
+        raise ConfigError(
+            f"{src}: the checkpoint names no classes (meta['dataset_meta'])", hint="give them with --classes FILE"
+        )
+    if len(names) != k:
+        raise ConfigError(f"{src}: the checkpoint has {k} classes but {len(names)} names", hint="see --classes")
+    try:
+        class_set = class_set_for(tuple(names), said.palette if classes is None else None)
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e.message}") from None
+    kw = dict(classes=class_set, preset="mmseg", protocol=said.protocol, source=_source([src], None, None))
+    return _write([src], state, said.network, f"{src} as its config describes it", out_dir, **kw)

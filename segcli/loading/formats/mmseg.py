@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,14 +39,21 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
     return pth.state_dict(path)
 
 
-def read(paths: list[Path], expects: str) -> dict[str, torch.Tensor]:
-    """segcli-named tensors of one mmseg checkpoint file (`expects`: what the architecture wants, for hints)."""
+def read_with_meta(paths: list[Path], expects: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """segcli-named tensors of one mmseg checkpoint file and its `meta` (None when it has none; `expects`:
+    what the architecture wants, for hints)."""
     if len(paths) != 1:
         raise CheckpointError(f"an mmsegmentation checkpoint is one file, {len(paths)} were given")
-    state = pth.rename(read_pth(paths[0]), KEYS)
+    obj = pth.load(paths[0])
+    state = pth.rename(pth.state_dict(paths[0], obj), KEYS)
     if "decode_head.classifier.weight" not in state:
         raise CheckpointError(
             f"{paths[0]}: no decode_head.conv_seg.weight: not a segmentation checkpoint of the form mmseg writes",
             hint=expects,
         )
-    return state
+    return state, obj.get("meta") if isinstance(obj, dict) else None
+
+
+def read(paths: list[Path], expects: str) -> dict[str, torch.Tensor]:
+    """segcli-named tensors of one mmseg checkpoint file."""
+    return read_with_meta(paths, expects)[0]
