@@ -292,11 +292,14 @@ class Segmenter:
         return out
 
     def probs(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
-        """Float32 class probabilities [num_classes, H, W] on the CPU at the image's own size: the softmax,
-        averaged over the views and windows that the preset averages (a parser's: its objects')."""
+        """Float32 class probabilities [num_classes, H, W] on the CPU at the image's own size: the softmax (a
+        binary head: 1 - sigmoid, sigmoid), averaged over the views and windows that the preset averages (a
+        parser's: its objects')."""
         params = self.params(preset, **overrides)
         out = self.run(image, params, labels=False, logits=True).logits  # log-probabilities when averaged
         assert out is not None
+        if self.model.heads.binary_threshold is not None:  # one logit (of the mean probability, when averaged)
+            return self.model.heads.softmax(out)
         return out.exp() if params.averages else out.softmax(0)
 
     def predict(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).parents[1] / "segcli"
 HEAVY = ("segcli.backends.export", "onnx", "onnxruntime", "onnxscript")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_loading_a_local_model_and_predicting_imports_no_exporter(tiny_convnext_dir, tmp_path):
     """The API and `segcli predict` on a local model directory never import the exporter or ONNX."""
     Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(tmp_path / "x.png")

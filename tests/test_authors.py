@@ -341,6 +341,7 @@ def test_csail_conversion_is_byte_identical_in_either_order(cli, r18_files, tmp_
 
 
 @pytest.mark.parametrize("prefix, optimizer", [("module.", False), ("", True), ("", False)])
+@pytest.mark.slow  # a real-size PSPNet
 def test_semseg_files_without_optimizer_or_prefix_are_accepted(cli, tmp_path, prefix, optimizer):
     ref = semseg_reference(50, 19, seed=5, blocks=[1, 1, 1, 1])
     path = save_semseg(ref, tmp_path / "ckpt.pth", prefix=prefix, optimizer=optimizer)

@@ -50,6 +50,7 @@ def test_from_pretrained_auto_loads_bfloat16_on_a_bf16_cpu(bf16_cpu, tiny_upp_di
     assert Segmenter.from_pretrained(tiny_convnext_dir, dtype="auto").dtype == torch.float32
 
 
+@pytest.mark.slow  # two real segcli processes
 def test_cli_default_dtype_follows_this_machine(tiny_upp_dir, tmp_path, monkeypatch):
     """A ResNet model (the family that keeps its labels in bfloat16) runs bfloat16 by default exactly where the
     CPU computes it natively."""

@@ -156,3 +156,75 @@ def test_without_a_config_the_arch_is_asked_for(cli, tmp_path):
     torch.save({"meta": {"CLASSES": CITYSCAPES}, "state_dict": mm.state_dict()}, tmp_path / "m.pth")
     r = cli("convert", tmp_path / "m.pth", "-o", tmp_path / "out")
     assert r.exit_code == 2 and "carries no config" in r.stderr and "--arch NAME" in r.stderr
+
+
+def _binary(tmp_path, cli, mode: str = "whole"):
+    """mmseg's binary PSPNet (out_channels=1, threshold 0.3: sigmoid, not softmax), converted by its config."""
+    cfg = official("pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py")
+    cfg.model.decode_head.update(num_classes=2, out_channels=1, threshold=0.3)
+    cfg.model.auxiliary_head.update(num_classes=2, out_channels=1)
+    if mode == "slide":
+        cfg.model.test_cfg = dict(mode="slide", crop_size=(64, 64), stride=(43, 43))
+    mm = build(cfg, channels=32, seed=5)
+    with torch.no_grad():  # logits around the threshold's logit: both labels occur
+        mm.decode_head.conv_seg.bias.fill_(-0.85)
+    pth = save(mm, cfg, tmp_path / "binary.pth", ["background", "crack"])
+    r = cli("convert", pth, "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    return mm, Segmenter.from_pretrained(tmp_path / "out")
+
+
+def test_binary_head_labels_by_sigmoid_and_threshold(cli, tmp_path):
+    mm, seg = _binary(tmp_path, cli)
+    assert seg.classes == ["background", "crack"] and seg.network.heads.binary_threshold == 0.3
+    image = (torch.rand(90, 120, 3, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8).numpy()
+    x = seg.network.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float())
+    ref = mmseg_logits(mm, x)  # [1, 1, H, W]
+    assert ref.shape[1] == 1
+    expected = (ref[0, 0].sigmoid() > 0.3).numpy()  # mmseg's postprocess_result for out_channels=1
+    assert 0.05 < expected.mean() < 0.95
+    plain = dict(resize="none", mode="whole")
+    labels = seg.predict(image, "hf", **plain)
+    assert (labels == expected).all()
+    torch.testing.assert_close(seg.logits(image, "hf", **plain)[0], ref[0, 0], rtol=0, atol=1e-4)
+    probs = seg.probs(image, "hf", **plain)
+    torch.testing.assert_close(probs[1], ref[0, 0].sigmoid(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(probs.sum(0), torch.ones(90, 120), rtol=0, atol=1e-6)
+    # two views (the image and its mirror), as mmseg's SegTTAModel merges a binary head: mean sigmoid > threshold
+    with torch.no_grad():
+        mirrored = mmseg_logits(mm, x.flip(-1)).flip(-1)
+    mean = (ref[0, 0].sigmoid() + mirrored[0, 0].sigmoid()) / 2
+    assert (seg.predict(image, "hf", **plain, flip=True) == (mean > 0.3).numpy()).all()
+
+
+def test_binary_head_slides_its_logits_as_mmseg(cli, tmp_path):
+    mm, seg = _binary(tmp_path, cli, mode="slide")
+    image = (torch.rand(100, 150, 3, generator=torch.Generator().manual_seed(4)) * 255).to(torch.uint8).numpy()
+    x = seg.network.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float())
+    with torch.no_grad():
+        ref = mm.slide_inference(x, [dict(img_shape=(100, 150), ori_shape=(100, 150), pad_shape=(100, 150))])
+    labels = seg.predict(image, "mmseg", resize="none")  # the converted protocol: 64-pixel windows, stride 43
+    assert seg.params("mmseg").crop == (64, 64)
+    assert (labels == (ref[0, 0].sigmoid() > 0.3).numpy()).all()
+
+
+def test_binary_model_predicts_two_class_files(cli, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    _binary(tmp_path, cli)
+    Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    r = cli("predict", tmp_path / "a.png", "-m", tmp_path / "out", "-o", tmp_path / "pred", "--save", "json,probs")
+    assert r.exit_code == 0, r.stderr
+    probs = np.load(tmp_path / "pred" / "a_probs.npy")
+    labels = np.asarray(Image.open(tmp_path / "pred" / "a.png"))
+    assert probs.shape == (2, 40, 56) and set(np.unique(labels)) <= {0, 1}
+    assert ((probs[1].astype(np.float32) > 0.3) == (labels == 1)).mean() > 0.999  # float16 at the threshold
+    doc = json.loads((tmp_path / "pred" / "a.json").read_text())
+    assert [c["name"] for c in doc["classes"]] <= ["background", "crack"]
+
+
+def test_binary_exports_are_refused_by_name(cli, tmp_path):
+    _binary(tmp_path, cli)
+    r = cli("export", tmp_path / "out", "-f", "onnx", "-o", tmp_path / "m.onnx")
+    assert r.exit_code == 2 and "a binary head" in r.stderr and not (tmp_path / "m.onnx").exists()

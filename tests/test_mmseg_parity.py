@@ -92,7 +92,7 @@ def test_resize_then_back_to_the_original_size(mm, seg, h, w, mode):
     assert (ours.labels == ref.pred_sem_seg.data[0].numpy()).mean() > 0.9999
 
 
-@pytest.mark.parametrize("h, w, mode", [(300, 457, "slide"), (211, 199, "whole")])
+@pytest.mark.parametrize("h, w, mode", [pytest.param(300, 457, "slide", marks=pytest.mark.slow), (211, 199, "whole")])
 def test_multi_scale_flip_merge(mm, seg, h, w, mode):
     from mmseg.models.segmentors.seg_tta import SegTTAModel
 

@@ -186,6 +186,11 @@ def validate(opts: ExportOptions, model: Segmentor) -> None:
             "scene) and segcli's exported-model layout describes one",
             hint="export it with -f safetensors-fp16 (a model directory segcli runs with all four)",
         )
+    if model.config.threshold is not None and opts.fmt != "safetensors-fp16":
+        raise UsageError(
+            f"--format {opts.fmt}: a binary head (sigmoid and a threshold) is not in segcli's exported-model layout yet",
+            hint="export it with -f safetensors-fp16 (a model directory segcli runs with its threshold)",
+        )
     if opts.dynamic and opts.fmt != "onnx":
         raise UsageError("--dynamic applies to ONNX only", hint="TorchScript exports are traced at --size")
     if min(opts.size) < 32:

@@ -78,7 +78,8 @@ def unsupported(name: str, net: Segmentor, params: Params | None, auto: bool) ->
     if net.device.type != "cpu" or net.dtype != torch.float32:
         return "onnxruntime runs float32 on the CPU only"
     if net.heads != type(net.heads).single(net.num_classes):
-        return "exports have one output; a unified perceptual parser has four"
+        why = "a binary head's threshold" if net.heads.binary_threshold is not None else "a parser's four heads"
+        return f"exports carry one softmax head, not {why}"
     if params is not None and params.resize_once:
         return "this preset resizes logits once from the model's resolution; an export gives them at the input size"
     from .ort import dynamic_ok, require_ort

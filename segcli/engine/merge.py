@@ -91,8 +91,7 @@ class ProbSink:
         self.out = np.empty((heads.primary, *size), dtype=np.float16)
 
     def write(self, b: Block, kind: str) -> None:
-        p = b.data[: self.heads.primary]  # the primary head is a softmax group of its own
-        p = p.softmax(0) if kind == "logits" else p
+        p = self.heads.primary_probs(b.data, kind)  # the primary head is a softmax group of its own
         self.out[:, b.y1 : b.y2, b.x1 : b.x2] = p.half().cpu().numpy()
 
 
@@ -100,13 +99,12 @@ class LogitSink:
     """Float32 logits of the primary head (after several views: log of the averaged probabilities)."""
 
     def __init__(self, size: tuple[int, int], heads: Heads) -> None:
-        self.k = heads.primary
-        self.out = torch.empty((self.k, *size), dtype=torch.float32)
+        self.heads = heads
+        self.out = torch.empty((1 if heads.binary_threshold is not None else heads.primary, *size), dtype=torch.float32)
 
     def write(self, b: Block, kind: str) -> None:
-        v = b.data[: self.k]
-        v = v if kind == "logits" else v.log()  # log-probabilities: argmax and softmax preserved
-        self.out[:, b.y1 : b.y2, b.x1 : b.x2] = v.cpu()
+        # from probabilities: log-probabilities (argmax and softmax preserved)
+        self.out[:, b.y1 : b.y2, b.x1 : b.x2] = self.heads.primary_logits(b.data, kind).cpu()
 
 
 class Merger:
@@ -131,7 +129,7 @@ class Merger:
         sinks: tuple = (),
     ) -> None:
         self.n, self.size, self.heads, self.device, self.values = views, size, heads, device, values
-        self.k = heads.channels
+        self.k = heads.prob_channels  # what views are averaged as
         self.labels = LabelSink(size, heads) if labels else None
         self.probs = ProbSink(size, heads) if probs else None
         self.logits = LogitSink(size, heads) if logits else None

@@ -162,7 +162,8 @@ def _run(
         for t, no in zip(batch, skipped, strict=True):
             merger = mergers[t.image]
             if no:  # no data under this window: zeros (its pixels are all nodata, their values are not read)
-                values = torch.zeros((model.heads.channels, *t.shape), device=model.device)
+                k = model.heads.value_channels(params.window_softmax)
+                values = torch.zeros((k, *t.shape), device=model.device)
             else:
                 assert out is not None  # some tile of the batch ran
                 values, k = out[k], k + 1
@@ -197,7 +198,7 @@ def predict_many(
     their shapes agree, so same-size images batch like a single image's windows do."""
     device, heads = model.device, model.heads
     native = params.resize_once and params.mode == "whole"
-    all_views = [plan(image, params, heads.channels, device) for image in images]
+    all_views = [plan(image, params, heads.value_channels(params.window_softmax), device) for image in images]
     mergers = [
         Merger(
             len(views),

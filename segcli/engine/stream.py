@@ -33,8 +33,7 @@ class RowSink:
     def write(self, b: Block, kind: str) -> None:
         labels = self.heads.labels(b.data)
         if self.probs:  # the primary head's probabilities, uint8-scaled [K, rows, cols]
-            p = b.data[: self.heads.primary]
-            p = p.softmax(0) if kind == "logits" else p
+            p = self.heads.primary_probs(b.data, kind)
             labels["probs"] = p.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
         if self.band is None:
             maps = {k: np.empty((*v.shape[:-2], b.y2 - b.y1, self.width), dtype=v.dtype) for k, v in labels.items()}
@@ -72,7 +71,7 @@ def predict_rows(
     maps also hold "probs": the primary head's probabilities, uint8-scaled [K, rows, W]."""
     heads, size = model.heads, image.shape[:2]
     native = params.resize_once and params.mode == "whole"
-    views = plan(image, params, heads.channels, model.device)
+    views = plan(image, params, heads.value_channels(params.window_softmax), model.device)
     sink = RowSink(size[1], heads, emit, probs)
     values = "probs" if params.window_softmax else "logits"
     merger = Merger(

@@ -53,11 +53,8 @@ def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
         expects = f"--arch {spec.name} expects an mmsegmentation {spec.network.arch} checkpoint"
         state, meta = mmseg.read_with_meta(srcs, expects)
         if mmseg_config.config_text(meta) is not None:  # what the checkpoint says must agree with --arch
-            k = int(state[CLASSIFIER].shape[0])
-            said = mmseg_config.describe(meta, k, str(srcs[0])).network
-            _agree(
-                said, replace(spec.network, decode_head=replace(spec.network.decode_head, num_classes=k)), srcs[0], spec
-            )
+            said = mmseg_config.describe(meta, int(state[CLASSIFIER].shape[0]), str(srcs[0])).network
+            _agree(said, _classifiers_of(spec.network, said), srcs[0], spec)
         return state
     state = READERS[spec.format](srcs, HEAD_OF_ARCH[spec.network.arch])  # the key table of its decoder
     if CLASSIFIERS.get(spec.network.arch, CLASSIFIER) not in state:
@@ -66,6 +63,14 @@ def _read(srcs: list[Path], spec: ModelSpec) -> dict[str, torch.Tensor]:
             hint=f"--arch {spec.name} expects {' + '.join(spec.source_files) or 'its checkpoint'}",
         )
     return state
+
+
+def _classifiers_of(network: SegmentorConfig, said: SegmentorConfig) -> SegmentorConfig:
+    """`network` with the classifiers' sizes of the file (an entry's dataset may count other classes)."""
+    out = replace(network, decode_head=replace(network.decode_head, num_classes=said.decode_head.num_classes))
+    if out.auxiliary_head is not None and said.auxiliary_head is not None:
+        out = replace(out, auxiliary_head=replace(out.auxiliary_head, num_classes=said.auxiliary_head.num_classes))
+    return out
 
 
 def _fields(obj: object, prefix: str = "") -> dict[str, object]:
@@ -123,6 +128,8 @@ def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tu
     srcs = [srcs] if isinstance(srcs, Path) else sorted(srcs)
     state = _read(srcs, spec)
     k = int(state[CLASSIFIERS.get(spec.network.arch, CLASSIFIER)].shape[0])
+    if spec.network.threshold is not None and k == 1:  # a binary head: one logit, two classes
+        k = 2
     class_set = _class_set(srcs[0], spec, k, classes)
     backbone, head = tables_from_network(spec.network)
     network = replace(
@@ -145,6 +152,7 @@ def convert_described(src: Path, out_dir: Path, classes: tuple[str, ...] | None 
         raise ConfigError(
             f"{src}: the checkpoint names no classes (meta['dataset_meta'])", hint="give them with --classes FILE"
         )
+    k = said.network.num_classes  # a binary head: 2 classes from its one channel
     if len(names) != k:
         raise ConfigError(f"{src}: the checkpoint has {k} classes but {len(names)} names", hint="see --classes")
     try:

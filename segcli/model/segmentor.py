@@ -41,8 +41,14 @@ class SegmentorConfig:
     normalization: Normalization = Normalization()
 
     @property
+    def threshold(self) -> float | None:
+        """A binary head's threshold (its one logit: label 1 where the sigmoid exceeds it); None otherwise."""
+        return getattr(self.decode_head, "threshold", None)
+
+    @property
     def num_classes(self) -> int:
-        return self.decode_head.num_classes
+        """The classes labels take (a binary head: 2 from its one channel)."""
+        return 2 if self.threshold is not None else self.decode_head.num_classes
 
     @property
     def arch(self) -> str:
@@ -53,7 +59,9 @@ class SegmentorConfig:
     @property
     def heads(self) -> Heads:
         d = self.decode_head
-        return d.heads if isinstance(d, UPPHeadConfig) else Heads.single(d.num_classes)
+        if isinstance(d, UPPHeadConfig):
+            return d.heads
+        return Heads.binary(d.threshold) if d.threshold is not None else Heads.single(d.num_classes)
 
 
 class Segmentor(nn.Module):

@@ -126,6 +126,7 @@ def test_read_only_out_fails_up_front(cli, model, tmp_path):
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+@pytest.mark.slow  # a real segcli process per umask
 def test_outputs_honour_the_umask(model, tmp_path, umask, mode):
     photo(tmp_path / "in" / "a.png")
     out = tmp_path / "out"

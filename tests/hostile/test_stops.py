@@ -37,6 +37,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(model, tmp_path, signum, code):
         assert Path(rec["outputs"]["png"]).is_file()  # every JSON written has its PNG
 
 
+@pytest.mark.slow  # a real pipeline of processes
 def test_closed_jsonl_pipe_keeps_the_summary(model, tmp_path):
     src = tmp_path / "in"
     for i in range(12):

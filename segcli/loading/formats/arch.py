@@ -5,7 +5,8 @@ The same small schema describes a network in weights.toml entries and in the con
 
     backbone = {type = "convnext" | "swin" | "resnet", <that config's fields>}
     head     = {type = "uper" | "psp" | "upp", channels, pool_scales, align_corners, ppm_upsample_first (uper),
-                auxiliary, aux_in_channels, aux_channels, aux_num_convs, aux_concat_input,
+                auxiliary, aux_in_channels, aux_channels, aux_num_convs, aux_concat_input, aux_out_channels,
+                threshold (a binary head: one logit, label 1 where its sigmoid exceeds it),
                 material_classes, scene_classes, part_classes, part_groups = [{object, parts}, ...] (upp)}
 
 `upp` is the unified perceptual parser: the UPerNet trunk (precise RoI pooling in its PPM) with object,
@@ -44,7 +45,9 @@ HEAD_KEYS = UPP_KEYS | {
     "aux_channels",
     "aux_num_convs",
     "aux_concat_input",
+    "aux_out_channels",
     "ppm_upsample_first",
+    "threshold",
 }
 
 
@@ -84,6 +87,8 @@ HEAD = Table(
         "aux_channels": CHANNELS,
         "aux_num_convs": Int(0, 8),
         "aux_concat_input": Bool(),
+        "aux_out_channels": Int(1, MAX_CLASSES),
+        "threshold": Float(0.0, 1.0),
         "ppm_upsample_first": Bool(),
         "material_classes": Int(1, MAX_CLASSES),
         "scene_classes": Int(1, MAX_CLASSES),
@@ -142,18 +147,24 @@ def network_from_tables(backbone: Any, head: Any, num_classes: int, where: str) 
         return SegmentorConfig(bb, _upp_head(head, ch, num_classes, width, scales, ac, where))
     if set(head) & UPP_KEYS:
         raise ConfigError(f"{where}: {', '.join(sorted(set(head) & UPP_KEYS))} apply to the upp head only")
+    threshold = head.get("threshold")
+    if threshold is not None and num_classes != 2:
+        raise ConfigError(f"{where}: a binary head (threshold) labels 2 classes, not {num_classes}")
+    out = 1 if threshold is not None else num_classes  # the classifier's channels
     if kind == "uper":
         upsample_first = bool(head.get("ppm_upsample_first", False))
-        decode: UPerHeadConfig | PSPHeadConfig = UPerHeadConfig(ch, num_classes, width, scales, ac, upsample_first)
+        decode: UPerHeadConfig | PSPHeadConfig = UPerHeadConfig(
+            ch, out, width, scales, ac, upsample_first, threshold=threshold
+        )
     else:
         if head.get("ppm_upsample_first"):
             raise ConfigError(f"{where}: ppm_upsample_first applies to the uper head only")
-        decode = PSPHeadConfig(ch[-1], num_classes, width, scales, ac)
+        decode = PSPHeadConfig(ch[-1], out, width, scales, ac, threshold=threshold)
     aux = None
     if head.get("auxiliary", True):
         aux = FCNHeadConfig(
             head.get("aux_in_channels", ch[2]),
-            num_classes,
+            head.get("aux_out_channels", out),
             head.get("aux_channels", 256),
             head.get("aux_num_convs", 1),
             bool(head.get("aux_concat_input", False)),
@@ -228,4 +239,8 @@ def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str,
         head.update(aux_in_channels=a.in_channels, aux_channels=a.channels, aux_num_convs=a.num_convs)
         if a.concat_input:  # written only when set: older configs unchanged
             head["aux_concat_input"] = True
+        if a.num_classes != d.num_classes:
+            head["aux_out_channels"] = a.num_classes
+    if d.threshold is not None:  # a binary head (written only when set)
+        head["threshold"] = d.threshold
     return backbone, head

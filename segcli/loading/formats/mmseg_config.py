@@ -111,23 +111,26 @@ def _decode(d: dict[str, Any], ch: tuple[int, ...], k: int, where: str) -> UPerH
                       "threshold", "input_transform"}, where, "model.decode_head")  # fmt: skip
     out = d.get("out_channels", d.get("num_classes", k))
     if out != k:
-        why = "a binary head (sigmoid, threshold)" if out == 1 else "it disagrees with the classifier"
-        raise _refuse(where, "model.decode_head.out_channels", out, f"{why}: not supported")
+        raise _refuse(where, "model.decode_head.out_channels", out, f"the checkpoint's classifier has {k} rows")
+    if out != 1 and d.get("threshold") is not None:
+        raise _refuse(where, "model.decode_head.threshold", d["threshold"], "a threshold applies to a binary head")
+    threshold = float(d.get("threshold") or 0.3) if out == 1 else None  # mmseg's default for out_channels=1
     scales = tuple(int(v) for v in d.get("pool_scales", (1, 2, 3, 6)))
     width, align = int(d.get("channels", 512)), bool(d.get("align_corners", False))
     inputs = (d.get("in_channels"), d.get("in_index"))
     if kind == "PSPHead":
         if d.get("in_channels") not in (None, ch[-1]) or d.get("in_index", 3) not in (3, -1):
             raise _refuse(where, "model.decode_head.in_channels / in_index", inputs)
-        return PSPHeadConfig(ch[-1], k, width, scales, align)
+        return PSPHeadConfig(ch[-1], k, width, scales, align, threshold=threshold)
     if kind == "UPerHead":
         if list(d.get("in_channels", ch)) != list(ch) or list(d.get("in_index", [0, 1, 2, 3])) != [0, 1, 2, 3]:
             raise _refuse(where, "model.decode_head.in_channels / in_index", inputs)
-        return UPerHeadConfig(ch, k, width, scales, align)
+        return UPerHeadConfig(ch, k, width, scales, align, threshold=threshold)
     raise _refuse(where, "model.decode_head.type", kind, "segcli converts PSPHead and UPerHead")
 
 
 def _auxiliary(a: Any, ch: tuple[int, ...], k: int, where: str) -> FCNHeadConfig | None:
+    """The auxiliary FCNHead (never run at inference; its keys are checked like any other)."""
     if a is None:
         return None
     if not isinstance(a, dict) or a.get("type") != "FCNHead":
@@ -140,7 +143,7 @@ def _auxiliary(a: Any, ch: tuple[int, ...], k: int, where: str) -> FCNHeadConfig
         raise _refuse(where, "model.auxiliary_head.in_index", index)
     return FCNHeadConfig(
         int(a.get("in_channels", ch[index])),
-        k,
+        int(a.get("out_channels") or a.get("num_classes", k)),  # its classifier: 1 for a sigmoid head
         int(a.get("channels", 256)),
         int(a.get("num_convs", 2)),  # mmseg's FCNHead default
         bool(a.get("concat_input", True)),  # likewise

@@ -20,6 +20,7 @@ class PSPHeadConfig:
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
     align_corners: bool = False
     in_index: int = -1
+    threshold: float | None = None  # a binary head (num_classes 1: one logit): label 1 where sigmoid > this
 
 
 class PSPHead(nn.Module):

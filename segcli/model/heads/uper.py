@@ -20,6 +20,7 @@ class UPerHeadConfig:
     align_corners: bool = False
     ppm_upsample_first: bool = False  # the CSAIL UPerNet's PPM order (see PyramidPooling)
     ppm_precise: bool = False  # precise RoI pooling in the PPM (unified perceptual parsing)
+    threshold: float | None = None  # a binary head (num_classes 1: one logit): label 1 where sigmoid > this
 
 
 class UPerHead(nn.Module):
