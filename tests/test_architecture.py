@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 PACKAGE = Path(__file__).parents[1] / "segcli"
@@ -22,6 +23,7 @@ def test_loading_a_local_model_and_predicting_imports_no_exporter(tiny_convnext_
     script = f"""
 import json, sys
 import numpy as np
+import pytest
 from segcli import Segmenter
 from segcli.cli.app import app
 seg = Segmenter.from_pretrained({str(tiny_convnext_dir)!r})

@@ -189,7 +189,7 @@ def test_what_a_backend_cannot_run_is_refused(tiny_convnext_dir, tiny_upp_dir, t
     with pytest.raises(UsageError, match="float32 on the CPU only"):
         bf16.use_backend("onnxruntime")
     upp = Segmenter.from_pretrained(tiny_upp_dir)
-    with pytest.raises(UsageError, match="not a parser.s four heads"):
+    with pytest.raises(UsageError, match=r"not a parser.s four heads"):
         upp.use_backend("onnxruntime", upp.params("hf", resize="128x128"))
     psp = Segmenter.from_pretrained(tiny_pspnet_dir)
     with pytest.raises(UsageError, match="resizes logits once"):  # the authors' test resizes from 1/8 once
