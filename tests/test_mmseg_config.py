@@ -224,7 +224,19 @@ def test_binary_model_predicts_two_class_files(cli, tmp_path):
     assert [c["name"] for c in doc["classes"]] <= ["background", "crack"]
 
 
-def test_binary_exports_are_refused_by_name(cli, tmp_path):
-    _binary(tmp_path, cli)
-    r = cli("export", tmp_path / "out", "-f", "onnx", "-o", tmp_path / "m.onnx")
-    assert r.exit_code == 2 and "a binary head" in r.stderr and not (tmp_path / "m.onnx").exists()
+def test_binary_heads_export_with_their_threshold(cli, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
+    import numpy as np
+
+    _, seg = _binary(tmp_path, cli)
+    r = cli("export", tmp_path / "out", "-f", "onnx", "-o", tmp_path / "m.onnx", "--size", "64x96")
+    assert r.exit_code == 0, r.stderr
+    side = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert side["output"]["threshold"] == 0.3
+    onnx = Segmenter.from_pretrained(tmp_path / "m.onnx")
+    assert onnx.network.heads.binary_threshold == 0.3 and onnx.classes == ["background", "crack"]
+    image = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
+    ours, theirs = seg.predict(image, "hf", resize="64x96"), onnx.predict(image, "hf", resize="64x96")
+    assert (ours == theirs).mean() > 0.999 and 0 < ours.mean() < 1
+    r = cli("export", tmp_path / "out", "-f", "torchscript", "--labels", "-o", tmp_path / "m.pt", "--size", "64x96")
+    assert r.exit_code == 0 and json.loads(r.stdout)["verified"], r.stderr  # labels by the threshold, verified

@@ -51,8 +51,11 @@ class Exportable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_preprocess:  # [B, H, W, 3] uint8 RGB
             x = self.model.normalize(x.permute(0, 3, 1, 2).float())
-        logits = self.model(x)  # [B, K, H, W]
-        return logits.argmax(1) if self.labels else logits
+        logits = self.model(x)  # [B, K, H, W] (a binary head: [B, 1, H, W])
+        if not self.labels:
+            return logits
+        t = self.model.config.threshold
+        return logits.argmax(1) if t is None else (logits[:, 0].sigmoid() > t).long()
 
 
 @dataclass(frozen=True)
@@ -185,11 +188,6 @@ def validate(opts: ExportOptions, model: Segmentor) -> None:
             f"--format {opts.fmt}: a unified perceptual parser has four outputs (objects, parts, materials, the "
             "scene) and segcli's exported-model layout describes one",
             hint="export it with -f safetensors-fp16 (a model directory segcli runs with all four)",
-        )
-    if model.config.threshold is not None and opts.fmt != "safetensors-fp16":
-        raise UsageError(
-            f"--format {opts.fmt}: a binary head (sigmoid and a threshold) is not in segcli's exported-model layout yet",
-            hint="export it with -f safetensors-fp16 (a model directory segcli runs with its threshold)",
         )
     if opts.dynamic and opts.fmt != "onnx":
         raise UsageError("--dynamic applies to ONNX only", hint="TorchScript exports are traced at --size")

@@ -25,6 +25,7 @@ class OnnxRunner:
         doc = sidecar.read(path)
         self.path = path
         self.num_classes = num_classes
+        self.threshold = sidecar.threshold(doc)  # a binary head: one logit channel
         self.align_corners = bool(doc.get("align_corners", False))
         self.size = sidecar.input_size(doc)
         norm = sidecar.normalization(doc)
@@ -40,7 +41,7 @@ class OnnxRunner:
             ) from None
         self.input_name = self.session.get_inputs()[0].name
         channels = self.session.get_outputs()[0].shape[1] if len(self.session.get_outputs()[0].shape) == 4 else None
-        if isinstance(channels, int) and channels != num_classes:
+        if isinstance(channels, int) and channels != self.heads.channels:
             raise ConfigError(
                 f"{sidecar.path_for(path)}: lists {num_classes} classes but {path.name} outputs {channels} channels",
                 hint="the sidecar belongs to another export",
@@ -54,7 +55,7 @@ class OnnxRunner:
 
     @property
     def heads(self) -> Heads:
-        return Heads.single(self.num_classes)
+        return Heads.binary(self.threshold) if self.threshold is not None else Heads.single(self.num_classes)
 
     def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:  # always at the input size
         if self.size is not None and tuple(x.shape[-2:]) != self.size:

@@ -77,9 +77,8 @@ def unsupported(name: str, net: Segmentor, params: Params | None, auto: bool) ->
         return None
     if net.device.type != "cpu" or net.dtype != torch.float32:
         return "onnxruntime runs float32 on the CPU only"
-    if net.heads != type(net.heads).single(net.num_classes):
-        why = "a binary head's threshold" if net.heads.binary_threshold is not None else "a parser's four heads"
-        return f"exports carry one softmax head, not {why}"
+    if net.heads.grouped or net.heads.image_level:
+        return "exports carry one head, not a parser's four heads"
     if params is not None and params.resize_once:
         return "this preset resizes logits once from the model's resolution; an export gives them at the input size"
     from .ort import dynamic_ok, require_ort

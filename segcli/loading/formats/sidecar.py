@@ -18,7 +18,7 @@ from ...versions import made_by
 from ..classes import class_set_for
 from ..info import ModelInfo, Origin
 from .common import dump_json, read_json
-from .schema import CLASS_NAME, CROP, MAX_CLASSES, MEAN, PALETTE, SCALE, STD, Bool, Int, List, Opt, Str, Table
+from .schema import CLASS_NAME, CROP, MAX_CLASSES, MEAN, PALETTE, SCALE, STD, Bool, Float, Int, List, Opt, Str, Table
 
 FORMAT = "segcli-export/1"
 SIDECAR = Table(
@@ -35,7 +35,7 @@ SIDECAR = Table(
             },
             required=("name", "size", "normalization"),
         ),
-        "output": Table({"name": Str(max_len=32)}, required=("name",)),
+        "output": Table({"name": Str(max_len=32), "threshold": Opt(Float(0.0, 1.0))}, required=("name",)),
         "classes": List(CLASS_NAME, 1, MAX_CLASSES),
         "palette": Opt(PALETTE),
         "align_corners": Bool(),
@@ -59,6 +59,20 @@ class Layout:
 
 def path_for(model_file: Path) -> Path:
     return model_file.with_suffix(model_file.suffix + ".json")
+
+
+def _binary(info: ModelInfo) -> dict[str, Any]:
+    """A binary head's output (written only then: earlier sidecars read the same)."""
+    t = info.network.threshold if info.network is not None else None
+    if t is None:
+        return {}
+    return {"threshold": t, "binary": "one logit channel: class 1 where sigmoid(logit) > threshold"}
+
+
+def threshold(doc: dict[str, Any]) -> float | None:
+    """The binary head's threshold an export's sidecar records (None: a softmax head)."""
+    t = doc.get("output", {}).get("threshold")
+    return float(t) if t is not None else None
 
 
 def describe(
@@ -86,6 +100,7 @@ def describe(
         "output": {
             "name": "labels" if layout.labels else "logits",
             "layout": "NHW int64 class indices" if layout.labels else "NCHW float32 logits at the input size",
+            **_binary(info),
         },
         "classes": list(info.classes),
         "palette": [[int(v) for v in c] for c in info.class_set.palette],
