@@ -138,6 +138,10 @@ def test_palette_in_config_json_is_used(tmp_path):
         (lambda c: c["backbone_config"].update(out_features=["stage4"]), "the auxiliary head reads the third"),
         (lambda c: c.update(id2label={"0": "a", "2": "b"}), "without gaps"),
         (lambda c: c["backbone_config"].update(hidden_act="prelu"), r"unsupported activation 'prelu' \(it has learned"),
+        (
+            lambda c: c["backbone_config"].update(num_channels=1),
+            "config.json: ConvNeXt: 1 input channels; segcli feeds RGB",
+        ),
     ],
 )
 def test_unsupported_configs_are_clear_errors(tiny_convnext_dir, tmp_path, edit, message):
