@@ -29,6 +29,7 @@ ArchOpt = Annotated[
 OutOpt = Annotated[
     Path, typer.Option("--out", "-o", metavar="DIR", help="Output directory (config.json + model.safetensors).")
 ]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")]
 ClassesOpt = Annotated[
     Path | None,
     typer.Option(metavar="FILE", help="Class names (JSON list or one per line) when they differ from --arch's."),
@@ -41,6 +42,7 @@ def convert(
     out: OutOpt,
     arch: ArchOpt = None,
     classes: ClassesOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
     registry: RegistryOpt = None,
 ) -> None:
@@ -51,13 +53,14 @@ def convert(
     without --arch, the one its own training config describes (read as data, never run); with both, they
     must agree in every field that changes the computation. Prints the output directory; use it with --model."""
     from ..loading.classes import read_class_names
+    from ..loading.convert import check_output, convert_described
     from ..loading.convert import convert as run
-    from ..loading.convert import convert_described
     from ..loading.registry import load_registry
 
     for path in src:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
+    check_output(out, list(src), overwrite)  # before the checkpoint is read
     names = read_class_names(classes) if classes is not None else None
     if arch is None:
         if len(src) != 1:

@@ -9,13 +9,15 @@ gives identical bytes.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UsageError
+from ..fsutil import probe_writable
 from ..model import Segmentor, SegmentorConfig
 from ..model.segmentor import Normalization
 from ..versions import made_by
@@ -121,6 +123,32 @@ def _write(
         for key, t in checked.items()
     }
     return native.write(out_dir, tensors, network, **kw)
+
+
+def check_output(out_dir: Path, srcs: list[Path], overwrite: bool = False) -> None:
+    """Before any checkpoint is read: `out_dir` can hold the conversion — a folder (or a path one can be made
+    at) that is writable, not an existing model directory unless `overwrite`, with room for the weights."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: exists and is not a directory", hint="name a folder for the model")
+    if not overwrite and any((out_dir / name).exists() for name in (native.CONFIG, native.WEIGHTS)):
+        raise UsageError(
+            f"--out {out_dir}: already holds a model (config.json / model.safetensors)",
+            hint="choose another folder, or add --overwrite to replace it",
+        )
+    try:
+        probe_writable(out_dir)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot write there ({e.strerror or e})") from None
+    here = out_dir
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    need = sum(s.stat().st_size for s in srcs if s.is_file())  # float32 weights: about the checkpoints' size
+    free = shutil.disk_usage(here).free
+    if free < need:
+        raise UsageError(
+            f"--out {out_dir}: {free / 2**20:.0f} MiB free, the weights need about {need / 2**20:.0f} MiB",
+            hint="free some space or choose another disk",
+        )
 
 
 def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:

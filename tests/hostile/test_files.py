@@ -255,3 +255,34 @@ def test_pending_writes_are_bounded():
     Pipeline(lambda t: np.zeros((4, 4, 3), np.uint8), infer, write, batch_size=2).run(tasks, records.append)
     assert [r.name for r in records] == [str(i) for i in range(120)]
     assert peak <= 2 + 2 + 2  # the batch being inferred, the bound, and the one being written
+
+
+def test_convert_checks_its_output_before_reading_the_checkpoint(cli, tmp_path):
+    """An existing file, a path under a file, a read-only folder or an existing model: one line each, before
+    the (possibly large) checkpoint is read — the checkpoint here is not even a checkpoint."""
+    src = tmp_path / "m.pth"
+    src.write_bytes(b"not read")
+    (tmp_path / "file").write_text("x")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cases = {
+        tmp_path / "file": "exists and is not a directory",
+        tmp_path / "file" / "sub": "cannot write there",
+        model: "already holds a model",
+    }
+    for out, message in cases.items():
+        r = cli("convert", src, "--arch", "pspnet-r50-d8-ade20k", "-o", out)
+        assert r.exit_code == 2 and message in r.stderr and "not a readable" not in r.stderr, r.stderr
+    assert (model / "config.json").read_text() == "{}"  # nothing replaced
+    r = cli("convert", src, "--arch", "pspnet-r50-d8-ade20k", "-o", model, "--overwrite")
+    assert r.exit_code == 2 and f"{src}: " in r.stderr and "already holds" not in r.stderr  # it reads, and refuses
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", b"PK\x03\x04garbage", b"\x80\x02]q\x00."])
+def test_files_that_are_not_checkpoints_are_one_line(cli, tmp_path, content):
+    src = tmp_path / "m.pth"
+    src.write_bytes(content)
+    r = cli("convert", src, "--arch", "pspnet-r50-d8-ade20k", "-o", tmp_path / "out")
+    assert r.exit_code == 2 and str(src) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -58,10 +58,12 @@ def load(path: Path) -> Any:
                 "environment that made it, then convert that file",
             ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line(e, 160)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any bytes reach the unpickler: text, truncated archives, other files
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({first_line(e, 160)})",
-            hint="the file may be truncated: download it again",
+            f"{path}: not a readable PyTorch checkpoint ({first_line(e, 160, typed=True)})",
+            hint="the file may be truncated or not a checkpoint: download it again",
         ) from None
 
 
