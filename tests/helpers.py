@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +157,23 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     from segcli.io.images import synthetic_photo
 
     return synthetic_photo(h, w, seed)
+
+
+@contextlib.contextmanager
+def no_hang(seconds: float = 60.0):
+    """Fail what runs longer than `seconds`: a hang, not slowness (speed is the benchmarks' business, and a
+    busy machine is slow). Main thread only (SIGALRM)."""
+
+    def stop(signum, frame):
+        raise TimeoutError(f"still running after {seconds:g} s: a hang")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def photo(path: Path, h: int = 24, w: int = 32, seed: int = 0) -> Path:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
-from helpers import photo
+from helpers import no_hang, photo
 
 from segcli import Segmenter
 from segcli.errors import CheckpointError, ConfigError
@@ -47,10 +46,8 @@ def test_config_values_are_bounded(model, file, key, value, named):
     if key == "id2label":
         cfg["num_labels"] = 10**9
     (model / file).write_text(json.dumps(cfg))
-    start = time.perf_counter()
-    with pytest.raises(ConfigError) as e:
+    with no_hang(60), pytest.raises(ConfigError) as e:
         Segmenter.from_pretrained(model)
-    assert time.perf_counter() - start < 5
     msg = str(e.value)
     assert file in msg and "\n" not in msg
     if named:

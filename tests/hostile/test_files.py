@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import photo
+from helpers import no_hang, photo
 from PIL import Image
 
 from segcli import Segmenter
@@ -51,9 +51,9 @@ def test_fifos_are_skipped_not_opened(cli, model, tmp_path):
     src = tmp_path / "in"
     photo(src / "a.png")
     os.mkfifo(src / "pipe.png")
-    start = time.perf_counter()
-    r = cli("predict", src, src / "pipe.png", "-m", model, "-o", tmp_path / "out")
-    assert r.exit_code == 0 and time.perf_counter() - start < 60, r.stderr
+    with no_hang(120):  # a FIFO opened for reading would block forever
+        r = cli("predict", src, src / "pipe.png", "-m", model, "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
     assert r.stderr.count("not a regular file") == 1  # named twice, skipped once
     with pytest.raises(ImageError, match="not a regular file"):
         from segcli.io.images import load_image
@@ -68,9 +68,8 @@ def test_globs_do_not_follow_symlink_loops(tmp_path, monkeypatch):
     (tmp_path / "lp" / "a" / "up").symlink_to("..")
     (tmp_path / "lp" / "a" / "self").symlink_to(".")
     monkeypatch.chdir(tmp_path)
-    start = time.perf_counter()
-    found = discover(["lp/**/*.png"])
-    assert time.perf_counter() - start < 5
+    with no_hang(60):
+        found = discover(["lp/**/*.png"])
     assert [it.path.resolve() for it in found.items] == [(tmp_path / "lp/a/x.png").resolve()]
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import photo
+from helpers import no_hang, photo
 
 
 def _run_segcli(args: list, **kw) -> subprocess.Popen:
@@ -58,9 +58,8 @@ def test_unreachable_hub_is_one_quick_error(cli, tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    start = time.perf_counter()
-    r = cli("download", "someone/some-model")
-    assert time.perf_counter() - start < 10
+    with no_hang(60):  # no minutes of retries
+        r = cli("download", "someone/some-model")
     lines = r.stderr.splitlines()
     assert r.exit_code == 2 and "cannot be reached" in lines[0] and "Connection refused" in lines[0], r.stderr
     assert "segcli download" not in r.stderr  # the command that failed does not suggest itself
