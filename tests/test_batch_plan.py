@@ -112,3 +112,18 @@ def test_summary_says_where_the_time_went():
         "inference_s": {"seconds": 8.0, "share": 8 / 12, "per_image": 4.0},
         "write_s": {"seconds": 2.0, "share": 2 / 12, "per_image": 1.0},
     }
+
+
+def test_json_outputs_are_strict():
+    """NaN and infinity (a raster's broken geotransform, say) are not JSON: they are written as null."""
+    import json
+
+    from segcli.io.outputs import json_bytes, json_line
+
+    doc = {"a": float("nan"), "b": [float("inf"), 1.5, {"c": -float("inf")}], "d": "x"}
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    for text in (json_bytes(doc).decode(), json_line(doc)):
+        assert json.loads(text, parse_constant=refuse) == {"a": None, "b": [None, 1.5, {"c": None}], "d": "x"}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
 from ..batch.request import Events
+from ..io.outputs import json_line
 from .common import eprint
 from .progress import Progress
 from .signals import SIGPIPE_CODE, GracefulStop
@@ -43,7 +43,7 @@ class Reporter(Events):
             self.progress.print_error(f"segcli: error: {record.error}")
         if self.jsonl and self.stop.exit_code != SIGPIPE_CODE:
             try:
-                print(json.dumps(record.to_json(), ensure_ascii=False), flush=True, file=self.out)
+                print(json_line(record.to_json()), flush=True, file=self.out)
             except BrokenPipeError:
                 self.stop.stdout_closed()
         self.progress.advance(record.status)

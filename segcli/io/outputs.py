@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -143,5 +144,22 @@ def top_classes(probs: np.ndarray, classes: tuple[str, ...] | list[str], k: int 
     return [{"index": int(i), "name": classes[i], "probability": float(probs[i])} for i in order]
 
 
+def finite(data: Any) -> Any:
+    """`data` with every NaN or infinite float as None: JSON has no such numbers (strict parsers refuse them)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
+
+
+def json_line(data: dict[str, Any]) -> str:
+    """One strict JSON line (a --jsonl record)."""
+    return json.dumps(finite(data), ensure_ascii=False, allow_nan=False)
+
+
 def json_bytes(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    """Strict JSON (NaN / infinity as null), indented, UTF-8: every JSON file a run writes."""
+    return (json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
