@@ -250,3 +250,14 @@ def test_evaluate_leaves_out_a_run_folders_own_pictures(tmp_path):
     Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "pred" / "sub" / "legend.png")  # an image's
     p = pair(tmp_path / "pred", tmp_path / "gt")
     assert [x.key for x in p.pairs] == ["a"] and p.pred_only == [tmp_path / "pred" / "sub" / "legend.png"]
+
+
+def test_class_names_with_math_markup_are_drawn_as_text():
+    """matplotlib reads `$...$` as math (`$\\bad$` is an error there): class names are data, shown as written."""
+    from segcli.report import charts
+
+    names = [r"$\bad1$", "a $ b", "plain"]
+    svg = charts.bars(names, [0.5, 0.25, 0.1], title=r"IoU of $\x$", xlabel="IoU", percent=True)
+    assert "<svg" in svg and r"$\bad1$" in svg and "a $ b" in svg
+    heat = charts.heatmap(np.eye(3), names, title="confusions")
+    assert r"$\bad1$" in heat

@@ -26,6 +26,11 @@ def _svg(fig, salt: str) -> str:
     return text[text.index("<svg") :]  # no XML declaration / DOCTYPE inside HTML
 
 
+def _plain(texts: Sequence[str]) -> list[str]:
+    """Text shown as written: a `$` would start matplotlib's math mode (class names are data)."""
+    return [str(t).replace("$", r"\$") for t in texts]
+
+
 def _figure(width: float, height: float):
     require("matplotlib", "report", PURPOSE)
     from matplotlib.figure import Figure
@@ -50,10 +55,10 @@ def bars(
     y = np.arange(len(names))
     face = [tuple(v / 255 for v in c) for c in colors] if colors is not None else "#4a7ab5"
     ax.barh(y, values, color=face, edgecolor="#333333", linewidth=0.4)
-    ax.set_yticks(y, labels=list(names), fontsize=8)
+    ax.set_yticks(y, labels=_plain(names), fontsize=8)
     ax.set_ylim(len(names) - 0.5, -0.5)  # first entry on top, no empty margins
-    ax.set_title(title, fontsize=10, loc="left")
-    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_title(_plain([title])[0], fontsize=10, loc="left")
+    ax.set_xlabel(_plain([xlabel])[0], fontsize=9)
     top = max(values, default=0) or 1
     ax.set_xlim(0, top * 1.18)
     if percent:
@@ -87,9 +92,9 @@ def heatmap(matrix: np.ndarray, names: Sequence[str], *, title: str, salt: str =
     shown = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(shown, ax=ax, fraction=0.04, label="fraction of the ground-truth class's pixels")
     if k <= 60:
-        ax.set_xticks(range(k), labels=list(names), rotation=90, fontsize=6)
-        ax.set_yticks(range(k), labels=list(names), fontsize=6)
+        ax.set_xticks(range(k), labels=_plain(names), rotation=90, fontsize=6)
+        ax.set_yticks(range(k), labels=_plain(names), fontsize=6)
     ax.set_xlabel("predicted class", fontsize=9)
     ax.set_ylabel("ground-truth class", fontsize=9)
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(_plain([title])[0], fontsize=10, loc="left")
     return _svg(fig, salt)
