@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import stat
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TEMP_TAG = ".segcli-"  # temporary files: .<name>.segcli-<host>-<pid>-<random>.tmp
 STALE_FOREIGN_S = 24 * 3600  # another host's temporary file is stale after a day
@@ -128,6 +130,21 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
         raise OSError(errno.EFBIG, f"{st.st_size:,} bytes, more than the {max_bytes:,} allowed", str(path))
     with open(path, "rb") as f:
         return f.read(max_bytes + 1)[: max_bytes + 1]
+
+
+def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in a regular file of at most `max_bytes` (caches, stamps, summaries: files another
+    process can change). OSError when it is not a readable regular file (a FIFO, a device, too large);
+    ValueError when it is not a JSON object (broken, nested too deeply, a list)."""
+    try:
+        data = json.loads(read_regular(path, max_bytes).decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e.reason})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -21,7 +21,7 @@ import torch
 from .. import versions
 from .._version import __version__
 from ..engine import SegModel
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, read_json_object
 from ..loading.hub import segcli_cache
 from .hardware import cpu_flags, cpu_name
 
@@ -60,20 +60,35 @@ def _gpu(device: torch.device) -> list[Any] | None:
     return [torch.cuda.get_device_name(device), list(torch.cuda.get_device_capability(device))]
 
 
+MAX_CACHE_BYTES = 4 << 20  # a few thousand entries
+
+
 def _read() -> dict[str, Any]:
+    """The cache's entries; a file that is not one (damaged, a FIFO, a device, nested without end) counts as
+    empty, and the next measurement replaces it."""
     try:
-        doc = json.loads(cache_file().read_text())
+        return read_json_object(cache_file(), MAX_CACHE_BYTES)
     except (OSError, ValueError):
         return {}
-    return doc if isinstance(doc, dict) else {}
+
+
+def _valid(entry: Any) -> bool:
+    """An entry as `store` writes it: finite, non-negative seconds per known backend, a choice among them,
+    notes of text."""
+    if not isinstance(entry, dict):
+        return False
+    seconds, choice, notes = entry.get("seconds"), entry.get("choice"), entry.get("notes", {})
+    if not isinstance(seconds, dict) or not seconds or choice not in seconds or not isinstance(notes, dict):
+        return False
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e6 for v in seconds.values())
+    return numbers and all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items())
 
 
 def lookup(k: str) -> dict[str, Any] | None:
-    """A cached entry {"seconds": {backend: s}, "choice": backend, ...}, or None."""
+    """A cached entry {"seconds": {backend: s}, "choice": backend, "notes": {backend: why}}, or None (none,
+    or not one that `store` would have written)."""
     entry = _read().get(k)
-    if isinstance(entry, dict) and isinstance(entry.get("choice"), str) and isinstance(entry.get("seconds"), dict):
-        return entry
-    return None
+    return entry if _valid(entry) else None
 
 
 def store(k: str, entry: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import torch
 
 from .._version import __version__
 from ..errors import first_line
-from ..fsutil import umask
+from ..fsutil import read_json_object, umask
 from ..loading.hub import segcli_cache, sha256_file
 from ..loading.info import ModelInfo
 from ..model import Segmentor
@@ -89,6 +89,7 @@ def export_key(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None) ->
         "torch": torch.__version__,
         "segcli": __version__,
         "shape": shape,
+        "network": repr(net.config),  # the architecture it computes
     }
 
 
@@ -112,7 +113,7 @@ def load(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any
     require_ort()
     key = export_key(net, info, size)
     folder = segcli_cache() / "exports" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    intact = _intact(folder)
+    intact = _intact(folder, key)
     if intact:
         try:
             return OrtModel(net, folder / "model.onnx", size)
@@ -127,13 +128,16 @@ def load(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any
         ) from None
 
 
-def _intact(folder: Path) -> bool | None:
-    """Whether the cached export in `folder` is what was written there (None: there is none)."""
+def _intact(folder: Path, key: dict[str, Any]) -> bool | None:
+    """Whether the cached export in `folder` is this model's, as written (None: there is none): its record
+    names this key (weights, architecture, opset, versions, shape) and the file's own sha256. Anything else
+    (another model's export copied in, a damaged file, a FIFO or a device in its place) is made again."""
     if not folder.exists():
         return None
     try:
-        return json.loads((folder / "export.json").read_text()).get("sha256") == sha256_file(folder / "model.onnx")
-    except (OSError, ValueError, AttributeError):
+        doc = read_json_object(folder / "export.json", 1 << 20)
+        return all(doc.get(k) == v for k, v in key.items()) and doc.get("sha256") == sha256_file(folder / "model.onnx")
+    except (OSError, ValueError):
         return False
 
 

@@ -7,14 +7,13 @@ tells as it goes; the CLI prints it).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..fsutil import overlap, probe_writable, read_regular
+from ..fsutil import overlap, probe_writable, read_json_object
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.raster import RasterOptions
 
@@ -221,8 +220,7 @@ def earlier_backend(out: Path, overwrite: bool) -> str | None:
     if overwrite:
         return None
     try:
-        doc = json.loads(read_regular(out / "summary.json", 64 << 20))
-        name = doc["inference"]["backend"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        name = read_json_object(out / "summary.json", 64 << 20)["inference"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return name if name in BACKENDS_KEPT else None

@@ -154,10 +154,14 @@ def try_cached(repo: str, filename: str, revision: str | None = None) -> Path | 
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 of a regular file (OSError for a FIFO, a device or a socket: they would block or never end),
+    read up to the size it had when checked."""
+    left = require_regular(path).st_size
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while left > 0 and (block := f.read(min(chunk, left))):
             h.update(block)
+            left -= len(block)
     return h.hexdigest()
 
 

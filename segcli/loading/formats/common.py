@@ -8,7 +8,7 @@ from typing import Any
 
 from ...engine.presets import MODES, PRESETS, Protocol, Resize
 from ...errors import ConfigError, UsageError
-from ...fsutil import read_regular
+from ...fsutil import read_json_object
 from ..classes import ClassSet, class_set_for
 from .schema import CROP, ID2LABEL, MAX_CLASSES, PALETTE, RESIZE, Bool, Int, Opt, Str, Table, field_names
 
@@ -31,17 +31,15 @@ SEGCLI_BLOCK = Table(
 def read_json(path: Path) -> dict[str, Any]:
     """The JSON object in `path` (a regular file of at most 32 MB), or a ConfigError naming the file."""
     try:
-        data = json.loads(read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
+        return read_json_object(path, MAX_JSON_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not a readable JSON file (nested too deeply)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        reason = getattr(e, "strerror", None) or e
-        raise ConfigError(f"{path}: not a readable JSON file ({reason})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return data
+    except ValueError as e:
+        if str(e) == "not a JSON object":
+            raise ConfigError(f"{path}: expected a JSON object") from None
+        raise ConfigError(f"{path}: not a readable JSON file ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: not a readable JSON file ({e.strerror or e})") from None
 
 
 def dump_json(doc: dict[str, Any], *, sort_keys: bool = False) -> bytes:

@@ -1,0 +1,104 @@
+"""Caches and run files that another process (or a user) can change: segcli reads them as untrusted input.
+A damaged, oddly typed, endlessly nested or swapped file, a FIFO or a device in its place: ignored or made
+again, never a traceback, never a hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import no_hang, photo
+
+from segcli import Segmenter
+from segcli.backends import calibrate
+from segcli.batch.request import earlier_backend
+
+ENTRY = {"seconds": {"torch": 1.0, "compile": 0.5}, "choice": "compile", "notes": {}}
+
+
+def _plant(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "nested":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        path.write_text(kind)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "fifo",
+        "zero",
+        "nested",
+        "{not json",
+        json.dumps({"k": {**ENTRY, "seconds": {"torch": "fast", "compile": None}}}),
+        json.dumps({"k": {**ENTRY, "notes": ["a list"]}}),
+        json.dumps({"k": {**ENTRY, "choice": "tensorrt"}}),
+        json.dumps({"k": [1, 2]}),
+    ],
+)
+def test_a_bad_calibration_cache_is_a_miss(content):
+    _plant(calibrate.cache_file(), content)
+    with no_hang(30):
+        assert calibrate.lookup("k") is None
+        calibrate.store("k", ENTRY)  # rebuilt: the bad file replaced
+    assert calibrate.lookup("k") == ENTRY
+
+
+def test_a_good_calibration_entry_is_read():
+    calibrate.store("k", ENTRY)
+    assert calibrate.lookup("k") == ENTRY and calibrate.lookup("other") is None
+
+
+@pytest.mark.parametrize("content", ["fifo", "zero", "nested", json.dumps({"inference": {"backend": {"a": 1}}})])
+def test_a_bad_summary_in_out_is_ignored(cli, tiny_convnext_dir, tmp_path, content):
+    photo(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    _plant(out / "summary.json", content)
+    assert earlier_backend(out, overwrite=False) is None
+    with no_hang(120):
+        r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out, "--backend", "auto", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["counts"]["done"] == 1  # replaced by this run's
+
+
+@pytest.mark.slow
+def test_an_export_cache_holds_only_this_models_export(tiny_convnext_dir, tiny_pspnet_dir):
+    """Another model's export (with its record) copied into this model's cache folder, a FIFO or a device in
+    place of the graph: detected and made again, and the labels stay this model's."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
+    from helpers import random_image
+
+    from segcli.loading.hub import segcli_cache
+
+    exports = segcli_cache() / "exports"
+    params = {"resize": "64x64"}
+    conv = Segmenter.from_pretrained(tiny_convnext_dir)
+    conv.use_backend("onnxruntime", conv.params("hf", **params))
+    (mine,) = exports.iterdir()
+    psp = Segmenter.from_pretrained(tiny_pspnet_dir)
+    psp.use_backend("onnxruntime", psp.params("hf", **params))
+    (theirs,) = [d for d in exports.iterdir() if d != mine]
+    image = random_image(64, 64, seed=1)
+    eager = Segmenter.from_pretrained(tiny_convnext_dir).predict(image, "hf", **params)
+    for plant in ("swap", "fifo", "zero"):
+        if plant == "swap":
+            shutil.rmtree(mine)
+            shutil.copytree(theirs, mine)
+        else:
+            _plant(mine / "model.onnx", plant)
+        said: list[str] = []
+        again = Segmenter.from_pretrained(tiny_convnext_dir)
+        with no_hang(300):
+            again.use_backend("onnxruntime", again.params("hf", **params), log=said.append)
+        assert any("exporting" in s for s in said), plant  # made again
+        assert (again.predict(image, "hf", **params) == eager).mean() > 0.999, plant
