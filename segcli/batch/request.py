@@ -147,7 +147,7 @@ def check_options(req: Request, kinds: frozenset[str]) -> Path:
     if not 0.0 <= req.alpha <= 1.0:
         raise UsageError(f"--alpha {req.alpha} is outside 0..1")
     if req.topk is not None and not 1 <= req.topk <= 65536:
-        raise UsageError("--topk must be at least 1")
+        raise UsageError(f"--topk {req.topk}: must be 1..65536")
     if req.topk is not None and "probs" not in kinds:
         raise UsageError("--topk applies to the probabilities", hint="add probs to --save, e.g. --save json,probs")
     if not 1 <= req.batch_size <= 1024:

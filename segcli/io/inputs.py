@@ -95,6 +95,13 @@ def _regular(path: Path) -> bool:
         return False
 
 
+def _not_regular(path: Path) -> str:
+    """Why `path` (which is no regular file) is skipped."""
+    if path.is_symlink() and not os.path.exists(path):
+        return f"{path}: a symbolic link to nothing (dangling): skipped"
+    return f"{path}: not a regular file (FIFO, socket or device): skipped"
+
+
 def _run_folder(folder: Path) -> bool:
     """Whether `folder` holds the summary of a segcli run (an earlier run's output folder)."""
     try:
@@ -142,7 +149,7 @@ class _Walk:
                             stack.append(path)
                 elif Path(entry.name).suffix.lower() in self.exts:
                     if not _regular(path):
-                        self.found.skipped.append(f"{path}: not a regular file (FIFO, socket or device): skipped")
+                        self.found.skipped.append(_not_regular(path))
                     elif path.suffix.lower() == ".png" and read_fingerprint(path) is not None:
                         self.found.own_outputs += 1
                     else:
@@ -220,20 +227,39 @@ def discover(
         if globbed and not matches:
             found.errors.append((arg, "the pattern matches nothing"))
         for m in matches:
-            if m.is_dir():
-                found.roots.add(m.resolve())
-                pairs.extend((f, m) for f in walk.scan(m))
-            elif globbed and m.suffix.lower() == ".png" and read_fingerprint(m) is not None:
-                found.own_outputs += 1  # a pattern that also matches earlier masks: those are not inputs
-            elif _regular(m):
-                found.roots.add(m.parent.resolve())
-                pairs.append((m, m.parent if str(m.parent) else Path(".")))
-            elif m.exists():
-                found.skipped.append(f"{m}: not a regular file (FIFO, socket or device): skipped")
-            elif not globbed:
-                found.errors.append((arg, "no such file or directory"))
+            try:
+                _add(m, arg, globbed, found, walk, pairs)
+            except OSError as e:  # a folder on the way that cannot be entered, say
+                found.errors.append((arg, f"cannot be read ({e.strerror or e})"))
     found.items = _items(pairs)
     return found
+
+
+def _add(m: Path, arg: str, globbed: bool, found: Discovery, walk: _Walk, pairs: list[tuple[Path, Path]]) -> None:
+    """One path an argument names: a folder to scan, a file, or what is skipped or wrong with it."""
+    if m.is_dir():
+        found.roots.add(m.resolve())
+        pairs.extend((f, m) for f in walk.scan(m))
+    elif globbed and m.suffix.lower() == ".png" and read_fingerprint(m) is not None:
+        found.own_outputs += 1  # a pattern that also matches earlier masks: those are not inputs
+    elif _regular(m):
+        found.roots.add(m.parent.resolve())
+        pairs.append((m, m.parent if str(m.parent) else Path(".")))
+    elif os.path.lexists(m) and (m.is_symlink() or m.exists()):
+        found.skipped.append(_not_regular(m))
+    elif not globbed:
+        found.errors.append((arg, _missing(m)))
+
+
+def _missing(m: Path) -> str:
+    """Why a path named directly is not there: no such file, or a folder on the way that cannot be entered."""
+    try:
+        m.stat()
+    except FileNotFoundError:
+        return "no such file or directory"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return "no such file or directory"
 
 
 def _items(pairs: list[tuple[Path, Path]]) -> list[Item]:

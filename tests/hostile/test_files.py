@@ -285,3 +285,44 @@ def test_files_that_are_not_checkpoints_are_one_line(cli, tmp_path, content):
     r = cli("convert", src, "--arch", "pspnet-r50-d8-ade20k", "-o", tmp_path / "out")
     assert r.exit_code == 2 and str(src) in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_inside_an_unreadable_folder_is_one_line(cli, model, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root enters any folder")
+    locked = tmp_path / "locked"
+    photo(locked / "a.png")
+    photo(tmp_path / "ok.png")
+    locked.chmod(0)
+    try:
+        r = cli("predict", locked / "a.png", tmp_path / "ok.png", "-m", model, "-o", tmp_path / "out")
+    finally:
+        locked.chmod(0o755)
+    assert r.exit_code == 1 and "a.png: cannot be read (Permission denied)" in r.stderr, r.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["counts"]["done"] == 1
+
+
+def test_a_dangling_symlink_is_named_as_one(cli, model, tmp_path):
+    src = tmp_path / "in"
+    photo(src / "a.png")
+    (src / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    r = cli("predict", src, "-m", model, "-o", tmp_path / "out")
+    assert r.exit_code == 0 and "gone.png: a symbolic link to nothing (dangling): skipped" in r.stderr, r.stderr
+
+
+def test_discovery_turns_an_os_error_into_that_inputs_line(tmp_path, monkeypatch):
+    """The same as above wherever permissions cannot be taken away (root): a path whose checks raise."""
+    from segcli.io import inputs
+
+    photo(tmp_path / "ok.png")
+    real_is_dir = Path.is_dir
+
+    def is_dir(self):
+        if self.name == "a.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    found = inputs.discover([str(tmp_path / "locked" / "a.png"), str(tmp_path / "ok.png")])
+    assert [it.path.name for it in found.items] == ["ok.png"]
+    assert found.errors == [(str(tmp_path / "locked" / "a.png"), "cannot be read (Permission denied)")]
