@@ -25,6 +25,15 @@ def first_line(e: BaseException, limit: int = 200, *, typed: bool = False, strer
     return f"{type(e).__name__}: {line}" if typed else line
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends the command now (a second Ctrl-C, a SIGTERM while waiting on something outside):
+    exit code 128 + the signal's number."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
 class SegcliError(Exception):
     """Base class: `message` is one line naming the file or thing at fault, `hint` says how to fix it."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +56,20 @@ def fingerprint(run: RunRecord, opts: Options) -> str:
         "alpha": opts.alpha if "overlay" in opts.save else None,
         **({"legend": opts.legend} if "overlay" in opts.save else {}),  # only with overlays: other runs resume
         "topk": opts.topk,
-        **({"raster": asdict(opts.raster)} if opts.raster != RasterOptions() else {}),  # others keep resuming
+        **_raster(opts.raster),
         **({"overviews": True} if opts.overviews and "geotiff" in opts.save else {}),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _raster(options: RasterOptions) -> dict[str, object]:
+    """The raster options that change values (runs without any keep resuming; --trust-vrt changes none)."""
+    computed = replace(options, trust_vrt=False)
+    return (
+        {"raster": {k: v for k, v in asdict(computed).items() if k != "trust_vrt"}}
+        if computed != RasterOptions()
+        else {}
+    )
 
 
 def output_paths(item: Item, opts: Options) -> dict[str, Path]:

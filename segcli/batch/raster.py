@@ -54,6 +54,7 @@ def open_raster(path: Path, opts: Options) -> Raster | None:
     raster = Raster(path, opts.raster)
     plain = (
         opts.raster == RasterOptions()
+        and raster.ds.driver == "GTiff"  # (a VRT, JP2, IMG: GDAL reads it, whatever it holds)
         and raster.dtype == np.uint8
         and not raster.masked
         and raster.ds.crs is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import SegcliError, UsageError, first_line
+from ..errors import Interrupted, SegcliError, UsageError, first_line
 from ..extras import require
 from ..fsutil import remove_stale_temps
 from ..io.inputs import Item
@@ -115,9 +116,18 @@ class _Worker:
         }
 
 
+CONNECT_TIMEOUT_S = 60.0  # joining a running cluster ($SEGCLI_RAY_CONNECT_TIMEOUT overrides)
+_PROBE = (
+    "import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, "
+    "logging_level=logging.ERROR); ray.shutdown()"
+)
+
+
 def connect(address: str | None, quiet: bool = True) -> bool:
-    """Connect to Ray (`address` "local" or None: start a local one). True when this call initialized Ray (a
-    connection, and the local Ray it started), which `ray.shutdown()` ends; False when it already was."""
+    """Connect to Ray (`address` "local" or None: start a local Ray of this run's own — never a cluster a
+    stale session file names; "auto" or an address: join that cluster, within `CONNECT_TIMEOUT_S`). True when
+    this call initialized Ray (a connection, and the local Ray it started), which `ray.shutdown()` ends;
+    False when it already was."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -128,10 +138,65 @@ def connect(address: str | None, quiet: bool = True) -> bool:
             logging.getLogger(name).setLevel(logging.ERROR)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": logging.ERROR}
     if address and address != "local":
+        probe(address)
         ray.init(address=address, **kwargs)
     else:
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)
     return True
+
+
+def probe(address: str, timeout: float | None = None) -> None:
+    """Join `address` once in a child process, bounded in time (Ray's own connect retries for minutes, in
+    native code that a SIGTERM does not interrupt); UsageError when no cluster answers there."""
+    import signal
+    import subprocess
+    import sys
+
+    if timeout is None:
+        timeout = _timeout()
+    env = {**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, env=env, start_new_session=True,
+    )  # fmt: skip
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
+    try:
+        _, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UsageError(
+            f"--ray {address}: no Ray cluster answered there within {timeout:.0f} s",
+            hint="check the address (`ray status` on the head node; $SEGCLI_RAY_CONNECT_TIMEOUT waits longer), "
+            "or give --ray alone to start a local Ray",
+        ) from None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if child.returncode != 0:
+        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+        why = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+        raise UsageError(
+            f"--ray {address}: cannot join a Ray cluster there ({why.strip()[:300]})",
+            hint="start one (`ray start --head`), check the address, or give --ray alone to start a local Ray",
+        )
+
+
+def _timeout() -> float:
+    text = os.environ.get("SEGCLI_RAY_CONNECT_TIMEOUT", "")
+    try:
+        value = float(text) if text else CONNECT_TIMEOUT_S
+    except ValueError:
+        raise UsageError(f"SEGCLI_RAY_CONNECT_TIMEOUT={text!r}: give seconds, e.g. 120") from None
+    if not 0 < value <= 86400:
+        raise UsageError(f"SEGCLI_RAY_CONNECT_TIMEOUT={text!r}: give 1..86400 seconds")
+    return value
 
 
 def _data_context() -> Any:

@@ -108,6 +108,7 @@ class Request:
     scale_range: str | None = None
     stretch: str | None = None
     overviews: bool = False
+    trust_vrt: bool = False  # VRT sources may leave their folder and reach the network
     ray: str | None = None  # a Ray address ("local": start one)
     workers: int | None = None
     gpus_per_worker: float | None = None
@@ -164,10 +165,10 @@ def raster_options(req: Request, kinds: frozenset[str]) -> RasterOptions:
     """The checked raster options; the [geo] extra required when any is used (exit 2 before any work)."""
     from ..io.raster import rasterio
 
-    options = RasterOptions.parse(req.bands, req.scale_range, req.stretch)
+    options = RasterOptions.parse(req.bands, req.scale_range, req.stretch, req.trust_vrt)
     if req.overviews and "geotiff" not in kinds:
         raise UsageError("--overviews applies to GeoTIFF outputs", hint="add geotiff to --save")
-    if options != RasterOptions() or "geotiff" in kinds:
+    if options != RasterOptions(trust_vrt=req.trust_vrt) or "geotiff" in kinds:
         rasterio()
     return options
 

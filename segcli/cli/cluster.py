@@ -17,8 +17,9 @@ RayOpt = Annotated[
     typer.Option(
         "--ray",
         metavar="[ADDRESS]",
-        help="Run on Ray Data: ADDRESS as Ray takes it (auto: a running cluster or $RAY_ADDRESS); alone, a local "
-        "Ray is started and stopped. Put it after the inputs, or write --ray=ADDRESS. The [ray] extra.",
+        help="Run on Ray Data: ADDRESS as Ray takes it (auto: the running cluster or $RAY_ADDRESS; joined within "
+        "$SEGCLI_RAY_CONNECT_TIMEOUT, 60 s); alone, a local Ray of the run's own is started and stopped (never "
+        "another one running here). Put it after the inputs, or write --ray=ADDRESS. The [ray] extra.",
         rich_help_panel=RUN,
     ),
 ]

@@ -29,7 +29,7 @@ from .predict_opts import (
     ThreadsOpt,
     TopkOpt,
 )
-from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt
+from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt, TrustVrtOpt
 from .reporter import Reporter
 from .signals import GracefulStop
 
@@ -83,6 +83,7 @@ def predict(
     scale_range: ScaleRangeOpt = None,
     stretch: StretchOpt = None,
     overviews: OverviewsOpt = False,
+    trust_vrt: TrustVrtOpt = False,
 ) -> None:
     """Segment images: for each input, <out>/<path relative to its input root>/<stem>.png (palette PNG,
     pixel value = class index) plus what --save asks for: <stem>.json (summary; default), <stem>_label.png
@@ -113,6 +114,7 @@ def predict(
         bands=bands,
         scale_range=scale_range,
         stretch=stretch,
+        trust_vrt=trust_vrt,
         overviews=overviews,
         ray=ray,
         workers=workers,

@@ -6,9 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UsageError
-from ..io.raster import RasterOptions
-
 GEO = "Rasters (GeoTIFF, COG, JP2: the [geo] extra)"
 
 BandsOpt = Annotated[
@@ -32,20 +29,15 @@ StretchOpt = Annotated[
         rich_help_panel=GEO,
     ),
 ]
+TrustVrtOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-vrt",
+        help="Let VRT inputs read sources outside their own folder and over the network (/vsicurl/, /vsis3/ ...); "
+        "by default they are refused, and GDAL opens no URL.",
+        rich_help_panel=GEO,
+    ),
+]
 OverviewsOpt = Annotated[
     bool, typer.Option("--overviews", help="--save geotiff: add internal overviews.", rich_help_panel=GEO)
 ]
-
-
-def raster_options(
-    bands: str | None, scale_range: str | None, stretch: str | None, overviews: bool, kinds: frozenset[str]
-) -> RasterOptions:
-    """The checked raster options; the [geo] extra required when any is used (exit 2 before any work)."""
-    from ..io.raster import rasterio
-
-    options = RasterOptions.parse(bands, scale_range, stretch)
-    if overviews and "geotiff" not in kinds:
-        raise UsageError("--overviews applies to GeoTIFF outputs", hint="add geotiff to --save")
-    if options != RasterOptions() or "geotiff" in kinds:
-        rasterio()
-    return options

@@ -15,16 +15,14 @@ import sys
 import threading
 from typing import Any
 
+from ..errors import Interrupted
+
 SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
 SIGPIPE_CODE = 128 + 13
 
 
-class StopNow(KeyboardInterrupt):
+class StopNow(Interrupted):
     """The second signal: abandon the run now, exiting with `exit_code`."""
-
-    def __init__(self, exit_code: int) -> None:
-        super().__init__(exit_code)
-        self.exit_code = exit_code
 
 
 class GracefulStop:

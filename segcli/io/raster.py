@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
 from ..extras import require
+from . import gdalfence
 
 RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".vrt", ".img")  # read by GDAL when the [geo] extra is there
 SAMPLE_SIDE = 1024  # --stretch percentiles: from a read decimated to at most this many pixels a side
@@ -61,9 +62,12 @@ class RasterOptions:
     bands: tuple[int, ...] | None = None
     scale_range: tuple[float, float] | None = None
     stretch: tuple[float, float] | None = None
+    trust_vrt: bool = False  # VRT sources may leave the input's folder, and reach the network (see gdalfence)
 
     @staticmethod
-    def parse(bands: str | None, scale_range: str | None, stretch: str | None) -> RasterOptions:
+    def parse(
+        bands: str | None, scale_range: str | None, stretch: str | None, trust_vrt: bool = False
+    ) -> RasterOptions:
         """The CLI's strings, checked (UsageError naming the flag and an example)."""
         b = None
         if bands is not None:
@@ -81,7 +85,7 @@ class RasterOptions:
         st = _pair(stretch, ",", "--stretch", "2,98") if stretch is not None else None
         if st is not None and not 0 <= st[0] < st[1] <= 100:
             raise UsageError(f"--stretch {stretch}: percentiles must satisfy 0 ≤ P1 < P2 ≤ 100, e.g. --stretch 2,98")
-        return RasterOptions(b, sr, st)
+        return RasterOptions(b, sr, st, trust_vrt)
 
 
 def _pair(text: str, sep: str, flag: str, example: str) -> tuple[float, float]:
@@ -109,12 +113,20 @@ class Raster:
     def __init__(self, path: Path, options: RasterOptions = RasterOptions()) -> None:
         rio = rasterio()
         self.path = Path(path)
+        gdalfence.check(self.path, options.trust_vrt)
+        config = gdalfence.TRUSTED_CONFIG if options.trust_vrt else gdalfence.FENCE_CONFIG
+        self._config = {k: v for k, v in config.items() if k not in os.environ}  # the user's environment wins
         try:
-            self.ds = rio.open(self.path)
+            with rio.Env(**self._config):
+                if options.trust_vrt:
+                    self.ds = rio.open(self.path)
+                else:  # GDAL's file-format drivers only (rasterio.open takes one name, its reader a list)
+                    self.ds = rio.io.DatasetReader(str(self.path), driver=list(gdalfence.read_drivers()))
         except Exception as e:  # noqa: BLE001 - GDAL's error (truncated, not a raster) is this file's one line
             raise ImageError(f"{path}: cannot open raster ({first_line(e)})") from None
         try:
-            self._check(options)
+            with rio.Env(**self._config):
+                self._check(options)
         except BaseException:
             self.ds.close()
             raise
@@ -151,12 +163,21 @@ class Raster:
         """{"kind": "none" | "range" | "stretch", "low": [3], "high": [3], ...}: value → 255·(v-low)/(high-low)."""
         if options.scale_range is not None:
             lo, hi = options.scale_range
-            return {"kind": "range", "low": [lo] * 3, "high": [hi] * 3}
-        if self.dtype == np.uint8 and options.stretch is None:
+            scaling = {"kind": "range", "low": [lo] * 3, "high": [hi] * 3}
+        elif self.dtype == np.uint8 and options.stretch is None:
             return {"kind": "none"}
-        p = options.stretch or DEFAULT_STRETCH
-        low, high = self._percentiles(p)
-        return {"kind": "stretch", "percentiles": list(p), "low": low, "high": high}
+        else:
+            p = options.stretch or DEFAULT_STRETCH
+            low, high = self._percentiles(p)
+            scaling = {"kind": "stretch", "percentiles": list(p), "low": low, "high": high}
+        with np.errstate(over="ignore"):
+            spans = np.asarray(scaling["high"], dtype=np.float64) - np.asarray(scaling["low"], dtype=np.float64)
+        if not np.isfinite(spans).all():  # e.g. values near ±1.8e308: their range overflows float64
+            raise ImageError(
+                f"{self.path}: its values span more than float64 can scale ({scaling['low']} .. {scaling['high']})",
+                hint="give the range that matters with --scale-range MIN:MAX",
+            )
+        return scaling
 
     def _percentiles(self, p: tuple[float, float]) -> tuple[list[float], list[float]]:
         f = max(1, math.ceil(max(self.height, self.width) / SAMPLE_SIDE))
@@ -167,9 +188,10 @@ class Raster:
         for band in a:
             values = band.compressed()
             values = values[np.isfinite(values)]
-            a_lo, a_hi = np.percentile(values, p) if values.size else (0.0, 1.0)
+            with np.errstate(over="ignore", invalid="ignore"):  # huge values: checked by the caller
+                a_lo, a_hi = np.percentile(values, p) if values.size else (0.0, 1.0)
             lo.append(float(a_lo))
-            hi.append(float(a_hi) if a_hi > a_lo else float(a_lo) + 1.0)
+            hi.append(float(a_hi) if a_hi > a_lo else float(np.nextafter(a_lo, np.inf)))
         return lo, hi
 
     def read(self, y1: int, y2: int, x1: int = 0, x2: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -179,8 +201,9 @@ class Raster:
         x2 = self.width if x2 is None else x2
         win = Window(x1, y1, x2 - x1, y2 - y1)
         try:
-            a = self.ds.read(list(self.bands), window=win)  # [3, rows, cols]
-            valid = self.ds.read_masks(list(self.bands), window=win).min(0) > 0 if self.masked else None
+            with rasterio().Env(**self._config):
+                a = self.ds.read(list(self.bands), window=win)  # [3, rows, cols]
+                valid = self.ds.read_masks(list(self.bands), window=win).min(0) > 0 if self.masked else None
         except Exception as e:  # noqa: BLE001 - a truncated or corrupt block: this raster's failure
             raise ImageError(f"{self.path}: cannot read rows {y1}..{y2} ({first_line(e)})") from None
         if self.lut is not None:
@@ -194,7 +217,8 @@ class Raster:
         from rasterio.windows import Window
 
         try:
-            return self.ds.read_masks(list(self.bands), window=Window(0, y1, self.width, y2 - y1)).min(0) > 0
+            with rasterio().Env(**self._config):
+                return self.ds.read_masks(list(self.bands), window=Window(0, y1, self.width, y2 - y1)).min(0) > 0
         except Exception as e:  # noqa: BLE001
             raise ImageError(f"{self.path}: cannot read the mask of rows {y1}..{y2} ({first_line(e)})") from None
 
@@ -217,9 +241,11 @@ def _to_rgb8(a: np.ndarray, scaling: dict[str, Any]) -> np.ndarray:
     if scaling["kind"] == "none":
         rgb = a.astype(np.uint8, copy=False)
     else:
-        lo = np.asarray(scaling["low"], dtype=np.float32)[:, None, None]
-        span = (np.asarray(scaling["high"], dtype=np.float32)[:, None, None]) - lo
-        v = (a.astype(np.float32) - lo) * (255.0 / span)
+        # float64: values of float64 rasters (up to ±1.8e308) and their range stay finite; NaN pixels → 0
+        lo = np.asarray(scaling["low"], dtype=np.float64)[:, None, None]
+        span = (np.asarray(scaling["high"], dtype=np.float64)[:, None, None]) - lo
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = (a.astype(np.float64) - lo) / span * 255.0
         rgb = np.clip(np.nan_to_num(v, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).round().astype(np.uint8)
     return np.ascontiguousarray(rgb.transpose(1, 2, 0))
 
