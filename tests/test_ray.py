@@ -3,16 +3,22 @@ single-process run, the same resume, records in input order, and a worker killed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import photo
 from PIL import Image
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed (the [ray] extra)")
@@ -65,7 +71,14 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
     _images(tmp_path / "in", 20)
     local, distributed = tmp_path / "local", tmp_path / "ray"
     a = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", local, "--jsonl", "-q")
-    b = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray", *RAY)
+    stale = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths live under it
+    (stale / "ray").mkdir()
+    (stale / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # a dead `ray start` cluster
+    env = {**os.environ, "RAY_TMPDIR": str(stale)}  # plain --ray starts its own Ray: it never joins that one
+    b = segcli(
+        "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray", *RAY, env=env
+    )
+    shutil.rmtree(stale, ignore_errors=True)
     assert a.returncode == 1 and b.returncode == 1, b.stderr  # the two bad files
     assert [json.loads(x)["input"] for x in b.stdout.splitlines()] == [
         json.loads(x)["input"] for x in a.stdout.splitlines()
@@ -88,7 +101,7 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
 
 
 def _worker_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [int(line.split()[0]) for line in out.splitlines() if "MapWorker" in line and "ray::" in line]
 
 
@@ -157,3 +170,52 @@ def test_a_worker_that_cannot_start_stops_the_run(cluster, tiny_convnext_dir, tm
     with pytest.raises(SegcliError, match=r"a Ray worker cannot start: .*gone"):
         run(seg, job, items, workers=1, gpus=0, report=lambda r: None, should_stop=lambda: False, summary=summary)
     assert not list((tmp_path / "out").rglob("*.png"))
+
+
+@pytest.fixture()
+def blackhole():
+    """A TCP port that accepts connections and never answers (a firewall, a wrong service, a hung head)."""
+    server = socket.create_server(("0.0.0.0", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for c in held:
+        c.close()
+
+
+def _probes() -> list[int]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray.init(address=sys.argv[1]" in line]
+
+
+@pytest.mark.parametrize("stop", [None, signal.SIGTERM])
+def test_an_address_that_never_answers_is_one_line_in_bounded_time(
+    blackhole, tiny_convnext_dir, tmp_path, stop, request
+):
+    """Ray's own connect retries for minutes in native code a SIGTERM cannot interrupt; segcli joins within
+    $SEGCLI_RAY_CONNECT_TIMEOUT, and a SIGTERM while it waits ends the command (143), probe and all."""
+    photo(tmp_path / "in" / "a.png")
+    env = {**os.environ, "SEGCLI_RAY_CONNECT_TIMEOUT": "4" if stop is None else "600"}
+    cmd = [sys.executable, "-m", "segcli", "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "o"]
+    proc = subprocess.Popen([*map(str, cmd), f"--ray={blackhole}"], stderr=subprocess.PIPE, text=True, env=env)
+    request.addfinalizer(proc.kill)
+    if stop is not None:
+        deadline = time.monotonic() + 120
+        while not _probes() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert _probes(), "segcli never started joining the cluster"
+        proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=120)  # Ray's own wait: 9 minutes and more
+    if stop is None:
+        assert proc.returncode == 2, stderr
+        assert f"--ray {blackhole}: no Ray cluster answered there within 4 s" in stderr
+    else:
+        assert proc.returncode == 128 + stop, stderr
+    assert "Traceback" not in stderr and not _probes()
