@@ -45,12 +45,13 @@ def _describe(repo: str, revision: str | None, filename: str) -> str:
 
 
 CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 10.0  # for the first answer of a server that accepted the connection
 _PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def unreachable(url: str) -> str | None:
     """Why `url`'s host cannot be connected to within a few seconds (name not resolved, connection refused,
-    timed out), or None. Asked once before huggingface_hub, whose retries would take half a minute to say
+    timed out) or sends no HTTP answer (see `_silent`), or None. Asked once before huggingface_hub, whose retries would take half a minute to say
     the same. Behind a proxy the answer is left to the proxy (None)."""
     if any(os.environ.get(v) for v in _PROXIES):
         return None
@@ -67,6 +68,25 @@ def unreachable(url: str) -> str | None:
         return f"no answer from {u.hostname} within {CONNECT_TIMEOUT_S:.0f} s"
     except OSError as e:
         return f"{u.hostname}: {e.strerror or e}"
+    return _silent(f"{u.scheme}://{u.netloc}/", u.hostname)
+
+
+def _silent(origin: str, host: str) -> str | None:
+    """Why a server that accepts connections is no use: it sends no HTTP answer within `READ_TIMEOUT_S`
+    (a hung or wrong service; huggingface_hub would wait and retry for minutes). Any answer, an error
+    status or a TLS failure included, is left to huggingface_hub (None)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(origin, method="HEAD"), timeout=READ_TIMEOUT_S).close()
+    except TimeoutError:
+        return f"{host} accepts connections but sent no answer within {READ_TIMEOUT_S:.0f} s"
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            return f"{host} accepts connections but sent no answer within {READ_TIMEOUT_S:.0f} s"
+    except Exception:  # noqa: BLE001 - an answer of some kind: huggingface_hub says what it means
+        pass
     return None
 
 

@@ -42,10 +42,10 @@ class _Server:
                 if not head:
                     self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self._send(False)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._send(True)
 
             def log_message(self, *args: object) -> None:
@@ -78,6 +78,9 @@ def _vrt(path: Path, source: str, relative: bool = True, extra: str = "", h: int
     )
     path.write_text(f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">{bands}</VRTDataset>')
     return path
+
+
+EXT = ["--ext", "tif,vrt"]  # folders hold no .vrt by default (a mosaic would repeat its tiles)
 
 
 @pytest.fixture()
@@ -131,8 +134,7 @@ def test_hostile_vrts_fail_alone_and_nothing_reaches_the_network(tiny_convnext_d
     _vrt(folder / "good.vrt", "ok.tif")  # a plain 8-bit VRT: read through GDAL, not Pillow
     with no_hang(120):
         r = subprocess.run(
-            [sys.executable, "-m", "segcli", "predict", folder, "-o", tmp_path / "out", "-m", tiny_convnext_dir]
-            + ["--ext", "tif,vrt"],
+            [sys.executable, "-m", "segcli", "predict", folder, "-o", tmp_path / "out", "-m", tiny_convnext_dir, *EXT],
             capture_output=True,
             text=True,
             timeout=300,

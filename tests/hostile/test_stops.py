@@ -66,6 +66,23 @@ def test_unreachable_hub_is_one_quick_error(cli, tmp_path, monkeypatch):
     assert len(lines) == 3 and "HF_HUB_OFFLINE=1" in lines[2]
 
 
+def test_a_hub_that_never_answers_is_one_error_in_bounded_time(cli, monkeypatch):
+    """A server that accepts the connection and sends nothing: 422 s of silence before the read check."""
+    import socket
+    import threading
+
+    server, held = socket.create_server(("127.0.0.1", 0)), []
+    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(100)], daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        with no_hang(60):
+            r = cli("download", "someone/some-model")
+    finally:
+        server.close()
+    assert r.exit_code == 2 and "accepts connections but sent no answer within 10 s" in r.stderr, r.stderr
+    assert len(held) == 2  # the connect check and the HTTP one; none by huggingface_hub (nor its retries)
+
+
 def test_url_downloads_honour_offline(monkeypatch, tmp_path):
     from segcli.errors import DownloadError
     from segcli.loading.hub import fetch_url
