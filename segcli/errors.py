@@ -54,6 +54,12 @@ class UsageError(SegcliError):
     exit_code = EXIT_USAGE
 
 
+class ResourceError(SegcliError):
+    """What was asked needs more memory (or another resource) than the machine has, for every image alike."""
+
+    exit_code = EXIT_USAGE
+
+
 class ConfigError(SegcliError):
     """A registry file, config.json or preprocessor_config.json is invalid or unsupported."""
 

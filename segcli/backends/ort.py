@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..errors import first_line
+from ..engine.memory import check_pass
+from ..errors import ResourceError, first_line
 from ..fsutil import read_json_object, umask
 from ..loading.hub import segcli_cache, sha256_file
 from ..loading.info import ModelInfo
@@ -34,6 +35,7 @@ from .base import BackendError, Wrapped
 from .onnx_session import onnxruntime, require_exporter, session
 
 OPSET = 18
+VERIFY_COPIES = 6  # logits held at once while an export is traced and checked (engine.memory.check_pass)
 VERIFY_SHAPE = (96, 128)  # a dynamic export is checked at a size it was not traced at (512x512)
 
 
@@ -51,6 +53,8 @@ def require_ort() -> None:
 class OrtModel(Wrapped):
     """The export in an onnxruntime session (as many threads as torch uses); float32 views of the export's
     size (any size for a dynamic export) run there, any other call runs the eager network."""
+
+    memory_factor = 2.0  # its arena holds a pass's output besides the engine's copies (engine.memory)
 
     def __init__(self, net: Segmentor, path: Path, size: tuple[int, int] | None) -> None:
         super().__init__(net)
@@ -148,6 +152,11 @@ def _export(
 
     if log is not None:
         log(f"exporting the model to ONNX ({key['shape']}; once, cached in {folder.parent}) ...")
+    # tracing runs the network at the export's size, the check both networks (their outputs, and the arena)
+    try:
+        check_pass(net.device, net.heads.channels, size or (512, 512), VERIFY_COPIES, "exporting to onnxruntime")
+    except ResourceError as e:
+        raise BackendError(e.message, hint="use --backend torch") from None
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine import SegModel
+from ..engine.memory import VALUE_COPIES, check_pass
 from ..engine.presets import Params
 from ..errors import MissingExtraError, UsageError
 from ..loading.info import ModelInfo
@@ -178,6 +179,7 @@ def _auto(
                 f"(runs of ≥ {CALIBRATE_MIN} images measure once)"
             )
             return net, Choice("auto", "torch", f"{why}; {said}" if said else why)
+        check_pass(net.device, net.heads.channels, shape, VALUE_COPIES * batch, "measuring one forward pass")
         if log is not None:
             names, size = ", ".join(["torch", *eligible]), f"{shape[0]}x{shape[1]}"
             log(f"auto backend: measuring {names} at {size} (once for this model on this machine) ...")

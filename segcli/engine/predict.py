@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import memory
 from .forward import forward
 from .lazy import LazyImage
 from .merge import Merger, Prediction, ViewChain
@@ -198,6 +199,7 @@ def predict_many(
     their shapes agree, so same-size images batch like a single image's windows do."""
     device, heads = model.device, model.heads
     native = params.resize_once and params.mode == "whole"
+    memory.check(model, params, [image.shape[:2] for image in images], probs=probs, logits=logits)
     all_views = [plan(image, params, heads.value_channels(params.window_softmax), device) for image in images]
     mergers = [
         Merger(

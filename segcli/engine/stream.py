@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import memory
 from .heads import Heads, label_dtype
 from .lazy import LazyImage
 from .merge import Merger, Prediction
@@ -71,6 +72,7 @@ def predict_rows(
     maps also hold "probs": the primary head's probabilities, uint8-scaled [K, rows, W]."""
     heads, size = model.heads, image.shape[:2]
     native = params.resize_once and params.mode == "whole"
+    memory.check(model, params, [size])
     views = plan(image, params, heads.value_channels(params.window_softmax), model.device)
     sink = RowSink(size[1], heads, emit, probs)
     values = "probs" if params.window_softmax else "logits"

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..loading.classes import ClassSet
 
+RUN_LEGEND_MAX = 1024  # legend.png's entries per set
 MAX_ENTRIES = 24  # an overlay's legend lists the largest classes, then "+ N more"
 NAME_CHARS = 40  # longer names are cut with an ellipsis
 
@@ -89,12 +90,21 @@ def with_legend(blend: np.ndarray, panel: Image.Image) -> Image.Image:
     return out
 
 
-def legend_png(sets: list[tuple[str, ClassSet]]) -> bytes:
-    """Every class of each set (title, classes), one section per set: `index name` beside its colour."""
-    sections = [
-        _grid([(f"{i} {_short(n)}", c) for i, (n, c) in enumerate(zip(s.classes, s.palette, strict=True))], None, 14, t)
-        for t, s in sets
+def _entries(s: ClassSet) -> list[tuple[str, tuple[int, int, int]]]:
+    """`index name` and colour of the first `RUN_LEGEND_MAX` classes (then how many more)."""
+    shown = [
+        (f"{i} {_short(n)}", c)
+        for i, (n, c) in enumerate(zip(s.classes[:RUN_LEGEND_MAX], s.palette[:RUN_LEGEND_MAX], strict=True))
     ]
+    if len(s.classes) > RUN_LEGEND_MAX:
+        shown.append((f"+ {len(s.classes) - RUN_LEGEND_MAX} more (classes.json lists all)", (255, 255, 255)))
+    return shown
+
+
+def legend_png(sets: list[tuple[str, ClassSet]]) -> bytes:
+    """Every class of each set (title, classes), one section per set: `index name` beside its colour (up to
+    `RUN_LEGEND_MAX` a set: a model of 65536 classes would draw a 40 MB picture)."""
+    sections = [_grid(_entries(s), None, 14, t) for t, s in sets]
     out = Image.new("RGB", (max(s.width for s in sections), sum(s.height for s in sections)), (255, 255, 255))
     y = 0
     for s in sections:
