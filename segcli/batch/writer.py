@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..engine import Prediction
-from ..fsutil import atomic_write_bytes, check_inside, remove_stale_temps
+from ..fsutil import atomic_path, atomic_write_bytes, check_inside, remove_stale_temps
 from ..io.outputs import (
     MAP_KINDS,
     class_counts,
@@ -97,8 +98,8 @@ class Writer:
                 written.append(paths["probs"])
             elif "probs" in paths:
                 assert pred.probs is not None
-                data = topk_npz(pred.probs, opts.topk) if opts.topk else probs_npy(pred.probs)
-                self.put(written, paths["probs"], data)
+                probs, topk = pred.probs, opts.topk
+                self.put(written, paths["probs"], lambda f: topk_npz(probs, topk, f) if topk else probs_npy(probs, f))
             record.timings = {**timings, "write_s": time.perf_counter() - t}
             if "json" in paths:
                 self.put(written, paths["json"], json_bytes(record.file_json()))
@@ -129,11 +130,16 @@ class Writer:
         legend = classes if self.opts.legend else None
         return overlay_jpeg(image, labels, classes.palette_array, self.opts.alpha, background(classes), legend)
 
-    def put(self, written: list[Path], path: Path, data: bytes) -> None:
-        """Write one output file atomically (inside --out; a killed run's temporary files there swept)."""
+    def put(self, written: list[Path], path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+        """Write one output file atomically (inside --out; a killed run's temporary files there swept): its
+        bytes, or a function that writes them to a file (large arrays, without a copy in memory)."""
         check_inside(self.opts.out, path)
         if path.parent not in self.swept:
             self.swept.add(path.parent)
             remove_stale_temps(path.parent)
-        atomic_write_bytes(path, data)
+        if isinstance(data, bytes):
+            atomic_write_bytes(path, data)
+        else:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                data(f)
         written.append(path)

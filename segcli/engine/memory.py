@@ -58,7 +58,7 @@ def estimate(
             held += channels * band * vw * FLOAT * (2 if params.flip else 1)  # accumulators
         if views > 1:  # averaged rows of the image, waiting for every view
             held += k * min(h, 2 * window[0]) * w * FLOAT
-        held += (k if probs else 0) * h * w * FLOAT + (channels if logits else 0) * h * w * FLOAT
+        held += (k * 2 if probs else 0) * h * w + (channels * FLOAT if logits else 0) * h * w  # float16, float32
     passes = params.tile_batch * len(sizes) if params.mode == "slide" else 1
     per_pass = int(factor * passes * channels * window[0] * window[1] * FLOAT * VALUE_COPIES)
     return Estimate(per_pass, per_pass + held, channels, window)

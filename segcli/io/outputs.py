@@ -9,7 +9,7 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -106,22 +106,27 @@ def overlay_jpeg(
     return buf.getvalue()
 
 
-def probs_npy(probs: np.ndarray) -> bytes:
-    """float16 [K, H, W] class probabilities as .npy."""
-    buf = io.BytesIO()
-    np.save(buf, probs.astype(np.float16, copy=False))
-    return buf.getvalue()
+def probs_npy(probs: np.ndarray, f: BinaryIO) -> None:
+    """float16 [K, H, W] class probabilities as .npy, written to `f` (no copy of the array in memory)."""
+    np.save(f, probs.astype(np.float16, copy=False))
 
 
-def topk_npz(probs: np.ndarray, k: int) -> bytes:
+TOPK_ROWS = 32  # rows sorted at once: the sort's int64 indices stay small beside the probabilities
+
+
+def topk_npz(probs: np.ndarray, k: int, f: BinaryIO) -> None:
     """The k most probable classes per pixel: `indices` [k, H, W] (uint8 / uint16) and `probs` float16,
-    most probable first, as .npz."""
+    most probable first, as .npz written to `f` (sorted a band of rows at a time)."""
     k = min(k, probs.shape[0])
-    idx = np.argsort(-probs, axis=0, kind="stable")[:k]
-    top = np.take_along_axis(probs, idx, axis=0)
-    buf = io.BytesIO()
-    np.savez(buf, indices=idx.astype(np.uint8 if probs.shape[0] <= 256 else np.uint16), probs=top.astype(np.float16))
-    return buf.getvalue()
+    _, h, w = probs.shape
+    idx = np.empty((k, h, w), dtype=np.uint8 if probs.shape[0] <= 256 else np.uint16)
+    top = np.empty((k, h, w), dtype=np.float16)
+    for y in range(0, h, TOPK_ROWS):
+        band = probs[:, y : y + TOPK_ROWS]
+        order = np.argsort(-band, axis=0, kind="stable")[:k]
+        idx[:, y : y + TOPK_ROWS] = order
+        top[:, y : y + TOPK_ROWS] = np.take_along_axis(band, order, axis=0)
+    np.savez(f, indices=idx, probs=top)
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
