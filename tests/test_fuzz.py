@@ -167,3 +167,58 @@ def test_the_fuzzer_targets_exist(configs):
         for part in key.split("."):
             assert part in doc, key
             doc = doc[part] if isinstance(doc[part], dict) else {}
+
+
+ENTRY = {"seconds": {"torch": 1.0, "compile": 0.5}, "choice": "compile", "notes": {"onnxruntime": "why"}}
+CACHE_SEEDS = [
+    json.dumps({"k": ENTRY}),  # calibration.json
+    json.dumps({"inference": {"backend": "compile"}, "counts": {"done": 1}}),  # summary.json
+    json.dumps({"weights": "ab" * 32, "shape": [512, 512], "sha256": "cd" * 32}),  # an export's export.json
+    json.dumps({"/x|1|2|3|4": "ef" * 32}),  # verified.json
+]
+
+
+@st.composite
+def cache_text(draw) -> bytes:
+    """A cache file as segcli writes one, mutated byte-wise; or any JSON value; or deep nesting."""
+    kind = draw(st.sampled_from(["mutated", "json", "nested"]))
+    if kind == "json":
+        return json.dumps(draw(JSON_VALUES)).encode()
+    if kind == "nested":
+        depth = draw(st.integers(1, 200_000))
+        return (draw(st.sampled_from(['{"k":', "["])) * depth).encode()
+    data = bytearray(draw(st.sampled_from(CACHE_SEEDS)).encode())
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(data) - 1))
+        if draw(st.booleans()):
+            data[i] = draw(st.integers(0, 255))
+        else:
+            data[i:i] = draw(st.sampled_from([b"[", b"{", b'"', b"1e999", b"NaN", b"\xff", b",", b"null"]))
+    return bytes(data)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cache_text())
+def test_cache_files(tmp_path, monkeypatch, data):
+    """calibration.json, summary.json, an export's export.json and verified.json, whatever they hold: read as
+    a miss or as entries of the right types, never an exception or a hang."""
+    from segcli.backends import calibrate
+    from segcli.backends.ort import _intact
+    from segcli.batch.request import BACKENDS_KEPT, earlier_backend
+    from segcli.loading import hub
+
+    monkeypatch.setenv("SEGCLI_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "export").mkdir(parents=True, exist_ok=True)
+    for name in ("calibration.json", "verified.json", "export/export.json"):
+        (tmp_path / "cache" / name).write_bytes(data)
+    (tmp_path / "cache" / "export" / "model.onnx").write_bytes(b"not a graph")
+    (tmp_path / "summary.json").write_bytes(data)
+    with no_hang():
+        entry = calibrate.lookup("k")
+        assert entry is None or calibrate._valid(entry)
+        calibrate.store("k2", ENTRY)  # whatever was there: this entry is kept
+        assert calibrate.lookup("k2") == ENTRY
+        assert earlier_backend(tmp_path, False) in (None, *BACKENDS_KEPT)
+        assert _intact(tmp_path / "cache" / "export", {"weights": "ab" * 32}) is False  # the sha256 never matches
+        stamps = hub._read_stamps()
+        assert all(isinstance(k, str) and len(v) == 64 for k, v in stamps.items())
