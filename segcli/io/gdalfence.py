@@ -27,6 +27,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from ..errors import ImageError
+from ..fsutil import read_regular, require_regular
 
 #: GDAL drivers an input may open with (file formats; none of them reaches the network).
 READ_DRIVERS = ("GTiff", "VRT", "HFA", "ENVI", "JP2OpenJPEG", "JP2KAK", "JP2ECW", "JP2MrSID", "PNG", "JPEG")
@@ -65,6 +66,7 @@ def read_drivers() -> tuple[str, ...]:
 
 def _head(path: Path, label: str) -> bytes:
     try:
+        require_regular(path)  # a FIFO would block the open
         with open(path, "rb") as f:
             return f.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
     except OSError as e:
@@ -87,10 +89,10 @@ def _check(path: Path, root: Path, trusted: bool, depth: int, count: list[int], 
 
 def _sources(path: Path, label: str) -> list[tuple[str, bool]]:
     """(source name, relative to the VRT) of every source element; refuses what cannot be checked."""
-    size = path.stat().st_size
-    if size > MAX_VRT_BYTES:
-        raise ImageError(f"{label}: a VRT of {size >> 20} MB (limit {MAX_VRT_BYTES >> 20} MB)", hint=HINT)
-    text = path.read_bytes()  # (a regular file, read just above)
+    try:
+        text = read_regular(path, MAX_VRT_BYTES)
+    except OSError as e:
+        raise ImageError(f"{label}: cannot read {path.name} as a VRT ({e.strerror or e})") from None
     if b"<!DOCTYPE" in text or b"<!ENTITY" in text:
         raise ImageError(f"{label}: a VRT with a DTD or entities", hint="remove the <!DOCTYPE> / <!ENTITY> part")
     try:

@@ -168,10 +168,17 @@ def test_trust_vrt_lets_a_vrt_read_the_network(tmp_path, server):
         assert np.array_equal(rgb, ds.read().transpose(1, 2, 0))
 
 
-def test_a_fifo_source_is_refused_even_when_trusted(tmp_path):
-    os.mkfifo(tmp_path / "pipe.tif")
+@pytest.mark.parametrize("special", ["fifo", "zero"])
+def test_special_files_are_refused_even_when_trusted(tmp_path, special):
+    """A FIFO never answers, /dev/zero never ends (a 1 KB VRT declaring 20000² of it): not regular files."""
+    if special == "fifo":
+        os.mkfifo(tmp_path / "src.raw")
+    else:
+        (tmp_path / "src.raw").symlink_to("/dev/zero")
     with no_hang(30), pytest.raises(ImageError, match="not a regular file"):
-        Raster(_vrt(tmp_path / "fifo.vrt", "pipe.tif"), RasterOptions(trust_vrt=True))
+        Raster(_vrt(tmp_path / "v.vrt", "src.raw", h=20000, w=20000), RasterOptions(trust_vrt=True))
+    with no_hang(30), pytest.raises(ImageError, match="not a regular file"):
+        Raster(tmp_path / "src.raw")  # named as the input itself (the API: no discovery before it)
 
 
 def test_a_vrt_may_read_files_in_its_own_folder_and_below(tmp_path):
