@@ -1,0 +1,65 @@
+"""The training loss the papers and mmsegmentation use (mmseg 1.2.2 `BaseDecodeHead.loss_by_feat`).
+
+Each head's logits (at its own resolution: 1/4 or 1/8) are resized bilinearly to the label size with the
+model's `align_corners`, then pixel-wise cross-entropy with the ignore index, averaged over *all* label
+pixels (mmseg's default `avg_non_ignore=False`: ignored pixels count as zero loss). The total is the decode
+term plus `aux_weight` (0.4: PSPNet's deep supervision on stage 3, mmseg's FCN auxiliary head on UPerNet)
+times the auxiliary term, when the model has an auxiliary head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..model import Segmentor
+from ..model.layers import resize
+
+IGNORE_INDEX = 255
+AUX_WEIGHT = 0.4
+
+
+def check_trainable(net: Segmentor) -> None:
+    """Refuse the networks this loss does not describe (UsageError naming what to use)."""
+    if net.config.arch == "upp":
+        raise UsageError(
+            "training the unified perceptual parser (objects, parts, materials, scene) is not supported yet",
+            hint="fine-tune a UPerNet or PSPNet model",
+        )
+    if net.config.threshold is not None:
+        raise UsageError("training a binary (one-logit) head is not supported yet", hint="use two classes")
+
+
+def _ce(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, weight: torch.Tensor | None, align: bool
+) -> torch.Tensor:
+    """Cross-entropy of logits [B, K, h, w] resized to labels [B, H, W]: its sum over pixels / all pixels."""
+    logits = resize(logits, (labels.shape[-2], labels.shape[-1]), align)
+    per_pixel = F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore_index, reduction="none")
+    return per_pixel.sum() / labels.numel()
+
+
+def losses(
+    net: Segmentor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    aux_weight: float = AUX_WEIGHT,
+    class_weight: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """{"decode": …, "aux": … (with an auxiliary head), "total": decode + aux_weight · aux} for normalised
+    images x [B, 3, H, W] and labels [B, H, W] (int64, `ignore_index` where unlabelled)."""
+    features = net.features(x)
+    out = net.decode_head(features)
+    if isinstance(out, tuple):  # image-level outputs: refused by check_trainable
+        raise UsageError("this model's head has image-level outputs: it cannot be trained here")
+    align = net.align_corners
+    terms = {"decode": _ce(out, labels, ignore_index, class_weight, align)}
+    total = terms["decode"]
+    if net.auxiliary_head is not None and aux_weight:
+        terms["aux"] = _ce(net.auxiliary_head(features), labels, ignore_index, class_weight, align)
+        total = total + aux_weight * terms["aux"]
+    terms["total"] = total
+    return terms

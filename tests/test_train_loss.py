@@ -1,0 +1,93 @@
+"""The training loss equals mmsegmentation 1.2.2's `EncoderDecoder.loss` for the same weights and batch —
+the total, each term, and the gradient of every parameter — for PSPNet and UPerNet with the auxiliary FCN
+head (BatchNorm in training mode: batch statistics), built by mmseg with random weights and converted by
+segcli as a user's checkpoint would be."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import randomize_
+from mmseg_ref import import_mmseg
+
+from segcli import Segmenter
+from segcli.loading.formats.mmseg import map_key
+from segcli.train.loss import losses
+
+BN = dict(type="BN", requires_grad=True)
+K = 5
+
+
+def _model(head: str, align: bool) -> dict:
+    c = 64
+    decode = dict(num_classes=K, channels=16, align_corners=align, norm_cfg=BN, dropout_ratio=0.0)
+    if head == "psp":
+        decode.update(type="PSPHead", in_channels=8 * c, in_index=3, pool_scales=(1, 2, 3, 6))
+    else:
+        decode.update(type="UPerHead", in_channels=[c, 2 * c, 4 * c, 8 * c], in_index=[0, 1, 2, 3], pool_scales=(1, 2))
+    aux = dict(
+        type="FCNHead", in_channels=4 * c, in_index=2, channels=8, num_convs=1, concat_input=False, num_classes=K,
+        norm_cfg=BN, align_corners=align, dropout_ratio=0.0,
+        loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4),
+    )  # fmt: skip
+    backbone = dict(
+        type="ResNetV1c", depth=18, num_stages=4, out_indices=(0, 1, 2, 3), strides=(1, 2, 1, 1),
+        dilations=(1, 1, 2, 4), contract_dilation=True, norm_cfg=BN, style="pytorch",
+    )  # fmt: skip
+    pre = dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+    return dict(type="EncoderDecoder", backbone=backbone, decode_head=decode, auxiliary_head=aux, data_preprocessor=pre)
+
+
+@pytest.mark.parametrize("head, align", [("psp", False), ("uper", True)])
+def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align):
+    import_mmseg()
+    from mmengine import Config
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    cfg = Config(dict(model=_model(head, align)))
+    mm = randomize_(MODELS.build(cfg.model), seed=3)
+    classes = [f"k{i}" for i in range(K)]
+    torch.save(
+        {"meta": {"cfg": cfg.pretty_text, "dataset_meta": {"classes": classes}}, "state_dict": mm.state_dict()},
+        tmp_path / "m.pth",
+    )
+    assert cli("convert", tmp_path / "m.pth", "-o", tmp_path / "out").exit_code == 0
+    net = Segmenter.from_pretrained(tmp_path / "out").network
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 57, 71, generator=g)
+    labels = torch.randint(0, K, (2, 57, 71), generator=g)
+    labels[:, :5] = 255  # unlabelled rows: zero loss, yet counted in the mean (avg_non_ignore=False)
+    samples = []
+    for lab in labels:
+        s = SegDataSample(metainfo=dict(img_shape=(57, 71), ori_shape=(57, 71), pad_shape=(57, 71)))
+        s.gt_sem_seg = PixelData(data=lab[None])
+        samples.append(s)
+
+    mm.train()
+    net.train()
+    theirs = mm.loss(x, samples)
+    ours = losses(net, x, labels)
+    assert ours["decode"].item() == pytest.approx(theirs["decode.loss_ce"].item(), rel=1e-5)
+    assert 0.4 * ours["aux"].item() == pytest.approx(theirs["aux.loss_ce"].item(), rel=1e-5)
+    total = theirs["decode.loss_ce"] + theirs["aux.loss_ce"]
+    assert ours["total"].item() == pytest.approx(total.item(), rel=1e-5)
+
+    total.backward()
+    ours["total"].backward()
+    mine = dict(net.named_parameters())
+    compared, worst = 0, 0.0
+    for name, p in mm.named_parameters():
+        if p.grad is None:
+            continue
+        q = mine[map_key(name)]
+        assert q.grad is not None, name
+        scale = p.grad.abs().max().item()
+        diff = (q.grad - p.grad).abs().max().item()
+        assert diff <= 1e-4 * scale + 1e-12, name
+        compared, worst = compared + 1, max(worst, diff / max(scale, 1e-30))
+    rel = abs(ours["total"].item() - total.item()) / total.item()
+    print(f"\nLOSS-PARITY {head}: total {total.item():.6f} rel diff {rel:.1e}; worst gradient rel diff {worst:.1e}")
+    assert compared == len(mine)  # every parameter of ours has mmseg's gradient beside it
