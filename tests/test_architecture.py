@@ -86,8 +86,9 @@ LAYERS = [
     ("io", "backends"),  # files in and out; how a loaded network runs
     ("api",),
     ("report",),
-    ("batch", "train"),  # runs over collections: prediction, fine-tuning
+    ("batch",),  # runs over collections: prediction
     ("evaluation",),  # predicts first when asked (batch), then scores
+    ("train",),  # fine-tuning, validated with evaluation's metrics
     ("cli",),  # the command line: parses, calls the library, prints
     ("ray", "__init__", "__main__"),  # the package's public faces
 ]

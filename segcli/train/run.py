@@ -1,0 +1,141 @@
+"""A training run's folder: its checkpoints (written atomically, resumed exactly), its log, its model.
+
+RUN/
+  checkpoints/iter_<N>/   model.safetensors, optimizer.safetensors (every tensor of the optimizer's
+                          state), state.json (iteration, the optimizer's other values, torch's RNG state,
+                          the best validation so far, the run's settings); made in a temporary folder and
+                          renamed into place
+  checkpoints/latest      the name of the newest complete checkpoint (replaced atomically, after it)
+  log.jsonl               one JSON line per logged iteration and per validation
+  model/                  the best model by validation mIoU (the last without validation), in segcli's
+                          format: `segcli predict / evaluate / export -m RUN/model`
+
+A kill -9 at any moment leaves `latest` naming a complete checkpoint (or none); `--resume` continues from
+it with model, optimizer, schedule position and data position, so the loss curve is the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import UsageError
+from ..fsutil import atomic_write_bytes, read_json_object, umask
+
+KEEP = 2  # checkpoints kept (the newest and the one before it)
+
+
+class RunFolder:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.log = self.root / "log.jsonl"
+        self.model = self.root / "model"
+
+    def check(self, resume: bool) -> None:
+        """Refuse a folder holding another run (without --resume), or one that cannot be written: before
+        any training step."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"-o {self.root}: exists and is not a folder")
+        started = (self.checkpoints / "latest").exists() or self.log.exists()
+        if started and not resume:
+            raise UsageError(
+                f"-o {self.root}: holds a training run already",
+                hint="add --resume to continue it, or give another -o",
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+        except OSError as e:
+            raise UsageError(f"-o {self.root}: cannot write there ({e.strerror or e})") from None
+
+    def latest(self) -> Path | None:
+        try:
+            name = (self.checkpoints / "latest").read_text().strip()
+        except OSError:
+            return None
+        path = self.checkpoints / name
+        return path if name.startswith("iter_") and (path / "state.json").is_file() else None
+
+    def save(self, step: int, net: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+        """Checkpoint after `step` iterations; returns its folder."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.checkpoints))
+        try:
+            save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, tmp / "model.safetensors")
+            tensors, rest = _split_optimizer(opt.state_dict())
+            save_file(tensors, tmp / "optimizer.safetensors")
+            doc = {"step": step, "optimizer": rest, "torch_rng": torch.get_rng_state().tolist(), **state}
+            (tmp / "state.json").write_text(json.dumps(doc))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.chmod(tmp, 0o777 & ~umask())
+            final = self.checkpoints / f"iter_{step:08d}"
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_bytes(self.checkpoints / "latest", final.name.encode())
+        for old in sorted(self.checkpoints.glob("iter_*"))[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        """Restore model and optimizer from checkpoint `path`; its state.json (strict loading: every key)."""
+        net.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+        doc = read_json_object(path / "state.json", 64 << 20)
+        opt.load_state_dict(_join_optimizer(load_file(path / "optimizer.safetensors"), doc["optimizer"]))
+        torch.set_rng_state(torch.tensor(doc["torch_rng"], dtype=torch.uint8))
+        return doc
+
+    def append_log(self, record: dict[str, Any]) -> None:
+        with open(self.log, "a") as f:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+            f.flush()
+
+    def truncate_log(self, step: int) -> None:
+        """On resume: the lines of iterations after the checkpoint are dropped (they are done again)."""
+        if not self.log.exists():
+            return
+        keep = [line for line in self.log.read_text().splitlines() if _line_step(line) <= step]
+        atomic_write_bytes(self.log, "".join(line + "\n" for line in keep).encode())
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("iter", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 1 << 62  # a torn last line: dropped
+
+
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict → (its tensors by "state.<param>.<name>", everything else as JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for index, entries in sd["state"].items():
+        for name, v in entries.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = v.detach().contiguous()
+            else:
+                values.setdefault(str(index), {})[name] = v
+    return tensors, {"values": values, "param_groups": sd["param_groups"]}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = t
+    for index, entries in rest["values"].items():
+        state.setdefault(int(index), {}).update(entries)
+    return {"state": state, "param_groups": rest["param_groups"]}

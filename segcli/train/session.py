@@ -1,0 +1,174 @@
+"""One training session: the starting model made trainable for the run's classes, the loop, validation
+with segcli's own metrics and the model's protocol, checkpoints, and the model written for `predict`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..api import Segmenter
+from ..errors import UsageError
+from ..evaluation.metrics import confusion, scores
+from ..io.images import load_image
+from ..loading.classes import ClassSet
+from ..loading.formats import native
+from ..loading.info import ModelInfo
+from ..model import Segmentor, SegmentorConfig
+from .augment import Pipeline
+from .classes import read_classes, remap
+from .data import MaskRule, Pair, read_mask
+from .fit import Events, Options, Samples, Summary, amp_dtype, max_rss_mb, step_once, timing
+from .loss import check_trainable
+from .recipes import Recipe, optimizer, recipe_for, set_lr
+from .run import RunFolder
+
+
+class Session:
+    def __init__(self, net: Segmentor, info: ModelInfo, opts: Options, ev: Events, kept: dict[str, int]) -> None:
+        self.net, self.info, self.opts, self.ev, self.kept = net, info, opts, ev, kept
+        self.recipe: Recipe = recipe_for(net, opts.recipe, opts.lr)
+
+    @property
+    def classes(self) -> ClassSet:
+        return self.info.class_set
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes.classes)
+
+    @classmethod
+    def start(cls, model: str, opts: Options, ev: Events) -> Session:
+        """The starting model (any source segcli loads), with classifiers for `--classes` when they differ."""
+        seg = Segmenter.from_pretrained(model, device=opts.device, backend="torch")
+        net, info = seg.network, seg.info
+        if not isinstance(net, Segmentor) or info.network is None:
+            raise UsageError(f"-m {model}: an exported model cannot be trained", hint="start from its weights")
+        check_trainable(net)
+        kept: dict[str, int] = {}
+        if opts.classes is not None:
+            wanted = read_classes(opts.classes)
+            if wanted.classes != info.class_set.classes:
+                net, kept = _with_classes(net, info.network, info.class_set, wanted, opts.seed)
+                info = replace(info, network=net.config, class_set=wanted)
+                ev.say(f"classes: {len(wanted.classes)} from {opts.classes} ({len(kept)} keep their trained rows)")
+        return cls(net, info, opts, ev, kept)
+
+    def run(self, folder: RunFolder, train: list[Pair], val: list[Pair], rule: MaskRule) -> Summary:
+        o, net = self.opts, self.net
+        opt = optimizer(net, self.recipe)
+        state: dict[str, Any] = {"best_miou": None}
+        start = 0
+        latest = folder.latest() if o.resume else None
+        if latest is not None:
+            state = folder.load(latest, net, opt)
+            start = int(state["step"])
+            folder.truncate_log(start)
+            self.ev.say(f"resuming at iteration {start} of {o.iters} ({latest.name})")
+        amp = amp_dtype(o.amp, net.device)
+        scaler = torch.amp.GradScaler(net.device.type) if amp == torch.float16 else None
+        val_every = o.val_every or max(1, o.iters // 5)
+        ckpt_every = o.checkpoint_every or val_every
+        pipe = Pipeline(o.crop, ignore=o.ignore_index, photometric=o.photometric)
+        samples = Samples(train, rule, pipe, o.seed, start * o.batch, o.iters * o.batch)
+        loader = torch.utils.data.DataLoader(samples, batch_size=o.batch, num_workers=o.workers, shuffle=False)
+        self.ev.say(
+            f"training {o.iters} iterations of {o.batch} × {o.crop[0]}x{o.crop[1]} ({self.recipe.name} recipe, amp {amp})"
+        )
+        net.train()
+        step, t0, stopped = start, time.perf_counter(), False
+        for images, labels in loader:
+            lr = set_lr(opt, self.recipe, step, o.iters)
+            terms = step_once(net, opt, images, labels, amp, scaler)
+            step += 1
+            if step % o.log_every == 0 or step == o.iters:
+                record = {"iter": step, "lr": lr, **terms, "images_per_s": timing((step - start) * o.batch, t0)}
+                self._log(folder, {**record, "max_rss_mb": round(max_rss_mb(), 1)})
+            if step % val_every == 0 or step == o.iters:
+                self._validate(folder, val, rule, step, state)
+            if step % ckpt_every == 0 or step == o.iters or self.ev.should_stop():
+                folder.save(step, net, opt, {"best_miou": state["best_miou"], "settings": self._settings()})
+            if self.ev.should_stop() and step < o.iters:
+                stopped = True
+                break
+        if not val and not stopped:
+            self._write_model(folder.model, step)
+        return Summary(step, state["best_miou"], folder.model, stopped)
+
+    def _log(self, folder: RunFolder, record: dict[str, Any]) -> None:
+        folder.append_log(record)
+        self.ev.logged(record)
+
+    def _validate(self, folder: RunFolder, val: list[Pair], rule: MaskRule, step: int, state: dict[str, Any]) -> None:
+        if not val:
+            return
+        self.net.eval()
+        seg = Segmenter(self.net, self.info)
+        k = self.num_classes
+        cm = np.zeros((k, k), dtype=np.int64)
+        with torch.inference_mode():
+            for pair in val:
+                pred = seg.predict(load_image(pair.image))
+                gt = read_mask(pair.mask, rule)
+                cm += confusion(gt, pred.astype(np.int64), k, ignore_index=rule.ignore, where=str(pair.mask))
+        self.net.train()
+        result = scores(cm)
+        miou = float(result["mIoU"])
+        best = state["best_miou"]
+        if best is None or miou > best:
+            state["best_miou"] = miou
+            self._write_model(folder.model, step)
+        self._log(
+            folder, {"iter": step, "val_mIoU": miou, "val_aAcc": float(result["aAcc"]), "best": state["best_miou"]}
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        o = self.opts
+        return {
+            "iters": o.iters, "batch": o.batch, "crop": list(o.crop), "recipe": self.recipe.name,
+            "lr": self.recipe.lr, "seed": o.seed, "reduce_zero_label": o.reduce_zero_label,
+            "ignore_index": o.ignore_index, "segcli": __version__,
+        }  # fmt: skip
+
+    def _write_model(self, where: Path, step: int) -> None:
+        """The network as it is now, in segcli's format (its classes, palette and protocol; how it was trained)."""
+        import shutil
+        import tempfile
+
+        where.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=where.parent))
+        try:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+            source = {"trained_from": self.info.name, "iterations": step, "training": self._settings()}
+            cfg = self.info.network
+            assert cfg is not None  # a trainable model is described by its config
+            native.write(tmp, tensors, cfg, self.classes, self.info.default_preset, self.info.protocol, source,
+                         input_size=self.info.input_size)  # fmt: skip
+            old = where.with_name(where.name + ".old")
+            if where.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                where.rename(old)
+            tmp.rename(where)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _with_classes(
+    net: Segmentor, cfg: SegmentorConfig, old: ClassSet, new: ClassSet, seed: int
+) -> tuple[Segmentor, dict[str, int]]:
+    """`net` rebuilt for the classes `new`: classifier rows of shared names kept, the rest initialised."""
+    k = len(new.classes)
+    head = replace(cfg.decode_head, num_classes=k)
+    aux = replace(cfg.auxiliary_head, num_classes=k) if cfg.auxiliary_head is not None else None
+    new_cfg = SegmentorConfig(cfg.backbone, head, aux, cfg.normalization)
+    fresh = Segmentor(new_cfg).to(net.device)
+    shapes = {key: tuple(t.shape) for key, t in fresh.state_dict().items()}
+    tensors, kept = remap(net.state_dict(), shapes, old.classes, new.classes, seed)
+    fresh.load_state_dict(tensors, strict=True)
+    return fresh, kept
