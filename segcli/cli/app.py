@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from .._version import __version__
-from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd
+from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd, train_cmd
 from .common import STATE
 from .help import EXIT_CODES, SegcliCommand
 
@@ -61,6 +61,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_cmd.evaluate,
     "convert": convert_cmd.convert,
     "export": export_cmd.export,
+    "train": train_cmd.train,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name, epilog=EXIT_CODES[_name], cls=SegcliCommand)(_fn)

@@ -25,6 +25,11 @@ EXIT_CODES = {
         "Exit codes: 0 every pair scored; 1 some ground truth had no prediction or a pair could not be read; "
         "2 usage or configuration error; 130 interrupted."
     ),
+    "train": (
+        "Exit codes: 0 trained (RUN/model written); 1 the loss diverged (the last checkpoint kept); 2 usage, data "
+        "(the scan's problems), model or output-folder error; 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / "
+        "SIGHUP (a checkpoint saved: --resume continues)."
+    ),
     "convert": "Exit codes: 0 converted; 2 unreadable file, wrong architecture, or bad flags.",
     "export": (
         "Exit codes: 0 exported (and verified); 1 the export differs from the model beyond --atol (file kept); "

@@ -115,6 +115,10 @@ def _check(opts: Options) -> None:
         raise UsageError(f"--batch {opts.batch}: give 1..1024")
     if min(opts.crop) < 16 or max(opts.crop) > 8192:
         raise UsageError(f"--crop {opts.crop[0]}x{opts.crop[1]}: give sides of 16..8192 pixels, e.g. --crop 512")
+    if not 1 <= opts.log_every <= 1_000_000:
+        raise UsageError(f"--log-every {opts.log_every}: give 1 or more")
+    if opts.val_every is not None and opts.val_every < 1:
+        raise UsageError(f"--val-every {opts.val_every}: give 1 or more")
     if not 0 <= opts.workers <= 64:
         raise UsageError(f"--workers {opts.workers}: give 0..64")
     if opts.amp not in ("auto", "bf16", "fp16", "off"):

@@ -1,0 +1,98 @@
+"""`segcli train`: fine-tune a model on a folder of images and masks (the library's `segcli.train.fit`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import UsageError
+from .common import DebugOpt, QuietOpt, eprint, handle_errors
+from .signals import GracefulStop
+
+DATA = "Data"
+RUN = "Training"
+
+
+def _crop(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise UsageError(f"--crop {text!r}: give H or HxW in pixels, e.g. --crop 512 or --crop 512x1024")
+    return (parts[0], parts[-1])
+
+
+def _progress(quiet: bool, jsonl: bool, total: int) -> Any:
+    def logged(record: dict[str, Any]) -> None:
+        if jsonl:
+            print(json.dumps(record), flush=True)
+        if quiet:
+            return
+        if "val_mIoU" in record:
+            eprint(
+                f"segcli: iteration {record['iter']}/{total}: val mIoU {100 * record['val_mIoU']:.2f} (best {100 * record['best']:.2f})"
+            )
+        else:
+            eprint(
+                f"segcli: iteration {record['iter']}/{total}: loss {record['total']:.4f}, lr {record['lr']:.3g}, "
+                f"{record['images_per_s']:.2f} img/s"
+            )
+
+    return logged
+
+
+@handle_errors
+def train(
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="images/ + masks/ (or labels/, annotations/), mmseg's img_dir/ + ann_dir/, or a .txt list of 'image mask' pairs.")],
+    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="The model to start from: a registry name, a directory, a Hub repo, a converted checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="RUN", help="The run's folder: checkpoints/, log.jsonl, model/ (for predict -m RUN/model).")],
+    classes: Annotated[Path | None, typer.Option(metavar="FILE", help="Classes to train for: classes.json, mmseg meta JSON, one name per line, or CSV name,r,g,b [the model's].", rich_help_panel=DATA)] = None,
+    val: Annotated[Path | None, typer.Option(metavar="DIR", help="Validation data (the same layout).", rich_help_panel=DATA)] = None,
+    val_split: Annotated[float | None, typer.Option(metavar="F", help="Hold out this fraction of the pairs for validation (seeded).", rich_help_panel=DATA)] = None,
+    reduce_zero_label: Annotated[bool, typer.Option("--reduce-zero-label", help="Mask value 0 = unlabelled, k → class k-1 (ADE style).", rich_help_panel=DATA)] = False,
+    ignore_index: Annotated[int, typer.Option(metavar="V", help="Mask value of unlabelled pixels.", rich_help_panel=DATA)] = 255,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Train without the pairs the scan finds problems in (else the run refuses).", rich_help_panel=DATA)] = False,
+    iters: Annotated[int, typer.Option(metavar="N", help="Training iterations.", rich_help_panel=RUN)] = 2000,
+    batch: Annotated[int, typer.Option(metavar="B", help="Images per iteration.", rich_help_panel=RUN)] = 2,
+    crop: Annotated[str, typer.Option(metavar="H[xW]", help="Training crop.", rich_help_panel=RUN)] = "512",
+    lr: Annotated[float | None, typer.Option(metavar="X", help="Base learning rate [the recipe's].", rich_help_panel=RUN)] = None,
+    recipe: Annotated[str | None, typer.Option(metavar="NAME", help="resnet | convnext | swin [the backbone's family].", rich_help_panel=RUN)] = None,
+    val_every: Annotated[int | None, typer.Option(metavar="N", help="Validate every N iterations [5 times a run].", rich_help_panel=RUN)] = None,
+    log_every: Annotated[int, typer.Option(metavar="N", help="Log (stderr, log.jsonl, --jsonl) every N iterations.", rich_help_panel=RUN)] = 10,
+    amp: Annotated[str, typer.Option(metavar="auto|bf16|fp16|off", help="Mixed precision: auto = bf16 where computed natively.", rich_help_panel=RUN)] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in RUN from its last checkpoint.", rich_help_panel=RUN)] = False,
+    device: Annotated[str, typer.Option(metavar="D", help="cpu, cuda, cuda:1, ...", rich_help_panel=RUN)] = "cpu",
+    workers: Annotated[int, typer.Option(metavar="N", help="Processes decoding and augmenting images.", rich_help_panel=RUN)] = 2,
+    seed: Annotated[int, typer.Option(metavar="S", help="Seed of the data order, crops and new classifier rows.", rich_help_panel=RUN)] = 0,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Every log line as JSON on stdout.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:  # fmt: skip
+    """Fine-tune a model on your own labelled images; RUN/model is then what predict, evaluate and export take.
+
+    A pre-flight scan reads every pair first and lists each problem; the run refuses them (or skips them
+    with --skip-bad). Checkpoints are written atomically; Ctrl-C saves one and exits 130; --resume continues
+    exactly where the run stopped (the same loss curve)."""
+    from ..train.fit import Events, fit
+
+    say = (lambda m: None) if quiet else (lambda m: eprint(f"segcli: {m}"))
+    with GracefulStop() as stop:
+        events = Events(say=say, logged=_progress(quiet, jsonl, iters), should_stop=lambda: stop.stop)
+        summary = fit(
+            data, model, out, events=events, classes=classes, val=val, val_split=val_split,
+            reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, iters=iters,
+            batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,
+            device=device, workers=workers, seed=seed,
+        )  # fmt: skip
+    if summary.stopped:
+        eprint(f"segcli: stopped at iteration {summary.iters}; the checkpoint is saved: add --resume to continue")
+        raise typer.Exit(stop.exit_code or 130)
+    best = f", best val mIoU {100 * summary.best_miou:.2f}" if summary.best_miou is not None else ""
+    if not quiet:
+        eprint(f"segcli: trained {summary.iters} iterations{best}: {summary.model}")
+    print(summary.model, file=sys.stdout if not jsonl else sys.stderr)
