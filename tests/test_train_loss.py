@@ -12,7 +12,7 @@ from mmseg_ref import import_mmseg
 
 from segcli import Segmenter
 from segcli.loading.formats.mmseg import map_key
-from segcli.train.loss import losses
+from segcli.train.loss import convention, losses
 
 BN = dict(type="BN", requires_grad=True)
 K = 5
@@ -91,3 +91,36 @@ def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align):
     rel = abs(ours["total"].item() - total.item()) / total.item()
     print(f"\nLOSS-PARITY {head}: total {total.item():.6f} rel diff {rel:.1e}; worst gradient rel diff {worst:.1e}")
     assert compared == len(mine)  # every parameter of ours has mmseg's gradient beside it
+
+
+def test_loss_and_gradients_equal_transformers_upernet(tmp_path):
+    """A hub-layout model trains with transformers' own loss: the mean over labelled pixels."""
+    from helpers import save_hf_dir, tiny_convnext
+
+    hf = randomize_(tiny_convnext(num_labels=K, id2label={i: f"k{i}" for i in range(K)}), seed=5)
+    seg = Segmenter.from_pretrained(save_hf_dir(hf, tmp_path / "m"))
+    net = seg.network
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 64, 96, generator=g)
+    labels = torch.randint(0, K, (2, 64, 96), generator=g)
+    labels[:, :, :9] = 255
+    hf.train()
+    net.train()
+    theirs = hf(pixel_values=x, labels=labels).loss
+    ours = losses(net, x, labels, mean_over=convention(seg.info.default_preset))
+    assert ours["total"].item() == pytest.approx(theirs.item(), rel=1e-5)
+    theirs.backward()
+    ours["total"].backward()
+    mine, worst = dict(net.named_parameters()), 0.0
+    # gradients that are zero in exact arithmetic (a bias that train-mode BatchNorm subtracts again) are
+    # rounding noise in both: compared against the largest gradient of the network instead
+    floor = 1e-7 * max(p.grad.abs().max().item() for p in hf.parameters())
+    for name, p in hf.named_parameters():
+        q = mine[name]
+        scale = p.grad.abs().max().item()
+        diff = (q.grad - p.grad).abs().max().item()
+        assert diff <= 1e-4 * scale + floor, name
+        if scale > 1e3 * floor:  # the figure printed: gradients that are not rounding noise
+            worst = max(worst, diff / scale)
+    assert len(mine) == len(dict(hf.named_parameters()))
+    print(f"\nLOSS-PARITY transformers: total {theirs.item():.6f}; worst gradient rel diff {worst:.1e}")

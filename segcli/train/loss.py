@@ -2,9 +2,10 @@
 
 Each head's logits (at its own resolution: 1/4 or 1/8) are resized bilinearly to the label size with the
 model's `align_corners`, then pixel-wise cross-entropy with the ignore index, averaged over *all* label
-pixels (mmseg's default `avg_non_ignore=False`: ignored pixels count as zero loss). The total is the decode
-term plus `aux_weight` (0.4: PSPNet's deep supervision on stage 3, mmseg's FCN auxiliary head on UPerNet)
-times the auxiliary term, when the model has an auxiliary head.
+pixels (`mean_over="all"`: mmseg's default `avg_non_ignore=False`, ignored pixels count as zero loss) or over
+the labelled ones (`"labelled"`: transformers' `UperNetForSemanticSegmentation`, torch's own mean). The
+total is the decode term plus `aux_weight` (0.4: PSPNet's deep supervision on stage 3, the FCN auxiliary
+head of mmseg's and transformers' UPerNet) times the auxiliary term, when the model has an auxiliary head.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ def check_trainable(net: Segmentor) -> None:
 
 
 def _ce(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, weight: torch.Tensor | None, align: bool
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, weight: torch.Tensor | None, align: bool, mean: str
 ) -> torch.Tensor:
-    """Cross-entropy of logits [B, K, h, w] resized to labels [B, H, W]: its sum over pixels / all pixels."""
-    logits = resize(logits, (labels.shape[-2], labels.shape[-1]), align)
-    per_pixel = F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore_index, reduction="none")
+    """Cross-entropy of logits [B, K, h, w] resized to labels [B, H, W], averaged as `mean` says."""
+    logits = resize(logits, (labels.shape[-2], labels.shape[-1]), align).float()
+    if mean == "labelled":
+        return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
+    per_pixel = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")
     return per_pixel.sum() / labels.numel()
 
 
@@ -48,18 +51,27 @@ def losses(
     ignore_index: int = IGNORE_INDEX,
     aux_weight: float = AUX_WEIGHT,
     class_weight: torch.Tensor | None = None,
+    mean_over: str = "all",
 ) -> dict[str, torch.Tensor]:
     """{"decode": …, "aux": … (with an auxiliary head), "total": decode + aux_weight · aux} for normalised
     images x [B, 3, H, W] and labels [B, H, W] (int64, `ignore_index` where unlabelled)."""
+    if mean_over not in ("all", "labelled"):
+        raise ValueError(f"mean_over={mean_over!r}: 'all' or 'labelled'")
     features = net.features(x)
     out = net.decode_head(features)
     if isinstance(out, tuple):  # image-level outputs: refused by check_trainable
         raise UsageError("this model's head has image-level outputs: it cannot be trained here")
     align = net.align_corners
-    terms = {"decode": _ce(out, labels, ignore_index, class_weight, align)}
+    terms = {"decode": _ce(out, labels, ignore_index, class_weight, align, mean_over)}
     total = terms["decode"]
     if net.auxiliary_head is not None and aux_weight:
-        terms["aux"] = _ce(net.auxiliary_head(features), labels, ignore_index, class_weight, align)
+        terms["aux"] = _ce(net.auxiliary_head(features), labels, ignore_index, class_weight, align, mean_over)
         total = total + aux_weight * terms["aux"]
     terms["total"] = total
     return terms
+
+
+def convention(default_preset: str) -> str:
+    """The loss mean of the model's own source: transformers' (labelled pixels) for hub-layout models, whose
+    protocol is the `hf` preset; mmseg's (all pixels) for the others."""
+    return "labelled" if default_preset == "hf" else "all"

@@ -57,6 +57,17 @@ class RunFolder:
         except OSError as e:
             raise UsageError(f"-o {self.root}: cannot write there ({e.strerror or e})") from None
 
+    def check_space(self, model_bytes: int) -> None:
+        """Refuse to start where the checkpoints cannot be written: `KEEP` + 1 checkpoints of the model and
+        two optimizer moments each, and the model folder."""
+        need = (KEEP + 1) * 3 * model_bytes + model_bytes
+        free = shutil.disk_usage(self.root).free
+        if free < need:
+            raise UsageError(
+                f"-o {self.root}: {free / 2**20:.0f} MiB free, the checkpoints need about {need / 2**20:.0f} MiB",
+                hint="free some space or give another -o",
+            )
+
     def latest(self) -> Path | None:
         try:
             name = (self.checkpoints / "latest").read_text().strip()

@@ -24,7 +24,7 @@ from .augment import Pipeline
 from .classes import read_classes, remap
 from .data import MaskRule, Pair, read_mask
 from .fit import Events, Options, Samples, Summary, amp_dtype, max_rss_mb, step_once, timing
-from .loss import check_trainable
+from .loss import check_trainable, convention
 from .recipes import Recipe, optimizer, recipe_for, set_lr
 from .run import RunFolder
 
@@ -33,6 +33,8 @@ class Session:
     def __init__(self, net: Segmentor, info: ModelInfo, opts: Options, ev: Events, kept: dict[str, int]) -> None:
         self.net, self.info, self.opts, self.ev, self.kept = net, info, opts, ev, kept
         self.recipe: Recipe = recipe_for(net, opts.recipe, opts.lr)
+        self.loss_mean = convention(info.default_preset)
+        self.amp: str | None = None  # what autocast computes in, once the run starts
 
     @property
     def classes(self) -> ClassSet:
@@ -71,6 +73,8 @@ class Session:
             folder.truncate_log(start)
             self.ev.say(f"resuming at iteration {start} of {o.iters} ({latest.name})")
         amp = amp_dtype(o.amp, net.device)
+        self.amp = str(amp).removeprefix("torch.") if amp is not None else "float32"
+        folder.check_space(sum(t.numel() * t.element_size() for t in net.state_dict().values()))
         scaler = torch.amp.GradScaler(net.device.type) if amp == torch.float16 else None
         val_every = o.val_every or max(1, o.iters // 5)
         ckpt_every = o.checkpoint_every or val_every
@@ -84,7 +88,7 @@ class Session:
         step, t0, stopped = start, time.perf_counter(), False
         for images, labels in loader:
             lr = set_lr(opt, self.recipe, step, o.iters)
-            terms = step_once(net, opt, images, labels, amp, scaler)
+            terms = step_once(net, opt, images, labels, amp, scaler, self.loss_mean)
             step += 1
             if step % o.log_every == 0 or step == o.iters:
                 record = {"iter": step, "lr": lr, **terms, "images_per_s": timing((step - start) * o.batch, t0)}
@@ -132,7 +136,8 @@ class Session:
         return {
             "iters": o.iters, "batch": o.batch, "crop": list(o.crop), "recipe": self.recipe.name,
             "lr": self.recipe.lr, "seed": o.seed, "reduce_zero_label": o.reduce_zero_label,
-            "ignore_index": o.ignore_index, "segcli": __version__,
+            "ignore_index": o.ignore_index, "amp": self.amp, "loss_mean": self.loss_mean,
+            "segcli": __version__,
         }  # fmt: skip
 
     def _write_model(self, where: Path, step: int) -> None:
