@@ -129,3 +129,52 @@ def test_layouts_and_the_scan(tmp_path):
     assert "001.png: values [7] are outside the 4 classes" in result.problems[0]
     assert "002.png: 10x10 mask for a 64x48 image" in result.problems[1]
     assert result.pixels.sum() + result.ignored == 2 * 48 * 64
+
+
+def test_classes_files_in_four_shapes_and_the_classifier_remap(tmp_path):
+    import torch
+
+    from segcli.errors import ConfigError
+    from segcli.train.classes import read_classes, remap
+
+    (tmp_path / "a.csv").write_text("name,r,g,b\nsoil,1,2,3\ncrop,4,5,6\n")
+    (tmp_path / "b.json").write_text('{"classes": ["soil", "crop"], "palette": [[1, 2, 3], [4, 5, 6]]}')
+    (tmp_path / "c.json").write_text(
+        '{"schema": "segcli.classes/1", "classes": [{"index": 1, "name": "crop", "color": "#040506"},'
+        ' {"index": 0, "name": "soil", "color": "#010203"}]}'
+    )
+    (tmp_path / "d.txt").write_text("soil\ncrop\n\n")
+    for name in ("a.csv", "b.json", "c.json"):
+        s = read_classes(tmp_path / name)
+        assert s.classes == ("soil", "crop") and s.palette == ((1, 2, 3), (4, 5, 6)), name
+    assert read_classes(tmp_path / "d.txt").classes == ("soil", "crop")
+    (tmp_path / "e.txt").write_text("soil\nsoil\n")
+    with pytest.raises(ConfigError, match=r"e\.txt: class 'soil' is named twice"):
+        read_classes(tmp_path / "e.txt")
+
+    old = ("a", "b", "c")
+    weight, bias = torch.arange(3 * 4, dtype=torch.float32).view(3, 4, 1, 1), torch.tensor([1.0, 2.0, 3.0])
+    tensors = {"head.w": weight, "head.b": bias, "other": torch.ones(2)}
+    shapes = {"head.w": (2, 4, 1, 1), "head.b": (2,), "other": (2,)}
+    out, kept = remap(tensors, shapes, old, ("c", "new"))
+    assert kept == {"c": 2} and torch.equal(out["head.w"][0], weight[2]) and out["head.b"].tolist() == [3.0, 0.0]
+    assert out["head.w"][1].abs().max() < 0.1 and out["other"] is tensors["other"]
+
+
+def test_the_augmentation_is_seeded_padded_and_avoids_one_class_crops():
+    from segcli.train.augment import Pipeline
+
+    rng = np.random.default_rng(0)
+    image, labels = shapes(rng, 40, 40)
+    labels = labels.astype(np.int64)
+    pipe = Pipeline((64, 64), photometric=True)
+    a = pipe(image, labels, np.random.default_rng([1, 2]))
+    b = pipe(image, labels, np.random.default_rng([1, 2]))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # a function of its seed
+    assert a[0].shape == (64, 64, 3) and a[1].shape == (64, 64)
+    big = np.zeros((200, 200), dtype=np.int64)
+    big[:, 150:] = 1  # a quarter of the image: crops retried until no class covers more than 75 %
+    pipe = Pipeline((32, 32), ratio=(1.0, 1.0), photometric=False, flip=0.0, base=(200, 200))
+    crops = [pipe(np.zeros((200, 200, 3), np.uint8), big, np.random.default_rng(s))[1] for s in range(20)]
+    balanced = sum(int(0.25 <= (c == 1).mean() <= 0.75) for c in crops)
+    assert balanced >= 15  # one try per crop: about 5 of 20; ten tries: about 19

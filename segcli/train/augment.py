@@ -26,11 +26,12 @@ class Pipeline:
     flip: float = 0.5
     photometric: bool = True
     ignore: int = 255
+    base: tuple[int, int] | None = None  # (long, short) edges of the base scale [4·crop, crop]
 
     @property
     def scale(self) -> tuple[int, int]:
         """(long, short) edge of the base scale: mmseg's (2048, 512) for a 512 crop."""
-        return 4 * max(self.crop), min(self.crop)
+        return self.base or (4 * max(self.crop), min(self.crop))
 
     def __call__(
         self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
