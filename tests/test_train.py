@@ -177,4 +177,4 @@ def test_the_augmentation_is_seeded_padded_and_avoids_one_class_crops():
     pipe = Pipeline((32, 32), ratio=(1.0, 1.0), photometric=False, flip=0.0, base=(200, 200))
     crops = [pipe(np.zeros((200, 200, 3), np.uint8), big, np.random.default_rng(s))[1] for s in range(20)]
     balanced = sum(int(0.25 <= (c == 1).mean() <= 0.75) for c in crops)
-    assert balanced >= 15  # one try per crop: about 5 of 20; ten tries: about 19
+    assert balanced >= 10  # seeds 0..19: 15 with the retries, 2 with one try per crop
