@@ -6,7 +6,8 @@ validation mIoU at every validation (target ≥ 0.90 within the budget below).
 
 Data: textured shapes (squares, discs, bars, triangles on a noisy ground; 5 classes; 96×128 JPEGs), 80 / 20
 % train / val split (seeded). Model: UPerNet on a random ConvNeXt (depths 1-1-2-1, widths 16-40, head 32
-channels: no pretrained weights exist here), its classifier made for the 5 classes by `--classes`; the
+channels: no pretrained weights exist here; its `hf` protocol at the data's 96×128, which is also the base
+scale of the training's random resize), its classifier made for the 5 classes by `--classes`; the
 ConvNeXt recipe (AdamW, stage-wise decay 0.9, warmup, poly) at lr 2e-3, batch 4, crop 64², mmseg's
 augmentation. Validation: segcli's own metrics with the model's protocol (whole image, `hf` preset).
 """
@@ -73,7 +74,10 @@ def main() -> None:
         Image.fromarray(labels).save(root / "data" / "masks" / f"{i:04d}.png")
     classes = root / "classes.csv"
     classes.write_text("".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in zip(NAMES, COLOURS, strict=True)))
-    model = save_hf_dir(randomize_(tiny_convnext(), seed=1), root / "start")
+    model = save_hf_dir(randomize_(tiny_convnext(), seed=1), root / "start", processor=False)
+    from transformers import SegformerImageProcessor
+
+    SegformerImageProcessor(size={"height": 96, "width": 128}).save_pretrained(model)  # the data's own size
 
     print(f"# machine: {cpu_line()}")
     print(f"# {args.images} images (80/20 split), {args.iters} iterations, batch 4, crop 64², lr 2e-3")

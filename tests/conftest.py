@@ -106,3 +106,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "hub" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """The tiny UperNet-ConvNeXt with its `hf` protocol at the data's 48×64 (the training's base scale)."""
+    from transformers import SegformerImageProcessor
+
+    path = save_hf_dir(randomize_(tiny_convnext(), seed=1), tmp_path_factory.mktemp("small"), processor=False)
+    SegformerImageProcessor(size={"height": 48, "width": 64}).save_pretrained(path)
+    return path

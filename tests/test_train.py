@@ -69,31 +69,31 @@ def _accuracy(seg: Segmenter, pairs: list[tuple[np.ndarray, np.ndarray]]) -> flo
     return float(np.mean([(seg.predict(image) == labels).mean() for image, labels in pairs]))
 
 
-def test_the_loss_falls_and_the_model_learns(tiny_convnext_dir, classes_file, tmp_path):
+def test_the_loss_falls_and_the_model_learns(small_model, classes_file, tmp_path):
     data = dataset(tmp_path / "data", 12)
     held = [shapes(np.random.default_rng(100 + i)) for i in range(4)]
-    summary = fit(data, str(tiny_convnext_dir), tmp_path / "run", classes=classes_file, iters=60, lr=2e-3, **SMALL)
+    summary = fit(data, str(small_model), tmp_path / "run", classes=classes_file, iters=60, lr=2e-3, **SMALL)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["total"] for r in log if "total" in r]
-    assert len(losses) == 60 and np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
+    assert len(losses) == 60 and np.mean(losses[-10:]) < 0.75 * np.mean(losses[:10]), losses
     trained = Segmenter.from_pretrained(summary.model)
     assert trained.info.class_set.classes == tuple(NAMES) and trained.info.class_set.palette[1] == COLOURS[1]
-    untrained = Segmenter.from_pretrained(tiny_convnext_dir)
+    untrained = Segmenter.from_pretrained(small_model)
     assert _accuracy(trained, held) > max(0.5, _accuracy(untrained, held) + 0.2)
 
 
-def test_an_interrupted_run_resumes_with_the_same_loss_curve(tiny_convnext_dir, classes_file, tmp_path):
+def test_an_interrupted_run_resumes_with_the_same_loss_curve(small_model, classes_file, tmp_path):
     data = dataset(tmp_path / "data", 6)
     common = dict(classes=classes_file, iters=8, lr=1e-3, val_every=100, checkpoint_every=100, **SMALL)
-    fit(data, str(tiny_convnext_dir), tmp_path / "whole", **common)
+    fit(data, str(small_model), tmp_path / "whole", **common)
 
     seen: list[int] = []
     stop = Events(logged=lambda r: seen.append(r["iter"]), should_stop=lambda: bool(seen) and seen[-1] >= 3)
-    first = fit(data, str(tiny_convnext_dir), tmp_path / "parts", events=stop, **common)
+    first = fit(data, str(small_model), tmp_path / "parts", events=stop, **common)
     assert first.stopped and first.iters == 3
     with pytest.raises(UsageError, match="holds a training run already"):
-        fit(data, str(tiny_convnext_dir), tmp_path / "parts", **common)
-    fit(data, str(tiny_convnext_dir), tmp_path / "parts", resume=True, **common)
+        fit(data, str(small_model), tmp_path / "parts", **common)
+    fit(data, str(small_model), tmp_path / "parts", resume=True, **common)
 
     def curve(run: str) -> list[tuple[int, float, float]]:
         lines = (tmp_path / run / "log.jsonl").read_text().splitlines()

@@ -25,12 +25,12 @@ def segcli(*args: object, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture()
-def setup(tmp_path, tiny_convnext_dir):
+def setup(tmp_path, small_model):
     classes = tmp_path / "classes.csv"
     classes.write_text("".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in zip(NAMES, COLOURS, strict=True)))
     data = dataset(tmp_path / "data", 8)
     small = ["--classes", classes, "--crop", "32", "--batch", "2", "--lr", "1e-3", "--workers", "1"]
-    return data, ["-m", tiny_convnext_dir, *small]
+    return data, ["-m", small_model, *small]
 
 
 def _curve(run: Path) -> list[tuple]:

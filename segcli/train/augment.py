@@ -26,7 +26,8 @@ class Pipeline:
     flip: float = 0.5
     photometric: bool = True
     ignore: int = 255
-    base: tuple[int, int] | None = None  # (long, short) edges of the base scale [4·crop, crop]
+    base: tuple[int, int] | None = None  # (long, short) edges of the base scale [4·crop, crop]: the model's
+    # test scale (mmseg's (2048, 512) for ADE20K)
 
     @property
     def scale(self) -> tuple[int, int]:

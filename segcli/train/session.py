@@ -78,7 +78,7 @@ class Session:
         scaler = torch.amp.GradScaler(net.device.type) if amp == torch.float16 else None
         val_every = o.val_every or max(1, o.iters // 5)
         ckpt_every = o.checkpoint_every or val_every
-        pipe = Pipeline(o.crop, ignore=o.ignore_index, photometric=o.photometric)
+        pipe = Pipeline(o.crop, ignore=o.ignore_index, photometric=o.photometric, base=self._scale())
         samples = Samples(train, rule, pipe, o.seed, start * o.batch, o.iters * o.batch)
         loader = torch.utils.data.DataLoader(samples, batch_size=o.batch, num_workers=o.workers, shuffle=False)
         self.ev.say(
@@ -103,6 +103,16 @@ class Session:
         if not val and not stopped:
             self._write_model(folder.model, step)
         return Summary(step, state["best_miou"], folder.model, stopped)
+
+    def _scale(self) -> tuple[int, int]:
+        """The base scale (long, short) of the random resize: the model's own test scale — its input size
+        for the `hf` preset, mmseg's keep-ratio (4 × crop, crop) otherwise — so that training sees objects
+        at the sizes the protocol shows them."""
+        if self.info.default_preset == "hf":
+            h, w = self.info.input_size
+            return max(h, w), min(h, w)
+        c = self.info.protocol.crop_size
+        return 4 * c, c
 
     def _log(self, folder: RunFolder, record: dict[str, Any]) -> None:
         folder.append_log(record)
