@@ -27,21 +27,27 @@ def _crop(text: str) -> tuple[int, int]:
     return (parts[0], parts[-1])
 
 
-def _progress(quiet: bool, jsonl: bool, total: int) -> Any:
+def _progress(quiet: bool, jsonl: bool) -> Any:
+    """What each log record prints: a JSON line on stdout (--jsonl), a progress line on stderr."""
+    last_val: list[str] = []
+
     def logged(record: dict[str, Any]) -> None:
         if jsonl:
             print(json.dumps(record), flush=True)
         if quiet:
             return
+        it = record["iter"]
         if "val_mIoU" in record:
-            eprint(
-                f"segcli: iteration {record['iter']}/{total}: val mIoU {100 * record['val_mIoU']:.2f} (best {100 * record['best']:.2f})"
-            )
-        else:
-            eprint(
-                f"segcli: iteration {record['iter']}/{total}: loss {record['total']:.4f}, lr {record['lr']:.3g}, "
-                f"{record['images_per_s']:.2f} img/s"
-            )
+            miou, best = 100 * record["val_mIoU"], 100 * record["best"]
+            last_val[:] = [f", last val mIoU {miou:.2f}"]
+            eprint(f"segcli: iteration {it}: val mIoU {miou:.2f} (best {best:.2f})")
+            return
+        m, sec = divmod(int(record["eta_s"]), 60)
+        eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
+        eprint(
+            f"segcli: iteration {it}: loss {record['total']:.4f}, lr {record['lr']:.3g}, "
+            f"{record['images_per_s']:.2f} img/s, ETA {eta}{''.join(last_val)}"
+        )
 
     return logged
 
@@ -57,7 +63,8 @@ def train(
     reduce_zero_label: Annotated[bool, typer.Option("--reduce-zero-label", help="Mask value 0 = unlabelled, k → class k-1 (ADE style).", rich_help_panel=DATA)] = False,
     ignore_index: Annotated[int, typer.Option(metavar="V", help="Mask value of unlabelled pixels.", rich_help_panel=DATA)] = 255,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Train without the pairs the scan finds problems in (else the run refuses).", rich_help_panel=DATA)] = False,
-    iters: Annotated[int, typer.Option(metavar="N", help="Training iterations.", rich_help_panel=RUN)] = 2000,
+    iters: Annotated[int | None, typer.Option(metavar="N", help="Training iterations [2000].", rich_help_panel=RUN)] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Or: passes over the training pairs.", rich_help_panel=RUN)] = None,
     batch: Annotated[int, typer.Option(metavar="B", help="Images per iteration.", rich_help_panel=RUN)] = 2,
     crop: Annotated[str, typer.Option(metavar="H[xW]", help="Training crop.", rich_help_panel=RUN)] = "512",
     lr: Annotated[float | None, typer.Option(metavar="X", help="Base learning rate [the recipe's].", rich_help_panel=RUN)] = None,
@@ -82,10 +89,10 @@ def train(
 
     say = (lambda m: None) if quiet else (lambda m: eprint(f"segcli: {m}"))
     with GracefulStop() as stop:
-        events = Events(say=say, logged=_progress(quiet, jsonl, iters), should_stop=lambda: stop.stop)
+        events = Events(say=say, logged=_progress(quiet, jsonl), should_stop=lambda: stop.stop)
         summary = fit(
             data, model, out, events=events, classes=classes, val=val, val_split=val_split,
-            reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, iters=iters,
+            reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, iters=iters, epochs=epochs,
             batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,
             device=device, workers=workers, seed=seed,
         )  # fmt: skip

@@ -29,10 +29,13 @@ from .loss import IGNORE_INDEX, losses
 from .recipes import Recipe, optimizer, recipe_for, set_lr
 from .run import RunFolder
 
+DEFAULT_ITERS = 2000
+
 
 @dataclass
 class Options:
-    iters: int = 2000
+    iters: int | None = None  # None: --epochs, else DEFAULT_ITERS
+    epochs: int | None = None
     batch: int = 2
     crop: tuple[int, int] = (512, 512)
     lr: float | None = None
@@ -105,12 +108,20 @@ def fit(data: str | Path, model: str, out: str | Path, *, events: Events | None 
     session = Session.start(model, opts, ev)
     rule = MaskRule(session.num_classes, opts.ignore_index, opts.reduce_zero_label, session.classes.palette)
     train, val = _scan(split, rule, opts, ev)
+    if opts.epochs is not None:  # every pair seen `epochs` times
+        opts.iters = max(1, math.ceil(opts.epochs * len(train) / opts.batch))
+    elif opts.iters is None:
+        opts.iters = DEFAULT_ITERS
     return session.run(folder, train, val, rule)
 
 
 def _check(opts: Options) -> None:
-    if not 1 <= opts.iters <= 10_000_000:
+    if opts.iters is not None and opts.epochs is not None:
+        raise UsageError("--iters and --epochs both given", hint="choose one")
+    if opts.iters is not None and not 1 <= opts.iters <= 10_000_000:
         raise UsageError(f"--iters {opts.iters}: give 1..10000000")
+    if opts.epochs is not None and not 1 <= opts.epochs <= 100_000:
+        raise UsageError(f"--epochs {opts.epochs}: give 1..100000")
     if not 1 <= opts.batch <= 1024:
         raise UsageError(f"--batch {opts.batch}: give 1..1024")
     if min(opts.crop) < 16 or max(opts.crop) > 8192:

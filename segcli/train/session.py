@@ -63,6 +63,8 @@ class Session:
 
     def run(self, folder: RunFolder, train: list[Pair], val: list[Pair], rule: MaskRule) -> Summary:
         o, net = self.opts, self.net
+        assert o.iters is not None  # resolved by fit (--iters, --epochs or the default)
+        total = o.iters
         opt = optimizer(net, self.recipe)
         state: dict[str, Any] = {"best_miou": None}
         start = 0
@@ -71,33 +73,35 @@ class Session:
             state = folder.load(latest, net, opt)
             start = int(state["step"])
             folder.truncate_log(start)
-            self.ev.say(f"resuming at iteration {start} of {o.iters} ({latest.name})")
+            self.ev.say(f"resuming at iteration {start} of {total} ({latest.name})")
         amp = amp_dtype(o.amp, net.device)
         self.amp = str(amp).removeprefix("torch.") if amp is not None else "float32"
         folder.check_space(sum(t.numel() * t.element_size() for t in net.state_dict().values()))
         scaler = torch.amp.GradScaler(net.device.type) if amp == torch.float16 else None
-        val_every = o.val_every or max(1, o.iters // 5)
+        val_every = o.val_every or max(1, total // 5)
         ckpt_every = o.checkpoint_every or val_every
         pipe = Pipeline(o.crop, ignore=o.ignore_index, photometric=o.photometric, base=self._scale())
-        samples = Samples(train, rule, pipe, o.seed, start * o.batch, o.iters * o.batch)
+        samples = Samples(train, rule, pipe, o.seed, start * o.batch, total * o.batch)
         loader = torch.utils.data.DataLoader(samples, batch_size=o.batch, num_workers=o.workers, shuffle=False)
         self.ev.say(
-            f"training {o.iters} iterations of {o.batch} × {o.crop[0]}x{o.crop[1]} ({self.recipe.name} recipe, amp {amp})"
+            f"training {total} iterations of {o.batch} × {o.crop[0]}x{o.crop[1]} ({self.recipe.name} recipe, amp {amp})"
         )
         net.train()
         step, t0, stopped = start, time.perf_counter(), False
         for images, labels in loader:
-            lr = set_lr(opt, self.recipe, step, o.iters)
+            lr = set_lr(opt, self.recipe, step, total)
             terms = step_once(net, opt, images, labels, amp, scaler, self.loss_mean)
             step += 1
-            if step % o.log_every == 0 or step == o.iters:
-                record = {"iter": step, "lr": lr, **terms, "images_per_s": timing((step - start) * o.batch, t0)}
+            if step % o.log_every == 0 or step == total:
+                rate = timing((step - start) * o.batch, t0)
+                eta = round((total - step) * o.batch / max(rate, 1e-9))
+                record = {"iter": step, "lr": lr, **terms, "images_per_s": rate, "eta_s": eta}
                 self._log(folder, {**record, "max_rss_mb": round(max_rss_mb(), 1)})
-            if step % val_every == 0 or step == o.iters:
+            if step % val_every == 0 or step == total:
                 self._validate(folder, val, rule, step, state)
-            if step % ckpt_every == 0 or step == o.iters or self.ev.should_stop():
+            if step % ckpt_every == 0 or step == total or self.ev.should_stop():
                 folder.save(step, net, opt, {"best_miou": state["best_miou"], "settings": self._settings()})
-            if self.ev.should_stop() and step < o.iters:
+            if self.ev.should_stop() and step < total:
                 stopped = True
                 break
         if not val and not stopped:
