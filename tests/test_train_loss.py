@@ -12,22 +12,22 @@ from mmseg_ref import import_mmseg
 
 from segcli import Segmenter
 from segcli.loading.formats.mmseg import map_key
-from segcli.train.loss import convention, losses
+from segcli.train.loss import add_dropout, convention, losses
 
 BN = dict(type="BN", requires_grad=True)
 K = 5
 
 
-def _model(head: str, align: bool) -> dict:
+def _model(head: str, align: bool, dropout: float = 0.0) -> dict:
     c = 64
-    decode = dict(num_classes=K, channels=16, align_corners=align, norm_cfg=BN, dropout_ratio=0.0)
+    decode = dict(num_classes=K, channels=16, align_corners=align, norm_cfg=BN, dropout_ratio=dropout)
     if head == "psp":
         decode.update(type="PSPHead", in_channels=8 * c, in_index=3, pool_scales=(1, 2, 3, 6))
     else:
         decode.update(type="UPerHead", in_channels=[c, 2 * c, 4 * c, 8 * c], in_index=[0, 1, 2, 3], pool_scales=(1, 2))
     aux = dict(
         type="FCNHead", in_channels=4 * c, in_index=2, channels=8, num_convs=1, concat_input=False, num_classes=K,
-        norm_cfg=BN, align_corners=align, dropout_ratio=0.0,
+        norm_cfg=BN, align_corners=align, dropout_ratio=dropout,
         loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4),
     )  # fmt: skip
     backbone = dict(
@@ -38,15 +38,16 @@ def _model(head: str, align: bool) -> dict:
     return dict(type="EncoderDecoder", backbone=backbone, decode_head=decode, auxiliary_head=aux, data_preprocessor=pre)
 
 
-@pytest.mark.parametrize("head, align", [("psp", False), ("uper", True)])
-def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align):
+@pytest.mark.parametrize("head, align, dropout", [("psp", False, 0.0), ("uper", True, 0.0), ("psp", False, 0.1)])
+def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align, dropout):
+    """With dropout (mmseg's 0.1 before each classifier), the same masks: the RNG seeded alike before each."""
     import_mmseg()
     from mmengine import Config
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
 
-    cfg = Config(dict(model=_model(head, align)))
+    cfg = Config(dict(model=_model(head, align, dropout)))
     mm = randomize_(MODELS.build(cfg.model), seed=3)
     classes = [f"k{i}" for i in range(K)]
     torch.save(
@@ -68,7 +69,10 @@ def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align):
 
     mm.train()
     net.train()
+    add_dropout(net, dropout)
+    torch.manual_seed(7)
     theirs = mm.loss(x, samples)
+    torch.manual_seed(7)
     ours = losses(net, x, labels)
     assert ours["decode"].item() == pytest.approx(theirs["decode.loss_ce"].item(), rel=1e-5)
     assert 0.4 * ours["aux"].item() == pytest.approx(theirs["aux.loss_ce"].item(), rel=1e-5)
@@ -89,7 +93,9 @@ def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align):
         assert diff <= 1e-4 * scale + 1e-12, name
         compared, worst = compared + 1, max(worst, diff / max(scale, 1e-30))
     rel = abs(ours["total"].item() - total.item()) / total.item()
-    print(f"\nLOSS-PARITY {head}: total {total.item():.6f} rel diff {rel:.1e}; worst gradient rel diff {worst:.1e}")
+    print(
+        f"\nLOSS-PARITY {head} dropout {dropout}: total {total.item():.6f} rel diff {rel:.1e}; worst gradient rel diff {worst:.1e}"
+    )
     assert compared == len(mine)  # every parameter of ours has mmseg's gradient beside it
 
 

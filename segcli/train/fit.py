@@ -55,6 +55,7 @@ class Options:
     device: str = "cpu"
     amp: str = "auto"
     photometric: bool = True
+    dropout: float | None = None  # before the classifiers, in training; None: the model's source's (loss.dropout_for)
 
 
 @dataclass

@@ -10,6 +10,8 @@ head of mmseg's and transformers' UPerNet) times the auxiliary term, when the mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -75,3 +77,32 @@ def convention(default_preset: str) -> str:
     """The loss mean of the model's own source: transformers' (labelled pixels) for hub-layout models, whose
     protocol is the `hf` preset; mmseg's (all pixels) for the others."""
     return "labelled" if default_preset == "hf" else "all"
+
+
+def dropout_for(default_preset: str) -> float:
+    """The dropout before the classifiers in the model's own source: mmseg's decode heads 0.1
+    (`dropout_ratio`, its configs' value for PSPNet, UPerNet and the FCN auxiliary head); transformers'
+    UperNet none."""
+    return 0.0 if default_preset == "hf" else 0.1
+
+
+def add_dropout(net: Segmentor, p: float) -> list[torch.utils.hooks.RemovableHandle]:
+    """mmseg's `nn.Dropout2d(p)` before each classifier, active in training mode only (forward pre-hooks:
+    nothing in the network or its state dict changes; inference never runs it)."""
+    handles = []
+    for head in (net.decode_head, net.auxiliary_head):
+        classifier = getattr(head, "classifier", None) if head is not None else None
+        if p > 0 and isinstance(classifier, torch.nn.Module):
+            hook = _dropout_hook(p)
+            handles.append(classifier.register_forward_pre_hook(hook))
+    return handles
+
+
+Hook = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
+
+
+def _dropout_hook(p: float) -> Hook:
+    def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (F.dropout2d(args[0], p, module.training), *args[1:])
+
+    return hook

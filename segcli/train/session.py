@@ -24,7 +24,7 @@ from .augment import Pipeline
 from .classes import read_classes, remap
 from .data import MaskRule, Pair, read_mask
 from .fit import Events, Options, Samples, Summary, amp_dtype, max_rss_mb, step_once, timing
-from .loss import check_trainable, convention
+from .loss import add_dropout, check_trainable, convention, dropout_for
 from .recipes import Recipe, optimizer, recipe_for, set_lr
 from .run import RunFolder
 
@@ -35,6 +35,10 @@ class Session:
         self.recipe: Recipe = recipe_for(net, opts.recipe, opts.lr)
         self.loss_mean = convention(info.default_preset)
         self.amp: str | None = None  # what autocast computes in, once the run starts
+        self.dropout = opts.dropout if opts.dropout is not None else dropout_for(info.default_preset)
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"dropout {self.dropout}: give 0 ≤ p < 1")
+        add_dropout(net, self.dropout)
 
     @property
     def classes(self) -> ClassSet:
@@ -151,6 +155,7 @@ class Session:
             "iters": o.iters, "batch": o.batch, "crop": list(o.crop), "recipe": self.recipe.name,
             "lr": self.recipe.lr, "seed": o.seed, "reduce_zero_label": o.reduce_zero_label,
             "ignore_index": o.ignore_index, "amp": self.amp, "loss_mean": self.loss_mean,
+            "dropout": self.dropout,
             "segcli": __version__,
         }  # fmt: skip
 
