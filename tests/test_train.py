@@ -178,3 +178,24 @@ def test_the_augmentation_is_seeded_padded_and_avoids_one_class_crops():
     crops = [pipe(np.zeros((200, 200, 3), np.uint8), big, np.random.default_rng(s))[1] for s in range(20)]
     balanced = sum(int(0.25 <= (c == 1).mean() <= 0.75) for c in crops)
     assert balanced >= 10  # seeds 0..19: 15 with the retries, 2 with one try per crop
+
+
+def test_a_checkpoint_the_disk_refuses_stops_the_run_with_the_last_good_one(small_model, tmp_path, monkeypatch):
+    import errno
+
+    from segcli.errors import SegcliError
+    from segcli.train.run import RunFolder
+
+    data = dataset(tmp_path / "data", 4)
+    real, calls = RunFolder.save, []
+
+    def save(self, step, *args):  # the disk fills up after the first checkpoint
+        calls.append(step)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, step, *args)
+
+    monkeypatch.setattr(RunFolder, "save", save)
+    with pytest.raises(SegcliError, match=r"No space left on device.*iter_00000002"):
+        fit(data, str(small_model), tmp_path / "run", iters=6, checkpoint_every=2, val_every=100, **SMALL)
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "iter_00000002"

@@ -13,7 +13,7 @@ import torch
 
 from .._version import __version__
 from ..api import Segmenter
-from ..errors import UsageError
+from ..errors import SegcliError, UsageError
 from ..evaluation.metrics import confusion, scores
 from ..io.images import load_image
 from ..loading.classes import ClassSet
@@ -104,13 +104,24 @@ class Session:
             if step % val_every == 0 or step == total:
                 self._validate(folder, val, rule, step, state)
             if step % ckpt_every == 0 or step == total or self.ev.should_stop():
-                folder.save(step, net, opt, {"best_miou": state["best_miou"], "settings": self._settings()})
+                self._save(folder, step, opt, state)
             if self.ev.should_stop() and step < total:
                 stopped = True
                 break
         if not val and not stopped:
             self._write_model(folder.model, step)
         return Summary(step, state["best_miou"], folder.model, stopped)
+
+    def _save(self, folder: RunFolder, step: int, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """A checkpoint; when the disk refuses it (full, read-only now), the run stops with the last good one."""
+        try:
+            folder.save(step, self.net, opt, {"best_miou": state["best_miou"], "settings": self._settings()})
+        except OSError as e:
+            good = folder.latest()
+            raise SegcliError(
+                f"{folder.checkpoints}: cannot write the checkpoint of iteration {step} ({e.strerror or e})",
+                hint=f"the last good one is kept ({good.name if good else 'none yet'}); free space, then --resume",
+            ) from None
 
     def _scale(self) -> tuple[int, int]:
         """The base scale (long, short) of the random resize: the model's own test scale — its input size
