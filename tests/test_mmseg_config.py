@@ -224,6 +224,7 @@ def test_binary_model_predicts_two_class_files(cli, tmp_path):
     assert [c["name"] for c in doc["classes"]] <= ["background", "crack"]
 
 
+@pytest.mark.slow  # ONNX exports
 def test_binary_heads_export_with_their_threshold(cli, tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     import numpy as np

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from helpers import photo, random_image
 from PIL import Image
 
@@ -47,6 +48,7 @@ def test_probs_of_a_huge_image_are_refused_from_the_header(cli, model, tmp_path)
     assert (tmp_path / "out" / "small_probs.npy").is_file() and not (tmp_path / "out" / "huge.png").exists()
 
 
+@pytest.mark.slow  # decodes a bomb-sized label map
 def test_evaluate_one_bit_bomb_and_label_suffix_pairs(cli, tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()

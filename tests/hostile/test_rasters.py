@@ -126,6 +126,7 @@ def _hostile(folder: Path, server: _Server, outside: Path) -> dict[str, str]:
     return cases
 
 
+@pytest.mark.slow  # a CLI process over a dozen rasters
 def test_hostile_vrts_fail_alone_and_nothing_reaches_the_network(tiny_convnext_dir, tmp_path, server):
     folder, outside = tmp_path / "in", tmp_path / "other"
     outside.mkdir()

@@ -26,6 +26,7 @@ def huge_model(tmp_path_factory) -> Path:
     return save_hf_dir(randomize_(tiny_convnext(num_labels=65536)), tmp_path_factory.mktemp("huge"))
 
 
+@pytest.mark.slow  # a CLI process
 def test_a_model_whose_logits_cannot_fit_is_refused_before_any_image(huge_model, tmp_path):
     for i in range(3):
         photo(tmp_path / "in" / f"{i}.png", seed=i)

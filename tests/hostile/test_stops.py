@@ -66,6 +66,7 @@ def test_unreachable_hub_is_one_quick_error(cli, tmp_path, monkeypatch):
     assert len(lines) == 3 and "HF_HUB_OFFLINE=1" in lines[2]
 
 
+@pytest.mark.slow  # waits out the 10 s read timeout
 def test_a_hub_that_never_answers_is_one_error_in_bounded_time(cli, monkeypatch):
     """A server that accepts the connection and sends nothing: 422 s of silence before the read check."""
     import socket
