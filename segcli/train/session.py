@@ -3,6 +3,8 @@ with segcli's own metrics and the model's protocol, checkpoints, and the model w
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,10 +25,11 @@ from ..model import Segmentor, SegmentorConfig
 from .augment import Pipeline
 from .classes import read_classes, remap
 from .data import MaskRule, Pair, read_mask
-from .fit import Events, Options, Samples, Summary, amp_dtype, max_rss_mb, step_once, timing
 from .loss import add_dropout, check_trainable, convention, dropout_for
+from .options import Events, Options, Summary
 from .recipes import Recipe, optimizer, recipe_for, set_lr
 from .run import RunFolder
+from .step import Samples, amp_dtype, max_rss_mb, step_once, timing
 
 
 class Session:
@@ -172,9 +175,6 @@ class Session:
 
     def _write_model(self, where: Path, step: int) -> None:
         """The network as it is now, in segcli's format (its classes, palette and protocol; how it was trained)."""
-        import shutil
-        import tempfile
-
         where.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=where.parent))
         try:

@@ -1,0 +1,56 @@
+"""What a training run takes and tells: its options, the events it reports, its summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .loss import IGNORE_INDEX
+
+DEFAULT_ITERS = 2000
+
+
+@dataclass
+class Options:
+    iters: int | None = None  # None: --epochs, else DEFAULT_ITERS
+    epochs: int | None = None
+    batch: int = 2
+    crop: tuple[int, int] = (512, 512)
+    lr: float | None = None
+    recipe: str | None = None
+    classes: Path | None = None
+    val: Path | None = None
+    val_split: float | None = None
+    val_every: int | None = None  # iterations; None: 5 validations per run
+    log_every: int = 10
+    checkpoint_every: int | None = None  # None: at every validation
+    reduce_zero_label: bool = False
+    ignore_index: int = IGNORE_INDEX
+    skip_bad: bool = False
+    resume: bool = False
+    seed: int = 0
+    workers: int = 2  # loader processes (0: in this process)
+    device: str = "cpu"
+    amp: str = "auto"
+    photometric: bool = True
+    dropout: float | None = None  # before the classifiers, in training; None: the model's source's (loss.dropout_for)
+
+
+@dataclass
+class Events:
+    """What a run tells its caller (the CLI prints, a script may ignore)."""
+
+    say: Callable[[str], None] = lambda message: None
+    logged: Callable[[dict[str, Any]], None] = lambda record: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class Summary:
+    iters: int
+    best_miou: float | None
+    model: Path
+    stopped: bool = False
+    log: list[dict[str, Any]] = field(default_factory=list)
