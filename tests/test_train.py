@@ -199,3 +199,9 @@ def test_a_checkpoint_the_disk_refuses_stops_the_run_with_the_last_good_one(smal
     with pytest.raises(SegcliError, match=r"No space left on device.*iter_00000002"):
         fit(data, str(small_model), tmp_path / "run", iters=6, checkpoint_every=2, val_every=100, **SMALL)
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "iter_00000002"
+
+
+def test_class_weights_need_one_per_class(small_model, tmp_path):
+    data = dataset(tmp_path / "data", 2)
+    with pytest.raises(UsageError, match="2 weight"):
+        fit(data, str(small_model), tmp_path / "run", iters=2, class_weights=(1.0, 2.0), **SMALL)

@@ -18,9 +18,14 @@ BN = dict(type="BN", requires_grad=True)
 K = 5
 
 
-def _model(head: str, align: bool, dropout: float = 0.0) -> dict:
+WEIGHTS = [1.0, 0.5, 2.0, 1.5, 0.8]
+
+
+def _model(head: str, align: bool, dropout: float = 0.0, weights: list | None = None) -> dict:
     c = 64
     decode = dict(num_classes=K, channels=16, align_corners=align, norm_cfg=BN, dropout_ratio=dropout)
+    if weights is not None:
+        decode["loss_decode"] = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0, class_weight=weights)
     if head == "psp":
         decode.update(type="PSPHead", in_channels=8 * c, in_index=3, pool_scales=(1, 2, 3, 6))
     else:
@@ -28,7 +33,7 @@ def _model(head: str, align: bool, dropout: float = 0.0) -> dict:
     aux = dict(
         type="FCNHead", in_channels=4 * c, in_index=2, channels=8, num_convs=1, concat_input=False, num_classes=K,
         norm_cfg=BN, align_corners=align, dropout_ratio=dropout,
-        loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4),
+        loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4, class_weight=weights),
     )  # fmt: skip
     backbone = dict(
         type="ResNetV1c", depth=18, num_stages=4, out_indices=(0, 1, 2, 3), strides=(1, 2, 1, 1),
@@ -38,16 +43,20 @@ def _model(head: str, align: bool, dropout: float = 0.0) -> dict:
     return dict(type="EncoderDecoder", backbone=backbone, decode_head=decode, auxiliary_head=aux, data_preprocessor=pre)
 
 
-@pytest.mark.parametrize("head, align, dropout", [("psp", False, 0.0), ("uper", True, 0.0), ("psp", False, 0.1)])
-def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align, dropout):
-    """With dropout (mmseg's 0.1 before each classifier), the same masks: the RNG seeded alike before each."""
+@pytest.mark.parametrize(
+    "head, align, dropout, weights",
+    [("psp", False, 0.0, None), ("uper", True, 0.0, None), ("psp", False, 0.1, None), ("uper", False, 0.0, WEIGHTS)],
+)
+def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align, dropout, weights):
+    """With dropout (mmseg's 0.1 before each classifier), the same masks: the RNG seeded alike before each.
+    With class weights (mmseg's `class_weight`), the same weighted mean."""
     import_mmseg()
     from mmengine import Config
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
 
-    cfg = Config(dict(model=_model(head, align, dropout)))
+    cfg = Config(dict(model=_model(head, align, dropout, weights)))
     mm = randomize_(MODELS.build(cfg.model), seed=3)
     classes = [f"k{i}" for i in range(K)]
     torch.save(
@@ -60,7 +69,8 @@ def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align, dropout):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 57, 71, generator=g)
     labels = torch.randint(0, K, (2, 57, 71), generator=g)
-    labels[:, :5] = 255  # unlabelled rows: zero loss, yet counted in the mean (avg_non_ignore=False)
+    if weights is None:  # (mmseg's class weights cannot be indexed by the ignore value: it raises)
+        labels[:, :5] = 255  # unlabelled rows: zero loss, yet counted in the mean (avg_non_ignore=False)
     samples = []
     for lab in labels:
         s = SegDataSample(metainfo=dict(img_shape=(57, 71), ori_shape=(57, 71), pad_shape=(57, 71)))
@@ -73,7 +83,7 @@ def test_loss_and_gradients_equal_mmseg(cli, tmp_path, head, align, dropout):
     torch.manual_seed(7)
     theirs = mm.loss(x, samples)
     torch.manual_seed(7)
-    ours = losses(net, x, labels)
+    ours = losses(net, x, labels, class_weight=None if weights is None else torch.tensor(WEIGHTS))
     assert ours["decode"].item() == pytest.approx(theirs["decode.loss_ce"].item(), rel=1e-5)
     assert 0.4 * ours["aux"].item() == pytest.approx(theirs["aux.loss_ce"].item(), rel=1e-5)
     total = theirs["decode.loss_ce"] + theirs["aux.loss_ce"]

@@ -27,6 +27,15 @@ def _crop(text: str) -> tuple[int, int]:
     return (parts[0], parts[-1])
 
 
+def _weights(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--class-weights {text!r}: give numbers separated by commas, e.g. 1,1,4") from None
+
+
 def _progress(quiet: bool, jsonl: bool) -> Any:
     """What each log record prints: a JSON line on stdout (--jsonl), a progress line on stderr."""
     last_val: list[str] = []
@@ -62,6 +71,7 @@ def train(
     val_split: Annotated[float | None, typer.Option(metavar="F", help="Hold out this fraction of the pairs for validation (seeded).", rich_help_panel=DATA)] = None,
     reduce_zero_label: Annotated[bool, typer.Option("--reduce-zero-label", help="Mask value 0 = unlabelled, k → class k-1 (ADE style).", rich_help_panel=DATA)] = False,
     ignore_index: Annotated[int, typer.Option(metavar="V", help="Mask value of unlabelled pixels.", rich_help_panel=DATA)] = 255,
+    class_weights: Annotated[str | None, typer.Option(metavar="W,W,...", help="Cross-entropy weight of each class, in the classes' order.", rich_help_panel=DATA)] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Train without the pairs the scan finds problems in (else the run refuses).", rich_help_panel=DATA)] = False,
     iters: Annotated[int | None, typer.Option(metavar="N", help="Training iterations [2000].", rich_help_panel=RUN)] = None,
     epochs: Annotated[int | None, typer.Option(metavar="N", help="Or: passes over the training pairs.", rich_help_panel=RUN)] = None,
@@ -92,7 +102,7 @@ def train(
         events = Events(say=say, logged=_progress(quiet, jsonl), should_stop=lambda: stop.stop)
         summary = fit(
             data, model, out, events=events, classes=classes, val=val, val_split=val_split,
-            reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, iters=iters, epochs=epochs,
+            reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, class_weights=_weights(class_weights), iters=iters, epochs=epochs,
             batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,
             device=device, workers=workers, seed=seed,
         )  # fmt: skip

@@ -42,7 +42,13 @@ def _ce(
     if mean == "labelled":
         return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
     per_pixel = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")
-    return per_pixel.sum() / labels.numel()
+    if weight is None:
+        return per_pixel.sum() / labels.numel()
+    # mmseg with class weights: the sum of the label pixels' weights (an ignored pixel weighs 1, as it counts 1
+    # without weights; mmseg itself cannot index its weights by the ignore value)
+    labelled = labels != ignore_index
+    weights = torch.where(labelled, weight[labels.clamp(0, weight.numel() - 1)], torch.ones((), device=labels.device))
+    return per_pixel.sum() / weights.sum()
 
 
 def losses(

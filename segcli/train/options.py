@@ -35,6 +35,7 @@ class Options:
     device: str = "cpu"
     amp: str = "auto"
     photometric: bool = True
+    class_weights: tuple[float, ...] | None = None  # one per class: the cross-entropy's weights
     dropout: float | None = None  # before the classifiers, in training; None: the model's source's (loss.dropout_for)
 
 

@@ -81,6 +81,7 @@ class Session:
             start = int(state["step"])
             folder.truncate_log(start)
             self.ev.say(f"resuming at iteration {start} of {total} ({latest.name})")
+        weight = self._class_weight()
         amp = amp_dtype(o.amp, net.device)
         self.amp = str(amp).removeprefix("torch.") if amp is not None else "float32"
         folder.check_space(sum(t.numel() * t.element_size() for t in net.state_dict().values()))
@@ -97,7 +98,7 @@ class Session:
         step, t0, stopped = start, time.perf_counter(), False
         for images, labels in loader:
             lr = set_lr(opt, self.recipe, step, total)
-            terms = step_once(net, opt, images, labels, amp, scaler, self.loss_mean)
+            terms = step_once(net, opt, images, labels, amp, scaler, self.loss_mean, weight)
             step += 1
             if step % o.log_every == 0 or step == total:
                 rate = timing((step - start) * o.batch, t0)
@@ -114,6 +115,17 @@ class Session:
         if not val and not stopped:
             self._write_model(folder.model, step)
         return Summary(step, state["best_miou"], folder.model, stopped)
+
+    def _class_weight(self) -> torch.Tensor | None:
+        w = self.opts.class_weights
+        if w is None:
+            return None
+        if len(w) != self.num_classes or not all(0 <= v < float("inf") for v in w) or not any(w):
+            raise UsageError(
+                f"--class-weights: {len(w)} weight(s) for {self.num_classes} classes",
+                hint="give one non-negative weight per class, in the classes' order, e.g. 1,1,4",
+            )
+        return torch.tensor(w, dtype=torch.float32, device=self.net.device)
 
     def _save(self, folder: RunFolder, step: int, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         """A checkpoint; when the disk refuses it (full, read-only now), the run stops with the last good one."""
@@ -169,7 +181,7 @@ class Session:
             "iters": o.iters, "batch": o.batch, "crop": list(o.crop), "recipe": self.recipe.name,
             "lr": self.recipe.lr, "seed": o.seed, "reduce_zero_label": o.reduce_zero_label,
             "ignore_index": o.ignore_index, "amp": self.amp, "loss_mean": self.loss_mean,
-            "dropout": self.dropout,
+            "dropout": self.dropout, "class_weights": list(o.class_weights) if o.class_weights else None,
             "segcli": __version__,
         }  # fmt: skip
 

@@ -68,12 +68,13 @@ def step_once(
     amp: torch.dtype | None,
     scaler: torch.amp.GradScaler | None,
     mean_over: str = "all",
+    class_weight: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One optimisation step on a batch (uint8 images [B, 3, H, W], labels [B, H, W]): the loss terms."""
     device = next(net.parameters()).device
     x = net.normalize(images.to(device, torch.float32))
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        terms = losses(net, x, labels.to(device), mean_over=mean_over)
+        terms = losses(net, x, labels.to(device), mean_over=mean_over, class_weight=class_weight)
     if not math.isfinite(terms["total"].item()):
         raise SegcliError(
             f"the loss is {terms['total'].item()} (diverged)",
