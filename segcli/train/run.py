@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UsageError
-from ..fsutil import atomic_write_bytes, read_json_object, umask
+from ..fsutil import atomic_write_bytes, probe_writable, read_json_object, umask
 
 KEEP = 2  # checkpoints kept (the newest and the one before it)
 
@@ -51,9 +51,8 @@ class RunFolder:
                 hint="add --resume to continue it, or give another -o",
             )
         try:
+            probe_writable(self.root)
             self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
-                pass
         except OSError as e:
             raise UsageError(f"-o {self.root}: cannot write there ({e.strerror or e})") from None
 
