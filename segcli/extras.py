@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from .errors import MissingExtraError
@@ -21,3 +22,8 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
             f"{module} is not installed: {purpose}",
             hint=f"pip install {packages} (or, in a segcli checkout, pip install '.[{extra}]')",
         ) from None
+
+
+def has_module(module: str) -> bool:
+    """Whether `module` can be imported (found; not imported)."""
+    return importlib.util.find_spec(module) is not None

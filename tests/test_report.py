@@ -235,6 +235,39 @@ def test_evaluate_report_in_a_browser(cli, browser, tmp_path):
     _screenshot(browser, "report-evaluate.png")
 
 
+@pytest.mark.slow
+def test_training_report_in_a_browser(browser, small_model, tmp_path):
+    from test_train import COLOURS, SMALL, dataset
+
+    from segcli.train.fit import fit
+
+    data = dataset(tmp_path / "data", 10)
+    classes = tmp_path / "classes.csv"
+    names = ["ground", "<b>bold</b>", "green disc", "blue bar"]
+    classes.write_text("".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in zip(names, COLOURS, strict=True)))
+    run = tmp_path / "run"
+    opts = {**SMALL, "report": True}
+    fit(data, str(small_model), run, classes=classes, iters=4, val_every=2, val_split=0.4, lr=1e-3, **opts)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    vals = [r for r in log if "val_mIoU" in r]
+    assert [r["iter"] for r in vals] == [2, 4] and len(vals[-1]["val_IoU"]) == 4
+    browser.get((run / "report.html").as_uri())
+    _check_page(browser)
+    assert browser.title.startswith("segcli train")
+    for chart in ("loss-chart", "lr-chart", "val-chart", "per-class-chart"):
+        assert browser.find_elements("css selector", f"#{chart} svg"), chart
+    cards = browser.find_elements("css selector", "#samples .card")
+    assert len(cards) == 4  # the 4 validation images, each: image, label, prediction
+    assert all(len(c.find_elements("css selector", "img")) == 3 for c in cards)
+    best = max(vals, key=lambda r: r["val_mIoU"])
+    assert f"{100 * best['val_mIoU']:.2f}% at iteration {best['iter']}" in browser.find_element("id", "best").text
+    # the label thumbnail is drawn in the classes' colours (grey where unlabelled)
+    label = np.asarray(Image.open(run / "report" / "sample-0-label.png").convert("RGB"))
+    assert {tuple(c) for c in label.reshape(-1, 3)} <= {*map(tuple, COLOURS), (40, 40, 40)}
+    assert not browser.find_elements("css selector", "b")  # the class name "<b>bold</b>" is text, never markup
+    _screenshot(browser, "report-train.png")
+
+
 def test_evaluate_leaves_out_a_run_folders_own_pictures(tmp_path):
     from segcli.evaluation.evaluate import pair
 

@@ -18,7 +18,7 @@ from segcli.train.fit import Events, fit
 
 NAMES = ["ground", "red square", "green disc", "blue bar"]
 COLOURS = [(120, 120, 120), (200, 40, 40), (40, 180, 60), (50, 70, 210)]
-SMALL = dict(crop=(32, 32), batch=2, workers=0, log_every=1, photometric=False)
+SMALL = dict(crop=(32, 32), batch=2, workers=0, log_every=1, photometric=False, report=False)
 
 
 def shapes(rng: np.random.Generator, h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:

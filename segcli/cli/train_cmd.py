@@ -86,6 +86,7 @@ def train(
     device: Annotated[str, typer.Option(metavar="D", help="cpu, cuda, cuda:1, ...", rich_help_panel=RUN)] = "cpu",
     workers: Annotated[int, typer.Option(metavar="N", help="Processes decoding and augmenting images.", rich_help_panel=RUN)] = 2,
     seed: Annotated[int, typer.Option(metavar="S", help="Seed of the data order, crops and new classifier rows.", rich_help_panel=RUN)] = 0,
+    report: Annotated[bool | None, typer.Option("--report/--no-report", help="RUN/report.html: curves, per-class IoU, samples [when the report extra is installed].", rich_help_panel=RUN)] = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Every log line as JSON on stdout.")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -104,7 +105,7 @@ def train(
             data, model, out, events=events, classes=classes, val=val, val_split=val_split,
             reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, class_weights=_weights(class_weights), iters=iters, epochs=epochs,
             batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,
-            device=device, workers=workers, seed=seed,
+            device=device, workers=workers, seed=seed, report=report,
         )  # fmt: skip
     if summary.stopped:
         eprint(f"segcli: stopped at iteration {summary.iters}; the checkpoint is saved: add --resume to continue")

@@ -7,7 +7,7 @@ gets its own id salt so that several SVGs in one page never share element ids.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -97,4 +97,36 @@ def heatmap(matrix: np.ndarray, names: Sequence[str], *, title: str, salt: str =
     ax.set_xlabel("predicted class", fontsize=9)
     ax.set_ylabel("ground-truth class", fontsize=9)
     ax.set_title(_plain([title])[0], fontsize=10, loc="left")
+    return _svg(fig, salt)
+
+
+def lines(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    percent: bool = False,
+    salt: str = "lines",
+) -> str:
+    """Curves (name → (x, y)) on one axis, with a legend when there are several; markers where a curve has
+    few points (validations)."""
+    fig = _figure(7.5, 3.2)
+    ax = fig.add_subplot()
+    for name, (x, y) in series.items():
+        ax.plot(x, y, label=_plain([name])[0], linewidth=1.2, marker="o" if len(x) <= 30 else None, markersize=3)
+    ax.set_title(_plain([title])[0], fontsize=10, loc="left")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations
+    if percent:
+        from matplotlib.ticker import PercentFormatter
+
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if len(series) > 1:
+        ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
     return _svg(fig, salt)

@@ -36,6 +36,7 @@ class Options:
     amp: str = "auto"
     photometric: bool = True
     class_weights: tuple[float, ...] | None = None  # one per class: the cross-entropy's weights
+    report: bool | None = None  # RUN/report.html; None: when the [report] extra is installed
     dropout: float | None = None  # before the classifiers, in training; None: the model's source's (loss.dropout_for)
 
 

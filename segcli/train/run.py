@@ -7,6 +7,7 @@ RUN/
                           renamed into place
   checkpoints/latest      the name of the newest complete checkpoint (replaced atomically, after it)
   log.jsonl               one JSON line per logged iteration and per validation
+  report.html, report/    the curves, per-class IoU and sample predictions (the [report] extra)
   model/                  the best model by validation mIoU (the last without validation), in segcli's
                           format: `segcli predict / evaluate / export -m RUN/model`
 
@@ -112,6 +113,18 @@ class RunFolder:
         with open(self.log, "a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
             f.flush()
+
+    def records(self) -> list[dict[str, Any]]:
+        """The log's records (a line cut short by a kill is left out)."""
+        if not self.log.exists():
+            return []
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return [r for r in out if isinstance(r, dict) and isinstance(r.get("iter"), int)]
 
     def truncate_log(self, step: int) -> None:
         """On resume: the lines of iterations after the checkpoint are dropped (they are done again)."""

@@ -17,11 +17,14 @@ from .._version import __version__
 from ..api import Segmenter
 from ..errors import SegcliError, UsageError
 from ..evaluation.metrics import confusion, scores
+from ..extras import has_module
 from ..io.images import load_image
 from ..loading.classes import ClassSet
 from ..loading.formats import native
 from ..loading.info import ModelInfo
 from ..model import Segmentor, SegmentorConfig
+from ..report import training
+from ..report.html import require_report
 from .augment import Pipeline
 from .classes import read_classes, remap
 from .data import MaskRule, Pair, read_mask
@@ -42,6 +45,8 @@ class Session:
         if not 0 <= self.dropout < 1:
             raise UsageError(f"dropout {self.dropout}: give 0 ≤ p < 1")
         add_dropout(net, self.dropout)
+        self.report = _want_report(opts.report)
+        self.samples: list[dict[str, Any]] = []  # the report's, from the latest validation
 
     @property
     def classes(self) -> ClassSet:
@@ -114,6 +119,7 @@ class Session:
                 break
         if not val and not stopped:
             self._write_model(folder.model, step)
+        self._report(folder)
         return Summary(step, state["best_miou"], folder.model, stopped)
 
     def _class_weight(self) -> torch.Tensor | None:
@@ -159,11 +165,16 @@ class Session:
         seg = Segmenter(self.net, self.info)
         k = self.num_classes
         cm = np.zeros((k, k), dtype=np.int64)
+        samples: list[training.Sample] = []
         with torch.inference_mode():
             for pair in val:
-                pred = seg.predict(load_image(pair.image))
+                image = load_image(pair.image)
+                pred = seg.predict(image).astype(np.int64)
                 gt = read_mask(pair.mask, rule)
-                cm += confusion(gt, pred.astype(np.int64), k, ignore_index=rule.ignore, where=str(pair.mask))
+                one = confusion(gt, pred, k, ignore_index=rule.ignore, where=str(pair.mask))
+                cm += one
+                if self.report and len(samples) < training.SAMPLES:
+                    samples.append(training.Sample(pair.image.name, image, gt, pred, float(scores(one)["mIoU"])))
         self.net.train()
         result = scores(cm)
         miou = float(result["mIoU"])
@@ -171,9 +182,22 @@ class Session:
         if best is None or miou > best:
             state["best_miou"] = miou
             self._write_model(folder.model, step)
-        self._log(
-            folder, {"iter": step, "val_mIoU": miou, "val_aAcc": float(result["aAcc"]), "best": state["best_miou"]}
-        )
+        per_class = [None if np.isnan(v) else float(v) for v in result["per_class"]["IoU"]]
+        record = {"iter": step, "val_mIoU": miou, "val_aAcc": float(result["aAcc"]), "best": state["best_miou"]}
+        self._log(folder, {**record, "val_IoU": per_class})
+        if self.report:
+            self.samples = training.save_samples(folder.root, samples, self.classes, rule.ignore)
+            self._report(folder)
+
+    def _report(self, folder: RunFolder) -> None:
+        """RUN/report.html as the log says now; a report that cannot be written is said, not fatal."""
+        if not self.report:
+            return
+        about = {"model": self.info.name, **self._settings()}
+        try:
+            training.write(folder.root, folder.records(), self.classes, about, self.samples)
+        except OSError as e:
+            self.ev.say(f"{folder.root / 'report.html'}: not written ({e.strerror or e}); training goes on")
 
     def _settings(self) -> dict[str, Any]:
         o = self.opts
@@ -204,6 +228,16 @@ class Session:
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _want_report(wanted: bool | None) -> bool:
+    """Whether RUN/report.html is written: asked (the [report] extra then required now), or by default
+    when the extra is installed."""
+    if wanted is None:
+        return has_module("jinja2") and has_module("matplotlib")
+    if wanted:
+        require_report()
+    return wanted
 
 
 def _with_classes(
