@@ -140,3 +140,59 @@ def test_loss_and_gradients_equal_transformers_upernet(tmp_path):
             worst = max(worst, diff / scale)
     assert len(mine) == len(dict(hf.named_parameters()))
     print(f"\nLOSS-PARITY transformers: total {theirs.item():.6f}; worst gradient rel diff {worst:.1e}")
+
+
+def test_loss_and_gradients_equal_the_csail_train_script(cli, tmp_path):
+    """A CSAIL PPM-deepsup model trains with its authors' loss (`SegmentationModule` with `NLLLoss(ignore_index
+    =-1)` and `deep_sup_scale` 0.4): logits at 1/8, labels brought down to them as their loader does (PIL's
+    nearest of the 0-is-unlabelled mask, minus 1), and the 0.1 dropout of both branches."""
+    import numpy as np
+    from PIL import Image
+    from test_authors import csail_reference, mit, save_csail
+
+    from segcli.loading.formats import csail
+
+    k = 150
+    encoder, decoder = csail_reference("resnet18dilated", "ppm_deepsup", 512, seed=4)
+    files = save_csail(encoder, decoder, tmp_path / "ckpt", 20)
+    arch = "csail-resnet18dilated-ppm-deepsup"
+    assert cli("convert", *files, "--arch", arch, "-o", tmp_path / "out").exit_code == 0
+    seg = Segmenter.from_pretrained(tmp_path / "out")
+    net = seg.network
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 64, 96, generator=g)
+    labels = torch.randint(0, k, (2, 64, 96), generator=g)
+    labels[:, :12] = 255  # unlabelled: CSAIL's 0 in the file, -1 after its loader
+    stored = np.where(labels.numpy() == 255, 0, labels.numpy() + 1).astype(np.uint8)
+    small = [np.asarray(Image.fromarray(m).resize((12, 8), Image.Resampling.NEAREST)) for m in stored]
+    seg_label = torch.from_numpy(np.stack(small)).long() - 1
+
+    ref = mit.SegmentationModule(encoder, decoder, torch.nn.NLLLoss(ignore_index=-1), deep_sup_scale=0.4)
+    ref.train()
+    net.train()
+    add_dropout(net, 0.1)
+    torch.manual_seed(11)
+    theirs, _ = ref({"img_data": x, "seg_label": seg_label})
+    torch.manual_seed(11)
+    ours = losses(net, x, labels, mean_over=convention(seg.info.default_preset))
+    assert convention(seg.info.default_preset) == "csail"
+    assert ours["total"].item() == pytest.approx(theirs.item(), rel=1e-5)
+    theirs.backward()
+    ours["total"].backward()
+    mine = dict(net.named_parameters())
+    named = {**pth_rename(encoder, csail.ENCODER), **pth_rename(decoder, csail.PPM_DEEPSUP)}
+    assert set(named) == set(mine)
+    worst = 0.0
+    for name, grad in named.items():
+        scale = grad.abs().max().item()
+        diff = (mine[name].grad - grad).abs().max().item()
+        assert diff <= 1e-4 * scale + 1e-12, name
+        worst = max(worst, diff / max(scale, 1e-30))
+    print(f"\nLOSS-PARITY csail ppm-deepsup: total {theirs.item():.6f}; worst gradient rel diff {worst:.1e}")
+
+
+def pth_rename(module: torch.nn.Module, table: list) -> dict[str, torch.Tensor]:
+    from segcli.loading.formats import pth
+
+    return pth.rename({n: p.grad for n, p in module.named_parameters() if p.grad is not None}, table)

@@ -3,8 +3,11 @@
 Each head's logits (at its own resolution: 1/4 or 1/8) are resized bilinearly to the label size with the
 model's `align_corners`, then pixel-wise cross-entropy with the ignore index, averaged over *all* label
 pixels (`mean_over="all"`: mmseg's default `avg_non_ignore=False`, ignored pixels count as zero loss) or over
-the labelled ones (`"labelled"`: transformers' `UperNetForSemanticSegmentation`, torch's own mean). The
-total is the decode term plus `aux_weight` (0.4: PSPNet's deep supervision on stage 3, the FCN auxiliary
+the labelled ones (`"labelled"`: transformers' `UperNetForSemanticSegmentation` and the PSPNet author's
+`train.py`, torch's own mean). `"csail"` is the UPerNet authors' `train.py`: the logits stay at their
+resolution and the labels come down to it instead (PIL's nearest: the centre pixel of each cell,
+`segm_downsampling_rate`), NLL of the log-softmax over the labelled pixels. The total is the decode term
+plus `aux_weight` (0.4: PSPNet's deep supervision on stage 3, CSAIL's `deep_sup_scale`, the FCN auxiliary
 head of mmseg's and transformers' UPerNet) times the auxiliary term, when the model has an auxiliary head.
 """
 
@@ -21,6 +24,7 @@ from ..model.layers import resize
 
 IGNORE_INDEX = 255
 AUX_WEIGHT = 0.4
+MEANS = ("all", "labelled", "csail")
 
 
 def check_trainable(net: Segmentor) -> None:
@@ -38,6 +42,9 @@ def _ce(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, weight: torch.Tensor | None, align: bool, mean: str
 ) -> torch.Tensor:
     """Cross-entropy of logits [B, K, h, w] resized to labels [B, H, W], averaged as `mean` says."""
+    if mean == "csail":  # labels [B, H, W] → [B, h, w]: PIL's nearest picks the centre, torch's nearest-exact
+        small = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")
+        return F.cross_entropy(logits.float(), small[:, 0].long(), weight=weight, ignore_index=ignore_index)
     logits = resize(logits, (labels.shape[-2], labels.shape[-1]), align).float()
     if mean == "labelled":
         return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
@@ -63,8 +70,8 @@ def losses(
 ) -> dict[str, torch.Tensor]:
     """{"decode": …, "aux": … (with an auxiliary head), "total": decode + aux_weight · aux} for normalised
     images x [B, 3, H, W] and labels [B, H, W] (int64, `ignore_index` where unlabelled)."""
-    if mean_over not in ("all", "labelled"):
-        raise ValueError(f"mean_over={mean_over!r}: 'all' or 'labelled'")
+    if mean_over not in MEANS:
+        raise ValueError(f"mean_over={mean_over!r}: one of {MEANS}")
     features = net.features(x)
     out = net.decode_head(features)
     if isinstance(out, tuple):  # image-level outputs: refused by check_trainable
@@ -80,16 +87,19 @@ def losses(
 
 
 def convention(default_preset: str) -> str:
-    """The loss mean of the model's own source: transformers' (labelled pixels) for hub-layout models, whose
-    protocol is the `hf` preset; mmseg's (all pixels) for the others."""
-    return "labelled" if default_preset == "hf" else "all"
+    """The loss of the model's own source, known by its protocol preset: transformers' and the PSPNet
+    author's (mean over labelled pixels) for `hf` and `semseg` models, the UPerNet authors' for `csail`
+    ones, mmseg's (all pixels) for the others."""
+    return {"hf": "labelled", "semseg": "labelled", "csail": "csail"}.get(default_preset, "all")
 
 
-def dropout_for(default_preset: str) -> float:
+def dropout_for(default_preset: str, arch: str) -> float:
     """The dropout before the classifiers in the model's own source: mmseg's decode heads 0.1
-    (`dropout_ratio`, its configs' value for PSPNet, UPerNet and the FCN auxiliary head); transformers'
-    UperNet none."""
-    return 0.0 if default_preset == "hf" else 0.1
+    (`dropout_ratio`, its configs' value for PSPNet, UPerNet and the FCN auxiliary head), the PSPNet
+    author's 0.1, CSAIL's PPM-deepsup 0.1 (both branches) and its UPerNet none; transformers' UperNet none."""
+    if default_preset == "hf" or (default_preset == "csail" and arch != "psp"):
+        return 0.0
+    return 0.1
 
 
 def add_dropout(net: Segmentor, p: float) -> list[torch.utils.hooks.RemovableHandle]:

@@ -41,7 +41,7 @@ class Session:
         self.recipe: Recipe = recipe_for(net, opts.recipe, opts.lr)
         self.loss_mean = convention(info.default_preset)
         self.amp: str | None = None  # what autocast computes in, once the run starts
-        self.dropout = opts.dropout if opts.dropout is not None else dropout_for(info.default_preset)
+        self.dropout = opts.dropout if opts.dropout is not None else dropout_for(info.default_preset, net.config.arch)
         if not 0 <= self.dropout < 1:
             raise UsageError(f"dropout {self.dropout}: give 0 ≤ p < 1")
         add_dropout(net, self.dropout)
