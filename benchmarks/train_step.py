@@ -145,9 +145,9 @@ def transformers_step(model: str, images: Any, labels: Any) -> Any:
     def step() -> None:
         x = (images.float() - mean) / std
         loss = hf(pixel_values=x, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)
 
     return step
 

@@ -80,7 +80,6 @@ def step_once(
             f"the loss is {terms['total'].item()} (diverged)",
             hint="lower --lr, or try --amp off",
         )
-    opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(terms["total"]).backward()
         scaler.step(opt)
@@ -88,6 +87,7 @@ def step_once(
     else:
         terms["total"].backward()
         opt.step()
+    opt.zero_grad(set_to_none=True)  # the gradients freed now, not held through the next forward
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
