@@ -63,7 +63,12 @@ def mm_view(mm, seg, img, ori, crop=None, stride=None, flip=False):
 
 @pytest.mark.parametrize(
     "h, w, crop, stride",
-    [(100, 90, 128, 85), (256, 384, 128, 128), (300, 457, 128, 85), (1001, 517, 256, 171)],
+    [
+        (100, 90, 128, 85),
+        (256, 384, 128, 128),
+        (300, 457, 128, 85),
+        pytest.param(1001, 517, 256, 171, marks=pytest.mark.slow),  # many windows: the full suite's
+    ],
     ids=["smaller-than-crop", "exact-multiples", "awkward", "1001x517"],
 )
 def test_slide_inference(mm, seg, h, w, crop, stride):
@@ -78,7 +83,9 @@ def test_slide_inference(mm, seg, h, w, crop, stride):
     assert (ours.labels == ref.pred_sem_seg.data[0].numpy()).mean() > 0.9999
 
 
-@pytest.mark.parametrize("h, w, mode", [(300, 457, "whole"), (700, 333, "slide"), (1001, 517, "slide")])
+@pytest.mark.parametrize(
+    "h, w, mode", [(300, 457, "whole"), (700, 333, "slide"), pytest.param(1001, 517, "slide", marks=pytest.mark.slow)]
+)
 def test_resize_then_back_to_the_original_size(mm, seg, h, w, mode):
     img = random_image(h, w, seed=h)
     slide = dict(crop=128, stride=85) if mode == "slide" else {}
