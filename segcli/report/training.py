@@ -36,7 +36,8 @@ class Sample:
     miou: float | None = None
 
 
-def _png(array: np.ndarray, kind: str) -> bytes:
+def _encode(array: np.ndarray, kind: str) -> bytes:
+    """JPEG for the image, PNG for the index pictures (exact colours)."""
     buf = io.BytesIO()
     Image.fromarray(array).save(
         buf, format="JPEG" if kind == "image" else "PNG", **({"quality": 85} if kind == "image" else {})
@@ -66,7 +67,7 @@ def save_samples(run: Path, samples: list[Sample], classes: ClassSet, ignore: in
         files = {}
         for kind, array in _small(sample, classes.palette_array, ignore).items():
             name = f"sample-{n}-{kind}.{'jpg' if kind == 'image' else 'png'}"
-            atomic_write_bytes(folder / name, _png(array, kind))
+            atomic_write_bytes(folder / name, _encode(array, kind))
             files[kind] = f"{FOLDER}/{name}"
         shown.append({"name": sample.name, "miou": sample.miou, **files})
     return shown
