@@ -35,10 +35,24 @@ def tree(tmp_path) -> Path:
 def test_help_lists_commands_and_exit_codes(cli):
     r = cli("--help")
     assert r.exit_code == 0
-    for word in ("models", "download", "predict", "Exit codes", "130 interrupted"):
+    for word in ("models", "download", "predict", "train", "Exit codes", "130 / 143 / 129", "SIGTERM", "141"):
         assert word in r.stdout
+    listed = r.stdout.split("Commands:")[1].split("Exit codes")[0]
+    assert "..." not in listed and "…" not in listed  # every summary whole, not cut at 45 characters
     r = cli("predict", "--help")
     assert r.exit_code == 0 and "owner/name[@revision]" in r.stdout and "--out" in r.stdout
+
+
+def test_predict_help_names_every_preset_and_save_kind(cli):
+    from segcli.engine.presets import PRESETS
+    from segcli.io.outputs import SAVE_KINDS
+
+    text = "".join(cli("predict", "--help").stdout.split())  # wrapping undone (it may break at hyphens)
+    preset = text.split("--presetPRESET")[1][:300]
+    save = text.split("--saveKIND,...")[1][:300]
+    assert all(name in preset for name in PRESETS), preset
+    assert all(kind in save for kind in SAVE_KINDS), save
+    assert "upp" in preset and "geotiff" in save
 
 
 def test_version_and_python_m(cli):

@@ -12,17 +12,12 @@ import typer
 from .._version import __version__
 from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd, train_cmd
 from .common import STATE
-from .help import EXIT_CODES, SegcliCommand
-
-EPILOG = (
-    "Exit codes: 0 all done; 1 some inputs failed (each named on stderr); 2 usage or configuration error "
-    "(bad flag, unknown model, unreadable or mismatched weights, download failed); 130 interrupted."
-)
+from .help import EXIT_CODES, SHORT_HELP, SegcliCommand
 
 app = typer.Typer(
     name="segcli",
     help="Batch semantic segmentation of image collections (UPerNet on ConvNeXt / Swin / ResNet, PSPNet).",
-    epilog=EPILOG,
+    epilog=EXIT_CODES["app"],
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -64,7 +59,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "train": train_cmd.train,
 }
 for _name, _fn in COMMANDS.items():
-    app.command(_name, epilog=EXIT_CODES[_name], cls=SegcliCommand)(_fn)
+    app.command(_name, short_help=SHORT_HELP[_name], epilog=EXIT_CODES[_name], cls=SegcliCommand)(_fn)
 
 
 def main() -> None:

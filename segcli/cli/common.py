@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from ..engine.presets import PRESETS
 from ..errors import EXIT_INTERRUPTED, SegcliError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,8 +100,9 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         metavar="PRESET",
-        help="Inference preset: hf | mmseg | mmseg-ms | csail | semseg | semseg-ms (default: the model's own: "
-        "mmseg, csail or semseg for registry models, hf for Hub repos and local directories).",
+        help=f"Inference preset: {' | '.join(PRESETS)} (default: the model's own: the one its registry entry or "
+        "converted directory records — mmseg, csail, semseg or upp — and hf for Hub repos and save_pretrained "
+        "directories).",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]

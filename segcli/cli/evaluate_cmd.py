@@ -16,7 +16,7 @@ from .progress import Progress
 from .reporter import Reporter
 
 if TYPE_CHECKING:
-    from ..evaluation.evaluate import Pairing, Result, Settings
+    from ..evaluation.evaluate import Pairing, Result
 
 GtOpt = Annotated[
     Path, typer.Option(metavar="DIR", help="Ground-truth label maps (index PNGs), paired by relative path and stem.")
@@ -168,15 +168,15 @@ def _pairing_notes(pairing: Pairing, quiet: bool) -> None:
         )
 
 
-def _result_notes(result: Result, settings: Settings) -> None:
+def _failures(result: Result) -> None:
     for f in result.failures:
         eprint(f"segcli: error: {f['error']}")
-    if result.raw_ade_suspect(settings):
-        eprint(
-            f"segcli: warning: the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps "
-            f"and never the ignore value {settings.ignore_index}: raw ADE20K annotations look like that (0 = other, "
-            "1..150 = classes); if these are, the scores above are shifted by one class: add --reduce-zero-label"
-        )
+
+
+def _warnings(doc: dict[str, Any]) -> None:
+    """Said after the table, where they are read (and in the JSON)."""
+    for w in doc["warnings"]:
+        eprint(f"segcli: warning: {w}")
 
 
 @handle_errors
@@ -244,7 +244,7 @@ def evaluate(
                 extra=extra,
                 progress=lambda ok: progress.advance("done" if ok else "failed"),
             )
-    _result_notes(done.result, settings)
+    _failures(done.result)
     if not per_image:
         done.doc["per_image"] = None
     if not silent:
@@ -252,5 +252,6 @@ def evaluate(
     wf.write_files(done, Path(json_out) if json_out not in (None, "-") else None, csv_out, confusion_out, report_out)
     if json_out == "-":
         sys.stdout.write(ev.json_text(done.doc))
+    _warnings(done.doc)
     if done.result.failures or pairing.gt_only:
         raise typer.Exit(EXIT_FAILED)

@@ -13,8 +13,14 @@ from typer.core import TyperCommand
 
 _TYPE_LABEL = re.compile(r" <[^<>]+>$")
 
+STOPPED = "130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP"
 EXIT_CODES = {
     "models": "Exit codes: 0 listed; 2 the registry (weights.toml or --registry FILE) is invalid.",
+    "app": (
+        "Exit codes: 0 all done; 1 some inputs failed (each named on stderr); 2 usage or configuration error "
+        f"(bad flag, unknown model, unreadable or mismatched weights, download failed); {STOPPED}; 141 stdout "
+        "closed under predict --jsonl."
+    ),
     "download": "Exit codes: 0 every model ready; 2 a download, check or conversion failed (each named).",
     "predict": (
         "Exit codes: 0 every image done (or done before); 1 some inputs failed (each named on stderr); 2 usage or "
@@ -23,7 +29,7 @@ EXIT_CODES = {
     ),
     "evaluate": (
         "Exit codes: 0 every pair scored; 1 some ground truth had no prediction or a pair could not be read; "
-        "2 usage or configuration error; 130 interrupted."
+        f"2 usage or configuration error; {STOPPED}."
     ),
     "train": (
         "Exit codes: 0 trained (RUN/model written); 1 the loss diverged (the last checkpoint kept); 2 usage, data "
@@ -35,6 +41,15 @@ EXIT_CODES = {
         "Exit codes: 0 exported (and verified); 1 the export differs from the model beyond --atol (file kept); "
         "2 usage error, missing extra (onnx, onnxruntime) or unreadable model."
     ),
+}
+SHORT_HELP = {  # the command list's one line each (Click would cut the first sentence at 45 characters)
+    "models": "List the registry's models and whether they are ready here.",
+    "download": "Download (and check) model weights into the Hugging Face cache.",
+    "predict": "Segment images, folders, lists and rasters: label PNGs and more.",
+    "evaluate": "Score predictions against ground truth: mIoU, aAcc, per class.",
+    "convert": "Convert an mmseg / CSAIL / semseg checkpoint to safetensors.",
+    "export": "Export a model: ONNX, TorchScript, fp16 safetensors.",
+    "train": "Fine-tune a model on your own images and masks.",
 }
 
 

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from ..io.outputs import SAVE_KINDS
+
 IN, OUT, RUN = "Inputs", "Outputs", "Execution"
 
 InputsArg = Annotated[
@@ -47,7 +49,7 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json, part, material (comma list), or none "
+        help=f"Besides <stem>.png: any of {', '.join(SAVE_KINDS)} (comma list), or none "
         "[json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
         rich_help_panel=OUT,

@@ -196,6 +196,17 @@ def _num(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
 
 
+def warnings(result: Result, s: Settings) -> list[str]:
+    """What may make the scores wrong although every pair was read (the JSON's `warnings`, said last)."""
+    if not result.raw_ade_suspect(s):
+        return []
+    return [
+        f"the ground truth holds the value 0 in {result.gt_with_zero} of {result.pairs} maps and never the ignore "
+        f"value {s.ignore_index}: raw ADE20K annotations look like that (0 = other, 1..150 = classes); if these "
+        "are, every score is shifted by one class — run again with --reduce-zero-label"
+    ]
+
+
 def report(result: Result, classes: list[str], s: Settings, convention: str, extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON document (unrounded fractions; NaN as null)."""
     sc = scores(result.matrix, convention)
@@ -224,6 +235,7 @@ def report(result: Result, classes: list[str], s: Settings, convention: str, ext
         "per_image": result.per_image if result.per_image else None,
         "seconds": result.seconds,
         "pairs_per_second": result.pairs / result.seconds if result.seconds > 0 else None,
+        "warnings": warnings(result, s),
     }
 
 
