@@ -37,6 +37,13 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 # --- what qualifies, what wins -------------------------------------------------------------------------------
 
 
+def test_shares_read_100_percent_only_when_whole():
+    from segcli.backends.base import share_text
+
+    assert share_text(0.9999963) == "99.999%" and share_text(1.0) == "100.000%"
+    assert share_text(0.99999, 2) == "99.99%" and share_text(0.5) == "50.000%" and share_text(0.0) == "0.000%"
+
+
 @pytest.mark.parametrize(
     "params, shape",
     [

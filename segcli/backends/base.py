@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..engine.heads import Heads
 from ..errors import SegcliError
 from ..model import Segmentor
+
+
+def share_text(share: float, decimals: int = 3) -> str:
+    """A fraction as a percentage that reads 100 % only when it is 1: rounded down, never up."""
+    scale = 10**decimals
+    return f"{math.floor(share * 100 * scale) / scale:.{decimals}f}%"
 
 
 class BackendError(SegcliError):

@@ -31,7 +31,7 @@ from ..loading.hub import segcli_cache, sha256_file
 from ..loading.info import ModelInfo
 from ..model import Segmentor
 from ..model.backbones import SwinConfig
-from .base import BackendError, Wrapped
+from .base import BackendError, Wrapped, share_text
 from .onnx_session import onnxruntime, require_exporter, session
 
 OPSET = 18
@@ -107,7 +107,7 @@ def _verify(net: Segmentor, model: OrtModel, shape: tuple[int, int]) -> None:
     diff = float((ref - out).abs().max())
     if agree < 0.999 or not diff <= 1e-3 * max(1.0, float(ref.abs().max())):
         raise BackendError(
-            f"the ONNX export disagrees with the PyTorch model (labels {agree:.2%} equal, max diff {diff:.3g})",
+            f"the ONNX export disagrees with the PyTorch model (labels {share_text(agree, 2)} equal, max diff {diff:.3g})",
             hint="use --backend torch, and report this with the model's name",
         )
 

@@ -57,13 +57,14 @@ def _require_runtimes(fmt: str, verify: bool) -> None:
 
 def _verify(net: Segmentor, out: Path, opts: ExportOptions, atol: float, quiet: bool) -> dict[str, Any]:
     from ..backends import export as ex
+    from ..backends.base import share_text
     from ..io.images import synthetic_photo
 
     v = ex.verify(net, out, opts, atol, synthetic_photo(*opts.size))
     if not quiet:
         for c in v.checks:
             diff = "-" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.2e}"
-            agree = f"{100 * c['label_agreement']:.3f}%"
+            agree = share_text(c["label_agreement"])
             eprint(
                 f"segcli: verify {c['input']:<18} max|diff| {diff}  labels agree {agree}  {'ok' if c['ok'] else 'FAILED'}"
             )

@@ -7,6 +7,7 @@ gets its own id salt so that several SVGs in one page never share element ids.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -32,6 +33,9 @@ def _plain(texts: Sequence[str]) -> list[str]:
 
 
 def _figure(width: float, height: float):
+    # matplotlib's one-time "building the font cache; this may take a moment" (a log line after 5 s on a
+    # busy machine) would land raw among segcli's progress lines
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     require("matplotlib", "report", PURPOSE)
     from matplotlib.figure import Figure
 
