@@ -139,6 +139,10 @@ def test_palette_in_config_json_is_used(tmp_path):
         (lambda c: c.update(id2label={"0": "a", "2": "b"}), "without gaps"),
         (lambda c: c["backbone_config"].update(hidden_act="prelu"), r"unsupported activation 'prelu' \(it has learned"),
         (
+            lambda c: c["backbone_config"].update(hidden_act=""),
+            r"config\.json: backbone_config\.hidden_act: unsupported activation ''",
+        ),
+        (
             lambda c: c["backbone_config"].update(num_channels=1),
             "config.json: ConvNeXt: 1 input channels; segcli feeds RGB",
         ),

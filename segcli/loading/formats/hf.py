@@ -15,6 +15,7 @@ from ...errors import ConfigError
 from ...model.backbones import BackboneConfig, ConvNeXtConfig, SwinConfig
 from ...model.heads.fcn import FCNHeadConfig
 from ...model.heads.uper import UPerHeadConfig
+from ...model.layers import check_activation
 from ...model.segmentor import IMAGENET_MEAN, IMAGENET_STD, Normalization, SegmentorConfig
 from ..info import ModelInfo, Origin
 from .common import class_names, class_set, read_json, segcli_block
@@ -77,6 +78,12 @@ def _ints(v: Any, where: str, key: str) -> tuple[int, ...]:
     return tuple(v)
 
 
+def _activation(bb: dict[str, Any], where: str) -> str:
+    act = bb.get("hidden_act", "gelu")
+    check_activation(act, f"{where}: backbone_config.hidden_act")
+    return str(act)
+
+
 def _convnext(bb: dict[str, Any], where: str, out: tuple[int, ...]) -> ConvNeXtConfig:
     depths = _ints(bb.get("depths", [3, 3, 9, 3]), where, "depths")
     if bb.get("num_stages", 4) != len(depths):
@@ -87,7 +94,7 @@ def _convnext(bb: dict[str, Any], where: str, out: tuple[int, ...]) -> ConvNeXtC
         in_channels=bb.get("num_channels", 3),
         patch_size=bb.get("patch_size", 4),
         layer_scale=bb.get("layer_scale_init_value", 1e-6) > 0,
-        act=bb.get("hidden_act", "gelu"),
+        act=_activation(bb, where),
         out_indices=out,
     )
 
@@ -105,7 +112,7 @@ def _swin(bb: dict[str, Any], where: str, out: tuple[int, ...]) -> SwinConfig:
         in_channels=bb.get("num_channels", 3),
         patch_size=bb.get("patch_size", 4),
         eps=float(bb.get("layer_norm_eps", 1e-5)),
-        act=bb.get("hidden_act", "gelu"),
+        act=_activation(bb, where),
         out_indices=out,
     )
 
