@@ -16,6 +16,14 @@ PACKAGE = Path(__file__).parents[1] / "segcli"
 HEAVY = ("segcli.backends.export", "onnx", "onnxruntime", "onnxscript")
 
 
+def test_the_cli_starts_without_torch():
+    """`segcli --help`, `--version` and typos answer at once: the command modules import no torch (two
+    seconds) until a command runs."""
+    script = "import sys; import segcli.cli.app; print(sorted(m for m in ('torch',) if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 @pytest.mark.slow  # a fresh interpreter
 def test_loading_a_local_model_and_predicting_imports_no_exporter(tiny_convnext_dir, tmp_path):
     """The API and `segcli predict` on a local model directory never import the exporter or ONNX."""

@@ -13,7 +13,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..engine.presets import PRESETS
 from ..errors import EXIT_INTERRUPTED, SegcliError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,8 +99,8 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         metavar="PRESET",
-        help=f"Inference preset: {' | '.join(PRESETS)} (default: the model's own: the one its registry entry or "
-        "converted directory records — mmseg, csail, semseg or upp — and hf for Hub repos and save_pretrained "
+        help="Inference preset: hf | mmseg | mmseg-ms | csail | semseg | semseg-ms | upp (default: the model's "
+        "own: the one its registry entry or converted directory records — mmseg, csail, semseg or upp — and hf for Hub repos and save_pretrained "
         "directories).",
     ),
 ]

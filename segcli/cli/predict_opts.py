@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..io.outputs import SAVE_KINDS
-
 IN, OUT, RUN = "Inputs", "Outputs", "Execution"
 
 InputsArg = Annotated[
@@ -49,8 +47,8 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help=f"Besides <stem>.png: any of {', '.join(SAVE_KINDS)} (comma list), or none "
-        "[json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff (comma list), or "
+        "none [json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
         rich_help_panel=OUT,
     ),
