@@ -268,6 +268,25 @@ def test_training_report_in_a_browser(browser, small_model, tmp_path):
     _screenshot(browser, "report-train.png")
 
 
+@pytest.mark.slow  # predicts first
+def test_evaluate_report_names_the_model_preset_and_backend(cli, tiny_convnext_dir, tmp_path):
+    _images(tmp_path / "images", ["a.png", "b.png"])
+    (tmp_path / "gt").mkdir()
+    for name in ("a", "b"):
+        w, h = Image.open(tmp_path / "images" / f"{name}.png").size
+        Image.fromarray(np.full((h, w), 3, np.uint8)).save(tmp_path / "gt" / f"{name}.png")
+    report = tmp_path / "r.html"
+    args = ("-m", tiny_convnext_dir, "--images", tmp_path / "images", "--gt", tmp_path / "gt", "-q")
+    r = cli("evaluate", *args, "--report", report, "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    run = report.read_text().split('<table id="run">')[1].split("</table>")[0]
+    assert f'<th>model</th><td class="mono">{doc["model"]["name"]}</td>' in run
+    assert f"<th>preset</th><td>{doc['preset']}</td>" in run and doc["preset"] == "hf"
+    assert f"<th>backend</th><td>{doc['backend']['backend']}</td>" in run
+    assert "not kept" in run  # the predictions went to a temporary folder
+
+
 def test_evaluate_leaves_out_a_run_folders_own_pictures(tmp_path):
     from segcli.evaluation.evaluate import pair
 

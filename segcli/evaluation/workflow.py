@@ -93,7 +93,13 @@ def predict_first(
         [str(images)], model, out, events=events, inference=inference, save="none", registry=registry, found=found
     )
     assert run.run is not None
-    record = {"model": run.run.model, "inference": run.run.inference, "images": str(images), "backend": run.backend}
+    record = {
+        "model": run.run.model,
+        "preset": run.run.preset,
+        "inference": run.run.inference,
+        "images": str(images),
+        "backend": run.backend,
+    }
     return list(run.classes), record
 
 

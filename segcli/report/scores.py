@@ -43,9 +43,14 @@ def write(path: Path, doc: dict[str, Any], matrix: np.ndarray, pred: str | None,
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     per_image = [r["mIoU"] for r in doc.get("per_image") or [] if r["mIoU"] is not None]
     summary = [(k, "-" if v is None else f"{100 * v:.2f}%") for k, v in doc["summary"].items()]
+    backend = doc.get("backend")
     html = render(
         "evaluate.html",
         title="segcli evaluate",
+        model=(doc.get("model") or {}).get("name"),
+        preset=doc.get("preset"),
+        backend=backend.get("backend") if isinstance(backend, dict) else backend,
+        images=doc.get("images"),
         pred=pred,
         gt=gt,
         pairs=doc["pairs"],
