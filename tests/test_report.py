@@ -80,6 +80,12 @@ def test_overlays_carry_a_legend_and_every_run_writes_the_palette(cli, tiny_conv
     assert r.exit_code == 0 and Image.open(tmp_path / "plain" / "a_overlay.jpg").size == (120, 96)
 
 
+def test_report_parameters_read_as_words():
+    assert [gallery._text(v) for v in (None, True, False, [512, 512], {"a": None, "b": 1.5}, "x")] == [
+        "none", "yes", "no", "512, 512", "a: none; b: 1.5", "x"
+    ]  # fmt: skip
+
+
 def test_top_confusions_are_ranked_by_pixels():
     m = np.array([[50, 10, 0], [30, 60, 5], [0, 1, 3]])
     top = confusions(m, ["a", "b", "c"])
@@ -187,7 +193,9 @@ def test_predict_report_in_a_browser(cli, browser, tiny_convnext_dir, tmp_path, 
     rows = browser.find_elements("css selector", "#failures tr")
     assert len(rows) == 2 and "broken.jpg" in rows[1].text and "not an image" in rows[1].text
     assert browser.find_elements("css selector", "#class-chart svg")
-    assert "preset" in browser.find_element("css selector", "#parameters").text
+    parameters = browser.find_element("css selector", "#parameters").text
+    assert "preset" in parameters and '"' not in parameters  # words, not Python or JSON values
+    assert not {"None", "True", "False"} & set(parameters.split())
     _check_page(browser)
     _screenshot(browser, "report-predict.png")
     browser.find_element("link text", "2").click()

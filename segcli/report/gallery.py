@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +124,22 @@ def _entry_view(e: Entry, out: Path, page_dir: Path) -> dict[str, Any]:
     }
 
 
+def _text(value: Any) -> str:
+    """A parameter as a person reads it: yes / no, none, lists comma-separated, mappings as key: value."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_text(v)}" for k, v in value.items()) or "none"
+    return str(value)
+
+
 def _parameters(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in summary["inference"].items()]
-    return [*rows, ("save", ", ".join(summary["save"])), ("software", json.dumps(summary["software"]))]
+    rows = [(k, _text(v)) for k, v in summary["inference"].items()]
+    return [*rows, ("save", _text(summary["save"])), ("software", _text(summary["software"]))]
 
 
 def _charts(summary: dict[str, Any], classes: ClassSet, scenes: bool) -> dict[str, str | None]:
