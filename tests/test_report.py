@@ -54,6 +54,17 @@ def test_legend_panel_shows_the_colours_of_the_classes_present_only():
     assert tuple(ade.palette[2]) not in without_sky and tuple(ade.palette[12]) in without_sky
 
 
+def test_legend_shares_are_of_the_whole_image_also_for_parts():
+    from segcli.io.legend import legend_entries
+    from segcli.loading.classes import ClassSet
+
+    parts = ClassSet("custom", ("background", "wheel", "door"), ((0, 0, 0), (10, 20, 30), (40, 50, 60)))
+    labels = np.zeros((10, 10), np.uint8)  # half the image no part at all
+    labels[:5, :3] = 1
+    labels[:5, 3:] = 2
+    assert [t for t, _ in legend_entries(labels, parts, background=0)] == ["door  35.0%", "wheel  15.0%"]
+
+
 def test_overlays_carry_a_legend_and_every_run_writes_the_palette(cli, tiny_convnext_dir, tmp_path):
     _images(tmp_path / "in", ["a.png"])
     r = cli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--save", "overlay", "--quiet")

@@ -65,19 +65,28 @@ def text_size(width: int) -> int:
     return int(np.clip(width / 50, 12, 96))
 
 
-def legend_panel(labels: np.ndarray, classes: ClassSet, width: int, background: int | None = None) -> Image.Image:
-    """The classes present in `labels` (largest area first; `background` left out), `width` pixels wide."""
+def legend_entries(
+    labels: np.ndarray, classes: ClassSet, background: int | None = None
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """(text, colour) of the classes present in `labels`, largest area first, each with its share of the
+    image (`background`, a parser's "no part" class, left out of the list but not of the image)."""
     counts = np.bincount(labels.ravel(), minlength=len(classes.classes))
     if background is not None:
         counts[background] = 0
     present = sorted((int(i) for i in np.flatnonzero(counts)), key=lambda i: (-int(counts[i]), i))
-    total = int(counts.sum()) or 1
+    total = int(labels.size) or 1
     entries = [
         (f"{_short(classes.classes[i])}  {100 * counts[i] / total:.1f}%", classes.palette[i])
         for i in present[:MAX_ENTRIES]
     ]
     if len(present) > MAX_ENTRIES:
         entries.append((f"+ {len(present) - MAX_ENTRIES} more", (255, 255, 255)))
+    return entries
+
+
+def legend_panel(labels: np.ndarray, classes: ClassSet, width: int, background: int | None = None) -> Image.Image:
+    """The classes present in `labels` (largest area first; `background` left out), `width` pixels wide."""
+    entries = legend_entries(labels, classes, background)
     return _grid(entries or [("(nothing)", (255, 255, 255))], width, text_size(width), None)
 
 
