@@ -332,3 +332,14 @@ def test_every_mmseg_entry_has_mmseg_s_layout(arch):
         ours = Segmentor(spec.network)
     mapped = {map_key(key): v for key, v in mm.state_dict().items()}
     assert set(match_state_dict(ours, mapped, arch)) == set(ours.state_dict())
+
+
+def test_a_file_named_as_the_published_checkpoint_must_be_it(cli, tmp_path):
+    """The by-hand route (`segcli convert FILE --arch NAME`) checks mmcv's sha256 prefix in the published
+    name, as `segcli download` does: another file under that name is refused before it is read."""
+    fake = tmp_path / "pspnet_r50-d8_512x512_160k_ade20k_20200615_184358-1890b0bd.pth"
+    fake.write_bytes(b"not the published checkpoint")
+    r = cli("convert", fake, "--arch", "pspnet-r50-d8-ade20k", "-o", tmp_path / "out")
+    assert r.exit_code == 2
+    assert "named as pspnet-r50-d8-ade20k's published checkpoint" in r.stderr and "1890b0bd" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, UsageError
+from ..errors import CheckpointError, ConfigError, IntegrityError, UsageError
 from ..fsutil import probe_writable
 from ..model import Segmentor, SegmentorConfig
 from ..model.segmentor import Normalization
@@ -151,9 +151,30 @@ def check_output(out_dir: Path, srcs: list[Path], overwrite: bool = False) -> No
         )
 
 
+def _check_published(srcs: list[Path], spec: ModelSpec) -> None:
+    """A file named as the entry's published checkpoint must be it: mmcv writes the first digits of its
+    sha256 into the name (`sha256_prefix`), checked before the file is read (by `segcli download`, and here
+    on the by-hand route)."""
+    if not spec.sha256_prefix or not spec.urls:
+        return
+    published = Path(spec.urls[0]).name
+    for src in srcs:
+        if src.name != published:
+            continue
+        digest = file_sha256(src, quiet=True)
+        if not digest.startswith(spec.sha256_prefix):
+            raise IntegrityError(
+                f"{src}: named as {spec.name}'s published checkpoint, but its sha256 is {digest}, which does not "
+                f"start with {spec.sha256_prefix}",
+                hint=f"download it again (segcli download {spec.name} --force); your own checkpoint of this "
+                "architecture converts under another file name",
+            )
+
+
 def convert(srcs: Path | list[Path], spec: ModelSpec, out_dir: Path, classes: tuple[str, ...] | None = None) -> Path:
     """Convert `srcs` (the checkpoint file(s) of the architecture `spec` describes, in its format) into `out_dir`."""
     srcs = [srcs] if isinstance(srcs, Path) else sorted(srcs)
+    _check_published(srcs, spec)
     state = _read(srcs, spec)
     k = int(state[CLASSIFIERS.get(spec.network.arch, CLASSIFIER)].shape[0])
     if spec.network.threshold is not None and k == 1:  # a binary head: one logit, two classes
