@@ -257,10 +257,18 @@ class Segmenter:
         rgb = load_image(image, max_pixels=max_pixels)
         return predict_many(self.model, [rgb], params, labels=labels, probs=probs, logits=logits)[0]
 
-    def run_many(self, images: list[np.ndarray], params: Params, *, probs: bool = False) -> list[Prediction]:
+    def run_many(
+        self,
+        images: list[np.ndarray],
+        params: Params,
+        *,
+        probs: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Prediction]:
         """Labels (and float16 probabilities) of decoded RGB uint8 images [H, W, 3] with resolved `params`;
-        same-size images share forward passes. What batch prediction calls."""
-        return predict_many(self.model, images, params, probs=probs)
+        same-size images share forward passes; `progress(done, total)`: their windows (of every view) done.
+        What batch prediction calls."""
+        return predict_many(self.model, images, params, probs=probs, progress=progress)
 
     def stream(
         self,

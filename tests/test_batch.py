@@ -296,6 +296,22 @@ def test_plain_progress_lines_when_not_a_terminal(cli, tiny_convnext_dir, tmp_pa
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
+def test_progress_counts_the_views_and_windows_inside_an_image(cli, tiny_convnext_dir, tmp_path, monkeypatch):
+    """Multi-scale + flip runs several views per image (here 3 scales × flip, whole): the plain progress
+    says how far the image is."""
+    import segcli.cli.progress as progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    src = make(tmp_path / "in", {"a.png": (48, 64)})
+    views = ("--preset", "hf", "--resize", "64x64", "--scales", "0.5,1,1.5", "--flip")
+    r = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o", *views)
+    assert r.exit_code == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "windows of its views" in line]
+    done = [int(line.split(": ")[2].split("/")[0]) for line in lines]
+    assert all(line.startswith("segcli: image 1/1: ") and "/6 windows" in line for line in lines), lines
+    assert done == list(range(1, 6))  # after each of the first 5 passes (the 6th finishes the image)
+
+
 @pytest.mark.slow
 def test_ctrl_c_finishes_in_flight_images_and_exits_130(cli, tiny_convnext_dir, tmp_path):
     """A real SIGINT to a running `segcli predict`: exit 130, summary.json says interrupted, every PNG

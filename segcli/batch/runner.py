@@ -72,7 +72,7 @@ def pipeline(
     write = Writer(seg.info.class_set, opts, run.details(), fingerprint(run, opts), seg.info.head_sets)
     return Pipeline(
         decode=partial(_decode, opts, seg.num_classes),
-        infer=partial(seg.run_many, params=params, probs="probs" in opts.save),
+        infer=partial(seg.run_many, params=params, probs="probs" in opts.save, progress=on_windows),
         write=write,
         batch_size=opts.batch_size,
         decoders=opts.decoders,
@@ -93,7 +93,7 @@ def run(
 ) -> RunSummary:
     """Segment `items` into `opts.out` here; `report` gets every image's record (done / skipped / failed) in
     input order; `should_stop` is polled between batches (Ctrl-C finishes the images in flight);
-    `on_windows(done, total)`: progress within a raster read by windows. Records are added to `summary`
+    `on_windows(done, total)`: progress within the images in the model (windows of every view). Records are added to `summary`
     (a new one when not given), which is returned. `segcli.batch.predict` is the whole workflow around it."""
     start = time.perf_counter()
     record = RunRecord.of(seg, params)

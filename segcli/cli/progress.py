@@ -71,12 +71,18 @@ class Progress:
             )
 
     def windows(self, done: int, total: int) -> None:
-        """Progress within one large image (a raster read by windows): the bar shows its windows."""
+        """Progress within the images in the model (a raster's windows, a photo's views and windows): the bar
+        shows them, plain output a line every `plain_every` seconds."""
         if self._bar is not None:
             self._bar.update(self._task, failed=f"windows {done}/{total}" if done < total else "")
-        elif self.enabled and (time.monotonic() - self._last >= self.plain_every or done == total):
+        elif self.enabled and time.monotonic() - self._last >= self.plain_every and done < total:
             self._last = time.monotonic()
-            print(f"segcli: windows {done}/{total} of the current image", file=sys.stderr, flush=True)
+            n = sum(self.counts.values())
+            print(
+                f"segcli: image {min(n + 1, self.total)}/{self.total}: {done}/{total} windows of its views",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class Activity:

@@ -151,7 +151,8 @@ def _run(
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Every tile through the model (up to `tile_batch` × images per pass), its values into its image's
-    merger; `skip`: tiles given zeros instead (no data under them); `progress`: tiles done so far."""
+    merger; `skip`: tiles given zeros instead (no data under them); `progress`: tiles (windows of all
+    views) done so far, after each pass."""
     done = 0
     for batch in _batches(tiles, params.tile_batch * len(mergers)):
         skipped = [skip is not None and skip(t) for t in batch]
@@ -192,11 +193,13 @@ def predict_many(
     labels: bool = True,
     probs: bool = False,
     logits: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Prediction]:
     """Run the model on RGB uint8 images [H, W, 3] as `params` say; outputs at each image's own size.
 
     Windows of all images and views share forward passes (up to `tile_batch` × images per pass) wherever
-    their shapes agree, so same-size images batch like a single image's windows do."""
+    their shapes agree, so same-size images batch like a single image's windows do. `progress(done,
+    total)`: windows of all views done, after each pass, when there is more than one."""
     device, heads = model.device, model.heads
     native = params.resize_once and params.mode == "whole"
     memory.check(model, params, [image.shape[:2] for image in images], probs=probs, logits=logits)
@@ -214,7 +217,9 @@ def predict_many(
         )
         for image, views in zip(images, all_views, strict=True)
     ]
-    _run(model, _schedule(all_views, [image.shape[0] for image in images]), mergers, params, native)
+    tiles = _schedule(all_views, [image.shape[0] for image in images])
+    told = (lambda done: progress(done, len(tiles))) if progress is not None and len(tiles) > 1 else None
+    _run(model, tiles, mergers, params, native, progress=told)
     results = []
     for views, merger in zip(all_views, mergers, strict=True):
         result = merger.result()
