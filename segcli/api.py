@@ -166,16 +166,20 @@ class Segmenter:
         preset: str | Params | None = None,
         *,
         calibrate: bool = True,
+        remeasure: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> Choice:
         """Run the network through `backend` from now on: "torch", "compile" (torch.compile), "onnxruntime"
         (its ONNX export, made once and cached) or "auto" (the fastest of those measured here for the views of
         `preset`, default the model's; measuring ~1 min once per machine, model and view size, when
-        `calibrate`, else torch until a figure is cached). Returns what was chosen and why."""
+        `calibrate`, else torch until a figure is cached; measured anew when `remeasure`). Returns what was
+        chosen and why."""
         from .backends import select
 
         params = self.params(preset) if not isinstance(preset, Params) else preset
-        self.model, choice = select(self.network, self.info, params, backend, allow_calibration=calibrate, log=log)
+        self.model, choice = select(
+            self.network, self.info, params, backend, allow_calibration=calibrate, remeasure=remeasure, log=log
+        )
         self.backend, self.backend_choice = choice.backend, choice
         return choice
 

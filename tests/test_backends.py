@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import random_image
+from helpers import random_image, run_cli
 from PIL import Image
 
 from segcli import Segmenter
@@ -220,17 +220,31 @@ def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached
     said: list[str] = []
     choice = seg.use_backend("auto", params, log=said.append)
     assert any("measuring torch, compile, onnxruntime at 128x128" in s for s in said)
+    for step in ("preparing compile (1 of 2)", "compile ready in", "preparing onnxruntime (2 of 2)", "measured in"):
+        assert any(step in s for s in said), (step, said)  # each candidate said, with its time
     assert set(choice.seconds) == {"torch", "compile", "onnxruntime"}
     assert choice.backend == calibrate.pick(choice.seconds) == seg.runtime["backend"]
     entries = json.loads(calibrate.cache_file().read_text())
     (entry,) = entries.values()
     assert entry["choice"] == choice.backend and entry["seconds"] == choice.seconds
+    (listed,) = calibrate.entries()  # what `segcli models --backends` shows
+    assert listed["model"] == seg.info.name and listed["view"] == "128x128" and listed["choice"] == choice.backend
+    assert listed["measured_at"].startswith("20") and listed["device"] == "cpu"
+    r = run_cli("models", "--backends")
+    assert r.exit_code == 0 and f"{seg.info.name} 128x128 cpu" in r.stdout and choice.backend in r.stdout
 
     said.clear()  # another process, same machine and architecture: the cached figure decides
     other = Segmenter.from_pretrained(tiny_convnext_dir)
     again = other.use_backend("auto", params, calibrate=False, log=said.append)
     assert again.backend == choice.backend and again.seconds == choice.seconds
     assert not any("measuring" in s for s in said)
+    said.clear()  # --backend-measure again: measured now, the cached figures replaced
+    anew = Segmenter.from_pretrained(tiny_convnext_dir).use_backend(
+        "auto", params, calibrate=False, remeasure=True, log=said.append
+    )
+    assert any("measuring" in s for s in said) and anew.seconds != choice.seconds
+    (entry,) = json.loads(calibrate.cache_file().read_text()).values()
+    assert entry["seconds"] == anew.seconds
     img = random_image(200, 300, seed=8)
     ref = Segmenter.from_pretrained(tiny_convnext_dir).predict(img, params)
     assert agreement(other.predict(img, params), ref) >= 0.999

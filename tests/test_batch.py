@@ -279,6 +279,7 @@ def test_usage_errors_for_batch_flags(cli, tiny_convnext_dir, tmp_path):
         (["--shard", "2/2"], "need 0 <= INDEX"),
         (["--alpha", "2"], "outside 0..1"),
         (["--ext", ","], "invalid --ext"),
+        (["--backend-measure", "sometimes"], "--backend-measure 'sometimes': give one of auto, again, never"),
     ]:
         r = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o", *args)
         assert r.exit_code == 2 and msg in r.stderr, (args, r.stderr)

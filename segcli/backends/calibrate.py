@@ -91,6 +91,20 @@ def lookup(k: str) -> dict[str, Any] | None:
     return entry if _valid(entry) else None
 
 
+def entries() -> list[dict[str, Any]]:
+    """The cached choices as `segcli models --backends` lists them (valid entries; what each describes
+    itself with: model, view, device, dtype, when measured)."""
+    out = []
+    for k, entry in sorted(_read().items()):
+        if _valid(entry):
+            about = {f: entry.get(f) if isinstance(entry.get(f), str) else None for f in DESCRIBED}
+            out.append({"key": k, **about, "choice": entry["choice"], "seconds": entry["seconds"]})
+    return out
+
+
+DESCRIBED = ("model", "view", "device", "dtype", "measured_at")  # text fields an entry carries for people
+
+
 def store(k: str, entry: dict[str, Any]) -> None:
     """Add an entry (a read-only cache only means measuring again next time; of two processes storing at
     once, one entry may be lost and measured again later)."""

@@ -7,8 +7,11 @@ at their own sizes would recompile per size)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 import torch
 
@@ -22,6 +25,7 @@ from . import calibrate
 from .base import BackendError
 
 BACKENDS = ("auto", "torch", "compile", "onnxruntime")
+MEASURE = ("auto", "again", "never")  # --backend-measure
 CALIBRATE_MIN = 8  # images in a run that pay for a calibration (~1 min) when none is cached
 PHOTO = (512, 683)  # the view a keep-ratio whole-image preset is measured at (a 3:4 photo, short side 512)
 
@@ -130,10 +134,12 @@ def select(
     requested: str,
     *,
     allow_calibration: bool = True,
+    remeasure: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[SegModel, Choice]:
     """The model to run and the choice made: `requested` is one of `BACKENDS`; `params` the views it will
-    run (None: any). `auto` calibrates when nothing is cached and `allow_calibration`."""
+    run (None: any). `auto` calibrates when nothing is cached and `allow_calibration`, or now when
+    `remeasure` (the cached choice replaced)."""
     requested = check(requested)
     if not isinstance(net, Segmentor):
         why = "an exported ONNX file runs in onnxruntime"
@@ -149,11 +155,57 @@ def select(
             return build(requested, net, info, params, log), Choice(requested, requested, "asked for")
         except BackendError as e:
             raise UsageError(f"--backend {requested}: {e.message}", hint=e.hint) from None
-    return _auto(net, info, params, allow_calibration, log)
+    return _auto(net, info, params, allow_calibration or remeasure, remeasure, log)
+
+
+def _measure(
+    net: Segmentor,
+    info: ModelInfo,
+    params: Params | None,
+    eligible: list[str],
+    built: dict[str, SegModel],
+    notes: dict[str, str],
+    call: tuple[tuple[int, int], int, bool],
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Prepare each eligible backend and time them all on one view (`call`: shape, batch, upsample), saying
+    each step and how long it took; the cache entry."""
+    say = log or (lambda message: None)
+    (h, w), batch, upsample = call
+    started = time.monotonic()
+    say(f"auto backend: measuring {', '.join(['torch', *eligible])} at {h}x{w} (once for this model here) ...")
+    for i, n in enumerate(eligible, start=1):
+        t = time.monotonic()
+        say(f"auto backend: preparing {n} ({i} of {len(eligible)}) ...")
+        try:
+            built[n] = build(n, net, info, params, log)
+            say(f"auto backend: {n} ready in {time.monotonic() - t:.0f} s")
+        except BackendError as e:
+            notes[n] = e.message
+            say(f"auto backend: {n} left out after {time.monotonic() - t:.0f} s ({e.message})")
+    say(f"auto backend: timing {', '.join(built)} ({calibrate.ROUNDS} rounds) ...")
+    x = torch.randn((batch, 3, h, w), generator=torch.Generator().manual_seed(0)).to(net.device, net.dtype)
+    seconds = calibrate.measure(built, x, upsample)
+    say(f"auto backend: measured in {time.monotonic() - started:.0f} s")
+    about = {"model": info.name, "view": f"{h}x{w}", "device": str(net.device), "dtype": str(net.dtype)}
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"seconds": seconds, "choice": calibrate.pick(seconds), "notes": notes, **about, "measured_at": when}
+
+
+def check_measure(when: str) -> str:
+    """`--backend-measure`: one of `MEASURE` (else a UsageError)."""
+    if when not in MEASURE:
+        raise UsageError(f"--backend-measure {when!r}: give one of {', '.join(MEASURE)}")
+    return when
 
 
 def _auto(
-    net: Segmentor, info: ModelInfo, params: Params | None, allow: bool, log: Callable[[str], None] | None
+    net: Segmentor,
+    info: ModelInfo,
+    params: Params | None,
+    allow: bool,
+    remeasure: bool,
+    log: Callable[[str], None] | None,
 ) -> tuple[SegModel, Choice]:
     from ..model.fold import fold_batchnorm
 
@@ -168,7 +220,7 @@ def _auto(
     upsample = params is None or not params.resize_once
     calls = {"upsample": upsample, "eligible": sorted(eligible)}
     k = calibrate.key(net.config, net.dtype, net.device, shape, batch, calls)
-    entry = calibrate.lookup(k)
+    entry = None if remeasure else calibrate.lookup(k)
     if entry is not None and entry["choice"] not in ("torch", *eligible):
         entry = None  # measured when another backend qualified
     built: dict[str, SegModel] = {"torch": net}
@@ -180,17 +232,7 @@ def _auto(
             )
             return net, Choice("auto", "torch", f"{why}; {said}" if said else why)
         check_pass(net.device, net.heads.channels, shape, VALUE_COPIES * batch, "measuring one forward pass")
-        if log is not None:
-            names, size = ", ".join(["torch", *eligible]), f"{shape[0]}x{shape[1]}"
-            log(f"auto backend: measuring {names} at {size} (once for this model on this machine) ...")
-        for n in eligible:
-            try:
-                built[n] = build(n, net, info, params, log)
-            except BackendError as e:
-                notes[n] = e.message
-        x = torch.randn((batch, 3, *shape), generator=torch.Generator().manual_seed(0)).to(net.device, net.dtype)
-        seconds = calibrate.measure(built, x, upsample)
-        entry = {"seconds": seconds, "choice": calibrate.pick(seconds), "notes": notes}
+        entry = _measure(net, info, params, eligible, built, notes, (shape, batch, upsample), log)
         calibrate.store(k, entry)
     choice, seconds = entry["choice"], entry["seconds"]
     figures = ", ".join(f"{n} {s:.3g} s" for n, s in sorted(seconds.items(), key=lambda kv: kv[1]))

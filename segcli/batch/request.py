@@ -41,6 +41,7 @@ class Inference:
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "auto"
+    backend_measure: str = "auto"  # auto | again | never (backends.MEASURE)
 
     def overrides(self) -> dict[str, Any]:
         """The preset overrides, as `Segmenter.params` takes them."""
@@ -57,10 +58,12 @@ class Inference:
     def check(self) -> None:
         """Typos are usage errors before any download or model loading."""
         from ..backends import check as check_backend
+        from ..backends import check_measure
         from ..engine.presets import check
 
         check(self.preset, **self.overrides())
         check_backend(self.backend)
+        check_measure(self.backend_measure)
 
 
 class Events:

@@ -133,23 +133,31 @@ def _load(req: Request, cluster: Cluster | None) -> Segmenter:
 
 
 def choose_backend(
-    seg: Segmenter, backend: str, params: Params, images: int, earlier: str | None, events: Events
+    seg: Segmenter,
+    backend: str,
+    params: Params,
+    images: int,
+    earlier: str | None,
+    events: Events,
+    measure: str = "auto",
 ) -> Choice:
     """Pick the backend and say which: `auto` keeps the `earlier` run's backend where it still applies (resume),
-    else calibrates when nothing is cached and the run has enough images."""
+    else calibrates when nothing is cached and the run has enough images; `measure` ("again" / "never",
+    `--backend-measure`) measures now or never."""
     from ..backends import CALIBRATE_MIN
 
     def log(message: str) -> None:
         events.say("info", message)
 
     choice = None
-    if str(backend).lower() == "auto" and earlier is not None:
+    if str(backend).lower() == "auto" and earlier is not None and measure != "again":
         with contextlib.suppress(SegcliError):  # it no longer applies (another preset, onnxruntime gone)
             choice = seg.use_backend(earlier, params, log=log)
             choice = replace(choice, requested="auto", reason="the backend of the earlier run into this folder")
             seg.backend_choice = choice
     if choice is None:
-        choice = seg.use_backend(backend, params, calibrate=images >= CALIBRATE_MIN, log=log)
+        calibrate = {"again": True, "never": False}.get(measure, images >= CALIBRATE_MIN)
+        choice = seg.use_backend(backend, params, calibrate=calibrate, remeasure=measure == "again", log=log)
     if choice.requested != "torch":
         log(f"backend {choice.backend} ({choice.reason})")
     return choice
@@ -180,7 +188,8 @@ class _Run:
             record, choice = self.job.record, c.backend_record(self.job)
         else:
             earlier = earlier_backend(self.opts.out, self.opts.overwrite)
-            choice = choose_backend(self.seg, backend, self.params, planned, earlier, self.events).to_json()
+            measure = self.req.inference.backend_measure
+            choice = choose_backend(self.seg, backend, self.params, planned, earlier, self.events, measure).to_json()
             record = RunRecord.of(self.seg, self.params)  # after the choice: the backend is part of the runtime
         self.gallery = [] if self.req.report else None
         summary = RunSummary(tuple(self.seg.classes), self.seg.scenes, run=record, backend=choice)

@@ -86,6 +86,16 @@ BackendOpt = Annotated[
         "here, measured on this machine (about a minute, once per model and view size; cached).",
     ),
 ]
+BackendMeasureOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="WHEN",
+        envvar="SEGCLI_BACKEND_MEASURE",
+        help="For --backend auto: auto (measure once when nothing is cached and the run has 8+ images) | again "
+        "(measure now, replacing the cached choice: after a busy machine) | never (the cached choice, else "
+        "torch). `segcli models --backends` lists the cached choices.",
+    ),
+]
 DtypeOpt = Annotated[
     str,
     typer.Option(
@@ -152,6 +162,7 @@ INFERENCE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("device", DeviceOpt, "auto"),
     ("dtype", DtypeOpt, "auto"),
     ("backend", BackendOpt, "auto"),
+    ("backend_measure", BackendMeasureOpt, "auto"),
 )
 
 

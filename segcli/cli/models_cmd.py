@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from .common import STATE, DebugOpt, JsonOpt, RegistryOpt, handle_errors
 
@@ -57,10 +59,37 @@ def _rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _backends(json_out: bool) -> None:
+    """The choices `--backend auto` measured and cached on this machine."""
+    from ..backends.calibrate import cache_file, entries
+
+    rows = entries()
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"no backend measured on this machine yet ({cache_file()})")
+        return
+    for r in rows:
+        figures = ", ".join(f"{n} {v:.3g} s" for n, v in sorted(r["seconds"].items(), key=lambda kv: kv[1]))
+        about = " ".join(str(r[f]) for f in ("model", "view", "device", "dtype") if r[f]) or r["key"]
+        when = f", measured {r['measured_at']}" if r["measured_at"] else ""
+        print(f"{about}: {r['choice']} ({figures}{when})")
+    print(f"(cached in {cache_file()}; predict --backend-measure again measures anew)")
+
+
+BackendsOpt = Annotated[bool, typer.Option("--backends", help="List the backends --backend auto chose here instead.")]
+
+
 @handle_errors
-def models(json_out: JsonOpt = False, debug: DebugOpt = False, registry: RegistryOpt = None) -> None:
+def models(
+    json_out: JsonOpt = False, backends: BackendsOpt = False, debug: DebugOpt = False, registry: RegistryOpt = None
+) -> None:
     """List the registry: backbone, parameters, download size, published mIoU and state (cached / not
     cached for Hub weights; ready / needs conversion / download by hand for .pth checkpoints)."""
+    if backends:
+        _backends(json_out)
+        return
     rows = _rows()
     if json_out:
         print(json.dumps(rows, indent=2))
