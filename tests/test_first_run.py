@@ -132,10 +132,11 @@ def test_long_steps_report_elapsed_time(capsys):
 
     from segcli.cli.progress import Activity
 
-    with Activity("exporting onnx", enabled=True, every=0.05):
-        time.sleep(0.3)
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) >= 3 and all(re.fullmatch(r"segcli: exporting onnx … \d+ s", line) for line in lines)
+    with Activity("exporting onnx", enabled=True, every=0.05, longest=0.2):
+        time.sleep(0.9)  # lines after 0.05, 0.15, 0.35, 0.55, 0.75 s: intervals double up to 0.2 s
+    *ticks, last = capsys.readouterr().err.splitlines()
+    assert 4 <= len(ticks) <= 6 and all(re.fullmatch(r"segcli: exporting onnx … \d+ s", line) for line in ticks)
+    assert re.fullmatch(r"segcli: exporting onnx: done in \d+ s", last)
     with Activity("quiet", enabled=False, every=0.05):
         time.sleep(0.1)
     assert capsys.readouterr().err == ""

@@ -87,10 +87,13 @@ class Progress:
 
 class Activity:
     """One long step with no countable progress (an ONNX export): a spinner with the elapsed time on a
-    terminal, a plain `segcli: <label> … N s` line every `every` seconds otherwise, nothing when disabled."""
+    terminal; otherwise a plain `segcli: <label> … N s` line after `every` seconds, then at doubling
+    intervals up to `longest` (a ten-minute step is 8 lines, not 40), and `<label>: done in N s` at the
+    end; nothing when disabled."""
 
-    def __init__(self, label: str, enabled: bool = True, every: float = 15.0) -> None:
-        self.label, self.enabled, self.every = label, enabled, every
+    def __init__(self, label: str, enabled: bool = True, every: float = 15.0, longest: float = 120.0) -> None:
+        self.label, self.enabled, self.every, self.longest = label, enabled, every, longest
+        self._start = time.monotonic()
         self._status: Any = None
         self._stop: Any = None
         self._thread: Any = None
@@ -107,11 +110,13 @@ class Activity:
         import threading
 
         self._stop = threading.Event()
-        start = time.monotonic()
+        start = self._start = time.monotonic()
 
         def tick() -> None:
-            while not self._stop.wait(self.every):
+            wait = self.every
+            while not self._stop.wait(wait):
                 print(f"segcli: {self.label} … {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+                wait = min(2 * wait, max(self.longest, self.every))
 
         self._thread = threading.Thread(target=tick, name="segcli-activity", daemon=True)
         self._thread.start()
@@ -123,3 +128,7 @@ class Activity:
         if self._stop is not None:
             self._stop.set()
             self._thread.join()
+            if exc[0] is None:
+                print(
+                    f"segcli: {self.label}: done in {time.monotonic() - self._start:.0f} s", file=sys.stderr, flush=True
+                )
