@@ -41,11 +41,15 @@ def thumb_key(png: Path, out: Path) -> str:
     return hashlib.sha256(png.relative_to(out).as_posix().encode()).hexdigest()[:24]
 
 
+def thumb_size(h: int, w: int) -> tuple[int, int]:
+    """(width, height) of a thumbnail of an h × w picture: at most THUMB pixels a side, never enlarged."""
+    scale = min(1.0, THUMB / max(h, w))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def thumbnails(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> dict[str, bytes]:
     """image / overlay JPEGs and the mask PNG at most THUMB pixels a side (the mask resized by nearest)."""
-    h, w = labels.shape
-    scale = min(1.0, THUMB / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = thumb_size(*labels.shape)
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
     idx = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.Resampling.NEAREST))
     colours = palette[np.clip(idx, 0, len(palette) - 1)]

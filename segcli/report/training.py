@@ -17,10 +17,10 @@ from PIL import Image
 
 from ..fsutil import atomic_write_bytes
 from ..loading.classes import ClassSet
+from .gallery import thumb_size
 
 FOLDER = "report"  # RUN/report/: the samples' thumbnails
 SAMPLES = 6  # validation images shown
-THUMB = 256
 UNLABELLED = (40, 40, 40)  # the ignore index in label thumbnails
 LOSS_TERMS = ("total", "decode", "aux")
 
@@ -46,10 +46,8 @@ def _encode(array: np.ndarray, kind: str) -> bytes:
 
 
 def _small(sample: Sample, palette: np.ndarray, ignore: int) -> dict[str, np.ndarray]:
-    """image / label / prediction at most THUMB pixels a side (indices resized by nearest)."""
-    h, w = sample.label.shape
-    scale = min(1.0, THUMB / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    """image / label / prediction as thumbnails (gallery.thumb_size) (indices resized by nearest)."""
+    size = thumb_size(*sample.label.shape)
     out = {"image": np.asarray(Image.fromarray(sample.image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))}
     table = np.concatenate([palette, np.array([UNLABELLED], dtype=np.uint8)])
     for kind, idx in (("label", sample.label), ("pred", sample.pred)):
