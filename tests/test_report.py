@@ -127,6 +127,77 @@ def test_report_needs_a_whole_run(cli, tiny_convnext_dir, tmp_path):
     assert r.exit_code == 2 and ".html" in r.stderr
 
 
+def test_report_time_says_where_a_run_went():
+    summary = {
+        "counts": {"done": 12, "skipped": 0},
+        "wall_seconds": 2297.0,
+        "setup_seconds": {"load_model": 3.0, "choose_backend": 1734.0},
+        "seconds": 560.0,
+        "images_per_second": 12 / 560,
+    }
+    assert gallery.time_text(summary) == (
+        "38 min 17 s in all (loading the model 3.0 s, choosing the backend 28 min 54 s, segmenting 9 min 20 s); "
+        "12 images segmented in this run, 0.02 images/s"
+    )
+    rerun = {**summary, "counts": {"done": 0, "skipped": 12}, "wall_seconds": 1.25, "seconds": 0.1}
+    rerun["setup_seconds"] = {"load_model": 1.0, "choose_backend": 0.0}
+    assert gallery.time_text(rerun) == (
+        "1.2 s in all (loading the model 1.0 s, segmenting 0.1 s); no image segmented in this run; "
+        "12 done before (skipped)"
+    )
+    assert gallery.duration(7530) == "2 h 05 min"
+
+
+def _input_links(page: Path) -> list[str]:
+    import re
+
+    html = page.read_text()
+    return re.findall(r'<a href="([^"]+)"><img src="[^"]+" alt="image', html)
+
+
+def test_report_links_to_the_photos_survive_moving_the_folder(cli, tiny_convnext_dir, tmp_path):
+    from urllib.parse import unquote, urlparse
+
+    _images(tmp_path / "in", ["a b.png", "c.png"])
+    sources = {p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    for how in ("absolute", "copy"):
+        out = tmp_path / f"out-{how}"
+        args = ("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out, "--report", "--quiet")
+        assert cli(*args, "--report-inputs", how).exit_code == 0
+        moved = tmp_path / "elsewhere" / how
+        moved.parent.mkdir(exist_ok=True)
+        shutil.move(out, moved)
+        links = _input_links(moved / "index.html")
+        assert len(links) == 2
+        if how == "absolute":
+            files = [Path(unquote(urlparse(link).path)) for link in links]
+            assert all(link.startswith("file:///") for link in links)
+        else:
+            files = [moved / unquote(link) for link in links]
+            assert all(f.parent == moved / gallery.FOLDER / "inputs" for f in files)
+        assert {f.read_bytes() for f in files} == sources
+    # relative links: the folder and its inputs side by side
+    out = tmp_path / "out-relative"
+    args = ("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", out, "--report", "--quiet")
+    assert cli(*args, "--report-inputs", "relative").exit_code == 0
+    links = _input_links(out / "index.html")
+    assert sorted(links) == ["../in/a%20b.png", "../in/c.png"]
+    r = cli(*args, "--report-inputs", "copies")
+    assert r.exit_code == 2 and "absolute, relative, copy" in r.stderr
+
+
+def test_report_time_of_a_rerun_says_nothing_was_segmented(cli, tiny_convnext_dir, tmp_path):
+    _images(tmp_path / "in", ["a.png"])
+    args = ("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", tmp_path / "out", "--report", "--quiet")
+    assert cli(*args).exit_code == 0
+    assert "1 image segmented in this run" in (tmp_path / "out" / "index.html").read_text()
+    assert cli(*args).exit_code == 0
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["wall_seconds"] >= doc["seconds"] and set(doc["setup_seconds"]) == {"load_model", "choose_backend"}
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "no image segmented in this run; 1 done before (skipped)" in html
+
+
 # ------------------------------------------------------------------ in a browser
 
 

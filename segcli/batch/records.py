@@ -171,7 +171,9 @@ class RunSummary:
     skipped: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     class_pixels: np.ndarray = field(init=False)
-    seconds: float = 0.0
+    seconds: float = 0.0  # segmenting (the runner's time)
+    wall_seconds: float = 0.0  # the whole run until its summary: loading, choosing the backend, segmenting
+    setup_seconds: dict[str, float] = field(default_factory=dict)  # load_model, choose_backend
     interrupted: bool = False
     run: RunRecord | None = None  # what made the outputs
     backend: dict[str, Any] | None = None  # the backend chosen and why (`backends.Choice.to_json`)
@@ -218,6 +220,8 @@ class RunSummary:
             "failures": self.failures,
             "seconds": self.seconds,
             "images_per_second": self.done / self.seconds if self.seconds > 0 else None,
+            "wall_seconds": self.wall_seconds,
+            "setup_seconds": self.setup_seconds,
             "timings": self._timings(),
         }
 

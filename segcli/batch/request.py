@@ -99,6 +99,7 @@ class Request:
     topk: int | None = None
     legend: bool = True
     report: bool = False
+    report_inputs: str | None = None  # the report's links to the inputs: gallery.LINKS (None: absolute)
     overwrite: bool = False
     batch_size: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -154,6 +155,13 @@ def check_options(req: Request, kinds: frozenset[str]) -> Path:
         raise UsageError(f"--topk {req.topk}: must be 1..65536")
     if req.topk is not None and "probs" not in kinds:
         raise UsageError("--topk applies to the probabilities", hint="add probs to --save, e.g. --save json,probs")
+    if req.report_inputs is not None:
+        from ..report.gallery import LINKS
+
+        if req.report_inputs not in LINKS:
+            raise UsageError(f"--report-inputs {req.report_inputs!r}: give one of {', '.join(LINKS)}")
+        if not req.report:
+            raise UsageError("--report-inputs applies to the report", hint="add --report")
     if not 1 <= req.batch_size <= 1024:
         raise UsageError("--batch-size must be 1..1024")
     if not str(req.out).strip():

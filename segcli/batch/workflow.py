@@ -11,6 +11,7 @@ Every record goes to `Events.record` as it comes; run-level problems (a summary 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
     """`predict` of a `Request`."""
     from ..io.inputs import in_shard, parse_shard
 
+    began = time.perf_counter()
     req.inference.check()
     kinds = save_kinds(req.save)
     shard = parse_shard(req.shard)
@@ -68,6 +70,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
     cluster = _connect(req) if req.ray is not None else None
     try:
         seg = _load(req, cluster)
+        loaded = time.perf_counter()
         params = seg.params(req.inference.preset, **_overrides(req, cluster))
         kinds = model_kinds(kinds, seg.maps, req.save is None)
         opts = Options(
@@ -83,8 +86,9 @@ def run_request(req: Request, events: Events) -> RunSummary:
             raster=raster,
             overviews=req.overviews,
         )
-        run = _Run(req, seg, params, opts, cluster, events)
+        run = _Run(req, seg, params, opts, cluster, events, began)
         summary = run.start(found, len(items))
+        summary.setup_seconds = {"load_model": loaded - began, **summary.setup_seconds}
         run.execute(items, summary)
         summary.extra = {"inputs": list(req.inputs), "shard": list(shard) if shard else None, "out": str(out)}
         name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
@@ -173,13 +177,14 @@ class _Run:
     opts: Options
     cluster: Cluster | None
     events: Events
+    began: float  # time.perf_counter() when the run was asked for
     job: Job | None = None
     gallery: list[Any] | None = None
     fatal: SegcliError | None = None  # the error that stopped the run, raised once it is summed up
 
     def start(self, found: Discovery, planned: int) -> RunSummary:
         """Choose the backend (or the Ray workers' job), then the summary with discovery's failures in it."""
-        backend = self.req.inference.backend
+        backend, t = self.req.inference.backend, time.perf_counter()
         if self.cluster is not None:
             c = self.cluster
             self.job = c.job(
@@ -193,6 +198,7 @@ class _Run:
             record = RunRecord.of(self.seg, self.params)  # after the choice: the backend is part of the runtime
         self.gallery = [] if self.req.report else None
         summary = RunSummary(tuple(self.seg.classes), self.seg.scenes, run=record, backend=choice)
+        summary.setup_seconds = {"choose_backend": time.perf_counter() - t}
         summary.total = len(found.errors)
         self.events.started(planned + len(found.errors))
         for arg, reason in found.errors:
@@ -250,6 +256,7 @@ class _Run:
         from ..io.outputs import json_bytes
         from .runner import write_run_files
 
+        summary.wall_seconds = time.perf_counter() - self.began
         out, doc = self.opts.out, summary.to_json(self.opts.save)
         self._write(
             summary, f"{out / name}: cannot write the run summary", atomic_write_bytes, out / name, json_bytes(doc)
@@ -258,10 +265,11 @@ class _Run:
         if self.gallery is not None:
             from ..report import gallery
 
-            c = self.seg.info.class_set
-            page = self._write(
-                summary, f"{out}: cannot write the report", gallery.write, out, self.gallery, doc, c, self.opts.alpha
-            )
+            c, links = self.seg.info.class_set, self.req.report_inputs or "absolute"
+            if links == "copy":
+                self.events.say("info", f"report: copying {len(self.gallery)} inputs into {out / gallery.FOLDER}")
+            what = f"{out}: cannot write the report"
+            page = self._write(summary, what, gallery.write, out, self.gallery, doc, c, self.opts.alpha, links)
             if page is not None:
                 self.events.say("info", f"report: {page}")
 

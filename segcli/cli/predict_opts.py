@@ -62,6 +62,16 @@ TopkOpt = Annotated[
         metavar="K", help="probs: keep the K most probable classes (.npz) instead of all (.npy).", rich_help_panel=OUT
     ),
 ]
+ReportInputsOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="HOW",
+        help="How the report links to the input photos: absolute (file:// links; OUT can move on this machine), "
+        "relative (OUT served or moved together with the inputs) or copy (copies in OUT; OUT can go anywhere) "
+        "[absolute].",
+        rich_help_panel=OUT,
+    ),
+]
 LegendOpt = Annotated[
     bool,
     typer.Option(

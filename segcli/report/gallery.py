@@ -3,7 +3,9 @@ first page of the gallery) and OUT/segcli-report/page-N.html, thumbnails in OUT/
 
 Thumbnails (the image, its overlay, its mask; at most 256 pixels a side) are made by the writer while the
 image is in memory; images skipped as done before get theirs from their files when the report is written.
-Links are relative and percent-encoded, so the folder can be moved or served as it is.
+Links within OUT are relative and percent-encoded, so the folder can be moved or served as it is; links to the
+input photos are `LINKS`: absolute file URIs (the default: they survive moving OUT on this machine), relative
+paths (OUT served together with the inputs) or copies in OUT/segcli-report/inputs/ (OUT taken elsewhere).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import hashlib
 import io
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..fsutil import atomic_write_bytes, check_inside
+from ..fsutil import atomic_path, atomic_write_bytes, check_inside
 from ..loading.classes import ClassSet
 
 FOLDER = "segcli-report"  # a run-level name (layout.RUN_FILES): input folders never take it
@@ -28,6 +32,7 @@ PAGE_SIZE = 60
 THUMB = 256
 TOP = 3  # classes listed per image
 KINDS = {"image": ".jpg", "overlay": ".jpg", "mask": ".png"}
+LINKS = ("absolute", "relative", "copy")  # how the report links to the input photos (--report-inputs)
 
 
 def save(out: Path, path: Path, data: bytes) -> None:
@@ -73,6 +78,7 @@ class Entry:
     counts: np.ndarray | None
     key: str = ""
     top: list[dict[str, Any]] = field(default_factory=list)
+    copy: Path | None = None  # the input's copy in the report (links "copy")
 
 
 def _top(counts: np.ndarray | None, classes: ClassSet) -> list[dict[str, Any]]:
@@ -110,11 +116,35 @@ def _ensure_thumbs(entry: Entry, out: Path, palette: np.ndarray, alpha: float) -
             save(out, folder / f"{entry.key}-{kind}{KINDS[kind]}", data)
 
 
+def _copy_input(entry: Entry, out: Path) -> Path | None:
+    """The input copied to OUT/segcli-report/inputs/<key><ext> (kept when a copy of its size is there);
+    None when it cannot be read or written (the link then stays absolute)."""
+    ext = entry.input.suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", entry.input.suffix) else ""
+    target = out / FOLDER / "inputs" / f"{entry.key}{ext}"
+    try:
+        check_inside(out, target)
+        if target.is_file() and target.stat().st_size == entry.input.stat().st_size:
+            return target
+        with atomic_path(target) as tmp:
+            shutil.copyfile(entry.input, tmp)
+    except OSError:
+        return None
+    return target
+
+
 def _href(target: Path, page_dir: Path) -> str:
     return quote(Path(os.path.relpath(os.path.abspath(target), os.path.abspath(page_dir))).as_posix())
 
 
-def _entry_view(e: Entry, out: Path, page_dir: Path) -> dict[str, Any]:
+def _input_href(e: Entry, page_dir: Path, links: str) -> str:
+    if links == "relative":
+        return _href(e.input, page_dir)
+    if links == "copy" and e.copy is not None:
+        return _href(e.copy, page_dir)
+    return Path(os.path.abspath(e.input)).as_uri()
+
+
+def _entry_view(e: Entry, out: Path, page_dir: Path, links: str) -> dict[str, Any]:
     thumbs = {k: _href(out / FOLDER / "thumbs" / f"{e.key}-{k}{ext}", page_dir) for k, ext in KINDS.items()}
     png = e.outputs["png"]
     return {
@@ -122,7 +152,7 @@ def _entry_view(e: Entry, out: Path, page_dir: Path) -> dict[str, Any]:
         "status": e.status,
         "thumbs": thumbs,
         "top": e.top,
-        "input_href": _href(e.input, page_dir),
+        "input_href": _input_href(e, page_dir, links),
         "overlay_href": _href(e.outputs.get("overlay", png), page_dir),
         "mask_href": _href(png, page_dir),
     }
@@ -139,6 +169,33 @@ def _text(value: Any) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_text(v)}" for k, v in value.items()) or "none"
     return str(value)
+
+
+def duration(seconds: float) -> str:
+    """12.3 s, 38 min 17 s, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def time_text(summary: dict[str, Any]) -> str:
+    """The run's time as a person reads it: the whole run, where it went, what this run segmented."""
+    setup = summary.get("setup_seconds") or {}
+    steps = [
+        (label, setup.get(key))
+        for key, label in (("load_model", "loading the model"), ("choose_backend", "choosing the backend"))
+    ]
+    parts = [f"{label} {duration(s)}" for label, s in [*steps, ("segmenting", summary["seconds"])] if s]
+    done, before = summary["counts"]["done"], summary["counts"]["skipped"]
+    rate = summary.get("images_per_second")
+    if done:
+        what = f"{done} image{'s' * (done != 1)} segmented in this run" + (f", {rate:.2f} images/s" if rate else "")
+    else:
+        what = "no image segmented in this run"
+    if before:
+        what += f"; {before} done before (skipped)"
+    return f"{duration(summary.get('wall_seconds') or summary['seconds'])} in all ({', '.join(parts)}); {what}"
 
 
 def _parameters(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -174,13 +231,22 @@ def _charts(summary: dict[str, Any], classes: ClassSet, scenes: bool) -> dict[st
     return {"class_chart": chart, "scene_chart": scene_chart}
 
 
-def write(out: Path, entries: list[Entry], summary: dict[str, Any], classes: ClassSet, alpha: float) -> Path:
-    """The report's pages; returns OUT/index.html."""
+def write(
+    out: Path,
+    entries: list[Entry],
+    summary: dict[str, Any],
+    classes: ClassSet,
+    alpha: float,
+    links: str = "absolute",
+) -> Path:
+    """The report's pages (`links`: one of LINKS); returns OUT/index.html."""
     from .html import render
 
     for e in entries:
         e.key, e.top = thumb_key(e.outputs["png"], out), _top(e.counts, classes)
         _ensure_thumbs(e, out, classes.palette_array, alpha)
+        if links == "copy":
+            e.copy = _copy_input(e, out)
     n_pages = max(1, -(-len(entries) // PAGE_SIZE))
     page_paths = [out / "index.html", *(out / FOLDER / f"page-{n}.html" for n in range(2, n_pages + 1))]
     common = {
@@ -189,8 +255,7 @@ def write(out: Path, entries: list[Entry], summary: dict[str, Any], classes: Cla
         "preset": summary["preset"],
         "counts": summary["counts"],
         "interrupted": summary["interrupted"],
-        "seconds": summary["seconds"],
-        "rate": summary["images_per_second"],
+        "time": time_text(summary),
         "parameters": _parameters(summary),
         "failures": summary["failures"],
         "total_entries": len(entries),
@@ -205,7 +270,7 @@ def write(out: Path, entries: list[Entry], summary: dict[str, Any], classes: Cla
             overview=number == 1,
             page=number,
             pages=pages,
-            entries=[_entry_view(e, out, path.parent) for e in chunk],
+            entries=[_entry_view(e, out, path.parent, links) for e in chunk],
             first=(number - 1) * PAGE_SIZE + 1 if chunk else 0,
             last=(number - 1) * PAGE_SIZE + len(chunk),
             **common,
