@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DATA, random_image, randomize_
+from helpers import DATA, assert_labels_agree, random_image, randomize_
 
 from segcli import Segmenter
 from segcli.loading.classes import head_sets, known_set, parsing_head
@@ -242,9 +242,12 @@ def test_upp_network_equals_the_authors(upp_files):
     maps = seg.model.heads.labels(up)
     object_map = probs["object"].argmax(1)[0].numpy()
     local = [p.argmax(1)[0].numpy() for p in probs["part"]]
-    assert np.array_equal(maps["labels"], object_map)
-    assert np.array_equal(maps["part"], ref.global_parts(object_map, local, hierarchy()))
-    assert np.array_equal(maps["material"], probs["material"].argmax(1)[0].numpy())
+    # the probabilities agree to ~1e-5: labels equal but at the near-ties bilinear upsampling makes
+    assert_labels_agree(maps["labels"], probs["object"][0].numpy(), 1e-4, "object")
+    assert_labels_agree(maps["material"], probs["material"][0].numpy(), 1e-4, "material")
+    same_object = maps["labels"] == object_map
+    parts = ref.global_parts(object_map, local, hierarchy())
+    assert np.mean(maps["part"][same_object] != parts[same_object]) <= 1e-3  # a part's own near-ties
     assert len(np.unique(maps["part"])) > 5  # the comparison covers many parts, not just "no part"
 
 
@@ -276,9 +279,11 @@ def test_upp_preset_equals_the_test_script(small_upp_files):
     }
     print("UPP protocol: " + ", ".join(f"{k} probabilities {v:.2e}" for k, v in diffs.items()))
     assert diffs["object"] <= 1e-5 and diffs["scene"] <= 1e-5
-    assert np.array_equal(got.labels, labels["object"])
-    assert np.array_equal(got.maps["material"], labels["material"])
-    assert np.array_equal(got.maps["part"], ref.global_parts(labels["object"], labels["part"], hierarchy()))
+    assert_labels_agree(got.labels, probs["object"][0].numpy(), 1e-5, "object")
+    assert_labels_agree(got.maps["material"], probs["material"][0].numpy(), 1e-5, "material")
+    same_object = got.labels == labels["object"]
+    parts = ref.global_parts(labels["object"], labels["part"], hierarchy())
+    assert np.mean(got.maps["part"][same_object] != parts[same_object]) <= 1e-3
     parsed = seg.parse(image)
     assert np.array_equal(parsed.object, got.labels) and np.array_equal(parsed.part, got.maps["part"])
     names = [r[1] for r in restore_csv("scene.csv")]
