@@ -80,6 +80,7 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
     )
     shutil.rmtree(stale, ignore_errors=True)
     assert a.returncode == 1 and b.returncode == 1, b.stderr  # the two bad files
+    assert [line for line in b.stderr.splitlines() if ".cc:" in line] == []  # no Ray C++ core log lines
     assert [json.loads(x)["input"] for x in b.stdout.splitlines()] == [
         json.loads(x)["input"] for x in a.stdout.splitlines()
     ]  # input order
@@ -98,6 +99,18 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
     statuses = [json.loads(x)["status"] for x in again.stdout.splitlines()]
     assert again.returncode == 1 and statuses.count("skipped") == 20 and statuses.count("failed") == 2
     assert not list(distributed.rglob(".*.tmp"))
+
+
+def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
+    from segcli.batch.ray import native_log_lines_dropped
+
+    native = b"[2026-12-02 10:23:12,986 I 5189 5189] logging.cc:303: Set ray log level from environment variable\n"
+    with native_log_lines_dropped():
+        os.write(2, native)
+        os.write(2, b"segcli: a line of ours\n")
+    with native_log_lines_dropped(active=False):  # --debug: Ray's lines shown
+        os.write(2, native)
+    assert capfd.readouterr().err == "segcli: a line of ours\n" + native.decode()
 
 
 def _worker_pids() -> list[int]:

@@ -14,9 +14,11 @@ killed worker left are removed when the run ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -139,10 +141,39 @@ def connect(address: str | None, quiet: bool = True) -> bool:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": logging.ERROR}
     if address and address != "local":
         probe(address)
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(address="local", **kwargs)
+    with native_log_lines_dropped(quiet):
+        ray.init(address=address if address and address != "local" else "local", **kwargs)
     return True
+
+
+_NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] [\w.]+\.cc:\d+: ")
+
+
+@contextlib.contextmanager
+def native_log_lines_dropped(active: bool = True) -> Iterator[None]:
+    """Ray's C++ core log lines written to this process's stderr (file descriptor 2) inside the block left
+    out; everything else written there is passed on when the block ends. Ray's core says
+    "logging.cc: Set ray log level from environment variable …" as it starts, whatever that level is."""
+    if not active:
+        yield
+        return
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read(1 << 20).splitlines(keepends=True) if not _NATIVE_LINE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def probe(address: str, timeout: float | None = None) -> None:
