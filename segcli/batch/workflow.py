@@ -86,9 +86,8 @@ def run_request(req: Request, events: Events) -> RunSummary:
             raster=raster,
             overviews=req.overviews,
         )
-        run = _Run(req, seg, params, opts, cluster, events, began)
+        run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))
-        summary.setup_seconds = {"load_model": loaded - began, **summary.setup_seconds}
         run.execute(items, summary)
         summary.extra = {"inputs": list(req.inputs), "shard": list(shard) if shard else None, "out": str(out)}
         name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
@@ -178,6 +177,7 @@ class _Run:
     cluster: Cluster | None
     events: Events
     began: float  # time.perf_counter() when the run was asked for
+    loaded: float  # … and when its model was loaded
     job: Job | None = None
     gallery: list[Any] | None = None
     fatal: SegcliError | None = None  # the error that stopped the run, raised once it is summed up
@@ -198,7 +198,7 @@ class _Run:
             record = RunRecord.of(self.seg, self.params)  # after the choice: the backend is part of the runtime
         self.gallery = [] if self.req.report else None
         summary = RunSummary(tuple(self.seg.classes), self.seg.scenes, run=record, backend=choice)
-        summary.setup_seconds = {"choose_backend": time.perf_counter() - t}
+        summary.setup_seconds = {"load_model": self.loaded - self.began, "choose_backend": time.perf_counter() - t}
         summary.total = len(found.errors)
         self.events.started(planned + len(found.errors))
         for arg, reason in found.errors:
