@@ -88,6 +88,32 @@ def test_models_json_and_table(cli):
     )
 
 
+def test_models_remembers_sizes_and_recounts_a_damaged_cache(cli, monkeypatch):
+    """The sizes are counted once (meta builds) and then read from segcli's cache; a damaged cache file or
+    entry is counted again, never shown."""
+    import segcli.model
+    from segcli.loading.hub import segcli_cache
+
+    first = {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)}
+    cache = segcli_cache() / "sizes.json"
+    assert len(json.loads(cache.read_text())) == len(first)
+
+    def no_builds(cfg):
+        raise AssertionError("built a network although its size was cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(segcli.model, "network_size", no_builds)
+        again = {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)}
+    assert again == first
+    doc = json.loads(cache.read_text())
+    doc[next(iter(doc))] = [-1, "x"]  # one damaged entry
+    cache.write_text(json.dumps(doc))
+    assert {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)} == first
+    cache.write_text("{not json")
+    assert {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)} == first
+    assert first["upernet-convnext-tiny"] == NINE_PARAMS["upernet-convnext-tiny"]
+
+
 def test_predict_folder_tree(cli, tiny_convnext_dir, tree, tmp_path):
     out = tmp_path / "out"
     r = cli("predict", tree, "-m", tiny_convnext_dir, "-o", out, "--device", "cpu")

@@ -14,12 +14,12 @@ from .common import STATE, DebugOpt, JsonOpt, RegistryOpt, handle_errors
 def _rows() -> list[dict[str, Any]]:
     from ..loading.hub import try_cached
     from ..loading.registry import load_registry
+    from ..loading.sizes import network_sizes
     from ..loading.sources import converted_dir
-    from ..model import network_size
 
     rows = []
-    for spec in load_registry(STATE.registry).values():
-        params, nbytes = network_size(spec.network)
+    specs = list(load_registry(STATE.registry).values())
+    for spec, (params, nbytes) in zip(specs, network_sizes([s.network for s in specs]), strict=True):
         if spec.needs_conversion:
             d = converted_dir(spec)
             cached = d / "model.safetensors" if (d / "model.safetensors").is_file() else None
