@@ -123,6 +123,30 @@ def test_torchscript_with_preprocess_and_labels(cli, tiny_pspnet_dir, tmp_path):
     assert side["align_corners"] is True and side["classes"][0] == "road"
 
 
+def test_export_time_estimate_follows_the_network():
+    """The estimate `segcli export` prints grows with the network's modules (what torch.export's tracing
+    works through), is larger for a dynamic ONNX export and stays within what was measured (a few seconds
+    for the tiny test models, tens for real UperNet-ConvNeXt-T; benchmarks/export_time.py)."""
+    from segcli.backends.export import estimate_seconds
+    from segcli.loading.registry import load_registry
+    from segcli.model import Segmentor
+
+    with torch.device("meta"):
+        real = Segmentor(load_registry()["upernet-convnext-tiny"].network)
+        small = Segmentor(load_registry()["upernet-convnext-tiny"].network.__class__(*_tiny_convnext_parts()))
+    for fmt in ("onnx", "torchscript"):
+        assert 0 < estimate_seconds(small, fmt) < estimate_seconds(real, fmt)
+    assert estimate_seconds(real, "onnx", dynamic=True) > estimate_seconds(real, "onnx")
+    assert 2 < estimate_seconds(small, "onnx") < 15 and 5 < estimate_seconds(real, "onnx") < 60
+
+
+def _tiny_convnext_parts():
+    from segcli.model.backbones import ConvNeXtConfig
+    from segcli.model.heads.uper import UPerHeadConfig
+
+    return ConvNeXtConfig((1, 1, 2, 1), (16, 24, 32, 40)), UPerHeadConfig((16, 24, 32, 40), 150, channels=32)
+
+
 @pytest.mark.slow
 def test_verification_failure_keeps_the_file(cli, onnx_convnext, tiny_convnext_dir, tmp_path):
     r = cli(

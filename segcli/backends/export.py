@@ -119,6 +119,22 @@ def export_torchscript(model: Segmentor, opts: ExportOptions, path: Path) -> Non
     traced.save(str(path))
 
 
+# the seconds an export takes on an idle 2-core machine (benchmarks/export_time.py measured tiny and real
+# ConvNeXt and PSPNet networks): torch.export's tracing and decompositions and the ONNX optimizer work per
+# graph node, so the modules predict the time and the parameters hardly do (TorchScript's save aside)
+FIXED = {"onnx": 2.5, "onnx-dynamic": 4.0, "torchscript": 0.3}
+PER_MODULE = {"onnx": 0.025, "onnx-dynamic": 0.08, "torchscript": 0.005}
+PER_MILLION_PARAMS = {"onnx": 0.01, "onnx-dynamic": 0.01, "torchscript": 0.04}
+
+
+def estimate_seconds(net: nn.Module, fmt: str, dynamic: bool = False) -> float:
+    """About how long exporting `net` as `fmt` takes on an idle 2-core machine (more on a busy one)."""
+    kind = "onnx-dynamic" if fmt == "onnx" and dynamic else fmt
+    modules = sum(1 for _ in net.modules())
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+    return FIXED[kind] + PER_MODULE[kind] * modules + PER_MILLION_PARAMS[kind] * params
+
+
 def export_file(net: Segmentor, info: ModelInfo, opts: ExportOptions, out: Path, preset: dict[str, Any]) -> Path:
     """`net` exported to `out` (written atomically) with its sidecar (`preset`: the inference parameters it
     records); returns the sidecar's path."""

@@ -130,10 +130,8 @@ def export(
         return
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory", hint="give a file name, e.g. model.onnx")
-    with Activity(
-        f"exporting {fmt} (torch.export traces the whole network: tens of seconds, minutes on a busy machine)",
-        not quiet,
-    ):
+    guess = ex.estimate_seconds(net, fmt, dynamic)
+    with Activity(f"exporting {fmt} (about {guess:.0f} s for this model on an idle machine)", not quiet):
         side = ex.export_file(net, seg.info, opts, out, seg.params(preset).to_json())
     result: dict[str, Any] = dict(format=fmt, path=str(out), sidecar=str(side), size=list(opts.size), dynamic=dynamic)
     result.update(verified=None, checks=[])
