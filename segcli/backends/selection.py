@@ -151,6 +151,10 @@ def select(
     if requested != "auto":
         if reason := unsupported(requested, net, params, auto=False):
             raise UsageError(f"--backend {requested}: {reason}", hint="use --backend auto or torch")
+        if requested == "compile":
+            from ..model.fold import fold_batchnorm
+
+            fold_batchnorm(net)  # the graph auto measures for compile (and one pass less per BatchNorm)
         try:
             return build(requested, net, info, params, log), Choice(requested, requested, "asked for")
         except BackendError as e:

@@ -5,8 +5,8 @@ conv(x; W) → BN(γ, β, μ, σ²)  ≡  conv(x; W·s) + (β − μ·s),  s = �
 The pairs are declared per module (`PAIRS`), not guessed from the graph: a ResNet block's conv_i → bn_i,
 a `ConvModule`'s conv → batch_norm, and a Sequential's consecutive Conv2d, BatchNorm2d children (the stem,
 the downsample shortcut). The BatchNorm becomes an `Identity`, so the state dict no longer matches the
-checkpoint: folding is for networks that only run from then on (`--backend auto`, `Segmenter.use_backend("auto")`),
-never for export or conversion.
+checkpoint: folding is for networks that only run from then on (`--backend auto` and `compile`,
+`Segmenter.use_backend`), never for export or conversion.
 """
 
 from __future__ import annotations
