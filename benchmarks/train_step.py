@@ -79,7 +79,7 @@ def segcli_step(model: str, images: Any, labels: Any, bf16: bool) -> Any:
     from segcli.loading.registry import load_registry
     from segcli.model import Segmentor
     from segcli.train.loss import add_dropout
-    from segcli.train.step import step_once
+    from segcli.train.step import Objective, step_once
 
     spec = load_registry()[MODELS[model][0]]
     net = randomize_(Segmentor(spec.network)).train()
@@ -88,7 +88,7 @@ def segcli_step(model: str, images: Any, labels: Any, bf16: bool) -> Any:
     opt = _optimizer(net.parameters(), model)
     mean = "all" if mmseg_origin else "labelled"
     amp = torch.bfloat16 if bf16 else None
-    return lambda: step_once(net, opt, images, labels, amp, None, mean)
+    return lambda: step_once(Objective(net, mean), opt, [(images, labels)], amp, None)
 
 
 def _bn(cfg: Any) -> Any:

@@ -201,7 +201,7 @@ def pth_rename(module: torch.nn.Module, table: list) -> dict[str, torch.Tensor]:
 def test_a_step_frees_the_gradients_before_the_next_forward(small_model):
     """As mmengine's OptimWrapper: backward, step, zero_grad(set_to_none) — no gradient (a model's size of
     memory) held through the next forward; the step changed the weights."""
-    from segcli.train.step import step_once
+    from segcli.train.step import Objective, step_once
 
     net = Segmenter.from_pretrained(small_model).network.train()
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
@@ -209,7 +209,7 @@ def test_a_step_frees_the_gradients_before_the_next_forward(small_model):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 3, (2, 32, 32), generator=g)
-    terms = step_once(net, opt, images, labels, None, None)
+    terms = step_once(Objective(net), opt, [(images, labels)], None, None)
     assert set(terms) == {"decode", "aux", "total"} and terms["total"] > 0
     assert all(p.grad is None for p in net.parameters())
     changed = [n for n, p in net.named_parameters() if not torch.equal(p, before[n])]

@@ -75,7 +75,9 @@ def train(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Train without the pairs the scan finds problems in (else the run refuses).", rich_help_panel=DATA)] = False,
     iters: Annotated[int | None, typer.Option(metavar="N", help="Training iterations [2000].", rich_help_panel=RUN)] = None,
     epochs: Annotated[int | None, typer.Option(metavar="N", help="Or: passes over the training pairs.", rich_help_panel=RUN)] = None,
-    batch: Annotated[int, typer.Option(metavar="B", help="Images per iteration.", rich_help_panel=RUN)] = 2,
+    batch: Annotated[int, typer.Option(metavar="B", help="Images per iteration (per rank under torchrun).", rich_help_panel=RUN)] = 2,
+    accumulate: Annotated[int, typer.Option(metavar="K", help="Micro-batches of B per iteration, gradients accumulated.", rich_help_panel=RUN)] = 1,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all ranks' batches.", rich_help_panel=RUN)] = False,
     crop: Annotated[str, typer.Option(metavar="H[xW]", help="Training crop.", rich_help_panel=RUN)] = "512",
     lr: Annotated[float | None, typer.Option(metavar="X", help="Base learning rate [the recipe's].", rich_help_panel=RUN)] = None,
     recipe: Annotated[str | None, typer.Option(metavar="NAME", help="resnet | convnext | swin [the backbone's family].", rich_help_panel=RUN)] = None,
@@ -95,7 +97,8 @@ def train(
 
     A pre-flight scan reads every pair first and lists each problem; the run refuses them (or skips them
     with --skip-bad). Checkpoints are written atomically; Ctrl-C saves one and exits 130; --resume continues
-    exactly where the run stopped (the same loss curve)."""
+    exactly where the run stopped (the same loss curve). Under torchrun (or srun) every rank runs this
+    command: DistributedDataParallel, --batch per rank, rank 0 writes RUN."""
     from ..train.fit import Events, fit
 
     say = (lambda m: None) if quiet else (lambda m: eprint(f"segcli: {m}"))
@@ -105,11 +108,14 @@ def train(
             data, model, out, events=events, classes=classes, val=val, val_split=val_split,
             reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, class_weights=_weights(class_weights), iters=iters, epochs=epochs,
             batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,
-            device=device, workers=workers, seed=seed, report=report,
+            device=device, workers=workers, seed=seed, report=report, accumulate=accumulate, sync_bn=sync_bn,
         )  # fmt: skip
     if summary.stopped:
-        eprint(f"segcli: stopped at iteration {summary.iters}; the checkpoint is saved: add --resume to continue")
+        if summary.rank == 0:
+            eprint(f"segcli: stopped at iteration {summary.iters}; the checkpoint is saved: add --resume to continue")
         raise typer.Exit(stop.exit_code or 130)
+    if summary.rank != 0:  # rank 0 speaks for the run
+        return
     best = f", best val mIoU {100 * summary.best_miou:.2f}" if summary.best_miou is not None else ""
     if not quiet:
         eprint(f"segcli: trained {summary.iters} iterations{best}: {summary.model}")

@@ -9,10 +9,15 @@ crops as an uninterrupted one, whatever the number of loader processes.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+import torch
+
+from ..errors import SegcliError, UsageError, first_line
+from . import distributed
 from .data import MaskRule, Pair, Scan, Split, find, scan
 from .options import DEFAULT_ITERS, Events, Options, Summary
 from .run import RunFolder
@@ -24,17 +29,41 @@ def fit(data: str | Path, model: str, out: str | Path, *, events: Events | None 
     opts = Options(**options)
     ev = events or Events()
     _check(opts)
-    folder = RunFolder(Path(out))
-    folder.check(opts.resume)
-    split = find(Path(data), opts.val, opts.val_split, opts.seed)
-    session = Session.start(model, opts, ev)
-    rule = MaskRule(session.num_classes, opts.ignore_index, opts.reduce_zero_label, session.classes.palette)
-    train, val = _scan(split, rule, opts, ev)
-    if opts.epochs is not None:  # every pair seen `epochs` times
-        opts.iters = max(1, math.ceil(opts.epochs * len(train) / opts.batch))
-    elif opts.iters is None:
-        opts.iters = DEFAULT_ITERS
-    return session.run(folder, train, val, rule)
+    world = distributed.from_env()  # torchrun / srun: one of several ranks
+    if not world.main:  # rank 0 speaks for the run
+        ev = Events(should_stop=ev.should_stop)
+    opts.device = str(distributed.join(world, opts.device))
+    try:
+        folder = RunFolder(Path(out))
+        folder.check(opts.resume)
+        split = find(Path(data), opts.val, opts.val_split, opts.seed)
+        session = Session.start(model, opts, ev, world)
+        rule = MaskRule(session.num_classes, opts.ignore_index, opts.reduce_zero_label, session.classes.palette)
+        train, val = _scan(split, rule, opts, ev)
+        if opts.epochs is not None:  # every pair seen `epochs` times by the global batch
+            opts.iters = max(1, math.ceil(opts.epochs * len(train) / (opts.batch * opts.accumulate * world.size)))
+        elif opts.iters is None:
+            opts.iters = DEFAULT_ITERS
+        summary = session.run(folder, train, val, rule)
+        return replace(summary, rank=world.rank)
+    except (RuntimeError, torch.distributed.DistError) as e:
+        if not world.distributed:
+            raise
+        latest = RunFolder(Path(out)).latest()
+        raise SegcliError(
+            f"{world}: the run lost another rank ({_said(e)})",
+            hint=f"the latest checkpoint ({latest.name if latest else 'none yet'}) is kept: "
+            "start the same command again with --resume",
+        ) from None
+    finally:
+        distributed.leave(world)
+
+
+def _said(e: BaseException) -> str:
+    """What a collective's failure says, without gloo's source location and advice: "Read error
+    [10.0.0.2]:29500: Connection reset by peer"."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", first_line(e, 400))
+    return text.split(". ")[0]
 
 
 def _check(opts: Options) -> None:
@@ -46,6 +75,8 @@ def _check(opts: Options) -> None:
         raise UsageError(f"--epochs {opts.epochs}: give 1..100000")
     if not 1 <= opts.batch <= 1024:
         raise UsageError(f"--batch {opts.batch}: give 1..1024")
+    if not 1 <= opts.accumulate <= 1024:
+        raise UsageError(f"--accumulate {opts.accumulate}: give 1..1024")
     if min(opts.crop) < 16 or max(opts.crop) > 8192:
         raise UsageError(f"--crop {opts.crop[0]}x{opts.crop[1]}: give sides of 16..8192 pixels, e.g. --crop 512")
     if not 1 <= opts.log_every <= 1_000_000:

@@ -38,24 +38,43 @@ def check_trainable(net: Segmentor) -> None:
         raise UsageError("training a binary (one-logit) head is not supported yet", hint="use two classes")
 
 
+Share = Callable[[torch.Tensor], torch.Tensor]
+"""A batch's denominator → the denominator this process divides by: the identity in one process; in a
+distributed run the sum over every rank's batch divided by the number of ranks, so that DDP's mean of the
+ranks' gradients is the gradient of the global batch's loss (`train.distributed.share`)."""
+
+
 def _ce(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, weight: torch.Tensor | None, align: bool, mean: str
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int,
+    weight: torch.Tensor | None,
+    align: bool,
+    mean: str,
+    share: Share | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of logits [B, K, h, w] resized to labels [B, H, W], averaged as `mean` says."""
+    """Cross-entropy of logits [B, K, h, w] resized to labels [B, H, W], averaged as `mean` says: the sum of
+    the pixels' (weighted) losses over the (weighted) count of the pixels averaged over, that count `share`d
+    across processes."""
     if mean == "csail":  # labels [B, H, W] → [B, h, w]: PIL's nearest picks the centre, torch's nearest-exact
-        small = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")
-        return F.cross_entropy(logits.float(), small[:, 0].long(), weight=weight, ignore_index=ignore_index)
-    logits = resize(logits, (labels.shape[-2], labels.shape[-1]), align).float()
-    if mean == "labelled":
-        return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
-    per_pixel = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")
-    if weight is None:
-        return per_pixel.sum() / labels.numel()
-    # mmseg with class weights: the sum of the label pixels' weights (an ignored pixel weighs 1, as it counts 1
-    # without weights; mmseg itself cannot index its weights by the ignore value)
+        labels = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0].long()
+        logits = logits.float()
+    else:
+        logits = resize(logits, (labels.shape[-2], labels.shape[-1]), align).float()
+    total = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="sum")
     labelled = labels != ignore_index
-    weights = torch.where(labelled, weight[labels.clamp(0, weight.numel() - 1)], torch.ones((), device=labels.device))
-    return per_pixel.sum() / weights.sum()
+    if mean in ("labelled", "csail"):  # torch's mean: over the labelled pixels' weights
+        count = labelled.sum() if weight is None else weight[labels[labelled]].sum()
+    elif weight is None:
+        count = torch.tensor(labels.numel(), device=labels.device)
+    else:  # mmseg with class weights: the sum of the label pixels' weights (an ignored pixel weighs 1, as it
+        # counts 1 without weights; mmseg itself cannot index its weights by the ignore value)
+        ones = torch.ones((), device=labels.device)
+        count = torch.where(labelled, weight[labels.clamp(0, weight.numel() - 1)], ones).sum()
+    count = count.detach().float()
+    if share is not None:
+        count = share(count)
+    return total / count.clamp_min(1e-12)  # a crop with nothing labelled: 0, not torch's 0 / 0
 
 
 def losses(
@@ -67,9 +86,10 @@ def losses(
     aux_weight: float = AUX_WEIGHT,
     class_weight: torch.Tensor | None = None,
     mean_over: str = "all",
+    share: Share | None = None,
 ) -> dict[str, torch.Tensor]:
     """{"decode": …, "aux": … (with an auxiliary head), "total": decode + aux_weight · aux} for normalised
-    images x [B, 3, H, W] and labels [B, H, W] (int64, `ignore_index` where unlabelled)."""
+    images x [B, 3, H, W] and labels [B, H, W] (int64, `ignore_index` where unlabelled); `share`: see `Share`."""
     if mean_over not in MEANS:
         raise ValueError(f"mean_over={mean_over!r}: one of {MEANS}")
     features = net.features(x)
@@ -77,10 +97,11 @@ def losses(
     if isinstance(out, tuple):  # image-level outputs: refused by check_trainable
         raise UsageError("this model's head has image-level outputs: it cannot be trained here")
     align = net.align_corners
-    terms = {"decode": _ce(out, labels, ignore_index, class_weight, align, mean_over)}
+    terms = {"decode": _ce(out, labels, ignore_index, class_weight, align, mean_over, share)}
     total = terms["decode"]
     if net.auxiliary_head is not None and aux_weight:
-        terms["aux"] = _ce(net.auxiliary_head(features), labels, ignore_index, class_weight, align, mean_over)
+        aux = net.auxiliary_head(features)
+        terms["aux"] = _ce(aux, labels, ignore_index, class_weight, align, mean_over, share)
         total = total + aux_weight * terms["aux"]
     terms["total"] = total
     return terms

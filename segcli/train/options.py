@@ -38,6 +38,8 @@ class Options:
     class_weights: tuple[float, ...] | None = None  # one per class: the cross-entropy's weights
     report: bool | None = None  # RUN/report.html; None: when the [report] extra is installed
     dropout: float | None = None  # before the classifiers, in training; None: the model's source's (loss.dropout_for)
+    accumulate: int = 1  # micro-batches of `batch` per iteration (gradients accumulated)
+    sync_bn: bool = False  # BatchNorm statistics over the global batch when several ranks train
 
 
 @dataclass
@@ -56,3 +58,4 @@ class Summary:
     model: Path
     stopped: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # this process's rank (0: the one that wrote the run)

@@ -2,9 +2,9 @@
 
 RUN/
   checkpoints/iter_<N>/   model.safetensors, optimizer.safetensors (every tensor of the optimizer's
-                          state), state.json (iteration, the optimizer's other values, torch's RNG state,
-                          the best validation so far, the run's settings); made in a temporary folder and
-                          renamed into place
+                          state), state.json (iteration, the optimizer's other values, torch's RNG state
+                          of each rank, the best validation so far, the run's settings); made in a
+                          temporary folder and renamed into place (by rank 0 alone)
   checkpoints/latest      the name of the newest complete checkpoint (replaced atomically, after it)
   log.jsonl               one JSON line per logged iteration and per validation
   report.html, report/    the curves, per-class IoU and sample predictions (the [report] extra)
@@ -101,12 +101,15 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load(self, path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-        """Restore model and optimizer from checkpoint `path`; its state.json (strict loading: every key)."""
+    def load(self, path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, rank: int = 0) -> dict[str, Any]:
+        """Restore model and optimizer from checkpoint `path`, and rank `rank`'s random state; its
+        state.json (strict loading: every key)."""
         net.load_state_dict(load_file(path / "model.safetensors"), strict=True)
         doc = read_json_object(path / "state.json", 64 << 20)
         opt.load_state_dict(_join_optimizer(load_file(path / "optimizer.safetensors"), doc["optimizer"]))
-        torch.set_rng_state(torch.tensor(doc["torch_rng"], dtype=torch.uint8))
+        rngs = doc.get("rank_rng")
+        rng = rngs[rank] if isinstance(rngs, list) and rank < len(rngs) else doc["torch_rng"]
+        torch.set_rng_state(torch.tensor(rng, dtype=torch.uint8))
         return doc
 
     def append_log(self, record: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .._version import __version__
 from ..api import Segmenter
@@ -25,19 +26,23 @@ from ..loading.info import ModelInfo
 from ..model import Segmentor, SegmentorConfig
 from ..report import training
 from ..report.html import require_report
+from . import distributed
 from .augment import Pipeline
 from .classes import read_classes, remap
 from .data import MaskRule, Pair, read_mask
+from .distributed import World
 from .loss import add_dropout, check_trainable, convention, dropout_for
 from .options import Events, Options, Summary
 from .recipes import Recipe, optimizer, recipe_for, set_lr
 from .run import RunFolder
-from .step import Samples, amp_dtype, max_rss_mb, step_once, timing
+from .step import Objective, Samples, Slice, amp_dtype, max_rss_mb, step_once, timing
 
 
 class Session:
-    def __init__(self, net: Segmentor, info: ModelInfo, opts: Options, ev: Events, kept: dict[str, int]) -> None:
-        self.net, self.info, self.opts, self.ev, self.kept = net, info, opts, ev, kept
+    def __init__(
+        self, net: Segmentor, info: ModelInfo, opts: Options, ev: Events, kept: dict[str, int], world: World
+    ) -> None:
+        self.net, self.info, self.opts, self.ev, self.kept, self.world = net, info, opts, ev, kept, world
         self.recipe: Recipe = recipe_for(net, opts.recipe, opts.lr)
         self.loss_mean = convention(info.default_preset)
         self.amp: str | None = None  # what autocast computes in, once the run starts
@@ -57,7 +62,7 @@ class Session:
         return len(self.classes.classes)
 
     @classmethod
-    def start(cls, model: str, opts: Options, ev: Events) -> Session:
+    def start(cls, model: str, opts: Options, ev: Events, world: World | None = None) -> Session:
         """The starting model (any source segcli loads), with classifiers for `--classes` when they differ."""
         seg = Segmenter.from_pretrained(model, device=opts.device, backend="torch")
         net, info = seg.network, seg.info
@@ -71,56 +76,92 @@ class Session:
                 net, kept = _with_classes(net, info.network, info.class_set, wanted, opts.seed)
                 info = replace(info, network=net.config, class_set=wanted)
                 ev.say(f"classes: {len(wanted.classes)} from {opts.classes} ({len(kept)} keep their trained rows)")
-        return cls(net, info, opts, ev, kept)
+        return cls(net, info, opts, ev, kept, world or World())
 
     def run(self, folder: RunFolder, train: list[Pair], val: list[Pair], rule: MaskRule) -> Summary:
-        o, net = self.opts, self.net
+        o, net, world = self.opts, self.net, self.world
         assert o.iters is not None  # resolved by fit (--iters, --epochs or the default)
         total = o.iters
+        if o.sync_bn and world.distributed:
+            net = self.net = distributed.sync_batchnorm(net, net.device)  # type: ignore[assignment]
         opt = optimizer(net, self.recipe)
-        state: dict[str, Any] = {"best_miou": None}
-        start = 0
-        latest = folder.latest() if o.resume else None
-        if latest is not None:
-            state = folder.load(latest, net, opt)
-            start = int(state["step"])
-            folder.truncate_log(start)
-            self.ev.say(f"resuming at iteration {start} of {total} ({latest.name})")
-        weight = self._class_weight()
+        state, start = self._resume(folder, opt)
         amp = amp_dtype(o.amp, net.device)
         self.amp = str(amp).removeprefix("torch.") if amp is not None else "float32"
-        folder.check_space(sum(t.numel() * t.element_size() for t in net.state_dict().values()))
+        if world.main:
+            folder.check_space(sum(t.numel() * t.element_size() for t in net.state_dict().values()))
         scaler = torch.amp.GradScaler(net.device.type) if amp == torch.float16 else None
         val_every = o.val_every or max(1, total // 5)
         ckpt_every = o.checkpoint_every or val_every
         pipe = Pipeline(o.crop, ignore=o.ignore_index, photometric=o.photometric, base=self._scale())
-        samples = Samples(train, rule, pipe, o.seed, start * o.batch, total * o.batch)
-        loader = torch.utils.data.DataLoader(samples, batch_size=o.batch, num_workers=o.workers, shuffle=False)
-        self.ev.say(
-            f"training {total} iterations of {o.batch} × {o.crop[0]}x{o.crop[1]} ({self.recipe.name} recipe, amp {amp})"
+        part = Slice(start, total, o.batch, world.rank, world.size, o.accumulate)
+        loader = torch.utils.data.DataLoader(
+            Samples(train, rule, pipe, o.seed, part), batch_size=o.batch, num_workers=o.workers, shuffle=False
         )
+        objective: torch.nn.Module = Objective(net, self.loss_mean, self._class_weight(), distributed.share(world))
+        if world.distributed:  # the ranks start from rank 0's weights (the same checkpoint anyway)
+            objective = DistributedDataParallel(
+                objective, device_ids=[net.device] if net.device.type == "cuda" else None
+            )
+        self.ev.say(f"training {total} iterations of {self._global_batch()} ({self.recipe.name} recipe, amp {amp})")
         net.train()
         step, t0, stopped = start, time.perf_counter(), False
-        for images, labels in loader:
+        micro: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for batch in loader:
+            micro.append(batch)
+            if len(micro) < o.accumulate:
+                continue
             lr = set_lr(opt, self.recipe, step, total)
-            terms = step_once(net, opt, images, labels, amp, scaler, self.loss_mean, weight)
-            step += 1
+            terms = step_once(objective, opt, micro, amp, scaler, world)
+            micro, step = [], step + 1
             if step % o.log_every == 0 or step == total:
-                rate = timing((step - start) * o.batch, t0)
-                eta = round((total - step) * o.batch / max(rate, 1e-9))
+                rate = timing((step - start) * o.batch * o.accumulate * world.size, t0)
+                eta = round((total - step) * o.batch * o.accumulate * world.size / max(rate, 1e-9))
                 record = {"iter": step, "lr": lr, **terms, "images_per_s": rate, "eta_s": eta}
                 self._log(folder, {**record, "max_rss_mb": round(max_rss_mb(), 1)})
             if step % val_every == 0 or step == total:
                 self._validate(folder, val, rule, step, state)
-            if step % ckpt_every == 0 or step == total or self.ev.should_stop():
+            stop = distributed.anyone(world, self.ev.should_stop())  # every rank stops after the same step
+            if step % ckpt_every == 0 or step == total or stop:
                 self._save(folder, step, opt, state)
-            if self.ev.should_stop() and step < total:
+            if stop and step < total:
                 stopped = True
                 break
-        if not val and not stopped:
+        if not val and not stopped and world.main:
             self._write_model(folder.model, step)
         self._report(folder)
         return Summary(step, state["best_miou"], folder.model, stopped)
+
+    def _resume(self, folder: RunFolder, opt: torch.optim.Optimizer) -> tuple[dict[str, Any], int]:
+        """(the run's state, the iteration to start at): from the latest checkpoint with --resume (every
+        rank reads the same one; rank 0 drops the log lines after it), else fresh."""
+        latest = folder.latest() if self.opts.resume else None
+        if latest is None:
+            return {"best_miou": None}, 0
+        state = folder.load(latest, self.net, opt, self.world.rank)
+        was = state.get("settings", {})
+        now = self._settings()
+        if (was.get("batch"), was.get("ranks", 1), was.get("accumulate", 1)) != (
+            now["batch"],
+            now["ranks"],
+            now["accumulate"],
+        ):
+            raise UsageError(
+                f"{latest}: trained with {was.get('ranks', 1)} rank(s) × --batch {was.get('batch')} × "
+                f"--accumulate {was.get('accumulate', 1)}; this run has {self._global_batch()}",
+                hint="resume with the same ranks, --batch and --accumulate (the data order depends on them)",
+            )
+        start = int(state["step"])
+        if self.world.main:
+            folder.truncate_log(start)
+        self.ev.say(f"resuming at iteration {start} of {self.opts.iters} ({latest.name})")
+        return state, start
+
+    def _global_batch(self) -> str:
+        o, w = self.opts, self.world
+        ranks = f"{w.size} ranks × " if w.distributed else ""
+        acc = f" × {o.accumulate} micro-batches" if o.accumulate > 1 else ""
+        return f"{ranks}{o.batch}{acc} × {o.crop[0]}x{o.crop[1]}"
 
     def _class_weight(self) -> torch.Tensor | None:
         w = self.opts.class_weights
@@ -134,9 +175,14 @@ class Session:
         return torch.tensor(w, dtype=torch.float32, device=self.net.device)
 
     def _save(self, folder: RunFolder, step: int, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        """A checkpoint; when the disk refuses it (full, read-only now), the run stops with the last good one."""
+        """A checkpoint (rank 0 writes it, with every rank's random state); when the disk refuses it (full,
+        read-only now), the run stops with the last good one."""
+        rngs = distributed.gather(self.world, torch.get_rng_state().tolist())
+        if not self.world.main:
+            return
         try:
-            folder.save(step, self.net, opt, {"best_miou": state["best_miou"], "settings": self._settings()})
+            about = {"best_miou": state["best_miou"], "settings": self._settings(), "rank_rng": rngs}
+            folder.save(step, self.net, opt, about)
         except OSError as e:
             good = folder.latest()
             raise SegcliError(
@@ -155,11 +201,14 @@ class Session:
         return 4 * c, c
 
     def _log(self, folder: RunFolder, record: dict[str, Any]) -> None:
+        if not self.world.main:
+            return
         folder.append_log(record)
         self.ev.logged(record)
 
     def _validate(self, folder: RunFolder, val: list[Pair], rule: MaskRule, step: int, state: dict[str, Any]) -> None:
-        if not val:
+        """Rank 0 validates (the others wait at their next step); the best model so far written."""
+        if not val or not self.world.main:
             return
         self.net.eval()
         seg = Segmenter(self.net, self.info)
@@ -191,7 +240,7 @@ class Session:
 
     def _report(self, folder: RunFolder) -> None:
         """RUN/report.html as the log says now; a report that cannot be written is said, not fatal."""
-        if not self.report:
+        if not self.report or not self.world.main:
             return
         about = {"model": self.info.name, **self._settings()}
         try:
@@ -206,7 +255,7 @@ class Session:
             "lr": self.recipe.lr, "seed": o.seed, "reduce_zero_label": o.reduce_zero_label,
             "ignore_index": o.ignore_index, "amp": self.amp, "loss_mean": self.loss_mean,
             "dropout": self.dropout, "class_weights": list(o.class_weights) if o.class_weights else None,
-            "segcli": __version__,
+            "ranks": self.world.size, "accumulate": o.accumulate, "sync_bn": o.sync_bn, "segcli": __version__,
         }  # fmt: skip
 
     def _write_model(self, where: Path, step: int) -> None:

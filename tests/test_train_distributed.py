@@ -1,0 +1,114 @@
+"""`segcli train` under torchrun: real processes, the gloo backend, 2 ranks on this CPU.
+
+The reference is one process with the same global batch (2 ranks × --batch 1 against --batch 2, the same
+seed): with --sync-bn the BatchNorm statistics are the global batch's and the loss divides by the global
+batch's labelled pixels, so the loss curve and the trained weights agree to float tolerance. (The SGD
+recipe: AdamW's first steps divide by the root of tiny second moments, which magnifies the all-reduce's
+different summation order into 1e-3 differences of the loss after a few steps, a property of Adam, not of
+the distribution.) A rank SIGKILLed mid-run stops the run with one line and `--resume` under torchrun
+finishes it on that curve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from test_train import dataset
+
+from segcli.train.fit import fit
+
+pytestmark = pytest.mark.slow
+ITERS = 6
+COMMON = dict(crop=(32, 32), workers=0, log_every=1, report=False, amp="off", lr=2e-3, recipe="resnet")
+
+
+def _curve(run: Path) -> list[tuple[int, float, float]]:
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return [(r["iter"], r["total"], r["lr"]) for r in map(json.loads, lines) if "total" in r]
+
+
+def _torchrun(data: Path, model: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "segcli", "train", str(data), "-m", str(model), "-o", str(out), "--batch", "1", "--sync-bn"]
+    cmd += ["--crop", "32", "--workers", "0", "--log-every", "1", "--no-report", "--amp", "off"]
+    cmd += ["--lr", "2e-3", "--recipe", "resnet", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def one_process(small_model, tmp_path_factory):
+    """(data, the run of one process with --batch 2, the same settings)."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = dataset(root / "data", 6)
+    fit(data, str(small_model), root / "one", iters=ITERS, batch=2, val_every=2, **COMMON)
+    return data, root / "one"
+
+
+def test_two_ranks_of_batch_1_train_as_one_process_of_batch_2(small_model, one_process, tmp_path):
+    data, one = one_process
+    p = _torchrun(data, small_model, tmp_path / "two", "--iters", str(ITERS), "--val-every", "2")
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert out.count("two/model") == 1  # rank 0 alone reports the model it wrote
+    assert "2 ranks × 1 × 32x32" in err
+    ours, ref = _curve(tmp_path / "two"), _curve(one)
+    assert [r[0] for r in ours] == list(range(1, ITERS + 1)) and [r[2] for r in ours] == [r[2] for r in ref]
+    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
+    a = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    b = load_file(one / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # BatchNorm running statistics included: SyncBatchNorm kept the global batch's
+        np.testing.assert_allclose(a[k].float().numpy(), b[k].float().numpy(), rtol=1e-3, atol=1e-4, err_msg=k)
+    state = json.loads((tmp_path / "two" / "checkpoints" / "iter_00000006" / "state.json").read_text())
+    assert state["settings"]["ranks"] == 2 and len(state["rank_rng"]) == 2
+
+
+def _rank_pid(parent: int, rank: int, deadline: float) -> int:
+    """The pid of torchrun's worker of `rank` (a child process with RANK=<rank> in its environment)."""
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if f"RANK={rank}".encode() in env:
+                    return int(child)
+        time.sleep(0.05)
+    raise AssertionError(f"no worker of rank {rank}")
+
+
+def test_a_killed_rank_stops_the_run_and_resume_finishes_it(small_model, one_process, tmp_path):
+    data, one = one_process
+    run = tmp_path / "two"
+    p = _torchrun(data, small_model, run, "--iters", str(ITERS), "--val-every", "2")
+    deadline = time.monotonic() + 300
+    victim = _rank_pid(p.pid, 1, deadline)
+    while not (run / "checkpoints" / "latest").exists():  # the first checkpoint (iteration 2)
+        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.stderr else ""
+        time.sleep(0.01)
+    os.kill(victim, signal.SIGSTOP)  # rank 0 cannot pass the next all-reduce: the run stops here
+    os.kill(victim, signal.SIGKILL)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0
+    assert "the run lost another rank" in err and "--resume" in err, err
+    done = (run / "checkpoints" / "latest").read_text()
+    assert done != f"iter_{ITERS:08d}"  # stopped before the end
+
+    p = _torchrun(data, small_model, run, "--iters", str(ITERS), "--val-every", "2", "--resume")
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert f"resuming at iteration {int(done.removeprefix('iter_'))}" in err
+    ours, ref = _curve(run), _curve(one)
+    assert [r[0] for r in ours] == list(range(1, ITERS + 1))
+    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
