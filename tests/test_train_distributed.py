@@ -25,10 +25,58 @@ from safetensors.torch import load_file
 from test_train import dataset
 
 from segcli.train.fit import fit
+from segcli.train.step import Slice
 
-pytestmark = pytest.mark.slow
 ITERS = 6
 COMMON = dict(crop=(32, 32), workers=0, log_every=1, report=False, amp="off", lr=2e-3, recipe="resnet")
+
+
+@pytest.mark.parametrize("batch, ranks, accumulate", [(2, 1, 1), (1, 2, 1), (1, 1, 2), (1, 2, 2), (3, 2, 1)])
+def test_the_ranks_read_the_one_process_stream(batch, ranks, accumulate):
+    """Iteration s reads the samples [s·G, (s+1)·G) of the run's stream (G the global batch), each once,
+    split over the ranks and micro-batches; resuming at iteration 3 reads the rest."""
+    g = batch * ranks * accumulate
+    seen = [Slice(0, 5, batch, r, ranks, accumulate) for r in range(ranks)]
+    every = sorted(p.sample(i) for p in seen for i in range(len(p)))
+    assert every == list(range(5 * g))
+    for p in seen:  # iteration by iteration, in order: the loader's batches are the micro-batches
+        per_iter = len(p) // 5
+        for s in range(5):
+            assert all(s * g <= p.sample(s * per_iter + i) < (s + 1) * g for i in range(per_iter))
+    later = Slice(3, 5, batch, ranks - 1, ranks, accumulate)
+    assert [later.sample(i) for i in range(len(later))] == [
+        seen[-1].sample(i) for i in range(3 * per_iter, 5 * per_iter)
+    ]
+
+
+def test_accumulated_micro_batches_step_as_one_batch(small_model):
+    """Two micro-batches of 1 with accumulated gradients make the step one batch of 2 makes (BatchNorm on
+    its running statistics, mmseg's mean over all pixels: the same loss, the same gradient)."""
+    import torch
+
+    from segcli import Segmenter
+    from segcli.train.step import Objective, step_once
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 3, (2, 32, 32), generator=g)
+    labels[0, :8] = 255  # unlabelled rows: "all" still divides by every pixel
+    after = []
+    for micro in ([(images, labels)], [(images[:1], labels[:1]), (images[1:], labels[1:])]):
+        net = Segmenter.from_pretrained(small_model).network.train()
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        terms = step_once(Objective(net, "all"), opt, micro, None, None)
+        after.append((terms, {k: v.detach().clone() for k, v in net.state_dict().items()}))
+    (t1, w1), (t2, w2) = after
+    assert t1.keys() == t2.keys() and all(abs(t1[k] - t2[k]) < 1e-5 * abs(t1[k]) for k in t1)
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-7)
+    assert any(
+        not torch.equal(w1[k], v) for k, v in Segmenter.from_pretrained(small_model).network.state_dict().items()
+    )
 
 
 def _curve(run: Path) -> list[tuple[int, float, float]]:
@@ -54,6 +102,7 @@ def one_process(small_model, tmp_path_factory):
     return data, root / "one"
 
 
+@pytest.mark.slow
 def test_two_ranks_of_batch_1_train_as_one_process_of_batch_2(small_model, one_process, tmp_path):
     data, one = one_process
     p = _torchrun(data, small_model, tmp_path / "two", "--iters", str(ITERS), "--val-every", "2")
@@ -88,6 +137,7 @@ def _rank_pid(parent: int, rank: int, deadline: float) -> int:
     raise AssertionError(f"no worker of rank {rank}")
 
 
+@pytest.mark.slow
 def test_a_killed_rank_stops_the_run_and_resume_finishes_it(small_model, one_process, tmp_path):
     data, one = one_process
     run = tmp_path / "two"
