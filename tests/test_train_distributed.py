@@ -85,8 +85,13 @@ def _curve(run: Path) -> list[tuple[int, float, float]]:
 
 
 def _torchrun(data: Path, model: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "segcli", "train", str(data), "-m", str(model), "-o", str(out), "--batch", "1", "--sync-bn"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    return _train(launcher, data, model, out, *extra)
+
+
+def _train(launcher: list[str], data: Path, model: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """`segcli train` on the test's data, 2 ranks × --batch 1 with --sync-bn, started by `launcher`."""
+    cmd = [*launcher, "segcli", "train", str(data), "-m", str(model), "-o", str(out), "--batch", "1", "--sync-bn"]
     cmd += ["--crop", "32", "--workers", "0", "--log-every", "1", "--no-report", "--amp", "off"]
     cmd += ["--lr", "2e-3", "--recipe", "resnet", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -162,3 +167,46 @@ def test_a_killed_rank_stops_the_run_and_resume_finishes_it(small_model, one_pro
     ours, ref = _curve(run), _curve(one)
     assert [r[0] for r in ours] == list(range(1, ITERS + 1))
     np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
+
+
+def _ray_worker(deadline: float) -> int:
+    """The pid of a Ray Train worker process (its title names the actor)."""
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and b"RayTrainWorker" in (proc / "cmdline").read_bytes():
+                    return int(proc.name)
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise AssertionError("no Ray Train worker")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_train_follows_the_curve_and_survives_a_killed_worker(small_model, one_process, tmp_path):
+    """`segcli train --ray` on a real local Ray, 2 CPU workers (Ray Train's TorchTrainer): a worker SIGKILLed
+    after the first checkpoint fails the attempt, FailureConfig starts the workers again, they resume from
+    RUN's checkpoint, and the whole run is the one-process curve."""
+    pytest.importorskip("ray.train", reason="Ray Train is not installed (the [ray] extra)")
+    data, one = one_process
+    run = tmp_path / "ray"
+    launcher = [sys.executable, "-m"]
+    extra = ("--iters", str(ITERS), "--val-every", "2", "--ray", "--ray-workers", "2", "--max-failures", "1")
+    p = _train(launcher, data, small_model, run, *extra)
+    deadline = time.monotonic() + 400
+    while not (run / "checkpoints" / "latest").exists():
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-3000:]
+        time.sleep(0.01)
+    victim = _ray_worker(deadline)
+    os.kill(victim, signal.SIGSTOP)
+    os.kill(victim, signal.SIGKILL)
+    done = (run / "checkpoints" / "latest").read_text()
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    assert f"resumed at iteration {int(done.removeprefix('iter_'))} from {done}" in err  # the restart, said
+    assert "iteration 6: loss" in err  # the driver's progress, from RUN/log.jsonl
+    ours, ref = _curve(run), _curve(one)
+    assert [r[0] for r in ours] == list(range(1, ITERS + 1)), ours
+    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
+    assert (run / "model" / "model.safetensors").is_file()

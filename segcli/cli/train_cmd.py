@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
+from .cluster import RayOpt
 from .common import DebugOpt, QuietOpt, eprint, handle_errors
 from .signals import GracefulStop
 
 DATA = "Data"
 RUN = "Training"
+CLUSTER = "Several GPUs or machines"
 
 
 def _crop(text: str) -> tuple[int, int]:
@@ -38,25 +41,18 @@ def _weights(text: str | None) -> tuple[float, ...] | None:
 
 def _progress(quiet: bool, jsonl: bool) -> Any:
     """What each log record prints: a JSON line on stdout (--jsonl), a progress line on stderr."""
-    last_val: list[str] = []
+    from ..train.options import progress_line
+
+    last_val: list[str] = [""]
 
     def logged(record: dict[str, Any]) -> None:
         if jsonl:
             print(json.dumps(record), flush=True)
         if quiet:
             return
-        it = record["iter"]
         if "val_mIoU" in record:
-            miou, best = 100 * record["val_mIoU"], 100 * record["best"]
-            last_val[:] = [f", last val mIoU {miou:.2f}"]
-            eprint(f"segcli: iteration {it}: val mIoU {miou:.2f} (best {best:.2f})")
-            return
-        m, sec = divmod(int(record["eta_s"]), 60)
-        eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
-        eprint(
-            f"segcli: iteration {it}: loss {record['total']:.4f}, lr {record['lr']:.3g}, "
-            f"{record['images_per_s']:.2f} img/s, ETA {eta}{''.join(last_val)}"
-        )
+            last_val[0] = f", last val mIoU {100 * record['val_mIoU']:.2f}"
+        eprint(f"segcli: {progress_line(record, '' if 'val_mIoU' in record else last_val[0])}")
 
     return logged
 
@@ -89,6 +85,10 @@ def train(
     workers: Annotated[int, typer.Option(metavar="N", help="Processes decoding and augmenting images.", rich_help_panel=RUN)] = 2,
     seed: Annotated[int, typer.Option(metavar="S", help="Seed of the data order, crops and new classifier rows.", rich_help_panel=RUN)] = 0,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="RUN/report.html: curves, per-class IoU, samples [when the report extra is installed].", rich_help_panel=RUN)] = None,
+    ray: RayOpt = None,
+    ray_workers: Annotated[int, typer.Option(metavar="N", help="--ray: training workers (Ray Train's TorchTrainer), one rank each.", rich_help_panel=CLUSTER)] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(metavar="G", help="--ray: GPUs per training worker.", rich_help_panel=CLUSTER)] = 0.0,
+    max_failures: Annotated[int, typer.Option(metavar="N", help="--ray: worker failures survived (each restart resumes from the latest checkpoint).", rich_help_panel=CLUSTER)] = 2,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Every log line as JSON on stdout.")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -102,9 +102,16 @@ def train(
     from ..train.fit import Events, fit
 
     say = (lambda m: None) if quiet else (lambda m: eprint(f"segcli: {m}"))
+    run: Any = fit
+    if ray is not None:
+        from ..train.on_ray import fit_on_ray
+
+        run = functools.partial(
+            fit_on_ray, address=ray, ray_workers=ray_workers, gpus_per_worker=gpus_per_worker, max_failures=max_failures
+        )
     with GracefulStop() as stop:
         events = Events(say=say, logged=_progress(quiet, jsonl), should_stop=lambda: stop.stop)
-        summary = fit(
+        summary = run(
             data, model, out, events=events, classes=classes, val=val, val_split=val_split,
             reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, class_weights=_weights(class_weights), iters=iters, epochs=epochs,
             batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,

@@ -59,8 +59,8 @@ def _int(name: str) -> int | None:
 
 
 def from_env() -> World:
-    """The process's place in the run: torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's
-    SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (srun), else one process."""
+    """The process's place in the run: torchrun's (and Ray Train's) RANK / WORLD_SIZE / LOCAL_RANK, else
+    SLURM's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (srun), else one process."""
     for rank, size, local in (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
         r, n, lr = _int(rank), _int(size), _int(local)
         if r is not None and n is not None:
@@ -76,7 +76,7 @@ def join(world: World, device: str) -> torch.device:
     where = torch.device(device)
     if where.type == "cuda" and where.index is None:
         where = torch.device("cuda", world.local_rank)
-    if not world.distributed:
+    if not world.distributed or dist.is_initialized():  # one process; or Ray Train made the group
         return where
     missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
     if missing:
@@ -88,12 +88,17 @@ def join(world: World, device: str) -> torch.device:
         torch.cuda.set_device(where)
     backend = "nccl" if where.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT)
+    _joined.append(True)
     return where
 
 
+_joined: list[bool] = []  # whether `join` made the process group (Ray Train makes and ends its own)
+
+
 def leave(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    if _joined and dist.is_initialized():
         dist.destroy_process_group()
+        _joined.clear()
 
 
 def share(world: World) -> Share | None:

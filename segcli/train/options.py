@@ -59,3 +59,17 @@ class Summary:
     stopped: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
     rank: int = 0  # this process's rank (0: the one that wrote the run)
+
+
+def progress_line(record: dict[str, Any], last_val: str = "") -> str:
+    """The stderr line of a log record (without "segcli: "): an iteration's loss, lr, speed and ETA, or a
+    validation's mIoU."""
+    it = record["iter"]
+    if "val_mIoU" in record:
+        return f"iteration {it}: val mIoU {100 * record['val_mIoU']:.2f} (best {100 * record['best']:.2f})"
+    m, sec = divmod(int(record["eta_s"]), 60)
+    eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
+    return (
+        f"iteration {it}: loss {record['total']:.4f}, lr {record['lr']:.3g}, "
+        f"{record['images_per_s']:.2f} img/s, ETA {eta}{last_val}"
+    )

@@ -6,7 +6,8 @@ RUN/
                           of each rank, the best validation so far, the run's settings); made in a
                           temporary folder and renamed into place (by rank 0 alone)
   checkpoints/latest      the name of the newest complete checkpoint (replaced atomically, after it)
-  log.jsonl               one JSON line per logged iteration and per validation
+  log.jsonl               one JSON line per logged iteration and per validation (and one where a
+                          resumed run started: `resumed_at`, `checkpoint`)
   report.html, report/    the curves, per-class IoU and sample predictions (the [report] extra)
   model/                  the best model by validation mIoU (the last without validation), in segcli's
                           format: `segcli predict / evaluate / export -m RUN/model`
@@ -117,8 +118,9 @@ class RunFolder:
             f.write(json.dumps(record, allow_nan=False) + "\n")
             f.flush()
 
-    def records(self) -> list[dict[str, Any]]:
-        """The log's records (a line cut short by a kill is left out)."""
+    def records(self, resumes: bool = False) -> list[dict[str, Any]]:
+        """The log's records of iterations and validations (a line cut short by a kill is left out); with
+        `resumes`, the lines that say where a resumed run started (`resumed_at`, `checkpoint`) instead."""
         if not self.log.exists():
             return []
         out = []
@@ -127,7 +129,8 @@ class RunFolder:
                 out.append(json.loads(line))
             except ValueError:
                 continue
-        return [r for r in out if isinstance(r, dict) and isinstance(r.get("iter"), int)]
+        key = "resumed_at" if resumes else "iter"
+        return [r for r in out if isinstance(r, dict) and isinstance(r.get(key), int)]
 
     def truncate_log(self, step: int) -> None:
         """On resume: the lines of iterations after the checkpoint are dropped (they are done again)."""

@@ -137,6 +137,8 @@ class Session:
         rank reads the same one; rank 0 drops the log lines after it), else fresh."""
         latest = folder.latest() if self.opts.resume else None
         if latest is None:
+            if self.opts.resume and self.world.main:  # no checkpoint yet: from the start, the log too
+                folder.truncate_log(0)
             return {"best_miou": None}, 0
         state = folder.load(latest, self.net, opt, self.world.rank)
         was = state.get("settings", {})
@@ -154,6 +156,7 @@ class Session:
         start = int(state["step"])
         if self.world.main:
             folder.truncate_log(start)
+            folder.append_log({"resumed_at": start, "checkpoint": latest.name})  # not an iteration's record
         self.ev.say(f"resuming at iteration {start} of {self.opts.iters} ({latest.name})")
         return state, start
 
