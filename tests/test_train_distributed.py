@@ -210,3 +210,13 @@ def test_ray_train_follows_the_curve_and_survives_a_killed_worker(small_model, o
     assert [r[0] for r in ours] == list(range(1, ITERS + 1)), ours
     np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
     assert (run / "model" / "model.safetensors").is_file()
+
+
+def test_one_image_per_step_through_the_pyramid_pooling_is_refused_by_name(small_model, tmp_path):
+    """torch's BatchNorm cannot normalise the PPM's 1×1 bin over one image: one line naming --batch."""
+    from segcli.errors import UsageError
+
+    data = dataset(tmp_path / "data", 2)
+    with pytest.raises(UsageError, match="--batch 1: the BatchNorm after the pyramid pooling") as e:
+        fit(data, str(small_model), tmp_path / "run", iters=1, batch=1, **COMMON)
+    assert "--batch 2 or more" in e.value.hint

@@ -111,8 +111,11 @@ def _scan(split: Split, rule: MaskRule, opts: Options, ev: Events) -> tuple[list
 
 def _frequencies(s: Scan) -> str:
     total = max(int(s.pixels.sum()), 1)
-    shares = ", ".join(f"{i}: {100 * c / total:.1f}%" for i, c in enumerate(s.pixels.tolist()))
-    return f"class pixels: {shares} (unlabelled {s.ignored:,})"
+    counts = s.pixels.tolist()
+    shares = ", ".join(f"{i}: {100 * c / total:.1f}%" for i, c in enumerate(counts) if c)
+    absent = sum(1 for c in counts if not c)
+    missing = f"; {absent} of {len(counts)} classes absent" if absent else ""
+    return f"class pixels: {shares} (unlabelled {s.ignored:,}{missing})"
 
 
 __all__ = ["Events", "Options", "Summary", "fit"]

@@ -112,7 +112,7 @@ class Session:
             if len(micro) < o.accumulate:
                 continue
             lr = set_lr(opt, self.recipe, step, total)
-            terms = step_once(objective, opt, micro, amp, scaler, world)
+            terms = self._step(objective, opt, micro, amp, scaler)
             micro, step = [], step + 1
             if step % o.log_every == 0 or step == total:
                 rate = timing((step - start) * o.batch * o.accumulate * world.size, t0)
@@ -131,6 +131,23 @@ class Session:
             self._write_model(folder.model, step)
         self._report(folder)
         return Summary(step, state["best_miou"], folder.model, stopped)
+
+    def _step(
+        self, objective: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[Any], amp: Any, scaler: Any
+    ) -> dict[str, float]:
+        try:
+            return step_once(objective, opt, micro, amp, scaler, self.world)
+        except ValueError as e:  # torch's BatchNorm on a [1, C, 1, 1] map: the pyramid pooling's 1×1 bin
+            if "more than 1 value per channel" not in str(e):
+                raise
+            several = (
+                " (with several ranks: --sync-bn, which normalises over all of them)" if self.world.distributed else ""
+            )
+            raise UsageError(
+                f"--batch {self.opts.batch}: the BatchNorm after the pyramid pooling's 1×1 bin sees one value "
+                "per channel with one image per step",
+                hint=f"use --batch 2 or more{several}",
+            ) from None
 
     def _resume(self, folder: RunFolder, opt: torch.optim.Optimizer) -> tuple[dict[str, Any], int]:
         """(the run's state, the iteration to start at): from the latest checkpoint with --resume (every
