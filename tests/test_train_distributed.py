@@ -107,26 +107,6 @@ def one_process(small_model, tmp_path_factory):
     return data, root / "one"
 
 
-@pytest.mark.slow
-def test_two_ranks_of_batch_1_train_as_one_process_of_batch_2(small_model, one_process, tmp_path):
-    data, one = one_process
-    p = _torchrun(data, small_model, tmp_path / "two", "--iters", str(ITERS), "--val-every", "2")
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err
-    assert out.count("two/model") == 1  # rank 0 alone reports the model it wrote
-    assert "2 ranks × 1 × 32x32" in err
-    ours, ref = _curve(tmp_path / "two"), _curve(one)
-    assert [r[0] for r in ours] == list(range(1, ITERS + 1)) and [r[2] for r in ours] == [r[2] for r in ref]
-    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
-    a = load_file(tmp_path / "two" / "model" / "model.safetensors")
-    b = load_file(one / "model" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:  # BatchNorm running statistics included: SyncBatchNorm kept the global batch's
-        np.testing.assert_allclose(a[k].float().numpy(), b[k].float().numpy(), rtol=1e-3, atol=1e-4, err_msg=k)
-    state = json.loads((tmp_path / "two" / "checkpoints" / "iter_00000006" / "state.json").read_text())
-    assert state["settings"]["ranks"] == 2 and len(state["rank_rng"]) == 2
-
-
 def _rank_pid(parent: int, rank: int, deadline: float) -> int:
     """The pid of torchrun's worker of `rank` (a child process with RANK=<rank> in its environment)."""
     while time.monotonic() < deadline:
@@ -143,7 +123,9 @@ def _rank_pid(parent: int, rank: int, deadline: float) -> int:
 
 
 @pytest.mark.slow
-def test_a_killed_rank_stops_the_run_and_resume_finishes_it(small_model, one_process, tmp_path):
+def test_two_ranks_train_as_one_process_and_a_killed_rank_resumes(small_model, one_process, tmp_path):
+    """2 ranks × --batch 1 (--sync-bn), one SIGKILLed after the first checkpoint: the run stops with one line;
+    --resume under torchrun ends it on the loss curve and the weights of 1 process × --batch 2."""
     data, one = one_process
     run = tmp_path / "two"
     p = _torchrun(data, small_model, run, "--iters", str(ITERS), "--val-every", "2")
@@ -161,12 +143,19 @@ def test_a_killed_rank_stops_the_run_and_resume_finishes_it(small_model, one_pro
     assert done != f"iter_{ITERS:08d}"  # stopped before the end
 
     p = _torchrun(data, small_model, run, "--iters", str(ITERS), "--val-every", "2", "--resume")
-    _, err = p.communicate(timeout=600)
+    out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
-    assert f"resuming at iteration {int(done.removeprefix('iter_'))}" in err
-    ours, ref = _curve(run), _curve(one)
-    assert [r[0] for r in ours] == list(range(1, ITERS + 1))
+    assert f"resuming at iteration {int(done.removeprefix('iter_'))}" in err and "2 ranks × 1 × 32x32" in err
+    assert out.count(f"{run.name}/model") == 1  # rank 0 alone reports the model it wrote
+    ours, ref = _curve(run), _curve(one)  # 2 ranks × batch 1, killed and resumed = 1 process × batch 2
+    assert [r[0] for r in ours] == list(range(1, ITERS + 1)) and [r[2] for r in ours] == [r[2] for r in ref]
     np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
+    a, b = load_file(run / "model" / "model.safetensors"), load_file(one / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # BatchNorm running statistics included: SyncBatchNorm kept the global batch's
+        np.testing.assert_allclose(a[k].float().numpy(), b[k].float().numpy(), rtol=1e-3, atol=1e-4, err_msg=k)
+    state = json.loads((run / "checkpoints" / f"iter_{ITERS:08d}" / "state.json").read_text())
+    assert state["settings"]["ranks"] == 2 and len(state["rank_rng"]) == 2
 
 
 def _ray_worker(deadline: float) -> int:
