@@ -97,8 +97,15 @@ def _input(seed: int = 0) -> torch.Tensor:
     return torch.randn(1, 3, *SIZE, generator=g)
 
 
+# the numerical parity runs once per architecture: the ResNet-101 entries are their ResNet-50 siblings with
+# more blocks per stage, and semseg's datasets differ only in the classifier's rows; every entry's keys and
+# shapes are mapped exactly by test_every_entry_maps_the_authors_keys_exactly
+CSAIL_PARITY = ["csail-resnet50-upernet", "csail-resnet18dilated-ppm-deepsup", "csail-resnet50dilated-ppm-deepsup"]
+SEMSEG_PARITY = ["semseg-pspnet50-ade20k", "semseg-pspnet101-cityscapes"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(CSAIL))
+@pytest.mark.parametrize("name", CSAIL_PARITY)
 def test_csail_parity(name, tmp_path):
     encoder_arch, decoder_arch, fc_dim, epoch = CSAIL[name]
     encoder, decoder = csail_reference(encoder_arch, decoder_arch, fc_dim, seed=len(name))
@@ -159,7 +166,7 @@ SEMSEG = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(SEMSEG))
+@pytest.mark.parametrize("name", SEMSEG_PARITY)
 def test_semseg_parity(name, tmp_path):
     layers, classes = SEMSEG[name]
     ref = semseg_reference(layers, classes, seed=len(name))
