@@ -209,3 +209,27 @@ def test_one_image_per_step_through_the_pyramid_pooling_is_refused_by_name(small
     with pytest.raises(UsageError, match="--batch 1: the BatchNorm after the pyramid pooling") as e:
         fit(data, str(small_model), tmp_path / "run", iters=1, batch=1, **COMMON)
     assert "--batch 2 or more" in e.value.hint
+
+
+def test_a_stop_asked_on_the_ray_driver_stops_the_workers_after_a_step(small_model, tmp_path):
+    """The driver's Ctrl-C becomes RUN/.stop-requested (said once); a worker that sees it stops after its
+    step with a checkpoint — the `--ray` path's worker and watcher, without a cluster."""
+    from segcli.train import on_ray
+    from segcli.train.options import Events
+    from segcli.train.run import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    said: list[str] = []
+    watch = on_ray._Tail(RunFolder(run), Events(say=said.append, should_stop=lambda: True), every=0.01)
+    watch.start()
+    deadline = time.monotonic() + 10
+    while not (run / on_ray.STOP).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    watch.stop()
+    assert (run / on_ray.STOP).exists() and sum("stopping after the current iteration" in s for s in said) == 1
+
+    data = dataset(tmp_path / "data", 2)
+    options = dict(iters=4, batch=2, val_every=100, **COMMON)
+    on_ray._loop({"data": str(data), "model": str(small_model), "out": str(run), "options": options})
+    assert [r[0] for r in _curve(run)] == [1] and (run / "checkpoints" / "latest").read_text() == "iter_00000001"

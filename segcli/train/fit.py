@@ -46,8 +46,8 @@ def fit(data: str | Path, model: str, out: str | Path, *, events: Events | None 
             opts.iters = DEFAULT_ITERS
         summary = session.run(folder, train, val, rule)
         return replace(summary, rank=world.rank)
-    except (RuntimeError, torch.distributed.DistError) as e:
-        if not world.distributed:
+    except RuntimeError as e:  # DistError (and gloo's transport errors, which some versions raise plain)
+        if not world.distributed or not (isinstance(e, torch.distributed.DistError) or _transport(e)):
             raise
         latest = RunFolder(Path(out)).latest()
         raise SegcliError(
@@ -57,6 +57,10 @@ def fit(data: str | Path, model: str, out: str | Path, *, events: Events | None 
         ) from None
     finally:
         distributed.leave(world)
+
+
+def _transport(e: BaseException) -> bool:
+    return any(word in str(e) for word in ("gloo", "NCCL", "Connection reset", "Connection closed"))
 
 
 def _said(e: BaseException) -> str:

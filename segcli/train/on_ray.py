@@ -4,7 +4,8 @@ extra).
 Ray Train starts the workers and their process group (gloo on CPUs, NCCL on GPUs) and sets the RANK /
 WORLD_SIZE / LOCAL_RANK that `train.distributed` reads; each worker then runs `fit` as a torchrun rank does:
 the same data code, rank 0 writing RUN/. The driver refuses a folder holding another run before any worker
-starts and prints the run's progress from RUN/log.jsonl as it grows. A worker that dies (killed, a lost
+starts and prints the run's progress from RUN/log.jsonl as it grows; its Ctrl-C / SIGTERM reaches the workers
+as RUN/.stop-requested, and they stop after the same step with a checkpoint. A worker that dies (killed, a lost
 node) fails the attempt; Ray Train's `FailureConfig` starts the workers again (`--max-failures`, 2), and
 they resume from RUN's latest checkpoint. RUN must be on a filesystem every worker sees (one machine, or a
 shared mount); Ray's own run folder (`storage_path`) is RUN/ray.
@@ -23,12 +24,17 @@ from ..extras import require
 from .options import Events, Summary
 from .run import RunFolder
 
+STOP = ".stop-requested"  # in RUN/: the driver's Ctrl-C, seen by every worker after its step
+
 
 def _loop(config: dict[str, Any]) -> None:
-    """One Ray Train worker: `fit` as a rank of the run (after a failure: from the latest checkpoint)."""
+    """One Ray Train worker: `fit` as a rank of the run (after a failure: from the latest checkpoint),
+    stopping after the step at which the driver asked (the ranks agree on the step)."""
     from .fit import fit
 
-    fit(config["data"], config["model"], config["out"], resume=True, **config["options"])
+    stop = Path(config["out"]) / STOP
+    events = Events(should_stop=stop.exists)
+    fit(config["data"], config["model"], config["out"], events=events, resume=True, **config["options"])
 
 
 def fit_on_ray(
@@ -59,6 +65,8 @@ def fit_on_ray(
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
+    stop = folder.root / STOP
+    stop.unlink(missing_ok=True)  # an earlier run's request
     started = connect(address, quiet=True)
     watch = _Tail(folder, ev)
     try:
@@ -99,10 +107,12 @@ def fit_on_ray(
             ray.shutdown()
     if result.error is not None:
         raise SegcliError(f"Ray Train: the run failed ({first_line(result.error)})")
-    records = folder.records()
-    steps = [r["iter"] for r in records if "total" in r]
-    best = [r["best"] for r in records if "best" in r]
-    return Summary(steps[-1] if steps else 0, best[-1] if best else None, folder.model)
+    stopped = stop.exists()
+    stop.unlink(missing_ok=True)
+    latest = folder.latest()
+    step = int(latest.name.removeprefix("iter_")) if latest else 0
+    best = [r["best"] for r in folder.records() if "best" in r]
+    return Summary(step, best[-1] if best else None, folder.model, stopped=stopped)
 
 
 class _Tail:
@@ -125,6 +135,10 @@ class _Tail:
     def _run(self) -> None:
         while not self._done.wait(self.every):
             self._emit()
+            stop = self.folder.root / STOP
+            if self.ev.should_stop() and not stop.exists():  # Ctrl-C / SIGTERM here: the workers stop too
+                stop.touch()
+                self.ev.say("stopping after the current iteration (the workers save a checkpoint) ...")
 
     def _emit(self) -> None:
         try:

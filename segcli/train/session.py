@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,8 @@ class Session:
             objective = DistributedDataParallel(
                 objective, device_ids=[net.device] if net.device.type == "cuda" else None
             )
+            # a depthwise weight's gradient [C, 1, k, k] has another stride along its size-1 axis: harmless
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.ev.say(f"training {total} iterations of {self._global_batch()} ({self.recipe.name} recipe, amp {amp})")
         net.train()
         step, t0, stopped = start, time.perf_counter(), False
