@@ -32,7 +32,8 @@ EXIT_CODES = {
         f"2 usage or configuration error; {STOPPED}."
     ),
     "train": (
-        "Exit codes: 0 trained (RUN/model written); 1 the loss diverged (the last checkpoint kept); 2 usage, data "
+        "Exit codes: 0 trained (RUN/model written); 1 the loss diverged or a rank was lost (the last checkpoint "
+        "kept); 2 usage, data "
         "(the scan's problems), model or output-folder error; 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / "
         "SIGHUP (a checkpoint saved: --resume continues)."
     ),

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
-from .cluster import RayOpt
 from .common import DebugOpt, QuietOpt, eprint, handle_errors
 from .signals import GracefulStop
 
@@ -85,7 +84,7 @@ def train(
     workers: Annotated[int, typer.Option(metavar="N", help="Processes decoding and augmenting images.", rich_help_panel=RUN)] = 2,
     seed: Annotated[int, typer.Option(metavar="S", help="Seed of the data order, crops and new classifier rows.", rich_help_panel=RUN)] = 0,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="RUN/report.html: curves, per-class IoU, samples [when the report extra is installed].", rich_help_panel=RUN)] = None,
-    ray: RayOpt = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Train on Ray Train's TorchTrainer: ADDRESS as Ray takes it (auto: the running cluster or $RAY_ADDRESS); alone, a local Ray of the run's own. RUN must be on storage every worker sees. Put it after DATA, or write --ray=ADDRESS. The [ray] extra.", rich_help_panel=CLUSTER)] = None,
     ray_workers: Annotated[int, typer.Option(metavar="N", help="--ray: training workers (Ray Train's TorchTrainer), one rank each.", rich_help_panel=CLUSTER)] = 2,
     gpus_per_worker: Annotated[float, typer.Option(metavar="G", help="--ray: GPUs per training worker.", rich_help_panel=CLUSTER)] = 0.0,
     max_failures: Annotated[int, typer.Option(metavar="N", help="--ray: worker failures survived (each restart resumes from the latest checkpoint).", rich_help_panel=CLUSTER)] = 2,
