@@ -94,8 +94,9 @@ class PyramidPooling(nn.ModuleList, ExportForm):
     adaptive average pooling, or with `precise` precise RoI pooling over the whole map. By default
     (mmseg, PSPNet) the maps stay s×s: upsampling them to h×w is left to the bottleneck that concatenates
     them (`ConcatConvModule`), which can skip it. With `upsample_first` (the CSAIL UPerNet: pool →
-    upsample → conv → BN → ReLU) they are returned at h×w: conv and BN are affine per pixel, so they run on
-    the s×s map before the (bilinear, align_corners=False) upsampling, but the ReLU must come after it."""
+    upsample → conv → BN → ReLU) they are returned at h×w: in inference conv and BN are affine per pixel,
+    so they run on the s×s map before the (bilinear, align_corners=False) upsampling, but the ReLU must come
+    after it; in training BN's batch statistics are those of the upsampled map, so the authors' order runs."""
 
     def __init__(
         self,
@@ -117,6 +118,9 @@ class PyramidPooling(nn.ModuleList, ExportForm):
         for branch in self:
             pool, cm = cast(nn.Sequential, branch)
             assert isinstance(cm, ConvModule)
+            if self.training:  # BatchNorm's batch statistics are the upsampled map's: the authors' order
+                out.append(cm(resize(pool(x), size)))  # [B, channels, h, w]
+                continue
             y = cm.batch_norm(cm.conv(pool(x)))  # [B, channels, s, s]
             out.append(cm.activation(resize(y, size)))  # [B, channels, h, w]
         return out

@@ -72,3 +72,21 @@ class UPPHead(UPerHead):
         fused = self.fpn_bottleneck(outs)  # the authors' conv_fusion
         pixels = torch.cat([self.object_head(fused), self.material_head(outs[0]), self.part_head(fused)], dim=1)
         return pixels, self.scene_head(outs[-1]).flatten(1)
+
+    def tasks(self, features: list[torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor]:
+        """The logits of the heads in `wanted` alone ("object" [B, O, h, w], "part" [B, P, h, w], "material"
+        [B, M, h, w] at 1/4; "scene" [B, S]): the authors' training `output_switch`, so the other heads
+        neither run (their BatchNorm statistics stay) nor get gradients."""
+        outs = self.pyramid(features)
+        out: dict[str, torch.Tensor] = {}
+        if "scene" in wanted:
+            out["scene"] = self.scene_head(outs[-1]).flatten(1)
+        if "material" in wanted:
+            out["material"] = self.material_head(outs[0])
+        if wanted & {"object", "part"}:
+            fused = self.fpn_bottleneck(outs)
+            if "object" in wanted:
+                out["object"] = self.object_head(fused)
+            if "part" in wanted:
+                out["part"] = self.part_head(fused)
+        return out
