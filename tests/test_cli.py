@@ -105,12 +105,18 @@ def test_models_remembers_sizes_and_recounts_a_damaged_cache(cli, monkeypatch):
         m.setattr(segcli.model, "network_size", no_builds)
         again = {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)}
     assert again == first
+    from segcli.loading.registry import load_registry
+    from segcli.loading.sizes import network_sizes
+
+    configs = [spec.network for spec in load_registry().values()]  # the listing's order
+    expected = network_sizes(configs)
+    assert [p for p, _ in expected] == list(first.values())
     doc = json.loads(cache.read_text())
     doc[next(iter(doc))] = [-1, "x"]  # one damaged entry
     cache.write_text(json.dumps(doc))
-    assert {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)} == first
+    assert network_sizes(configs) == expected
     cache.write_text("{not json")
-    assert {m["name"]: m["params"] for m in json.loads(cli("models", "--json").stdout)} == first
+    assert network_sizes(configs) == expected and len(json.loads(cache.read_text())) == len(first)
     assert first["upernet-convnext-tiny"] == NINE_PARAMS["upernet-convnext-tiny"]
 
 
