@@ -14,6 +14,7 @@ every rank resumes from the same checkpoint. A rank that dies makes the others s
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -102,16 +103,9 @@ def leave(world: World) -> None:
 
 
 def share(world: World) -> Share | None:
-    """The loss's `Share` for this world: a denominator summed over the ranks, over the number of ranks."""
-    if not world.distributed:
-        return None
-
-    def shared(count: torch.Tensor) -> torch.Tensor:
-        total = count.clone()
-        dist.all_reduce(total)
-        return total / world.size
-
-    return shared
+    """The loss's `Share` for this world: a denominator averaged over the ranks (the sum over every rank's
+    batch, over the number of ranks)."""
+    return functools.partial(mean, world) if world.distributed else None
 
 
 def mean(world: World, values: torch.Tensor) -> torch.Tensor:
@@ -139,11 +133,6 @@ def gather(world: World, value: object) -> list[object]:
     out: list[object] = [None] * world.size
     dist.all_gather_object(out, value)
     return out
-
-
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -186,4 +175,4 @@ def sync_batchnorm(net: nn.Module, device: torch.device) -> nn.Module:
     return net
 
 
-__all__ = ["SyncBatchNorm2d", "World", "anyone", "barrier", "from_env", "gather", "join", "leave", "mean", "share"]
+__all__ = ["SyncBatchNorm2d", "World", "anyone", "from_env", "gather", "join", "leave", "mean", "share"]

@@ -121,7 +121,7 @@ class _Tail:
     def __init__(self, folder: RunFolder, ev: Events, every: float = 1.0) -> None:
         self.folder, self.ev, self.every = folder, ev, every
         self._done = threading.Event()
-        self._seen, self._resumes = len(folder.records()), len(folder.records(resumes=True))
+        self._seen, self._resumes = (len(part) for part in folder.entries())
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
@@ -142,7 +142,7 @@ class _Tail:
 
     def _emit(self) -> None:
         try:
-            records, resumes = self.folder.records(), self.folder.records(resumes=True)
+            records, resumes = self.folder.entries()  # one read of the log per poll
         except (OSError, json.JSONDecodeError):
             return
         for r in resumes[self._resumes :]:  # a restart after a failure (or --resume)

@@ -121,16 +121,22 @@ class RunFolder:
     def records(self, resumes: bool = False) -> list[dict[str, Any]]:
         """The log's records of iterations and validations (a line cut short by a kill is left out); with
         `resumes`, the lines that say where a resumed run started (`resumed_at`, `checkpoint`) instead."""
+        return self.entries()[1 if resumes else 0]
+
+    def entries(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(records, resumes) of one read of the log (see `records`)."""
         if not self.log.exists():
-            return []
+            return [], []
         out = []
         for line in self.log.read_text().splitlines():
             try:
                 out.append(json.loads(line))
             except ValueError:
                 continue
-        key = "resumed_at" if resumes else "iter"
-        return [r for r in out if isinstance(r, dict) and isinstance(r.get(key), int)]
+        out = [r for r in out if isinstance(r, dict)]
+        return [r for r in out if isinstance(r.get("iter"), int)], [
+            r for r in out if isinstance(r.get("resumed_at"), int)
+        ]
 
     def truncate_log(self, step: int) -> None:
         """On resume: the lines of iterations after the checkpoint are dropped (they are done again)."""

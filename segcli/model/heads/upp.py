@@ -68,10 +68,8 @@ class UPPHead(UPerHead):
         self.material_head = _head(ch, cfg.material_classes)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        outs = self.pyramid(features)
-        fused = self.fpn_bottleneck(outs)  # the authors' conv_fusion
-        pixels = torch.cat([self.object_head(fused), self.material_head(outs[0]), self.part_head(fused)], dim=1)
-        return pixels, self.scene_head(outs[-1]).flatten(1)
+        out = self.tasks(features, {"object", "part", "material", "scene"})
+        return torch.cat([out["object"], out["material"], out["part"]], dim=1), out["scene"]
 
     def tasks(self, features: list[torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor]:
         """The logits of the heads in `wanted` alone ("object" [B, O, h, w], "part" [B, P, h, w], "material"
@@ -84,7 +82,7 @@ class UPPHead(UPerHead):
         if "material" in wanted:
             out["material"] = self.material_head(outs[0])
         if wanted & {"object", "part"}:
-            fused = self.fpn_bottleneck(outs)
+            fused = self.fpn_bottleneck(outs)  # the authors' conv_fusion
             if "object" in wanted:
                 out["object"] = self.object_head(fused)
             if "part" in wanted:
