@@ -58,7 +58,7 @@ def _progress(quiet: bool, jsonl: bool) -> Any:
 
 @handle_errors
 def train(
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="images/ + masks/ (or labels/, annotations/), mmseg's img_dir/ + ann_dir/, or a .txt list of 'image mask' pairs.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="images/ + masks/ (or labels/, annotations/), mmseg's img_dir/ + ann_dir/, a .txt list of 'image mask' pairs, or (a unified parser) a .jsonl manifest of images and their task labels.")],
     model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="The model to start from: a registry name, a directory, a Hub repo, a converted checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="RUN", help="The run's folder: checkpoints/, log.jsonl, model/ (for predict -m RUN/model).")],
     classes: Annotated[Path | None, typer.Option(metavar="FILE", help="Classes to train for: classes.json, mmseg meta JSON, one name per line, or CSV name,r,g,b [the model's].", rich_help_panel=DATA)] = None,
@@ -67,6 +67,7 @@ def train(
     reduce_zero_label: Annotated[bool, typer.Option("--reduce-zero-label", help="Mask value 0 = unlabelled, k → class k-1 (ADE style).", rich_help_panel=DATA)] = False,
     ignore_index: Annotated[int, typer.Option(metavar="V", help="Mask value of unlabelled pixels.", rich_help_panel=DATA)] = 255,
     class_weights: Annotated[str | None, typer.Option(metavar="W,W,...", help="Cross-entropy weight of each class, in the classes' order.", rich_help_panel=DATA)] = None,
+    tasks: Annotated[str | None, typer.Option(metavar="T,T,...", help="A unified parser's tasks to train (object, part, material, scene); the other heads keep their weights [all].", rich_help_panel=DATA)] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Train without the pairs the scan finds problems in (else the run refuses).", rich_help_panel=DATA)] = False,
     iters: Annotated[int | None, typer.Option(metavar="N", help="Training iterations [2000].", rich_help_panel=RUN)] = None,
     epochs: Annotated[int | None, typer.Option(metavar="N", help="Or: passes over the training pairs.", rich_help_panel=RUN)] = None,
@@ -75,7 +76,7 @@ def train(
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all ranks' batches.", rich_help_panel=RUN)] = False,
     crop: Annotated[str, typer.Option(metavar="H[xW]", help="Training crop.", rich_help_panel=RUN)] = "512",
     lr: Annotated[float | None, typer.Option(metavar="X", help="Base learning rate [the recipe's].", rich_help_panel=RUN)] = None,
-    recipe: Annotated[str | None, typer.Option(metavar="NAME", help="resnet | convnext | swin [the backbone's family].", rich_help_panel=RUN)] = None,
+    recipe: Annotated[str | None, typer.Option(metavar="NAME", help="resnet | convnext | swin | upp [the model's family].", rich_help_panel=RUN)] = None,
     val_every: Annotated[int | None, typer.Option(metavar="N", help="Validate every N iterations [5 times a run].", rich_help_panel=RUN)] = None,
     log_every: Annotated[int, typer.Option(metavar="N", help="Log (stderr, log.jsonl, --jsonl) every N iterations.", rich_help_panel=RUN)] = 10,
     amp: Annotated[str, typer.Option(metavar="auto|bf16|fp16|off", help="Mixed precision: auto = bf16 where computed natively.", rich_help_panel=RUN)] = "auto",
@@ -115,6 +116,7 @@ def train(
             reduce_zero_label=reduce_zero_label, ignore_index=ignore_index, skip_bad=skip_bad, class_weights=_weights(class_weights), iters=iters, epochs=epochs,
             batch=batch, crop=_crop(crop), lr=lr, recipe=recipe, val_every=val_every, log_every=log_every, amp=amp, resume=resume,
             device=device, workers=workers, seed=seed, report=report, accumulate=accumulate, sync_bn=sync_bn,
+            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks is not None else None,
         )  # fmt: skip
     if summary.stopped:
         if summary.rank == 0:

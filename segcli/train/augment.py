@@ -37,7 +37,8 @@ class Pipeline:
     def __call__(
         self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 [H, W, 3] and labels [H, W] → one training sample of the crop's size."""
+        """RGB uint8 [H, W, 3] and labels [H, W] (or several maps [H, W, C] under one transform, the crop's
+        class balance judged on the first) → one training sample of the crop's size."""
         image, labels = self._resize(image, labels, rng)
         image, labels = self._crop(image, labels, rng)
         if rng.random() < self.flip:
@@ -49,17 +50,19 @@ class Pipeline:
     def _resize(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         r = rng.uniform(*self.ratio)
         long, short = self.scale
-        h, w = labels.shape
+        h, w = labels.shape[:2]
         nw, nh = rescale_size(w, h, int(long * r), int(short * r))
         if (nh, nw) == (h, w):
             return image, labels
         im = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
-        lab = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((nw, nh), Image.Resampling.NEAREST))
-        return im, lab.astype(np.int64)
+        maps = labels[..., None] if labels.ndim == 2 else labels
+        lab = np.stack([_nearest(maps[..., c], nw, nh) for c in range(maps.shape[2])], axis=2)
+        return im, lab.reshape((nh, nw, *labels.shape[2:]))
 
     def _crop(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         ch, cw = self.crop
-        h, w = labels.shape
+        h, w = labels.shape[:2]
+        first = labels if labels.ndim == 2 else labels[..., 0]
 
         def box() -> tuple[int, int]:
             return int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
@@ -67,7 +70,7 @@ class Pipeline:
         y, x = box()
         if self.cat_max_ratio < 1.0:
             for _ in range(10):  # mmseg: until no class covers more than cat_max_ratio of the labelled pixels
-                values, counts = np.unique(labels[y : y + ch, x : x + cw], return_counts=True)
+                values, counts = np.unique(first[y : y + ch, x : x + cw], return_counts=True)
                 counts = counts[values != self.ignore]
                 if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
@@ -98,11 +101,17 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img.astype(np.uint8)
 
 
+def _nearest(labels: np.ndarray, w: int, h: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)).astype(
+        np.int64
+    )
+
+
 def _pad(image: np.ndarray, labels: np.ndarray, crop: tuple[int, int], ignore: int) -> tuple[np.ndarray, np.ndarray]:
-    h, w = labels.shape
+    h, w = labels.shape[:2]
     if (h, w) == crop:
         return np.ascontiguousarray(image), np.ascontiguousarray(labels)
     im = np.zeros((*crop, 3), dtype=np.uint8)
-    lab = np.full(crop, ignore, dtype=np.int64)
+    lab = np.full((*crop, *labels.shape[2:]), ignore, dtype=np.int64)
     im[:h, :w], lab[:h, :w] = image, labels
     return im, lab

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -143,7 +144,14 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        with warnings.catch_warnings():  # torch ≥ 2.10 points to a private replacement; this one still works
+            warnings.filterwarnings("ignore", "torch.distributed.nn.functional", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce as reduce_
+
+        def all_reduce(t: torch.Tensor) -> torch.Tensor:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "torch.distributed.nn.functional", FutureWarning)
+                return reduce_(t)
 
         c = x.shape[1]
         count = torch.tensor(float(x.numel() // c), dtype=x.dtype, device=x.device)

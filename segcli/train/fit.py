@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import SegcliError, UsageError, first_line
-from . import distributed
+from . import distributed, parsing_data
 from .data import MaskRule, Pair, Scan, Split, find, scan
 from .options import DEFAULT_ITERS, Events, Options, Summary
 from .run import RunFolder
@@ -36,10 +36,19 @@ def fit(data: str | Path, model: str, out: str | Path, *, events: Events | None 
     try:
         folder = RunFolder(Path(out))
         folder.check(opts.resume)
-        split = find(Path(data), opts.val, opts.val_split, opts.seed)
+        if parsing_data.is_manifest(Path(data)):
+            split: Split | None = None
+        else:
+            split = find(Path(data), opts.val, opts.val_split, opts.seed)  # the data's problems before the model
         session = Session.start(model, opts, ev, world)
         rule = MaskRule(session.num_classes, opts.ignore_index, opts.reduce_zero_label, session.classes.palette)
-        train, val = _scan(split, rule, opts, ev)
+        if session.parsing:
+            train, val = _parsing_data(Path(data), session, opts, ev)
+        elif split is None:
+            raise UsageError(f"{data}: a manifest of several tasks' labels trains a unified perceptual parser",
+                             hint=f"-m {model} trains on images + masks (see segcli train --help)")  # fmt: skip
+        else:
+            train, val = _scan(split, rule, opts, ev)
         if opts.epochs is not None:  # every pair seen `epochs` times by the global batch
             opts.iters = max(1, math.ceil(opts.epochs * len(train) / (opts.batch * opts.accumulate * world.size)))
         elif opts.iters is None:
@@ -97,7 +106,33 @@ def _scan(split: Split, rule: MaskRule, opts: Options, ev: Events) -> tuple[list
     """The pre-flight scan of every pair: problems one line each; refused, or skipped with --skip-bad."""
     ev.say(f"data: {len(split.train)} training and {len(split.val)} validation pairs ({split.layout})")
     t, v = scan(split.train, rule), scan(split.val, rule)
-    problems = split.missing + t.problems + v.problems
+    _refuse(split.missing + t.problems + v.problems, opts, ev)
+    if not t.good:
+        raise UsageError("no usable training pairs left after the scan")
+    ev.say(_frequencies(t))
+    return t.good, v.good
+
+
+def _parsing_data(data: Path, session: Session, opts: Options, ev: Events) -> tuple[list[Any], list[Any]]:
+    """A parser's records, scanned as `_scan` scans pairs; those without a trained task left out."""
+    heads = session.net.config.heads
+    scenes = tuple(session.info.head_sets["scene"].classes) if "scene" in session.info.head_sets else ()
+    split = parsing_data.find(data, scenes, opts.val, opts.val_split, opts.seed)
+    ev.say(f"data: {len(split.train)} training and {len(split.val)} validation images ({split.layout})")
+    train, t_problems = parsing_data.scan(split.train, heads)
+    val, v_problems = parsing_data.scan(split.val, heads)
+    _refuse(split.problems + t_problems + v_problems, opts, ev)
+    train = [r for r in train if session.tasks & set(r.tasks)]
+    if not train:
+        raise UsageError(f"no training image has labels for --tasks {','.join(sorted(session.tasks))}")
+    sources = sorted({r.source for r in train})
+    counts = ", ".join(f"{s} {sum(r.source == s for r in train)}" for s in sources)
+    ev.say(f"sources: {counts} (one per batch, drawn in proportion); tasks {', '.join(sorted(session.tasks))}")
+    return train, val
+
+
+def _refuse(problems: list[str], opts: Options, ev: Events) -> None:
+    """Each problem one line; the run refused, or told it goes on without them (--skip-bad)."""
     for line in problems:
         ev.say(f"data problem: {line}")
     if problems and not opts.skip_bad:
@@ -107,10 +142,6 @@ def _scan(split: Split, rule: MaskRule, opts: Options, ev: Events) -> tuple[list
         )
     if problems:
         ev.say(f"skipping {len(problems)} pair(s) with problems (--skip-bad)")
-    if not t.good:
-        raise UsageError("no usable training pairs left after the scan")
-    ev.say(_frequencies(t))
-    return t.good, v.good
 
 
 def _frequencies(s: Scan) -> str:

@@ -29,11 +29,6 @@ MEANS = ("all", "labelled", "csail")
 
 def check_trainable(net: Segmentor) -> None:
     """Refuse the networks this loss does not describe (UsageError naming what to use)."""
-    if net.config.arch == "upp":
-        raise UsageError(
-            "training the unified perceptual parser (objects, parts, materials, scene) is not supported yet",
-            hint="fine-tune a UPerNet or PSPNet model",
-        )
     if net.config.threshold is not None:
         raise UsageError("training a binary (one-logit) head is not supported yet", hint="use two classes")
 
@@ -117,8 +112,8 @@ def convention(default_preset: str) -> str:
 def dropout_for(default_preset: str, arch: str) -> float:
     """The dropout before the classifiers in the model's own source: mmseg's decode heads 0.1
     (`dropout_ratio`, its configs' value for PSPNet, UPerNet and the FCN auxiliary head), the PSPNet
-    author's 0.1, CSAIL's PPM-deepsup 0.1 (both branches) and its UPerNet none; transformers' UperNet none."""
-    if default_preset == "hf" or (default_preset == "csail" and arch != "psp"):
+    author's 0.1, CSAIL's PPM-deepsup 0.1 (both branches) and its UPerNet (and unified parser) none; transformers' UperNet none."""
+    if default_preset == "hf" or arch == "upp" or (default_preset == "csail" and arch != "psp"):
         return 0.0
     return 0.1
 

@@ -40,6 +40,7 @@ class Options:
     dropout: float | None = None  # before the classifiers, in training; None: the model's source's (loss.dropout_for)
     accumulate: int = 1  # micro-batches of `batch` per iteration (gradients accumulated)
     sync_bn: bool = False  # BatchNorm statistics over the global batch when several ranks train
+    tasks: tuple[str, ...] | None = None  # a parser's tasks trained (the other heads frozen); None: all
 
 
 @dataclass
@@ -66,7 +67,13 @@ def progress_line(record: dict[str, Any], last_val: str = "") -> str:
     validation's mIoU."""
     it = record["iter"]
     if "val_mIoU" in record:
-        return f"iteration {it}: val mIoU {100 * record['val_mIoU']:.2f} (best {100 * record['best']:.2f})"
+        tasks = "".join(
+            f", {t} {100 * record[f'val_{t}_mIoU']:.2f}" for t in ("object", "material") if f"val_{t}_mIoU" in record
+        )
+        scene = f", scene accuracy {100 * record['val_scene_acc']:.1f}%" if "val_scene_acc" in record else ""
+        return (
+            f"iteration {it}: val mIoU {100 * record['val_mIoU']:.2f}{tasks}{scene} (best {100 * record['best']:.2f})"
+        )
     m, sec = divmod(int(record["eta_s"]), 60)
     eta = f"{m // 60}:{m % 60:02d}:{sec:02d}"
     return (

@@ -5,7 +5,8 @@ Labels come at the head's resolution (1/4 of the input: the authors' loader brin
 `segm_downsampling_rate` 4). Per task, where the batch has its labels (None: the task is absent and adds
 nothing — the authors' `output_switch` per source):
 
-  object    NLL of the log-softmax over objects, label 0 ("-") ignored, mean over the labelled pixels
+  object    NLL of the log-softmax over objects, label 0 ("-") ignored, mean over the labelled pixels (a
+            batch without any: 0, where torch's mean is NaN)
   material  the same over materials, 0 ignored
   part      for each object that has parts (one softmax group each): NLL of the group's log-softmax at the
             pixels of that object, the target the part's index in the group (`local_parts`), summed over the
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..engine.heads import PartGroup
 from ..model import Segmentor
@@ -38,6 +40,7 @@ class ParsingLabels:
     valid_part: torch.Tensor | None = None  # [B, groups] bool: image b's parts are labelled for group g
     material: torch.Tensor | None = None  # material labels, 0 = unlabelled
     scene: torch.Tensor | None = None  # [B] scene labels, -1 = unlabelled
+    inside: torch.Tensor | None = None  # the object labels that locate the parts when objects are no task
 
 
 def local_parts(
@@ -64,6 +67,14 @@ def _part_loss(
     return (per_image * valid.float()).sum() / torch.clamp(pixels, 1).float()
 
 
+def _nll(logp: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
+    """torch's `nll_loss(..., ignore_index=ignore)` mean, 0 (with the graph kept) where nothing is labelled."""
+    labelled = target != ignore
+    if bool(labelled.any()):
+        return F.nll_loss(logp, target, ignore_index=ignore)
+    return logp.sum() * 0.0
+
+
 def parsing_losses(net: Segmentor, x: torch.Tensor, labels: ParsingLabels) -> dict[str, torch.Tensor]:
     """{task: loss, ..., "total": weighted sum} for normalised images x [B, 3, H, W]; only the heads of the
     tasks present run."""
@@ -73,18 +84,44 @@ def parsing_losses(net: Segmentor, x: torch.Tensor, labels: ParsingLabels) -> di
     out = head.tasks(net.features(x), wanted)
     terms: dict[str, torch.Tensor] = {}
     if labels.object is not None:
-        terms["object"] = F.nll_loss(F.log_softmax(out["object"], 1), labels.object, ignore_index=0)
+        terms["object"] = _nll(F.log_softmax(out["object"], 1), labels.object, 0)
     if labels.material is not None:
-        terms["material"] = F.nll_loss(F.log_softmax(out["material"], 1), labels.material, ignore_index=0)
+        terms["material"] = _nll(F.log_softmax(out["material"], 1), labels.material, 0)
     if labels.part is not None:
-        assert labels.object is not None and labels.valid_part is not None, "parts need objects and valid_part"
+        objects = labels.object if labels.object is not None else labels.inside
+        assert objects is not None and labels.valid_part is not None, "parts need objects and valid_part"
         total, first = out["part"].new_zeros(()), 0
         for g, group in enumerate(net.config.heads.part_groups):  # one softmax group per object with parts
             logp = F.log_softmax(out["part"][:, first : first + len(group.parts)], 1)
-            total = total + _part_loss(logp, labels.part, labels.object, group.object_label, labels.valid_part[:, g])
+            total = total + _part_loss(logp, labels.part, objects, group.object_label, labels.valid_part[:, g])
             first += len(group.parts)
         terms["part"] = total
     if labels.scene is not None:
-        terms["scene"] = F.nll_loss(F.log_softmax(out["scene"], 1), labels.scene, ignore_index=-1)
+        terms["scene"] = _nll(F.log_softmax(out["scene"], 1), labels.scene, -1)
     terms["total"] = sum((terms[k] * TASK_WEIGHTS[k] for k in list(terms)), x.new_zeros(()))
     return terms
+
+
+class ParsingObjective(nn.Module):
+    """The parser and its loss as one module (what DistributedDataParallel wraps, as `train.step.Objective`):
+    the tasks a batch has labels for, of those the run trains (`--tasks`), each task's loss."""
+
+    def __init__(self, net: Segmentor, tasks: frozenset[str]) -> None:
+        super().__init__()
+        self.net, self.wanted = net, tasks
+
+    def forward(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """uint8 images [B, 3, H, W], labels as `train.parsing_data.sample` gives them (batched)."""
+        device = self.net.device
+        x = self.net.normalize(images.to(device, torch.float32))
+        have = {k: v.to(device) for k, v in labels.items() if k in self.wanted or k in ("valid_part", "object")}
+        part = have.get("part")
+        picked = ParsingLabels(
+            object=have.get("object") if "object" in self.wanted else None,
+            part=part,
+            valid_part=have.get("valid_part") if part is not None else None,
+            material=have.get("material"),
+            scene=have.get("scene"),
+            inside=have.get("object") if part is not None else None,
+        )
+        return parsing_losses(self.net, x, picked)

@@ -6,6 +6,9 @@
   (none on 1-D parameters and biases), stage-wise learning-rate decay 0.9 (mmseg's
   `LearningRateDecayOptimizerConstructor`: stem and downsampling 0.9⁷, stage i 0.9^(6-i), the rest 1);
   linear warmup from 1e-6 × lr, then poly power 1.0 to 0.
+* `upp` (the unified perceptual parser, CSAILVision/unifiedparsing `train.py`): SGD lr 0.02, momentum 0.9,
+  weight decay 1e-4 except on biases and BatchNorm (their `group_weight`); their poly: iteration t ≥ 1
+  runs at lr · (1 - (t - 1) / T)^0.9 (`adjust_learning_rate` sets the next iteration's after each step).
 * `swin` (`swin-tiny-…_upernet_8xb2-160k`): AdamW lr 6e-5, weight decay 0.01 except on the absolute
   position embedding, the relative-position tables and norms; the same warmup and poly.
 
@@ -41,10 +44,13 @@ class Recipe:
     warmup: bool = False
     layer_decay: float | None = None  # ConvNeXt's stage-wise decay rate
     no_decay_keys: tuple[str, ...] = ()  # names containing one of these: weight decay 0
+    decay_1d: bool = True  # False: no weight decay on 1-D parameters and biases
+    poly: str = "mmengine"  # "mmengine": PolyLR, ending at the last iteration; "csail": the authors' loop
 
 
 RECIPES = {
     "resnet": Recipe("resnet", "sgd", 0.01, 5e-4),
+    "upp": Recipe("upp", "sgd", 0.02, 1e-4, eta_min=0.0, decay_1d=False, poly="csail"),
     "convnext": Recipe("convnext", "adamw", 1e-4, 0.05, power=1.0, eta_min=0.0, warmup=True, layer_decay=0.9),
     "swin": Recipe(
         "swin",
@@ -61,6 +67,8 @@ RECIPES = {
 
 def recipe_for(net: nn.Module, name: str | None = None, lr: float | None = None) -> Recipe:
     """The named recipe, else the one of the network's backbone family; `lr` replaces its learning rate."""
+    if name is None and getattr(getattr(net, "config", None), "arch", None) == "upp":
+        name = "upp"
     if name is None:
         backbone = getattr(getattr(net, "config", None), "backbone", None)
         name = (
@@ -97,7 +105,7 @@ def param_groups(net: nn.Module, r: Recipe) -> list[dict]:
         if not p.requires_grad:
             continue
         decay = r.weight_decay
-        if r.layer_decay is not None and (p.ndim == 1 or name.endswith(".bias")):
+        if (r.layer_decay is not None or not r.decay_1d) and (p.ndim == 1 or name.endswith(".bias")):
             decay = 0.0
         if any(k in name for k in r.no_decay_keys):
             decay = 0.0
@@ -127,6 +135,8 @@ def lr_at(r: Recipe, step: int, total: int, scale: float = 1.0) -> float:
     mmengine's LinearLR (warmup) then PolyLR set it: each reaches its end value at its last iteration
     (mmengine's `total_iters = end - begin - 1`)."""
     base = r.lr * scale
+    if r.poly == "csail":
+        return base * (1 - max(step - 1, 0) / total) ** r.power
     w = warmup_iters(r, total)
     if step < w:
         return base * (WARMUP_START + (1 - WARMUP_START) * step / (w - 1))

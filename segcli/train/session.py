@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._version import __version__
 from ..api import Segmenter
+from ..engine.presets import Resize
 from ..errors import SegcliError, UsageError
 from ..evaluation.metrics import confusion, scores
 from ..extras import has_module
@@ -30,10 +31,13 @@ from ..report.html import require_report
 from . import distributed
 from .augment import Pipeline
 from .classes import read_classes, remap
-from .data import MaskRule, Pair, read_mask
+from .data import MaskRule, read_mask
 from .distributed import World
 from .loss import add_dropout, check_trainable, convention, dropout_for
 from .options import Events, Options, Summary
+from .parsing_data import ParsingSamples, Record
+from .parsing_eval import validate as validate_parsing
+from .parsing_loss import ParsingObjective
 from .recipes import Recipe, optimizer, recipe_for, set_lr
 from .run import RunFolder
 from .step import Objective, Samples, Slice, amp_dtype, max_rss_mb, step_once, timing
@@ -53,6 +57,10 @@ class Session:
         add_dropout(net, self.dropout)
         self.report = _want_report(opts.report)
         self.samples: list[dict[str, Any]] = []  # the report's, from the latest validation
+        self.parsing = net.config.arch == "upp"  # a unified perceptual parser: its tasks, their losses
+        self.tasks = frozenset(opts.tasks or PARSER_TASKS) if self.parsing else frozenset()
+        if self.parsing:
+            freeze_heads(net, self.tasks)
 
     @property
     def classes(self) -> ClassSet:
@@ -70,6 +78,7 @@ class Session:
         if not isinstance(net, Segmentor) or info.network is None:
             raise UsageError(f"-m {model}: an exported model cannot be trained", hint="start from its weights")
         check_trainable(net)
+        _check_tasks(net, opts)
         kept: dict[str, int] = {}
         if opts.classes is not None:
             wanted = read_classes(opts.classes)
@@ -79,7 +88,8 @@ class Session:
                 ev.say(f"classes: {len(wanted.classes)} from {opts.classes} ({len(kept)} keep their trained rows)")
         return cls(net, info, opts, ev, kept, world or World())
 
-    def run(self, folder: RunFolder, train: list[Pair], val: list[Pair], rule: MaskRule) -> Summary:
+    def run(self, folder: RunFolder, train: list[Any], val: list[Any], rule: MaskRule) -> Summary:
+        """Train on `train` (`Pair`s; a parser's: `Record`s) and validate on `val`, in `folder`."""
         o, net, world = self.opts, self.net, self.world
         assert o.iters is not None  # resolved by fit (--iters, --epochs or the default)
         total = o.iters
@@ -94,22 +104,32 @@ class Session:
         scaler = torch.amp.GradScaler(net.device.type) if amp == torch.float16 else None
         val_every = o.val_every or max(1, total // 5)
         ckpt_every = o.checkpoint_every or val_every
-        pipe = Pipeline(o.crop, ignore=o.ignore_index, photometric=o.photometric, base=self._scale())
+        ignore = 0 if self.parsing else o.ignore_index  # a parser's maps: 0 is "-"
+        pipe = Pipeline(o.crop, ignore=ignore, photometric=o.photometric, base=self._scale())
         part = Slice(start, total, o.batch, world.rank, world.size, o.accumulate)
-        loader = torch.utils.data.DataLoader(
-            Samples(train, rule, pipe, o.seed, part), batch_size=o.batch, num_workers=o.workers, shuffle=False
+        heads = net.config.heads
+        samples = (
+            ParsingSamples(train, heads, pipe, o.seed, part)
+            if self.parsing
+            else Samples(train, rule, pipe, o.seed, part)
         )
-        objective: torch.nn.Module = Objective(net, self.loss_mean, self._class_weight(), distributed.share(world))
+        loader = torch.utils.data.DataLoader(samples, batch_size=o.batch, num_workers=o.workers, shuffle=False)
+        objective: torch.nn.Module = (
+            ParsingObjective(net, self.tasks)
+            if self.parsing
+            else Objective(net, self.loss_mean, self._class_weight(), distributed.share(world))
+        )
         if world.distributed:  # the ranks start from rank 0's weights (the same checkpoint anyway)
-            objective = DistributedDataParallel(
-                objective, device_ids=[net.device] if net.device.type == "cuda" else None
-            )
+            objective = DistributedDataParallel(  # a parser's batch runs its source's heads only
+                objective, device_ids=[net.device] if net.device.type == "cuda" else None,
+                find_unused_parameters=self.parsing,
+            )  # fmt: skip
             # a depthwise weight's gradient [C, 1, k, k] has another stride along its size-1 axis: harmless
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.ev.say(f"training {total} iterations of {self._global_batch()} ({self.recipe.name} recipe, amp {amp})")
         net.train()
         step, t0, stopped = start, time.perf_counter(), False
-        micro: list[tuple[torch.Tensor, torch.Tensor]] = []
+        micro: list[Any] = []
         for batch in loader:
             micro.append(batch)
             if len(micro) < o.accumulate:
@@ -220,6 +240,9 @@ class Session:
         if self.info.default_preset == "hf":
             h, w = self.info.input_size
             return max(h, w), min(h, w)
+        resize = Resize.parse(self.info.protocol.resize or "none")
+        if resize.kind in ("keep", "multiple"):  # the parser's 300:1000/8: the authors' 300…600 short side
+            return resize.long, resize.short
         c = self.info.protocol.crop_size
         return 4 * c, c
 
@@ -229,10 +252,12 @@ class Session:
         folder.append_log(record)
         self.ev.logged(record)
 
-    def _validate(self, folder: RunFolder, val: list[Pair], rule: MaskRule, step: int, state: dict[str, Any]) -> None:
+    def _validate(self, folder: RunFolder, val: list[Any], rule: MaskRule, step: int, state: dict[str, Any]) -> None:
         """Rank 0 validates (the others wait at their next step); the best model so far written."""
         if not val or not self.world.main:
             return
+        if self.parsing:
+            return self._validate_parsing(folder, val, step, state)
         self.net.eval()
         seg = Segmenter(self.net, self.info)
         k = self.num_classes
@@ -261,6 +286,18 @@ class Session:
             self.samples = training.save_samples(folder.root, samples, self.classes, rule.ignore)
             self._report(folder)
 
+    def _validate_parsing(self, folder: RunFolder, val: list[Record], step: int, state: dict[str, Any]) -> None:
+        self.net.eval()
+        scored = validate_parsing(Segmenter(self.net, self.info), val, self.tasks)
+        self.net.train()
+        if scored is None:
+            return
+        if state["best_miou"] is None or scored["val_mIoU"] > state["best_miou"]:
+            state["best_miou"] = scored["val_mIoU"]
+            self._write_model(folder.model, step)
+        self._log(folder, {"iter": step, **scored, "best": state["best_miou"]})
+        self._report(folder)
+
     def _report(self, folder: RunFolder) -> None:
         """RUN/report.html as the log says now; a report that cannot be written is said, not fatal."""
         if not self.report or not self.world.main:
@@ -279,6 +316,7 @@ class Session:
             "ignore_index": o.ignore_index, "amp": self.amp, "loss_mean": self.loss_mean,
             "dropout": self.dropout, "class_weights": list(o.class_weights) if o.class_weights else None,
             "ranks": self.world.size, "accumulate": o.accumulate, "sync_bn": o.sync_bn, "segcli": __version__,
+            **({"tasks": sorted(self.tasks)} if self.parsing else {}),
         }  # fmt: skip
 
     def _write_model(self, where: Path, step: int) -> None:
@@ -291,7 +329,7 @@ class Session:
             cfg = self.info.network
             assert cfg is not None  # a trainable model is described by its config
             native.write(tmp, tensors, cfg, self.classes, self.info.default_preset, self.info.protocol, source,
-                         input_size=self.info.input_size)  # fmt: skip
+                         input_size=self.info.input_size, head_sets=self.info.head_sets or None)  # fmt: skip
             old = where.with_name(where.name + ".old")
             if where.exists():
                 shutil.rmtree(old, ignore_errors=True)
@@ -300,6 +338,30 @@ class Session:
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+PARSER_TASKS = ("object", "part", "material", "scene")
+HEAD_OF = {"object": "object_head", "part": "part_head", "material": "material_head", "scene": "scene_head"}
+
+
+def _check_tasks(net: Segmentor, opts: Options) -> None:
+    if net.config.arch != "upp":
+        if opts.tasks:
+            raise UsageError("--tasks: this model has one task", hint="--tasks is for unified perceptual parsers")
+        return
+    if opts.classes is not None:
+        raise UsageError("--classes: a unified perceptual parser keeps its class lists", hint="leave --classes out")
+    unknown = sorted(set(opts.tasks or ()) - set(PARSER_TASKS))
+    if unknown or (opts.tasks is not None and not opts.tasks):
+        raise UsageError(f"--tasks {','.join(opts.tasks or ())}: give some of {', '.join(PARSER_TASKS)}")
+
+
+def freeze_heads(net: Segmentor, tasks: frozenset[str]) -> None:
+    """The heads of the tasks not trained keep their weights: no gradients, no optimizer state, and (not
+    run) no BatchNorm statistics updates."""
+    for task, name in HEAD_OF.items():
+        if task not in tasks:
+            getattr(net.decode_head, name).requires_grad_(False)
 
 
 def _want_report(wanted: bool | None) -> bool:
