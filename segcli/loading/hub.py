@@ -45,7 +45,7 @@ def _describe(repo: str, revision: str | None, filename: str) -> str:
 
 
 CONNECT_TIMEOUT_S = 3.0
-READ_TIMEOUT_S = 10.0  # for the first answer of a server that accepted the connection
+READ_TIMEOUT_S = 10.0  # for the first answer of a server that accepted the connection (HF_HUB_ETAG_TIMEOUT)
 _PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -71,6 +71,16 @@ def unreachable(url: str) -> str | None:
     return _silent(f"{u.scheme}://{u.netloc}/", u.hostname)
 
 
+def read_timeout() -> float:
+    """huggingface_hub's own setting for metadata requests, `HF_HUB_ETAG_TIMEOUT` (seconds, 10 by default,
+    as theirs), so that one setting bounds both waits."""
+    try:
+        value = float(os.environ.get("HF_HUB_ETAG_TIMEOUT", READ_TIMEOUT_S))
+    except ValueError:
+        return READ_TIMEOUT_S
+    return value if 0 < value <= 3600 else READ_TIMEOUT_S
+
+
 def _silent(origin: str, host: str) -> str | None:
     """Why a server that accepts connections is no use: it sends no HTTP answer within `READ_TIMEOUT_S`
     (a hung or wrong service; huggingface_hub would wait and retry for minutes). Any answer, an error
@@ -78,13 +88,15 @@ def _silent(origin: str, host: str) -> str | None:
     import urllib.error
     import urllib.request
 
+    wait = read_timeout()
+    silent = f"{host} accepts connections but sent no answer within {wait:g} s"
     try:
-        urllib.request.urlopen(urllib.request.Request(origin, method="HEAD"), timeout=READ_TIMEOUT_S).close()
+        urllib.request.urlopen(urllib.request.Request(origin, method="HEAD"), timeout=wait).close()
     except TimeoutError:
-        return f"{host} accepts connections but sent no answer within {READ_TIMEOUT_S:.0f} s"
+        return silent
     except urllib.error.URLError as e:
         if isinstance(e.reason, TimeoutError):
-            return f"{host} accepts connections but sent no answer within {READ_TIMEOUT_S:.0f} s"
+            return silent
     except Exception:  # noqa: BLE001 - an answer of some kind: huggingface_hub says what it means
         pass
     return None
