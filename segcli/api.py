@@ -233,8 +233,8 @@ class Segmenter:
 
     def params(self, preset: str | Params | None = None, **overrides: Any) -> Params:
         """The resolved inference parameters of `preset` (default: the model's) with `overrides` applied:
-        resize ("none" | "SHORT[:LONG]" | "HxW"), resample, mode ("whole" | "slide"), crop, stride, scales,
-        flip, tile_batch. Unknown names or invalid values raise UsageError. Resolved `Params` pass as is."""
+        resize ("none" | "SHORT[:LONG]" | "HxW"), resample, mode ("whole" | "slide"), crop, stride, blend
+        ("flat" | "gaussian" | "hann"), scales, flip, tile_batch. Unknown names or invalid values raise UsageError. Resolved `Params` pass as is."""
         if isinstance(preset, Params) and not any(v is not None for v in overrides.values()):
             return preset
         if isinstance(preset, Params):

@@ -233,3 +233,21 @@ def test_bad_preset_is_reported_before_any_download(cli, tree, tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the default model is not cached: loading it would fail
     r = cli("predict", tree, "-o", tmp_path / "out", "--preset", "nope")
     assert r.exit_code == 2 and "unknown preset 'nope'" in r.stderr and "HF_HUB_OFFLINE" not in r.stderr
+
+
+def test_blend_is_applied_recorded_and_part_of_the_resume_fingerprint(cli, tiny_convnext_dir, tmp_path):
+    Image.fromarray(random_image(100, 150, seed=9)).save(tmp_path / "a.png")
+    slide = ["--preset", "hf", "--resize", "none", "--mode", "slide", "--crop", "64", "--stride", "32"]
+    out = tmp_path / "out"
+    flat = cli("predict", tmp_path / "a.png", "-m", tiny_convnext_dir, "-o", out, *slide, "--jsonl")
+    assert flat.exit_code == 0, flat.stderr
+    assert "blend" not in json.loads((out / "a.json").read_text())["inference"]
+    r = cli("predict", tmp_path / "a.png", "-m", tiny_convnext_dir, "-o", out, *slide, "--blend", "gaussian", "--jsonl")
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "done"  # not skipped: another computation
+    assert json.loads((out / "a.json").read_text())["inference"]["blend"] == "gaussian"
+    seg = Segmenter.from_pretrained(tiny_convnext_dir)
+    want = seg.predict(random_image(100, 150, seed=9), "hf", resize="none", mode="slide", crop=64, stride=32,
+                       blend="gaussian")  # fmt: skip
+    assert (np.asarray(Image.open(out / "a.png")) == want).all()
+    bad = cli("predict", tmp_path / "a.png", "-m", tiny_convnext_dir, "-o", tmp_path / "o2", "--blend", "gaussian")
+    assert bad.exit_code == 2 and "apply to slide mode" in bad.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from segcli.engine.heads import Heads
 from segcli.engine.merge import Merger, ViewChain
 from segcli.engine.presets import Params, Protocol, Resize, resolve
 from segcli.engine.resample import RowResampler, rescale_size, resize_bilinear
-from segcli.engine.slide import SlideAccumulator, grid, spans
+from segcli.engine.slide import SlideAccumulator, grid, spans, window_weights
 from segcli.errors import UsageError
 from segcli.loading.registry import load_registry
 
@@ -62,6 +63,45 @@ def test_strip_accumulation_equals_the_full_buffer(h, w, crop, stride):
             written[b.y1 : b.y2, b.x1 : b.x2] += 1
     assert bool((written == 1).all())  # every pixel finished exactly once
     assert torch.equal(out, _full_buffer(windows, h, w, k))  # same additions in the same order: same floats
+
+
+def _gauss(n):  # σ = n/8 about the centre, scaled to a peak of 1, floored at 1e-4: written out per pixel
+    g = [math.exp(-0.5 * ((i + 0.5 - n / 2) / (n / 8)) ** 2) for i in range(n)]
+    return [max(v / max(g), 1e-4) for v in g]
+
+
+def test_window_functions():
+    assert window_weights(7, "flat").tolist() == [1.0] * 7
+    assert window_weights(64, "gaussian").tolist() == pytest.approx(_gauss(64), rel=1e-6)
+    hann = window_weights(8, "hann")
+    sines = [math.sin(math.pi * (i + 0.5) / 8) ** 2 for i in range(8)]
+    assert hann.tolist() == pytest.approx([max(v / max(sines), 1e-4) for v in sines], rel=1e-6)
+    assert window_weights(512, "hann").min().item() == pytest.approx(1e-4)  # the border keeps a weight
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "hann"])
+@pytest.mark.parametrize("h, w, crop, stride", [(300, 457, 128, 85), (90, 200, 64, 17), (50, 60, 64, 40)])
+def test_blended_windows_are_the_weighted_mean_of_a_full_buffer(blend, h, w, crop, stride):
+    k = 3
+    rows = grid(h, w, (crop, crop), (stride, stride))
+    g = torch.Generator().manual_seed(w)
+    windows = [(win, torch.randn(k, *win.shape, generator=g)) for row in rows for win in row]
+    num, den = torch.zeros(k, h, w), torch.zeros(1, h, w)
+    for win, logit in windows:  # each window's 2-D weights, built pixel by pixel from the 1-D formula
+        ys = _gauss(win.y2 - win.y1) if blend == "gaussian" else window_weights(win.y2 - win.y1, "hann").tolist()
+        xs = _gauss(win.x2 - win.x1) if blend == "gaussian" else window_weights(win.x2 - win.x1, "hann").tolist()
+        weight = torch.tensor(ys)[:, None] * torch.tensor(xs)[None, :]
+        num[:, win.y1 : win.y2, win.x1 : win.x2] += logit * weight
+        den[:, win.y1 : win.y2, win.x1 : win.x2] += weight
+    acc = SlideAccumulator(h, w, rows, k, blend=blend)
+    out = torch.full((k, h, w), float("nan"))
+    order = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
+    for (r, c), (_, logit) in zip(order, windows, strict=True):
+        for b in acc.add(r, c, logit):
+            out[:, b.y1 : b.y2, b.x1 : b.x2] = b.data
+    torch.testing.assert_close(out, num / den, rtol=1e-5, atol=1e-5)
+    if len(windows) > 1:  # and not the plain mean
+        assert not torch.allclose(out, _full_buffer(windows, h, w, k), atol=1e-3)
 
 
 def test_accumulator_memory_is_bounded_by_width_not_area():
@@ -298,11 +338,17 @@ def test_overrides_and_their_errors():
         ({"crop": "ax3"}, "invalid crop"),
         ({"tile_batch": 0}, "at least 1"),
         ({"colour": 1}, "unknown"),
+        ({"blend": "cosine"}, "invalid blend"),
     ]:
         with pytest.raises(UsageError, match=msg):
             resolve("mmseg", proto, **bad)
     with pytest.raises(UsageError, match="apply to slide mode"):
         resolve("hf", proto, crop=256)
+    with pytest.raises(UsageError, match="apply to slide mode"):
+        resolve("hf", proto, blend="gaussian")
+    assert resolve("mmseg", proto, blend="hann").blend == "hann" and resolve("mmseg", proto).blend == "flat"
+    assert "blend" not in resolve("mmseg", proto).to_json()  # flat: earlier runs' fingerprints hold
+    assert resolve("mmseg", proto, blend="gaussian").to_json()["blend"] == "gaussian"
     with pytest.raises(UsageError, match="unknown preset"):
         resolve("tiles", proto)
 

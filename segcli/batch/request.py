@@ -35,6 +35,7 @@ class Inference:
     mode: str | None = None
     crop: str | None = None
     stride: str | None = None
+    blend: str | None = None
     scales: str | None = None
     flip: bool | None = None
     tile_batch: int | None = None
@@ -50,6 +51,7 @@ class Inference:
             "mode": self.mode,
             "crop": self.crop,
             "stride": self.stride,
+            "blend": self.blend,
             "scales": self.scales,
             "flip": self.flip,
             "tile_batch": self.tile_batch,

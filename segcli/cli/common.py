@@ -136,6 +136,14 @@ CropOpt = Annotated[
 StrideOpt = Annotated[
     str | None, typer.Option(metavar="N|HxW", help="Slide window stride: N or HxW.", rich_help_panel=INFERENCE)
 ]
+BlendOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="flat|gaussian|hann",
+        help="How slide windows are averaged: flat (mmseg's mean), or weighted towards each window's centre.",
+        rich_help_panel=INFERENCE,
+    ),
+]
 ScalesOpt = Annotated[
     str | None,
     typer.Option(metavar="R,R,...", help="Ratios of the resize target, e.g. 0.5,1,1.5.", rich_help_panel=INFERENCE),
@@ -156,6 +164,7 @@ INFERENCE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("mode", ModeOpt, None),
     ("crop", CropOpt, None),
     ("stride", StrideOpt, None),
+    ("blend", BlendOpt, None),
     ("scales", ScalesOpt, None),
     ("flip", FlipOpt, None),
     ("tile_batch", TileBatchOpt, None),

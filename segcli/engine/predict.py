@@ -95,7 +95,7 @@ def plan(
         else:
             rows = [[Window(0, vh, 0, vw)]]
         for flip in (False, True) if params.flip else (False,):
-            acc = SlideAccumulator(vh, vw, rows, num_classes, device)
+            acc = SlideAccumulator(vh, vw, rows, num_classes, device, params.blend)
             chain = ViewChain((vh, vw), (h, w), flip, params.align_corners)
             views.append(View(len(views), scale, flip, resized, rows, acc, chain))
     return views

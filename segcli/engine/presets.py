@@ -125,6 +125,7 @@ class Params:
     # the CSAIL tests: a whole image's logits resized once, from the model's own resolution (1/4, 1/8)
     # straight to the image size (not first to the view's size); whole mode only
     resize_once: bool = False
+    blend: str = "flat"  # slide windows: "flat" (mmseg's mean) | "gaussian" | "hann" (engine.slide)
 
     @property
     def views(self) -> int:
@@ -153,6 +154,8 @@ class Params:
         ):  # recorded when used: older runs' fingerprints hold
             if not d[key]:
                 del d[key]
+        if d["blend"] == "flat":
+            del d["blend"]
         return d
 
 
@@ -267,7 +270,8 @@ PRESETS = {
     "semseg-ms": "semseg at 0.5-1.75 x the long side, probabilities averaged",
     "upp": "unified perceptual parser's test: short side 300-600 (4 sizes), rounded up to x8, softmax averaged",
 }
-OVERRIDES = ("resize", "resample", "mode", "crop", "stride", "scales", "flip", "tile_batch")
+BLENDS = ("flat", "gaussian", "hann")  # how slide windows are averaged (engine.slide)
+OVERRIDES = ("resize", "resample", "mode", "crop", "stride", "scales", "flip", "tile_batch", "blend")
 
 
 def check(name: str | None, **overrides: Any) -> None:
@@ -313,10 +317,14 @@ def resolve(name: str, proto: Protocol, input_size: tuple[int, int] = (512, 512)
         if min(crop) < 1 or min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]:
             raise UsageError(f"invalid window: crop {crop}, stride {stride}", hint="need 1 <= stride <= crop")
         p = replace(p, crop=crop, stride=stride, resize_once=False)
+        if "blend" in o:
+            if o["blend"] not in BLENDS:
+                raise UsageError(f"invalid blend {o['blend']!r}", hint=f"one of {', '.join(BLENDS)}")
+            p = replace(p, blend=o["blend"])
     else:
-        if "crop" in o or "stride" in o:
+        if "crop" in o or "stride" in o or o.get("blend", "flat") != "flat":
             raise UsageError(
-                "crop and stride (--crop/--stride, crop=/stride=) apply to slide mode",
+                "crop, stride and blend (--crop/--stride/--blend, crop=/stride=/blend=) apply to slide mode",
                 hint='add --mode slide (mode="slide" in Python)',
             )
         # one whole image: no windows to pad, to take a softmax of or to mirror one by one (a mirrored whole

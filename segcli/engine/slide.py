@@ -12,13 +12,22 @@ edges) that are allocated when first touched and freed once passed, so the previ
 as the current row's grows. Everything else is divided by its
 count and handed on as soon as its last window is in — in raster order, as *blocks*. The additions happen
 in mmseg's order (window rows top to bottom, windows left to right), so the sums are the same floats.
+
+Blending (`--blend`): "flat" is mmseg's plain mean. "gaussian" and "hann" weigh each window's values by a
+separable 2-D window function w(y)·w(x) of its own size (gaussian: σ = size/8, nnU-Net's; hann:
+sin²(π(i + ½)/n)), floored at 1e-4 of the peak so that image borders, which only window edges cover, keep
+a weight), and divide by the summed weights. On the product grid of windows the summed weight is itself
+separable, Σ_r w_r(y) · Σ_c w_c(x), so it costs two vectors, like the counts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+FLOOR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,24 @@ def grid(h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]) -> list
     return [[Window(y1, y2, x1, x2) for x1, x2 in cols] for y1, y2 in spans(h, crop[0], stride[0])]
 
 
-def _coverage(size: int, sp: list[tuple[int, int]]) -> torch.Tensor:
+def window_weights(n: int, blend: str) -> torch.Tensor:
+    """[n] float32 weights along one side of a window of n pixels (all 1 for "flat")."""
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    if blend == "flat":
+        return torch.ones(n)
+    if blend == "gaussian":
+        w = torch.exp(-0.5 * ((i - n / 2) / (n / 8)) ** 2)
+    elif blend == "hann":
+        w = torch.sin(math.pi * i / n) ** 2
+    else:
+        raise ValueError(f"unknown blend {blend!r}")
+    return (w / w.max()).clamp_(min=FLOOR).float()
+
+
+def _coverage(size: int, sp: list[tuple[int, int]], blend: str = "flat") -> torch.Tensor:
     count = torch.zeros(size)
     for a, b in sp:
-        count[a:b] += 1
+        count[a:b] += window_weights(b - a, blend)
     return count
 
 
@@ -115,12 +138,14 @@ class _Band:
 class SlideAccumulator:
     """Sums the window logits of one image (windows fed in grid order) and emits finished `Block`s."""
 
-    def __init__(self, h: int, w: int, rows: list[list[Window]], num_classes: int, device=None) -> None:
-        self.h, self.w, self.rows, self.k, self.device = h, w, rows, num_classes, device
+    def __init__(
+        self, h: int, w: int, rows: list[list[Window]], num_classes: int, device=None, blend: str = "flat"
+    ) -> None:
+        self.h, self.w, self.rows, self.k, self.device, self.blend = h, w, rows, num_classes, device, blend
         row_spans = [(r[0].y1, r[0].y2) for r in rows]
         col_spans = [(win.x1, win.x2) for win in rows[0]]
-        self.row_count = _coverage(h, row_spans).to(device)
-        self.col_count = _coverage(w, col_spans).to(device)
+        self.row_count = _coverage(h, row_spans, blend).to(device)  # [H] summed weights (counts when flat)
+        self.col_count = _coverage(w, col_spans, blend).to(device)  # [W]
         if bool((self.row_count == 0).any()) or bool((self.col_count == 0).any()):
             raise ValueError("windows leave pixels uncovered (stride larger than crop)")
         self.bounds = sorted({0, w, *(x for span in col_spans for x in span)})  # column segments
@@ -156,6 +181,10 @@ class SlideAccumulator:
         if c == 0:
             self._begin_row(r)
         win, f = self.rows[r][c], self.finish[r]
+        if self.blend != "flat":  # logits [K, wh, ww] · w(y)[:, None] · w(x)[None, :]
+            wy = window_weights(win.y2 - win.y1, self.blend).to(logits.device)
+            wx = window_weights(win.x2 - win.x1, self.blend).to(logits.device)
+            logits = logits * wy[None, :, None] * wx[None, None, :]
         split = f - win.y1
         assert self._top is not None and self._carry is not None  # set by the row's first window
         self._top.add(logits[:, :split], win.x1, win.x2)
