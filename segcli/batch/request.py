@@ -114,6 +114,7 @@ class Request:
     scale_range: str | None = None
     stretch: str | None = None
     overviews: bool = False
+    coco_file: bool = False  # OUT/coco.json + coco-results.json from the images' COCO files (io.coco)
     trust_vrt: bool = False  # VRT sources may leave their folder and reach the network
     ray: str | None = None  # a Ray address ("local": start one)
     workers: int | None = None

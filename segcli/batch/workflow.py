@@ -57,7 +57,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
 
     began = time.perf_counter()
     req.inference.check()
-    kinds = save_kinds(req.save)
+    kinds = save_kinds(req.save) | ({"coco"} if req.coco_file else set())
     shard = parse_shard(req.shard)
     out = check_options(req, kinds)
     raster = raster_options(req, kinds)
@@ -90,8 +90,10 @@ def run_request(req: Request, events: Events) -> RunSummary:
         summary = run.start(found, len(items))
         run.execute(items, summary)
         summary.extra = {"inputs": list(req.inputs), "shard": list(shard) if shard else None, "out": str(out)}
-        name = "summary.json" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.json"
-        run.finish(summary, name)
+        tail = "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
+        if req.coco_file:
+            run.coco_files(summary, [str(it.path) for it in found.items], tail)
+        run.finish(summary, f"summary{tail}.json")
     finally:
         if cluster is not None:
             cluster.stop()
@@ -272,6 +274,19 @@ class _Run:
             page = self._write(summary, what, gallery.write, out, self.gallery, doc, c, self.opts.alpha, links)
             if page is not None:
                 self.events.say("info", f"report: {page}")
+
+    def coco_files(self, summary: RunSummary, inputs: list[str], tail: str) -> None:
+        """OUT/coco{tail}.json and coco-results{tail}.json from the images' COCO files (io.coco)."""
+        from ..io import coco
+
+        docs = [(n, summary.coco[s]) for n, s in enumerate(inputs, 1) if s in summary.coco]  # ids: places
+        out = self.opts.out  # among all the inputs, whatever the shard
+        paths = (out / f"coco{tail}.json", out / f"coco-results{tail}.json")
+        what = f"{paths[0]}: cannot write the run's COCO files"
+        problems = self._write(summary, what, coco.write_run_files, docs, tuple(self.seg.classes), *paths) or []
+        for line in problems:
+            summary.run_errors.append(line)
+            self.events.say("error", line)
 
     def _write(self, summary: RunSummary, what: str, step: Callable[..., Any], *args: Any) -> Any:
         try:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..engine import Prediction
 from ..fsutil import atomic_path, atomic_write_bytes, check_inside, remove_stale_temps
+from ..io import coco
 from ..io.outputs import (
     MAP_KINDS,
     class_counts,
@@ -100,6 +101,9 @@ class Writer:
                 assert pred.probs is not None
                 probs, topk = pred.probs, opts.topk
                 self.put(written, paths["probs"], lambda f: topk_npz(probs, topk, f) if topk else probs_npy(probs, f))
+            if "coco" in paths:
+                doc = coco.image_doc(labels, task.item.rel.as_posix(), self.class_set.classes)
+                self.put(written, paths["coco"], json_bytes(doc))
             record.timings = {**timings, "write_s": time.perf_counter() - t}
             if "json" in paths:
                 self.put(written, paths["json"], json_bytes(record.file_json()))

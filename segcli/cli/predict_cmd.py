@@ -14,6 +14,7 @@ from .common import STATE, DebugOpt, ModelOpt, QuietOpt, RegistryOpt, eprint, ha
 from .predict_opts import (
     AlphaOpt,
     BatchSizeOpt,
+    CocoFileOpt,
     ExtOpt,
     InputsArg,
     JsonlOpt,
@@ -67,6 +68,7 @@ def predict(
     save: SaveOpt = None,
     alpha: AlphaOpt = 0.5,
     topk: TopkOpt = None,
+    coco_file: CocoFileOpt = False,
     legend: LegendOpt = True,
     report: ReportOpt = False,
     report_inputs: ReportInputsOpt = None,
@@ -103,6 +105,7 @@ def predict(
         save=save,
         alpha=alpha,
         topk=topk,
+        coco_file=coco_file,
         legend=legend,
         report=report,
         report_inputs=report_inputs,

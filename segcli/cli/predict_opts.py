@@ -47,9 +47,18 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff (comma list), or "
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco (comma list), or "
         "none [json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
+        rich_help_panel=OUT,
+    ),
+]
+CocoFileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--coco-file",
+        help="Also OUT/coco.json (a COCO dataset of every image, masks as RLE) and OUT/coco-results.json (its "
+        "annotations, for COCO.loadRes); implies --save coco.",
         rich_help_panel=OUT,
     ),
 ]

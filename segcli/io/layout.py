@@ -37,11 +37,15 @@ SUFFIXES = {
     "material_overlay": "_material_overlay.jpg",
     "geotiff": ".tif",  # rasters: class indices on the input's grid
     "probs_tif": "_probs.tif",  # probs of a raster input (GDAL): uint8-scaled bands on its grid
+    "coco": ".coco.json",  # one class per annotation, COCO's compressed RLE (io.coco)
 }
-OPTIONAL = ("label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff")
+OPTIONAL = (
+    "label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff", "coco",
+)  # fmt: skip
 # run-level files at the top of --out
 RUN_FILES = re.compile(
-    r"summary(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html|segcli-report", re.IGNORECASE
+    r"(summary|coco|coco-results)(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html|segcli-report",
+    re.IGNORECASE,
 )
 _TOPK_KEY = "_top#.npz"  # stands for every K when checking collisions
 
