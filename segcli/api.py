@@ -268,11 +268,13 @@ class Segmenter:
         *,
         probs: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        confidence: bool = False,
     ) -> list[Prediction]:
-        """Labels (and float16 probabilities) of decoded RGB uint8 images [H, W, 3] with resolved `params`;
-        same-size images share forward passes; `progress(done, total)`: their windows (of every view) done.
-        What batch prediction calls."""
-        return predict_many(self.model, images, params, probs=probs, progress=progress)
+        """Labels (and float16 probabilities; with `confidence`, the largest probability and the normalised
+        entropy per pixel) of decoded RGB uint8 images [H, W, 3] with resolved `params`; same-size images
+        share forward passes; `progress(done, total)`: their windows (of every view) done. What batch
+        prediction calls."""
+        return predict_many(self.model, images, params, probs=probs, progress=progress, confidence=confidence)
 
     def stream(
         self,

@@ -37,6 +37,7 @@ class Options:
     report: bool = False  # thumbnails for the HTML report (not outputs: no part of the fingerprint)
     raster: RasterOptions = field(default_factory=RasterOptions)  # bands and value scaling of rasters read through GDAL
     overviews: bool = False  # --save geotiff: internal overviews
+    low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction counts pixels below it
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def fingerprint(run: RunRecord, opts: Options) -> str:
         "topk": opts.topk,
         **_raster(opts.raster),
         **({"overviews": True} if opts.overviews and "geotiff" in opts.save else {}),
+        **({"low_confidence": opts.low_confidence} if opts.save & {"confidence", "entropy"} else {}),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -114,6 +114,7 @@ class Request:
     scale_range: str | None = None
     stretch: str | None = None
     overviews: bool = False
+    low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction threshold
     coco_file: bool = False  # OUT/coco.json + coco-results.json from the images' COCO files (io.coco)
     trust_vrt: bool = False  # VRT sources may leave their folder and reach the network
     ray: str | None = None  # a Ray address ("local": start one)
@@ -154,6 +155,8 @@ def check_options(req: Request, kinds: frozenset[str]) -> Path:
     """The output folder, once the options that need no model are checked."""
     if not 0.0 <= req.alpha <= 1.0:
         raise UsageError(f"--alpha {req.alpha} is outside 0..1")
+    if not 0.0 < req.low_confidence <= 1.0:
+        raise UsageError(f"--low-confidence {req.low_confidence} is outside 0..1", hint="e.g. --low-confidence 0.5")
     if req.topk is not None and not 1 <= req.topk <= 65536:
         raise UsageError(f"--topk {req.topk}: must be 1..65536")
     if req.topk is not None and "probs" not in kinds:

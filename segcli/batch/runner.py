@@ -72,7 +72,13 @@ def pipeline(
     write = Writer(seg.info.class_set, opts, run.details(), fingerprint(run, opts), seg.info.head_sets)
     return Pipeline(
         decode=partial(_decode, opts, seg.num_classes),
-        infer=partial(seg.run_many, params=params, probs="probs" in opts.save, progress=on_windows),
+        infer=partial(
+            seg.run_many,
+            params=params,
+            probs="probs" in opts.save,
+            progress=on_windows,
+            confidence=bool(opts.save & {"confidence", "entropy"}),
+        ),
         write=write,
         batch_size=opts.batch_size,
         decoders=opts.decoders,

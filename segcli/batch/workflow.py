@@ -85,6 +85,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
             report=req.report,
             raster=raster,
             overviews=req.overviews,
+            low_confidence=req.low_confidence,
         )
         run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))

@@ -18,6 +18,7 @@ from ..io.outputs import (
     MAP_KINDS,
     class_counts,
     class_stats,
+    confidence_stats,
     index_png,
     json_bytes,
     label_png,
@@ -25,6 +26,7 @@ from ..io.outputs import (
     probs_npy,
     top_classes,
     topk_npz,
+    unit_png,
 )
 from ..loading.classes import ClassSet
 from .plan import Options, Task
@@ -72,8 +74,11 @@ class Writer:
         assert labels is not None  # batch prediction asks for labels
         counts = class_counts(labels, k)
         classes = class_stats(counts, list(self.class_set.classes))
+        extra = self._parsing(pred)
+        if pred.confidence is not None:
+            extra["confidence"] = confidence_stats(pred.confidence, labels, self.class_set.classes, opts.low_confidence)
         record = ImageRecord.done(
-            task.item, paths, self.details, self.fingerprint, labels.shape, counts, classes, heads=self._parsing(pred)
+            task.item, paths, self.details, self.fingerprint, labels.shape, counts, classes, heads=extra
         )
         written: list[Path] = []
         try:
@@ -101,6 +106,10 @@ class Writer:
                 assert pred.probs is not None
                 probs, topk = pred.probs, opts.topk
                 self.put(written, paths["probs"], lambda f: topk_npz(probs, topk, f) if topk else probs_npy(probs, f))
+            for kind in ("confidence", "entropy"):
+                values = getattr(pred, kind)
+                if kind in paths and values is not None:
+                    self.put(written, paths[kind], unit_png(values))
             if "coco" in paths:
                 doc = coco.image_doc(labels, task.item.rel.as_posix(), self.class_set.classes)
                 self.put(written, paths["coco"], json_bytes(doc))

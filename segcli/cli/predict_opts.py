@@ -47,9 +47,18 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco (comma list), or "
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy (comma list), or "
         "none [json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
+        rich_help_panel=OUT,
+    ),
+]
+LowConfidenceOpt = Annotated[
+    float,
+    typer.Option(
+        metavar="P",
+        help="--save confidence / entropy: the JSON's uncertain_fraction counts the pixels whose largest "
+        "probability is below P.",
         rich_help_panel=OUT,
     ),
 ]

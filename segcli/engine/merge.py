@@ -25,6 +25,8 @@ class Prediction:
     logits: torch.Tensor | None = None  # [K, H, W] float32 (multi-view: log of the averaged probabilities)
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # the other heads' label maps (e.g. part, material)
     image_probs: np.ndarray | None = None  # [S] float32 image-level probabilities (e.g. the scene)
+    confidence: np.ndarray | None = None  # [H, W] float16: the primary head's largest probability
+    entropy: np.ndarray | None = None  # [H, W] float16: its entropy / log K (0 certain … 1 uniform)
     params: Params | None = None  # what it ran with
     windows: int = 0
     skipped: int = 0  # windows not run: no valid pixel under them (rasters with nodata)
@@ -95,6 +97,27 @@ class ProbSink:
         self.out[:, b.y1 : b.y2, b.x1 : b.x2] = p.half().cpu().numpy()
 
 
+def certainty(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max probability, entropy / log K) [h, w] of probabilities [K, h, w]."""
+    k = p.shape[0]
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(0) / max(np.log(k), 1e-12)
+    return p.max(0).values, entropy.clamp_(0.0, 1.0)
+
+
+class ConfidenceSink:
+    """The primary head's confidence and normalised entropy (float16 [H, W] each)."""
+
+    def __init__(self, size: tuple[int, int], heads: Heads) -> None:
+        self.heads = heads
+        self.confidence = np.empty(size, dtype=np.float16)
+        self.entropy = np.empty(size, dtype=np.float16)
+
+    def write(self, b: Block, kind: str) -> None:
+        top, ent = certainty(self.heads.primary_probs(b.data, kind).float())
+        self.confidence[b.y1 : b.y2, b.x1 : b.x2] = top.half().cpu().numpy()
+        self.entropy[b.y1 : b.y2, b.x1 : b.x2] = ent.half().cpu().numpy()
+
+
 class LogitSink:
     """Float32 logits of the primary head (after several views: log of the averaged probabilities)."""
 
@@ -127,13 +150,15 @@ class Merger:
         device=None,
         values: str = "logits",
         sinks: tuple = (),
+        confidence: bool = False,
     ) -> None:
         self.n, self.size, self.heads, self.device, self.values = views, size, heads, device, values
         self.k = heads.prob_channels  # what views are averaged as
         self.labels = LabelSink(size, heads) if labels else None
         self.probs = ProbSink(size, heads) if probs else None
         self.logits = LogitSink(size, heads) if logits else None
-        self.sinks = [s for s in (self.labels, self.probs, self.logits, *sinks) if s is not None]
+        self.confidence = ConfidenceSink(size, heads) if confidence else None
+        self.sinks = [s for s in (self.labels, self.probs, self.logits, self.confidence, *sinks) if s is not None]
         self.done = [0] * views  # rows each view has finished
         self.lo = 0  # first row not yet written
         self.buf = torch.zeros((self.k, 0, size[1]), device=device)  # probability sums for rows [lo, ...)
@@ -214,6 +239,8 @@ class Merger:
             logits=self.logits.out if self.logits else None,
             maps=maps,
             image_probs=image,
+            confidence=self.confidence.confidence if self.confidence else None,
+            entropy=self.confidence.entropy if self.confidence else None,
         )
 
 

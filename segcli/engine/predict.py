@@ -194,6 +194,7 @@ def predict_many(
     probs: bool = False,
     logits: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    confidence: bool = False,
 ) -> list[Prediction]:
     """Run the model on RGB uint8 images [H, W, 3] as `params` say; outputs at each image's own size.
 
@@ -214,6 +215,7 @@ def predict_many(
             logits=logits,
             device=device,
             values="probs" if params.window_softmax else "logits",
+            confidence=confidence,
         )
         for image, views in zip(images, all_views, strict=True)
     ]

@@ -38,9 +38,12 @@ SUFFIXES = {
     "geotiff": ".tif",  # rasters: class indices on the input's grid
     "probs_tif": "_probs.tif",  # probs of a raster input (GDAL): uint8-scaled bands on its grid
     "coco": ".coco.json",  # one class per annotation, COCO's compressed RLE (io.coco)
+    "confidence": "_confidence.png",  # uint8: 255 × the largest probability
+    "entropy": "_entropy.png",  # uint8: 255 × entropy / log K
 }
 OPTIONAL = (
     "label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff", "coco",
+    "confidence", "entropy",
 )  # fmt: skip
 # run-level files at the top of --out
 RUN_FILES = re.compile(

@@ -19,7 +19,7 @@ from ..loading.classes import ClassSet
 
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
 # part, material: parsing models' maps; geotiff: rasters (the [geo] extra)
-SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material", "geotiff", "coco")
+SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material", "geotiff", "coco", "confidence", "entropy")
 MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
 
 
@@ -168,3 +168,28 @@ def json_line(data: dict[str, Any]) -> str:
 def json_bytes(data: dict[str, Any]) -> bytes:
     """Strict JSON (NaN / infinity as null), indented, UTF-8: every JSON file a run writes."""
     return (json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def confidence_stats(
+    confidence: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], low: float
+) -> dict[str, Any]:
+    """The JSON's "confidence": the mean largest probability, the fraction of pixels below `low`
+    (`uncertain_fraction`: the images most worth reviewing first), and each class's mean over its pixels."""
+    conf = confidence.astype(np.float64).ravel()
+    lab = labels.ravel().astype(np.int64)
+    k = len(classes)
+    sums, counts = np.bincount(lab, conf, minlength=k), np.bincount(lab, minlength=k)
+    per_class = [
+        {"index": int(c), "name": classes[c], "mean": float(sums[c] / counts[c])} for c in np.flatnonzero(counts)
+    ]
+    return {
+        "mean": float(conf.mean()) if conf.size else None,
+        "low_confidence": low,
+        "uncertain_fraction": float((conf < low).mean()) if conf.size else None,
+        "classes": per_class,
+    }
+
+
+def unit_png(values: np.ndarray) -> bytes:
+    """A map of values in 0..1 as an 8-bit grayscale PNG (round(255 · v))."""
+    return _png(Image.fromarray(np.clip(np.rint(values.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)))
