@@ -283,13 +283,15 @@ class Segmenter:
         emit: Callable[[int, dict[str, np.ndarray]], None],
         progress: Callable[[int, int], None] | None = None,
         probs: bool = False,
+        confidence: bool = False,
     ) -> Prediction:
         """Run one image (a `LazyImage` read by rows, or an array) handing each band of finished label rows
         to `emit(first_row, maps)`, top to bottom: outputs of any size in bounded memory (rasters); `probs`
-        adds the uint8-scaled probabilities [K, rows, W] to the maps."""
+        adds the uint8-scaled probabilities [K, rows, W] to the maps, `confidence` the float32 "confidence"
+        and "entropy" rows."""
         from .engine.stream import predict_rows
 
-        return predict_rows(self.model, image, params, emit, progress, probs)
+        return predict_rows(self.model, image, params, emit, progress, probs, confidence)
 
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
         """Float32 logits [num_classes, H, W] on the CPU, at the image's own size (a parser's: its objects').

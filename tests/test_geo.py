@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 rasterio = pytest.importorskip("rasterio", reason="rasterio is not installed (the [geo] extra)")
@@ -232,6 +233,41 @@ def test_raster_options_are_checked():
 
 
 @pytest.mark.slow
+def test_raster_confidence_is_streamed_as_float_geotiffs(tiny_convnext_dir, tmp_path):
+    from segcli.engine.merge import certainty
+
+    path = tmp_path / "r.tif"
+    write_raster(path, 300, 700)
+    out = tmp_path / "out"
+    save = ["--save", "json,confidence,entropy", "--low-confidence", "0.3"]
+    r = segcli("predict", path, "-o", out, "-m", tiny_convnext_dir, *SLIDE, *save)
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(path) as src:
+        valid, crs, transform = src.read_masks(1) > 0, src.crs, src.transform
+    maps = {}
+    for kind in ("confidence", "entropy"):
+        with rasterio.open(out / f"r_{kind}.tif") as ds:
+            assert (ds.count, ds.dtypes[0], ds.crs, ds.transform, ds.descriptions) == (
+                1,
+                "float32",
+                crs,
+                transform,
+                (kind,),
+            )
+            maps[kind] = ds.read(1)
+    raster = Raster(path)
+    rgb, _ = raster.read(0, raster.height)
+    seg = Segmenter.from_pretrained(str(tiny_convnext_dir))
+    pred = seg.run(rgb, resize="none", mode="slide", probs=True)
+    top, ent = (t.numpy() for t in certainty(torch.from_numpy(pred.probs.astype(np.float32))))
+    assert np.abs(maps["confidence"] - top)[valid].max() < 2e-3  # the float16 probabilities above
+    assert np.abs(maps["entropy"] - ent)[valid].max() < 5e-3
+    assert np.isnan(maps["confidence"][~valid]).all() and np.isnan(maps["entropy"][~valid]).all()
+    doc = json.loads((out / "r.json").read_text())["confidence"]
+    assert doc["uncertain_fraction"] == pytest.approx((maps["confidence"][valid] < 0.3).mean(), abs=1e-9)
+    assert doc["mean"] == pytest.approx(float(maps["confidence"][valid].astype(np.float64).mean()), rel=1e-6)
+
+
 def test_raster_probabilities_are_a_uint8_geotiff(tiny_convnext_dir, tmp_path):
     path = tmp_path / "r.tif"
     write_raster(path, 300, 700)

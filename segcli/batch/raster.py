@@ -31,16 +31,25 @@ from ..engine.predict import view_size
 from ..engine.presets import Params
 from ..errors import ImageError
 from ..fsutil import atomic_path, check_inside
-from ..io.outputs import MAP_KINDS, class_stats, json_bytes
+from ..io.outputs import MAP_KINDS, ConfidenceTally, class_stats, json_bytes
 from ..io.pngstream import PngStream
-from ..io.raster import NODATA_U8, NODATA_U16, GeoTiffWriter, ProbsTiffWriter, Raster, RasterOptions, is_raster_path
+from ..io.raster import (
+    NODATA_U8,
+    NODATA_U16,
+    FloatTiffWriter,
+    GeoTiffWriter,
+    ProbsTiffWriter,
+    Raster,
+    RasterOptions,
+    is_raster_path,
+)
 from .pipeline import Stopped
 from .plan import Options, Task
 from .records import ImageRecord
 from .writer import Writer
 
 ROW_LIMIT_BYTES = 16 << 30  # a windowed raster's full-width window sums, at most
-STREAMED = frozenset({"png", "label", "geotiff", "json", "probs", *MAP_KINDS})  # the outputs a raster can have
+STREAMED = frozenset({"png", "label", "geotiff", "json", "probs", "confidence", "entropy", *MAP_KINDS})  # a raster's
 
 
 def geo_available() -> bool:
@@ -142,7 +151,8 @@ class RasterStream:
         t = time.perf_counter()
         with _Outputs(task.paths, raster, self.writer) as out:
             image, progress = self._image(raster), self._progress(should_stop)
-            pred = self.seg.stream(image, self.params, out.rows, progress, probs="probs" in task.paths)
+            certain = bool({"confidence", "entropy"} & set(task.paths))
+            pred = self.seg.stream(image, self.params, out.rows, progress, "probs" in task.paths, certain)
             infer_s = time.perf_counter() - t
             record = out.record(task, pred)
             record.timings = {"decode_s": decode_s, "inference_s": infer_s}
@@ -164,6 +174,8 @@ class _Outputs:
         self.size = (raster.height, raster.width)
         self.stack = contextlib.ExitStack()
         self.streams: list[tuple[str, Any]] = []  # (map name, PngStream | GeoTiffWriter), written row by row
+        want = {"confidence", "entropy"} & set(paths)
+        self.tally = ConfidenceTally(writer.class_set.classes, writer.opts.low_confidence) if want else None
 
     def _png(self, kind: str, palette: np.ndarray | None, fingerprint: str | None, wide: bool) -> PngStream:
         tmp = self.stack.enter_context(atomic_path(self.paths[kind]))
@@ -190,6 +202,12 @@ class _Outputs:
                 probs = ProbsTiffWriter(tmp, self.raster, w.class_set.classes)
                 self.stack.callback(probs.abandon)
                 self.streams.append(("probs", probs))
+            for kind in ("confidence", "entropy"):
+                if kind in p:
+                    tmp = self.stack.enter_context(atomic_path(p[kind]))
+                    band = FloatTiffWriter(tmp, self.raster, kind)
+                    self.stack.callback(band.abandon)
+                    self.streams.append((kind, band))
             if "geotiff" in p:
                 tmp = self.stack.enter_context(atomic_path(p["geotiff"]))
                 names, palette = w.class_set.classes, w.class_set.palette_array
@@ -206,6 +224,13 @@ class _Outputs:
         out = {}
         if "probs" in maps:
             out["probs"] = maps.pop("probs") if valid is None else np.where(valid, maps.pop("probs"), np.uint8(0))
+        for kind in ("confidence", "entropy"):  # float32 rows, NaN at nodata
+            if kind in maps:
+                values = maps.pop(kind).astype(np.float32, copy=False)
+                out[kind] = values if valid is None else np.where(valid, values, np.float32("nan"))
+        if self.tally is not None and "confidence" in out:
+            labels, conf = maps["labels"], out["confidence"]
+            self.tally.add(conf if valid is None else conf[valid], labels if valid is None else labels[valid])
         for name, values in maps.items():
             values = values.astype(np.uint16 if values.dtype.itemsize > 1 or self.k > 255 else np.uint8, copy=False)
             if name == "labels":
@@ -228,8 +253,9 @@ class _Outputs:
         raster = {**desc, "nodata_label": self.nodata, "nodata_pixels": self.nodata_pixels}
         raster.update(windows=pred.windows, windows_skipped=pred.skipped)
         w = self.writer
+        extra = {"confidence": self.tally.to_json()} if self.tally is not None else None
         return ImageRecord.done(
-            task.item, task.paths, w.details, w.fingerprint, self.size, self.counts, classes, raster=raster
+            task.item, task.paths, w.details, w.fingerprint, self.size, self.counts, classes, raster=raster, heads=extra
         )
 
     def json(self, record: ImageRecord) -> None:

@@ -108,7 +108,13 @@ class Writer:
                 self.put(written, paths["probs"], lambda f: topk_npz(probs, topk, f) if topk else probs_npy(probs, f))
             for kind in ("confidence", "entropy"):
                 values = getattr(pred, kind)
-                if kind in paths and values is not None:
+                if kind in paths and values is not None and paths[kind].suffix == ".tif":  # a raster format
+                    from ..io.raster import write_float_tiff
+
+                    check_inside(opts.out, paths[kind])
+                    write_float_tiff(paths[kind], values, kind)
+                    written.append(paths[kind])
+                elif kind in paths and values is not None:
                     self.put(written, paths[kind], unit_png(values))
             if "coco" in paths:
                 doc = coco.image_doc(labels, task.item.rel.as_posix(), self.class_set.classes)

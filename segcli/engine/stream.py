@@ -15,7 +15,7 @@ import torch
 from . import memory
 from .heads import Heads, label_dtype
 from .lazy import LazyImage
-from .merge import Merger, Prediction
+from .merge import Merger, Prediction, certainty
 from .model import SegModel
 from .predict import _run, _schedule, _Tile, plan
 from .presets import Params
@@ -27,8 +27,8 @@ Emit = Callable[[int, dict[str, np.ndarray]], None]  # (first row, {map name: [r
 class RowSink:
     """Label maps of finished blocks (a band of rows, left to right), emitted when the band is complete."""
 
-    def __init__(self, width: int, heads: Heads, emit: Emit, probs: bool = False) -> None:
-        self.width, self.heads, self.emit, self.probs = width, heads, emit, probs
+    def __init__(self, width: int, heads: Heads, emit: Emit, probs: bool = False, confidence: bool = False) -> None:
+        self.width, self.heads, self.emit, self.probs, self.confidence = width, heads, emit, probs, confidence
         self.band: tuple[int, dict[str, np.ndarray]] | None = None
 
     def write(self, b: Block, kind: str) -> None:
@@ -36,6 +36,9 @@ class RowSink:
         if self.probs:  # the primary head's probabilities, uint8-scaled [K, rows, cols]
             p = self.heads.primary_probs(b.data, kind)
             labels["probs"] = p.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        if self.confidence:  # float32 [rows, cols] each
+            top, entropy = certainty(self.heads.primary_probs(b.data, kind).float())
+            labels["confidence"], labels["entropy"] = top.cpu().numpy(), entropy.cpu().numpy()
         if self.band is None:
             maps = {k: np.empty((*v.shape[:-2], b.y2 - b.y1, self.width), dtype=v.dtype) for k, v in labels.items()}
             self.band = (b.y1, maps)
@@ -66,15 +69,17 @@ def predict_rows(
     emit: Emit,
     progress: Callable[[int, int], None] | None = None,
     probs: bool = False,
+    confidence: bool = False,
 ) -> Prediction:
     """Run the model on one image as `params` say; label rows go to `emit` (the Prediction holds no maps:
     its image-level values, windows and views). `progress(done, total)` counts windows; with `probs`, the
-    maps also hold "probs": the primary head's probabilities, uint8-scaled [K, rows, W]."""
+    maps also hold "probs": the primary head's probabilities, uint8-scaled [K, rows, W]; with `confidence`,
+    "confidence" and "entropy" (float32 [rows, W], see `merge.certainty`)."""
     heads, size = model.heads, image.shape[:2]
     native = params.resize_once and params.mode == "whole"
     memory.check(model, params, [size])
     views = plan(image, params, heads.value_channels(params.window_softmax), model.device)
-    sink = RowSink(size[1], heads, emit, probs)
+    sink = RowSink(size[1], heads, emit, probs, confidence)
     values = "probs" if params.window_softmax else "logits"
     merger = Merger(
         len(views),

@@ -40,6 +40,8 @@ SUFFIXES = {
     "coco": ".coco.json",  # one class per annotation, COCO's compressed RLE (io.coco)
     "confidence": "_confidence.png",  # uint8: 255 × the largest probability
     "entropy": "_entropy.png",  # uint8: 255 × entropy / log K
+    "confidence_tif": "_confidence.tif",  # rasters (GDAL): float32 on the input's grid
+    "entropy_tif": "_entropy.tif",
 }
 OPTIONAL = (
     "label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff", "coco",
@@ -143,6 +145,6 @@ def output_paths(
         if kind == "probs" and topk:
             suffix = SUFFIXES["topk"].format(k=topk)
         else:
-            suffix = SUFFIXES["probs_tif" if kind == "probs" and raster else kind]
+            suffix = SUFFIXES[f"{kind}_tif" if kind in ("probs", "confidence", "entropy") and raster else kind]
         paths[kind] = out / f"{base.as_posix()}{suffix}"
     return paths

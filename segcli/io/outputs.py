@@ -170,24 +170,46 @@ def json_bytes(data: dict[str, Any]) -> bytes:
     return (json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
+class ConfidenceTally:
+    """The JSON's "confidence", summed over the pixels as they come (a raster's bands): the mean largest
+    probability, the fraction below `low` (`uncertain_fraction`: the images most worth reviewing first),
+    and each class's mean over its pixels."""
+
+    def __init__(self, classes: tuple[str, ...], low: float) -> None:
+        self.classes, self.low = classes, low
+        self.sums = np.zeros(len(classes), dtype=np.float64)
+        self.counts = np.zeros(len(classes), dtype=np.int64)
+        self.below = 0
+
+    def add(self, confidence: np.ndarray, labels: np.ndarray) -> None:
+        """Values and class indices of the same (valid) pixels, any shape."""
+        conf, lab = confidence.astype(np.float64).ravel(), labels.ravel().astype(np.int64)
+        k = len(self.classes)
+        self.sums += np.bincount(lab, conf, minlength=k)[:k]
+        self.counts += np.bincount(lab, minlength=k)[:k]
+        self.below += int((conf < self.low).sum())
+
+    def to_json(self) -> dict[str, Any]:
+        n = int(self.counts.sum())
+        per_class = [
+            {"index": int(c), "name": self.classes[c], "mean": float(self.sums[c] / self.counts[c])}
+            for c in np.flatnonzero(self.counts)
+        ]
+        return {
+            "mean": float(self.sums.sum() / n) if n else None,
+            "low_confidence": self.low,
+            "uncertain_fraction": self.below / n if n else None,
+            "classes": per_class,
+        }
+
+
 def confidence_stats(
     confidence: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], low: float
 ) -> dict[str, Any]:
-    """The JSON's "confidence": the mean largest probability, the fraction of pixels below `low`
-    (`uncertain_fraction`: the images most worth reviewing first), and each class's mean over its pixels."""
-    conf = confidence.astype(np.float64).ravel()
-    lab = labels.ravel().astype(np.int64)
-    k = len(classes)
-    sums, counts = np.bincount(lab, conf, minlength=k), np.bincount(lab, minlength=k)
-    per_class = [
-        {"index": int(c), "name": classes[c], "mean": float(sums[c] / counts[c])} for c in np.flatnonzero(counts)
-    ]
-    return {
-        "mean": float(conf.mean()) if conf.size else None,
-        "low_confidence": low,
-        "uncertain_fraction": float((conf < low).mean()) if conf.size else None,
-        "classes": per_class,
-    }
+    """`ConfidenceTally` of one whole map."""
+    tally = ConfidenceTally(classes, low)
+    tally.add(confidence, labels)
+    return tally.to_json()
 
 
 def unit_png(values: np.ndarray) -> bytes:

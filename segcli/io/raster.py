@@ -409,6 +409,37 @@ class ProbsTiffWriter(GeoTiffWriter):
         self._push(y1, probs)
 
 
+class FloatTiffWriter(GeoTiffWriter):
+    """One float32 band on the grid of `like` (confidence, entropy), nodata NaN, its description `name`."""
+
+    def __init__(self, path: Path, like: Raster | None, name: str, size: tuple[int, int] | None = None):
+        self.path, self.overviews = path, False
+        self.ds = _open_tiled(path, like, size, 1, "float32", nodata=float("nan"))
+        try:
+            self.ds.set_band_description(1, name)
+        except BaseException:
+            self.ds.close()
+            raise
+        self._pending, self._next = [], 0
+
+    def write(self, y1: int, values: np.ndarray) -> None:
+        """float32 [rows, W] (NaN at nodata) for rows [y1, y1 + rows), top to bottom."""
+        self._push(y1, values[None])
+
+
+def write_float_tiff(path: Path, values: np.ndarray, name: str) -> None:
+    """A float map [H, W] of an image decoded whole as a one-band float32 TIFF, atomically."""
+    from ..fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        tif = FloatTiffWriter(tmp, None, name, size=values.shape)
+        try:
+            tif.write(0, values.astype(np.float32))
+            tif.close()
+        finally:
+            tif.abandon()
+
+
 def probs_u8(probs: np.ndarray) -> np.ndarray:
     """Probabilities (any float) → uint8 value / 255."""
     return np.clip(np.rint(probs.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
