@@ -60,3 +60,34 @@ def test_confidence_maps_and_the_json_follow_the_probabilities(cli, tiny_convnex
     assert json.loads(again.stdout)["status"] == "done"  # another threshold: another JSON
     bad = cli("predict", tmp_path / "a.png", "-m", tiny_convnext_dir, "-o", tmp_path / "o2", "--low-confidence", "2")
     assert bad.exit_code == 2 and "--low-confidence 2.0 is outside 0..1" in bad.stderr
+
+
+def test_the_report_orders_the_images_most_uncertain_first(cli, tiny_convnext_dir, tmp_path):
+    import re
+
+    pytest.importorskip("jinja2", reason="the [report] extra")
+    pytest.importorskip("matplotlib", reason="the [report] extra")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(random_image(40, 56, seed=40 + i)).save(src / f"p{i}.png")
+    first = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o1", "--save", "json,confidence")
+    assert first.exit_code == 0, first.stderr  # a random network is unsure everywhere: a threshold among its values
+    means = sorted(json.loads((tmp_path / "o1" / f"p{i}.json").read_text())["confidence"]["mean"] for i in range(4))
+    out = tmp_path / "out"
+    r = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--save", "json,confidence", "--report",
+            "--low-confidence", f"{(means[1] + means[2]) / 2:.6f}")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    fractions = {
+        f"p{i}": json.loads((out / f"p{i}.json").read_text())["confidence"]["uncertain_fraction"] for i in range(4)
+    }
+    assert len(set(fractions.values())) > 1  # the order below means something
+    index = (out / "index.html").read_text()
+    assert 'id="order-uncertain"' in index
+    page = (out / "segcli-report" / "uncertain-1.html").read_text()
+    shown = re.findall(r'<div class="name">([^<]+)</div>\s*<div class="uncertain">uncertain ([0-9.]+)%', page)
+    assert [n for n, _ in shown] == sorted(fractions, key=lambda n: -fractions[n])
+    for name, value in shown:
+        assert float(value) == pytest.approx(100 * fractions[name], abs=0.051)
+    plain = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o2", "--report")
+    assert plain.exit_code == 0 and 'id="order-uncertain"' not in (tmp_path / "o2" / "index.html").read_text()

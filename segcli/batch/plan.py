@@ -82,15 +82,16 @@ def finished_before(paths: dict[str, Path], fp: str) -> bool:
     return read_fingerprint(paths["png"]) == fp and all(p.is_file() for p in paths.values())
 
 
-def _earlier(paths: dict[str, Path], num_classes: int) -> tuple[np.ndarray | None, int | None]:
-    """Class pixel counts and the top scene recorded in a finished image's JSON (for the run's totals), if
-    it has one that reads as segcli wrote it; anything else counts nothing (the file is data, not truth)."""
+def _earlier(paths: dict[str, Path], num_classes: int) -> tuple[np.ndarray | None, int | None, float | None]:
+    """Class pixel counts, the top scene and the uncertain fraction recorded in a finished image's JSON (for
+    the run's totals and the report), if it has one that reads as segcli wrote it; anything else counts
+    nothing (the file is data, not truth)."""
     if "json" not in paths:
-        return None, None
+        return None, None, None
     try:
         previous = json.loads(read_regular(paths["json"], 64 << 20))
     except (OSError, ValueError, RecursionError):
-        return None, None
+        return None, None, None
     previous = previous if isinstance(previous, dict) else {}
     classes = previous.get("classes")
     counts = np.zeros(num_classes, dtype=np.int64)
@@ -100,7 +101,12 @@ def _earlier(paths: dict[str, Path], num_classes: int) -> tuple[np.ndarray | Non
             counts[index] += pixels
     scene = previous.get("scene")
     top = scene[0].get("index") if isinstance(scene, list) and scene and isinstance(scene[0], dict) else None
-    return counts, top if type(top) is int else None
+    conf = previous.get("confidence")
+    frac = conf.get("uncertain_fraction") if isinstance(conf, dict) else None
+    uncertain = (
+        float(frac) if isinstance(frac, (int, float)) and not isinstance(frac, bool) and 0 <= frac <= 1 else None
+    )
+    return counts, top if type(top) is int else None, uncertain
 
 
 def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Task]:
@@ -115,7 +121,7 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
             tasks.append(Task(item, paths, ImageRecord.failed(str(item.path), name, reason)))
         elif not opts.overwrite and finished_before(paths, fp):
             record = ImageRecord(str(item.path), name, "skipped", outputs=paths)
-            record.counts, record.scene = _earlier(paths, num_classes)
+            record.counts, record.scene, record.uncertain = _earlier(paths, num_classes)
             tasks.append(Task(item, paths, record))
         else:
             tasks.append(Task(item, paths))

@@ -77,6 +77,7 @@ class ImageRecord:
     timings: dict[str, float] = field(default_factory=dict)
     counts: np.ndarray | None = None  # pixels per class (done, or skipped with an earlier JSON); not in the JSON
     scene: int | None = None  # a parsing model's most probable scene (likewise)
+    uncertain: float | None = None  # --save confidence: the fraction of pixels below --low-confidence (likewise)
 
     @classmethod
     def failed(cls, input: str, name: str | None, error: str) -> ImageRecord:
@@ -106,18 +107,25 @@ class ImageRecord:
             **(heads or {}),
         }
         scene = details["scene"][0]["index"] if details.get("scene") else None
+        uncertain = details["confidence"]["uncertain_fraction"] if details.get("confidence") else None
         name = item.name.as_posix()
-        return cls(str(item.path), name, "done", None, paths, details, fingerprint, counts=counts, scene=scene)
+        return cls(
+            str(item.path), name, "done", None, paths, details, fingerprint, counts=counts, scene=scene,
+            uncertain=uncertain,
+        )  # fmt: skip
 
     def to_wire(self) -> dict[str, Any]:
         """`to_json` plus what the JSON leaves out (class counts, top scene): a record sent between processes."""
         counts = None if self.counts is None else self.counts.tolist()
-        return {**self.to_json(), "_counts": counts, "_scene": self.scene}
+        return {**self.to_json(), "_counts": counts, "_scene": self.scene, "_uncertain": self.uncertain}
 
     @classmethod
     def from_wire(cls, doc: dict[str, Any]) -> ImageRecord:
         """The inverse of `to_wire`."""
-        fixed = {"schema", "input", "name", "status", "error", "outputs", "fingerprint", "timings", "_counts", "_scene"}
+        fixed = {
+            "schema", "input", "name", "status", "error", "outputs", "fingerprint", "timings", "_counts", "_scene",
+            "_uncertain",
+        }  # fmt: skip
         counts = doc.get("_counts")
         return cls(
             doc["input"],
@@ -130,6 +138,7 @@ class ImageRecord:
             doc.get("timings") or {},
             None if counts is None else np.asarray(counts, dtype=np.int64),
             doc.get("_scene"),
+            doc.get("_uncertain"),
         )
 
     def file_json(self) -> dict[str, Any]:

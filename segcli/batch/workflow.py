@@ -215,7 +215,8 @@ class _Run:
             from ..report.gallery import Entry
 
             name = image.name or image.input
-            self.gallery.append(Entry(Path(image.input), name, image.status, image.outputs, image.counts))
+            entry = Entry(Path(image.input), name, image.status, image.outputs, image.counts, uncertain=image.uncertain)
+            self.gallery.append(entry)
         self.events.record(image)
 
     def execute(self, items: list[Item], summary: RunSummary) -> None:

@@ -79,6 +79,7 @@ class Entry:
     key: str = ""
     top: list[dict[str, Any]] = field(default_factory=list)
     copy: Path | None = None  # the input's copy in the report (links "copy")
+    uncertain: float | None = None  # --save confidence: the fraction of pixels below --low-confidence
 
 
 def _top(counts: np.ndarray | None, classes: ClassSet) -> list[dict[str, Any]]:
@@ -155,6 +156,7 @@ def _entry_view(e: Entry, out: Path, page_dir: Path, links: str) -> dict[str, An
         "input_href": _input_href(e, page_dir, links),
         "overlay_href": _href(e.outputs.get("overlay", png), page_dir),
         "mask_href": _href(png, page_dir),
+        "uncertain": e.uncertain,
     }
 
 
@@ -237,18 +239,24 @@ def write(
     summary: dict[str, Any],
     classes: ClassSet,
     alpha: float,
-    links: str = "absolute",
+    links_mode: str = "absolute",
 ) -> Path:
-    """The report's pages (`links`: one of LINKS); returns OUT/index.html."""
+    """The report's pages (`links_mode`: one of LINKS); with the images' uncertain fractions, the gallery
+    also most uncertain first (segcli-report/uncertain-N.html); returns OUT/index.html."""
     from .html import render
 
     for e in entries:
         e.key, e.top = thumb_key(e.outputs["png"], out), _top(e.counts, classes)
         _ensure_thumbs(e, out, classes.palette_array, alpha)
-        if links == "copy":
+        if links_mode == "copy":
             e.copy = _copy_input(e, out)
     n_pages = max(1, -(-len(entries) // PAGE_SIZE))
-    page_paths = [out / "index.html", *(out / FOLDER / f"page-{n}.html" for n in range(2, n_pages + 1))]
+    orders = {
+        "input": ([out / "index.html", *(out / FOLDER / f"page-{n}.html" for n in range(2, n_pages + 1))], entries)
+    }
+    if any(e.uncertain is not None for e in entries):  # the images most worth reviewing first
+        worst = sorted(entries, key=lambda e: -e.uncertain if e.uncertain is not None else 1.0)
+        orders["uncertain"] = ([out / FOLDER / f"uncertain-{n}.html" for n in range(1, n_pages + 1)], worst)
     common = {
         "out_name": str(out),
         "model": summary["model"],
@@ -261,19 +269,24 @@ def write(
         "total_entries": len(entries),
         **_charts(summary, classes, "scenes" in summary),
     }
-    for number, path in enumerate(page_paths, start=1):
-        chunk = entries[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-        pages = [{"number": i, "href": _href(p, path.parent)} for i, p in enumerate(page_paths, start=1)]
-        html = render(
-            "predict.html",
-            title=f"segcli predict — {out.name or out}",
-            overview=number == 1,
-            page=number,
-            pages=pages,
-            entries=[_entry_view(e, out, path.parent, links) for e in chunk],
-            first=(number - 1) * PAGE_SIZE + 1 if chunk else 0,
-            last=(number - 1) * PAGE_SIZE + len(chunk),
-            **common,
-        )
-        save(out, path, html.encode("utf-8"))
+    for order, (page_paths, ordered) in orders.items():
+        for number, path in enumerate(page_paths, start=1):
+            chunk = ordered[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+            pages = [{"number": i, "href": _href(p, path.parent)} for i, p in enumerate(page_paths, start=1)]
+            links = {name: _href(paths[0], path.parent) for name, (paths, _) in orders.items()}
+            html = render(
+                "predict.html",
+                title=f"segcli predict — {out.name or out}",
+                overview=order == "input" and number == 1,
+                page=number,
+                pages=pages,
+                order=order,
+                orders=links if len(orders) > 1 else {},
+                entries=[_entry_view(e, out, path.parent, links_mode) for e in chunk],
+                first=(number - 1) * PAGE_SIZE + 1 if chunk else 0,
+                last=(number - 1) * PAGE_SIZE + len(chunk),
+                **common,
+            )
+            save(out, path, html.encode("utf-8"))
+    page_paths = orders["input"][0]
     return page_paths[0]
