@@ -37,6 +37,7 @@ class Options:
     report: bool = False  # thumbnails for the HTML report (not outputs: no part of the fingerprint)
     raster: RasterOptions = field(default_factory=RasterOptions)  # bands and value scaling of rasters read through GDAL
     overviews: bool = False  # --save geotiff: internal overviews
+    labelstudio: tuple[str, str, str] = ("tag", "image", "")  # --save labelstudio: from_name, to_name, image prefix
     low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction counts pixels below it
 
 
@@ -60,6 +61,7 @@ def fingerprint(run: RunRecord, opts: Options) -> str:
         **_raster(opts.raster),
         **({"overviews": True} if opts.overviews and "geotiff" in opts.save else {}),
         **({"low_confidence": opts.low_confidence} if opts.save & {"confidence", "entropy"} else {}),
+        **({"labelstudio": list(opts.labelstudio)} if "labelstudio" in opts.save else {}),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -188,7 +188,8 @@ class RunSummary:
     backend: dict[str, Any] | None = None  # the backend chosen and why (`backends.Choice.to_json`)
     extra: dict[str, Any] = field(default_factory=dict)  # more of summary.json: inputs, shard, out
     run_errors: list[str] = field(default_factory=list)  # run-level files that could not be written
-    coco: dict[str, Path] = field(default_factory=dict)  # input → its per-image COCO file (done or skipped)
+    # the per-image files run-level ones are made of (done or skipped): kind ("coco", "labelstudio") → input → file
+    collected: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(len(self.classes), dtype=np.int64)
@@ -208,8 +209,9 @@ class RunSummary:
                     self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + float(seconds)
         if record.counts is not None and record.status != "failed":
             self.class_pixels += record.counts
-        if record.status != "failed" and "coco" in record.outputs:
-            self.coco[record.input] = record.outputs["coco"]
+        for kind in ("coco", "labelstudio"):
+            if record.status != "failed" and kind in record.outputs:
+                self.collected.setdefault(kind, {})[record.input] = record.outputs[kind]
         if record.scene is not None and record.status != "failed" and 0 <= record.scene < len(self.scenes):
             self.scene_images[record.scene] += 1
 

@@ -115,6 +115,9 @@ class Request:
     stretch: str | None = None
     overviews: bool = False
     low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction threshold
+    ls_from_name: str = "tag"  # --save labelstudio: the BrushLabels tag, the Image tag, what image URLs start with
+    ls_to_name: str = "image"
+    ls_image_prefix: str = ""
     coco_file: bool = False  # OUT/coco.json + coco-results.json from the images' COCO files (io.coco)
     trust_vrt: bool = False  # VRT sources may leave their folder and reach the network
     ray: str | None = None  # a Ray address ("local": start one)

@@ -86,6 +86,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
             raster=raster,
             overviews=req.overviews,
             low_confidence=req.low_confidence,
+            labelstudio=(req.ls_from_name, req.ls_to_name, req.ls_image_prefix),
         )
         run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))
@@ -94,6 +95,8 @@ def run_request(req: Request, events: Events) -> RunSummary:
         tail = "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
         if req.coco_file:
             run.coco_files(summary, [str(it.path) for it in found.items], tail)
+        if "labelstudio" in kinds:
+            run.labelstudio_files(summary, [str(it.path) for it in items], tail)
         run.finish(summary, f"summary{tail}.json")
     finally:
         if cluster is not None:
@@ -281,7 +284,8 @@ class _Run:
         """OUT/coco{tail}.json and coco-results{tail}.json from the images' COCO files (io.coco)."""
         from ..io import coco
 
-        docs = [(n, summary.coco[s]) for n, s in enumerate(inputs, 1) if s in summary.coco]  # ids: places
+        files = summary.collected.get("coco", {})
+        docs = [(n, files[s]) for n, s in enumerate(inputs, 1) if s in files]  # ids: places
         out = self.opts.out  # among all the inputs, whatever the shard
         paths = (out / f"coco{tail}.json", out / f"coco-results{tail}.json")
         what = f"{paths[0]}: cannot write the run's COCO files"
@@ -289,6 +293,25 @@ class _Run:
         for line in problems:
             summary.run_errors.append(line)
             self.events.say("error", line)
+
+    def labelstudio_files(self, summary: RunSummary, inputs: list[str], tail: str) -> None:
+        """OUT/labelstudio{tail}.json (the tasks to import, in input order) and labelstudio{tail}.xml (their
+        labeling config), from the images' task files (io.labelstudio)."""
+        from ..fsutil import atomic_write_bytes
+        from ..io import labelstudio
+
+        files = summary.collected.get("labelstudio", {})
+        out, (from_name, to_name, _) = self.opts.out, self.opts.labelstudio
+        tasks, config = out / f"labelstudio{tail}.json", out / f"labelstudio{tail}.xml"
+        what = f"{tasks}: cannot write the Label Studio tasks"
+        found = [files[s] for s in inputs if s in files]
+        problems = self._write(summary, what, labelstudio.write_tasks, found, tasks) or []
+        for line in problems:
+            summary.run_errors.append(line)
+            self.events.say("error", line)
+        c = self.seg.info.class_set
+        xml = labelstudio.labeling_config(c.classes, c.palette_array, from_name=from_name, to_name=to_name)
+        self._write(summary, f"{config}: cannot write the labeling config", atomic_write_bytes, config, xml.encode())
 
     def _write(self, summary: RunSummary, what: str, step: Callable[..., Any], *args: Any) -> Any:
         try:

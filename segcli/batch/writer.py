@@ -13,7 +13,7 @@ import numpy as np
 
 from ..engine import Prediction
 from ..fsutil import atomic_path, atomic_write_bytes, check_inside, remove_stale_temps
-from ..io import coco
+from ..io import coco, labelstudio
 from ..io.outputs import (
     MAP_KINDS,
     class_counts,
@@ -116,6 +116,11 @@ class Writer:
                     written.append(paths[kind])
                 elif kind in paths and values is not None:
                     self.put(written, paths[kind], unit_png(values))
+            if "labelstudio" in paths:
+                from_name, to_name, prefix = opts.labelstudio
+                doc = labelstudio.task(labels, self.class_set.classes, prefix + task.item.rel.as_posix(),
+                                       from_name=from_name, to_name=to_name, model_version=self._version())  # fmt: skip
+                self.put(written, paths["labelstudio"], json_bytes(doc))
             if "coco" in paths:
                 doc = coco.image_doc(labels, task.item.rel.as_posix(), self.class_set.classes)
                 self.put(written, paths["coco"], json_bytes(doc))
@@ -144,6 +149,13 @@ class Writer:
         with contextlib.suppress(OSError):
             for kind, data in gallery.thumbnails(image, labels, self.class_set.palette_array, self.opts.alpha).items():
                 gallery.save(self.opts.out, folder / f"{key}-{kind}{gallery.KINDS[kind]}", data)
+
+    def _version(self) -> str:
+        """The predictions' `model_version`: the model's name and weights."""
+        model = self.details.get("model", {})
+        sha = model.get("sha256") if isinstance(model, dict) else None
+        name = model.get("name") if isinstance(model, dict) else None
+        return f"segcli {name or 'model'}" + (f" {sha[:12]}" if isinstance(sha, str) else "")
 
     def _overlay(self, image: np.ndarray, labels: np.ndarray, classes: ClassSet) -> bytes:
         legend = classes if self.opts.legend else None

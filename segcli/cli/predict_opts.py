@@ -47,7 +47,7 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy (comma list), or "
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy, labelstudio (comma list), or "
         "none [json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
         rich_help_panel=OUT,
@@ -59,6 +59,21 @@ LowConfidenceOpt = Annotated[
         metavar="P",
         help="--save confidence / entropy: the JSON's uncertain_fraction counts the pixels whose largest "
         "probability is below P.",
+        rich_help_panel=OUT,
+    ),
+]
+LsFromOpt = Annotated[
+    str, typer.Option(metavar="NAME", help="--save labelstudio: the BrushLabels tag's name.", rich_help_panel=OUT)
+]
+LsToOpt = Annotated[
+    str, typer.Option(metavar="NAME", help="--save labelstudio: the Image tag's name.", rich_help_panel=OUT)
+]
+LsPrefixOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="PREFIX",
+        help="--save labelstudio: what each task's image reference starts with, before the input's relative path "
+        "(e.g. /data/local-files/?d=photos/ or https://bucket.example/photos/) [nothing].",
         rich_help_panel=OUT,
     ),
 ]

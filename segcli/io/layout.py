@@ -40,16 +40,18 @@ SUFFIXES = {
     "coco": ".coco.json",  # one class per annotation, COCO's compressed RLE (io.coco)
     "confidence": "_confidence.png",  # uint8: 255 × the largest probability
     "entropy": "_entropy.png",  # uint8: 255 × entropy / log K
+    "labelstudio": ".ls.json",  # a Label Studio task with brush pre-annotations (io.labelstudio)
     "confidence_tif": "_confidence.tif",  # rasters (GDAL): float32 on the input's grid
     "entropy_tif": "_entropy.tif",
 }
 OPTIONAL = (
     "label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff", "coco",
-    "confidence", "entropy",
+    "confidence", "entropy", "labelstudio",
 )  # fmt: skip
 # run-level files at the top of --out
 RUN_FILES = re.compile(
-    r"(summary|coco|coco-results)(-shard-\d+-of-\d+)?\.json|legend\.png|classes\.json|index\.html|segcli-report",
+    r"(summary|coco|coco-results|labelstudio)(-shard-\d+-of-\d+)?\.json|labelstudio(-shard-\d+-of-\d+)?\.xml"
+    r"|legend\.png|classes\.json|index\.html|segcli-report",
     re.IGNORECASE,
 )
 _TOPK_KEY = "_top#.npz"  # stands for every K when checking collisions

@@ -19,7 +19,19 @@ from ..loading.classes import ClassSet
 
 FINGERPRINT_KEY = "segcli"  # PNG text chunk: what made this file (model + parameters), for resuming
 # part, material: parsing models' maps; geotiff: rasters (the [geo] extra)
-SAVE_KINDS = ("label", "overlay", "probs", "json", "part", "material", "geotiff", "coco", "confidence", "entropy")
+SAVE_KINDS = (
+    "label",
+    "overlay",
+    "probs",
+    "json",
+    "part",
+    "material",
+    "geotiff",
+    "coco",
+    "confidence",
+    "entropy",
+    "labelstudio",
+)
 MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
 
 
