@@ -110,7 +110,8 @@ class Segmenter:
         self.model = model  # what runs: the network, or the network through another backend
         self.network = model  # the loaded network (or ONNX runner) itself
         self.info = info
-        self.backend = "torch" if isinstance(model, Segmentor) else "onnxruntime"
+        runs = {"onnx": "onnxruntime", "torchscript": "torchscript"}
+        self.backend = "torch" if isinstance(model, Segmentor) else runs[getattr(model, "model_format", "onnx")]
         self.backend_choice: Choice | None = None
 
     @classmethod
@@ -145,12 +146,13 @@ class Segmenter:
         resolved = resolve(os.fspath(source), load_registry(registry))
         if dt is None:  # auto: by the hardware and the model family
             dt = resolve_dtype("auto", dev, family(resolved.info))
-        if resolved.info.network is None:  # an exported ONNX file
-            from .backends.onnx_file import OnnxRunner
+        if resolved.info.network is None:  # an exported ONNX or TorchScript file
+            from .backends.onnx_file import OnnxRunner, TorchScriptRunner
 
             if dt != torch.float32:
-                raise UsageError("ONNX models run in the precision they were exported in", hint="drop --dtype")
-            seg = cls(OnnxRunner(resolved.weights, len(resolved.info.classes)), resolved.info)
+                raise UsageError("exported models run in the precision they were exported in", hint="drop --dtype")
+            runner = TorchScriptRunner if resolved.info.origin.kind == "torchscript" else OnnxRunner
+            seg = cls(runner(resolved.weights, len(resolved.info.classes)), resolved.info)
         else:
             with torch.device("meta"):
                 model = Segmentor(resolved.info.network)

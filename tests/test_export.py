@@ -203,3 +203,23 @@ def test_sidecar_that_disagrees_with_the_graph_is_a_load_error(cli, onnx_convnex
     Image.fromarray(random_image(40, 40)).save(tmp_path / "x.png")
     r = cli("predict", tmp_path / "x.png", "-m", onnx, "-o", tmp_path / "out")
     assert r.exit_code == 2 and "lists 3 classes but m.onnx outputs 150 channels" in r.stderr, r.stderr
+
+
+def test_torchscript_exports_run_like_the_network(cli, tiny_pspnet_dir, tmp_path):
+    r = cli("export", tiny_pspnet_dir, "-f", "torchscript", "-o", tmp_path / "m.pt", "--size", "96x128", "--no-verify")
+    assert r.exit_code == 0, r.stderr
+    ts, eager = Segmenter.from_pretrained(tmp_path / "m.pt"), Segmenter.from_pretrained(tiny_pspnet_dir)
+    assert ts.backend == "torchscript" and ts.classes == eager.classes and ts.info.input_size == (96, 128)
+    img = random_image(150, 230, seed=8)
+    for view in (dict(resize="96x128"), dict(resize="none", mode="slide", crop="96x128", stride=64)):
+        torch.testing.assert_close(ts.logits(img, "hf", **view), eager.logits(img, "hf", **view), rtol=0, atol=1e-4)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    r = cli("predict", tmp_path / "x.png", "-m", tmp_path / "m.pt", "-o", tmp_path / "out", "--jsonl")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["model"]["source"] == "torchscript" and doc["inference"]["backend"] == "torchscript"
+    want = eager.predict(img, "hf", resize="96x128")
+    assert (np.asarray(Image.open(tmp_path / "out" / "x.png")) == want).mean() > 0.999
+    (tmp_path / "m.pt.json").unlink()  # compiled code without segcli's sidecar: not run
+    r = cli("predict", tmp_path / "x.png", "-m", tmp_path / "m.pt", "-o", tmp_path / "o2")
+    assert r.exit_code == 2 and "a TorchScript archive" in r.stderr and "FILE.pt.json" in r.stderr

@@ -20,9 +20,11 @@ class OnnxRunner:
     device = torch.device("cpu")
     dtype = torch.float32
 
+    model_format = "onnx"
+
     def __init__(self, path: Path, num_classes: int) -> None:
-        onnxruntime()  # before anything else: the one message when it is missing
-        doc = sidecar.read(path)
+        self._require()
+        doc = sidecar.read(path, self.model_format)
         self.path = path
         self.num_classes = num_classes
         self.threshold = sidecar.threshold(doc)  # a binary head: one logit channel
@@ -32,6 +34,13 @@ class OnnxRunner:
         self.normalization = norm
         self._mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
         self._std = torch.tensor(norm.std).view(1, 3, 1, 1)
+        self._open(path)
+        self._check_channels(path, num_classes)
+
+    def _require(self) -> None:
+        onnxruntime()  # before anything else: the one message when it is missing
+
+    def _open(self, path: Path) -> None:
         try:
             require_regular(path)
             self.session = session(path)
@@ -40,6 +49,8 @@ class OnnxRunner:
                 f"{path}: not a loadable ONNX model ({first_line(e)})", hint="export it again"
             ) from None
         self.input_name = self.session.get_inputs()[0].name
+
+    def _check_channels(self, path: Path, num_classes: int) -> None:
         channels = self.session.get_outputs()[0].shape[1] if len(self.session.get_outputs()[0].shape) == 4 else None
         if isinstance(channels, int) and channels != self.heads.channels:
             raise ConfigError(
@@ -65,5 +76,42 @@ class OnnxRunner:
                 hint=f"use --preset hf (resize to {h}x{w}), or --mode slide --crop {h}x{w} on images at least that "
                 "large, or export with --dynamic",
             )
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])
+
+
+class TorchScriptRunner(OnnxRunner):
+    """The same `SegModel` over a TorchScript export (`segcli export -f torchscript`), run by torch.jit on the
+    CPU in float32. A TorchScript archive is compiled code: it is loaded only as a `-m FILE.pt` named by
+    the user, with the sidecar that says segcli wrote it."""
+
+    model_format = "torchscript"
+
+    def _require(self) -> None:
+        pass
+
+    def _open(self, path: Path) -> None:
+        try:
+            require_regular(path)
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as e:  # noqa: BLE001 - torch.jit raises RuntimeError and friends for bad archives
+            raise CheckpointError(
+                f"{path}: not a loadable TorchScript model ({first_line(e)})", hint="export it again"
+            ) from None
+
+    def _check_channels(self, path: Path, num_classes: int) -> None:
+        pass  # the first forward's output is checked against the classes (`_run`)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.module(x.to(torch.float32))
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[1] != self.heads.channels:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                f"{sidecar.path_for(self.path)}: lists {self.num_classes} classes but {self.path.name} outputs {shape}",
+                hint="the sidecar belongs to another export",
+            )
+        return out

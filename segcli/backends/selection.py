@@ -142,10 +142,11 @@ def select(
     `remeasure` (the cached choice replaced)."""
     requested = check(requested)
     if not isinstance(net, Segmentor):
-        why = "an exported ONNX file runs in onnxruntime"
-        if requested not in ("auto", "onnxruntime"):  # e.g. $SEGCLI_BACKEND: a preference, not an error here
+        runs = "torchscript" if getattr(net, "model_format", "onnx") == "torchscript" else "onnxruntime"
+        why = f"an exported {'TorchScript' if runs == 'torchscript' else 'ONNX'} file runs in {runs}"
+        if requested not in ("auto", runs):  # e.g. $SEGCLI_BACKEND: a preference, not an error here
             why += f" (backend {requested} applies to PyTorch models)"
-        return net, Choice(requested, "onnxruntime", why)
+        return net, Choice(requested, runs, why)
     if requested == "torch":
         return net, Choice(requested, "torch", "asked for")
     if requested != "auto":

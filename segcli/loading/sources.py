@@ -199,8 +199,10 @@ def resolve(source: str, registry: dict[str, ModelSpec], *, force: bool = False)
         return Resolved(sidecar.read_info(path, sidecar.read(path)), path)
     if path.is_file():
         if path.suffix != ".safetensors" and not path.name.endswith(".index.json"):
-            if pth.is_torchscript(path):
-                raise pth.torchscript_error(path)
+            if pth.is_torchscript(path):  # compiled code: run only as the export segcli's sidecar describes
+                if not sidecar.path_for(path).is_file():
+                    raise pth.torchscript_error(path)
+                return Resolved(sidecar.read_info(path, sidecar.read(path, "torchscript")), path)
             raise ConfigError(
                 f"{path}: not a model source", hint="give a directory with config.json + model.safetensors"
             )

@@ -32,7 +32,8 @@ def torchscript_error(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{path}: a TorchScript archive (a compiled model, as `segcli export -f torchscript` writes), not a "
         "checkpoint of weights",
-        hint="run it with torch.jit.load; segcli runs safetensors model directories and ONNX exports",
+        hint="segcli runs TorchScript exports with the sidecar `segcli export` writes beside them (FILE.pt.json); "
+        "otherwise run it with torch.jit.load",
     )
 
 

@@ -124,19 +124,20 @@ def write(model_file: Path, doc: dict[str, Any]) -> Path:
     return side
 
 
-def read(model_file: Path) -> dict[str, Any]:
-    """The sidecar of an exported ONNX logits model, checked to be one segcli can run."""
+def read(model_file: Path, model_format: str = "onnx") -> dict[str, Any]:
+    """The sidecar of an exported logits model (ONNX, or TorchScript), checked to be one segcli can run."""
     side = path_for(model_file)
+    what = "ONNX" if model_format == "onnx" else "TorchScript"
     if not side.is_file():
         raise ConfigError(
             f"{model_file}: no {side.name} beside it",
-            hint="segcli runs ONNX files together with the sidecar JSON `segcli export` writes",
+            hint=f"segcli runs {what} files together with the sidecar JSON `segcli export` writes",
         )
     doc = read_json(side)
     if doc.get("format") != FORMAT:
         raise ConfigError(f"{side}: not a segcli export sidecar ({FORMAT} expected)")
-    if doc.get("model_format") != "onnx":
-        raise ConfigError(f"{side}: describes a {doc.get('model_format')} export, not ONNX")
+    if doc.get("model_format") != model_format:
+        raise ConfigError(f"{side}: describes a {doc.get('model_format')} export, not {what}")
     doc = SIDECAR.check(doc, str(side), "")
     if doc.get("palette") is not None and len(doc["palette"]) != len(doc["classes"]):
         raise ConfigError(f"{side}: {len(doc['classes'])} classes but {len(doc['palette'])} palette colours")
@@ -159,7 +160,7 @@ def input_size(doc: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def read_info(model_file: Path, doc: dict[str, Any]) -> ModelInfo:
-    """ModelInfo of an exported ONNX file: classes, input size, default preset and protocol from its sidecar."""
+    """ModelInfo of an exported file: classes, input size, default preset and protocol from its sidecar."""
     pr = doc.get("protocol", {})
     proto = Protocol(
         int(pr.get("crop_size", 512)),
@@ -172,7 +173,12 @@ def read_info(model_file: Path, doc: dict[str, Any]) -> ModelInfo:
     classes = class_set_for(tuple(doc["classes"]), doc.get("palette"))
     src = doc["source"]
     origin = Origin(
-        "onnx", src.get("repo"), src.get("revision"), model_file.name, src.get("sha256"), str(model_file.resolve())
+        doc.get("model_format", "onnx"),
+        src.get("repo"),
+        src.get("revision"),
+        model_file.name,
+        src.get("sha256"),
+        str(model_file.resolve()),
     )
     preset = doc.get("preset", {}).get("name", "hf")
     fixed = input_size(doc)
