@@ -2,6 +2,7 @@
 
     python benchmarks/raster_memory.py                 # 40000×40000 RGB, tiled + deflate, 8-class tiny model
     python benchmarks/raster_memory.py --size 10000    # quicker
+    python benchmarks/raster_memory.py --size 20000 --vector    # + polygons (--save vector, GeoPackage)
 
 Writes a synthetic tiled, compressed RGB GeoTIFF (blocky colours, EPSG:32633, a nodata band along the left
 edge) and a tiny random UperNet-ConvNeXt with `--classes` classes (what a land-cover model has), then runs
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=None, help="rows (default: --size); memory follows the width")
     ap.add_argument("--classes", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--vector", action="store_true", help="also --save vector --vector-format gpkg (streamed)")
     args = ap.parse_args()
 
     from helpers import randomize_, save_hf_dir, tiny_convnext
@@ -67,7 +69,9 @@ def main() -> None:
     print(f"wrote {raster} ({raster.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f} s", flush=True)
 
     cmd = [sys.executable, "-m", "segcli", "predict", str(raster), "-o", str(tmp / "out"), "-m", str(tmp / "model")]
-    cmd += ["--resize", "none", "--mode", "slide", "--save", "json,geotiff", "--threads", str(args.threads), "-q"]
+    save = "json,geotiff,vector" if args.vector else "json,geotiff"
+    cmd += ["--resize", "none", "--mode", "slide", "--save", save, "--threads", str(args.threads), "-q"]
+    cmd += ["--vector-format", "gpkg"] if args.vector else []
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t
@@ -82,6 +86,12 @@ def main() -> None:
         f"  wall {wall:.0f} s, {windows} windows ({skipped} skipped: nodata), {(windows - skipped) / wall:.2f} windows/s"
     )
     print(f"  output {tmp / 'out' / 'big.tif'} ({(tmp / 'out' / 'big.tif').stat().st_size / 2**20:.0f} MiB)")
+    if args.vector:
+        import pyogrio
+
+        gpkg = tmp / "out" / "big.gpkg"
+        info = pyogrio.read_info(gpkg)
+        print(f"  polygons {gpkg} ({gpkg.stat().st_size / 2**20:.0f} MiB): {info['features']} features, {info['crs']}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ from types import ModuleType
 from .errors import MissingExtraError
 
 # what each extra installs, for hints that work however segcli was installed (a checkout is not on PyPI)
-EXTRAS = {"onnx": "onnx onnxscript onnxruntime", "report": "jinja2 matplotlib", "ray": "'ray[data]'", "geo": "rasterio"}
+EXTRAS = {
+    "onnx": "onnx onnxscript onnxruntime",
+    "report": "jinja2 matplotlib",
+    "ray": "'ray[data]'",
+    "geo": "rasterio shapely pyogrio",
+}
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

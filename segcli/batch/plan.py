@@ -38,6 +38,7 @@ class Options:
     raster: RasterOptions = field(default_factory=RasterOptions)  # bands and value scaling of rasters read through GDAL
     overviews: bool = False  # --save geotiff: internal overviews
     labelstudio: tuple[str, str, str] = ("tag", "image", "")  # --save labelstudio: from_name, to_name, image prefix
+    vector: tuple[str, str, float] = ("geojson", "0", 0.0)  # --save vector: format, --min-area, --simplify
     low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction counts pixels below it
 
 
@@ -62,6 +63,7 @@ def fingerprint(run: RunRecord, opts: Options) -> str:
         **({"overviews": True} if opts.overviews and "geotiff" in opts.save else {}),
         **({"low_confidence": opts.low_confidence} if opts.save & {"confidence", "entropy"} else {}),
         **({"labelstudio": list(opts.labelstudio)} if "labelstudio" in opts.save else {}),
+        **({"vector": list(opts.vector)} if "vector" in opts.save else {}),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -77,7 +79,8 @@ def _raster(options: RasterOptions) -> dict[str, object]:
 
 
 def output_paths(item: Item, opts: Options) -> dict[str, Path]:
-    return layout.output_paths(opts.out, item.name, opts.save, opts.topk, raster=gdal_reads(item.path))
+    gpkg = opts.vector[0] == "gpkg"
+    return layout.output_paths(opts.out, item.name, opts.save, opts.topk, raster=gdal_reads(item.path), gpkg=gpkg)
 
 
 def finished_before(paths: dict[str, Path], fp: str) -> bool:

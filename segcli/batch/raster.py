@@ -49,7 +49,7 @@ from .records import ImageRecord
 from .writer import Writer
 
 ROW_LIMIT_BYTES = 16 << 30  # a windowed raster's full-width window sums, at most
-STREAMED = frozenset({"png", "label", "geotiff", "json", "probs", "confidence", "entropy", *MAP_KINDS})  # a raster's
+STREAMED = frozenset({"png", "label", "geotiff", "json", "probs", "confidence", "entropy", "vector", *MAP_KINDS})
 
 
 def geo_available() -> bool:
@@ -174,6 +174,7 @@ class _Outputs:
         self.size = (raster.height, raster.width)
         self.stack = contextlib.ExitStack()
         self.streams: list[tuple[str, Any]] = []  # (map name, PngStream | GeoTiffWriter), written row by row
+        self.vector: Any = None  # --save vector: polygons, merged across the bands
         want = {"confidence", "entropy"} & set(paths)
         self.tally = ConfidenceTally(writer.class_set.classes, writer.opts.low_confidence) if want else None
 
@@ -208,6 +209,15 @@ class _Outputs:
                     band = FloatTiffWriter(tmp, self.raster, kind)
                     self.stack.callback(band.abandon)
                     self.streams.append((kind, band))
+            if "vector" in p:
+                from ..io.vector import opened
+
+                tmp = self.stack.enter_context(atomic_path(p["vector"]))
+                ds, area = self.raster.ds, self.raster.describe().get("pixel_area_m2")
+                georef = ds.crs is not None or not ds.transform.is_identity
+                self.vector = opened(tmp, self.size, w.class_set.classes, w.opts.vector, self.raster.path,
+                                     transform=ds.transform if georef else None, crs=ds.crs, pixel_area_m2=area)  # fmt: skip
+                self.stack.callback(self.vector.abandon)
             if "geotiff" in p:
                 tmp = self.stack.enter_context(atomic_path(p["geotiff"]))
                 names, palette = w.class_set.classes, w.class_set.palette_array
@@ -241,6 +251,8 @@ class _Outputs:
             out[name] = values if valid is None else np.where(valid, values, values.dtype.type(nodata))
         for name, stream in self.streams:
             stream.write(y1, out[name])
+        if self.vector is not None:
+            self.vector.write(y1, out["labels"], valid)
 
     def record(self, task: Task, pred: Any) -> ImageRecord:
         desc = self.raster.describe()
@@ -268,6 +280,8 @@ class _Outputs:
             try:
                 for _, stream in self.streams:
                     stream.close()  # a PNG missing rows, a failed overview build: the image fails
+                if self.vector is not None:
+                    self.vector.close()
             except BaseException:
                 self.stack.__exit__(*sys.exc_info())
                 raise

@@ -115,6 +115,9 @@ class Request:
     stretch: str | None = None
     overviews: bool = False
     low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction threshold
+    vector_format: str = "geojson"  # --save vector: geojson | gpkg
+    min_area: str = "0"  # --save vector: pixels, or "Nm2"
+    simplify: float = 0.0  # --save vector: tolerance in pixels
     ls_from_name: str = "tag"  # --save labelstudio: the BrushLabels tag, the Image tag, what image URLs start with
     ls_to_name: str = "image"
     ls_image_prefix: str = ""
@@ -158,6 +161,15 @@ def check_options(req: Request, kinds: frozenset[str]) -> Path:
     """The output folder, once the options that need no model are checked."""
     if not 0.0 <= req.alpha <= 1.0:
         raise UsageError(f"--alpha {req.alpha} is outside 0..1")
+    if "vector" in kinds:
+        from ..io.vector import modules, parse_min_area
+
+        modules()  # the [geo] extra, before any work
+        parse_min_area(req.min_area)
+        if req.vector_format not in ("geojson", "gpkg"):
+            raise UsageError(f"--vector-format {req.vector_format!r}: give geojson or gpkg")
+        if not 0 <= req.simplify < float("inf"):
+            raise UsageError(f"--simplify {req.simplify}: give a tolerance in pixels, 0 or more")
     if not 0.0 < req.low_confidence <= 1.0:
         raise UsageError(f"--low-confidence {req.low_confidence} is outside 0..1", hint="e.g. --low-confidence 0.5")
     if req.topk is not None and not 1 <= req.topk <= 65536:

@@ -87,6 +87,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
             overviews=req.overviews,
             low_confidence=req.low_confidence,
             labelstudio=(req.ls_from_name, req.ls_to_name, req.ls_image_prefix),
+            vector=(req.vector_format, str(req.min_area), float(req.simplify)),
         )
         run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))

@@ -116,6 +116,18 @@ class Writer:
                     written.append(paths[kind])
                 elif kind in paths and values is not None:
                     self.put(written, paths[kind], unit_png(values))
+            if "vector" in paths:  # a photo: pixel coordinates
+                from ..io.vector import opened
+
+                check_inside(opts.out, paths["vector"])
+                with atomic_path(paths["vector"]) as tmp:
+                    vec = opened(tmp, labels.shape, self.class_set.classes, opts.vector, task.item.path)
+                    try:
+                        vec.write(0, labels)
+                        vec.close()
+                    finally:
+                        vec.abandon()
+                written.append(paths["vector"])
             if "labelstudio" in paths:
                 from_name, to_name, prefix = opts.labelstudio
                 doc = labelstudio.task(labels, self.class_set.classes, prefix + task.item.rel.as_posix(),

@@ -24,6 +24,7 @@ from .predict_opts import (
     LsPrefixOpt,
     LsToOpt,
     MaxPixelsOpt,
+    MinAreaOpt,
     NullOpt,
     OutOpt,
     OverwriteOpt,
@@ -32,8 +33,10 @@ from .predict_opts import (
     ReportOpt,
     SaveOpt,
     ShardOpt,
+    SimplifyOpt,
     ThreadsOpt,
     TopkOpt,
+    VectorFormatOpt,
 )
 from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt, TrustVrtOpt
 from .reporter import Reporter
@@ -73,6 +76,9 @@ def predict(
     alpha: AlphaOpt = 0.5,
     topk: TopkOpt = None,
     coco_file: CocoFileOpt = False,
+    vector_format: VectorFormatOpt = "geojson",
+    min_area: MinAreaOpt = "0",
+    simplify: SimplifyOpt = 0.0,
     ls_from_name: LsFromOpt = "tag",
     ls_to_name: LsToOpt = "image",
     ls_image_prefix: LsPrefixOpt = "",
@@ -114,6 +120,9 @@ def predict(
         alpha=alpha,
         topk=topk,
         coco_file=coco_file,
+        vector_format=vector_format,
+        min_area=min_area,
+        simplify=simplify,
         ls_from_name=ls_from_name,
         ls_to_name=ls_to_name,
         ls_image_prefix=ls_image_prefix,

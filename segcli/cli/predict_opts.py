@@ -47,7 +47,7 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy, labelstudio (comma list), or "
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy, labelstudio, vector (comma list), or "
         "none [json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
         rich_help_panel=OUT,
@@ -59,6 +59,28 @@ LowConfidenceOpt = Annotated[
         metavar="P",
         help="--save confidence / entropy: the JSON's uncertain_fraction counts the pixels whose largest "
         "probability is below P.",
+        rich_help_panel=OUT,
+    ),
+]
+VectorFormatOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="geojson|gpkg",
+        help="--save vector: GeoJSON (WGS84 lon/lat; a photo's in pixels) or GeoPackage (the raster's own CRS).",
+        rich_help_panel=OUT,
+    ),
+]
+MinAreaOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="N|Nm2", help="--save vector: leave out regions smaller than N pixels (or N m²).", rich_help_panel=OUT
+    ),
+]
+SimplifyOpt = Annotated[
+    float,
+    typer.Option(
+        metavar="T",
+        help="--save vector: simplify polygons within T pixels (0: exact pixel edges).",
         rich_help_panel=OUT,
     ),
 ]

@@ -40,13 +40,15 @@ SUFFIXES = {
     "coco": ".coco.json",  # one class per annotation, COCO's compressed RLE (io.coco)
     "confidence": "_confidence.png",  # uint8: 255 × the largest probability
     "entropy": "_entropy.png",  # uint8: 255 × entropy / log K
-    "labelstudio": ".ls.json",  # a Label Studio task with brush pre-annotations (io.labelstudio)
+    "labelstudio": ".ls.json",
+    "vector": ".geojson",  # polygons (io.vector); GeoPackage with --vector-format gpkg
+    "vector_gpkg": ".gpkg",  # a Label Studio task with brush pre-annotations (io.labelstudio)
     "confidence_tif": "_confidence.tif",  # rasters (GDAL): float32 on the input's grid
     "entropy_tif": "_entropy.tif",
 }
 OPTIONAL = (
     "label", "overlay", "probs", "json", "part", "material", "part_overlay", "material_overlay", "geotiff", "coco",
-    "confidence", "entropy", "labelstudio",
+    "confidence", "entropy", "labelstudio", "vector",
 )  # fmt: skip
 # run-level files at the top of --out
 RUN_FILES = re.compile(
@@ -137,7 +139,7 @@ def assign_bases(rels: list[PurePosixPath]) -> list[PurePosixPath]:
 
 
 def output_paths(
-    out: Path, base: PurePosixPath, kinds: frozenset[str], topk: int | None, raster: bool = False
+    out: Path, base: PurePosixPath, kinds: frozenset[str], topk: int | None, raster: bool = False, gpkg: bool = False
 ) -> dict[str, Path]:
     """The files of one input: the palette PNG always, then each kind of `kinds` (see `OPTIONAL`); `raster`:
     an input GDAL reads, whose probabilities are a GeoTIFF."""
@@ -146,6 +148,8 @@ def output_paths(
     for kind in wanted:
         if kind == "probs" and topk:
             suffix = SUFFIXES["topk"].format(k=topk)
+        elif kind == "vector" and gpkg:
+            suffix = SUFFIXES["vector_gpkg"]
         else:
             suffix = SUFFIXES[f"{kind}_tif" if kind in ("probs", "confidence", "entropy") and raster else kind]
         paths[kind] = out / f"{base.as_posix()}{suffix}"

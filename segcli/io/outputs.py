@@ -31,6 +31,7 @@ SAVE_KINDS = (
     "confidence",
     "entropy",
     "labelstudio",
+    "vector",
 )
 MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
 
