@@ -77,7 +77,9 @@ def test_raster_polygons_keep_the_crs_and_rasterise_to_the_labels(tiny_convnext_
     names = list(meta["fields"])
     polys = shapely.from_wkb(wkb)
     classes = fields[names.index("class")]
-    back = rasterize(zip(polys, classes.tolist(), strict=True), out_shape=labels.shape, transform=transform, fill=nodata)
+    back = rasterize(
+        zip(polys, classes.tolist(), strict=True), out_shape=labels.shape, transform=transform, fill=nodata
+    )
     assert (back == labels).all()  # every pixel, nodata included (no polygon there)
     areas = fields[names.index("area_m2")]
     assert np.allclose(areas, fields[names.index("area_px")] * PIXEL**2)
