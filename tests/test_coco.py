@@ -92,3 +92,17 @@ def test_coco_names_are_reserved_in_the_layout(tmp_path):
     assert len(paths) == len(set(paths)) == 15
     assert tmp_path / "y.coco.json" in paths  # the short name where nothing collides
     assert not {tmp_path / "coco.json", tmp_path / "coco-results.json"} & set(paths)  # the run's files
+
+
+def test_a_damaged_image_file_is_one_line_and_the_run_files_go_on(cli, tiny_convnext_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(24, 32, seed=60 + i)).save(src / f"p{i}.png")
+    out = tmp_path / "out"
+    assert cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--coco-file").exit_code == 0
+    (out / "p0.coco.json").write_text('{"images": [{"id": 1, "x": NaN}], "annotations": [1]}')  # edited by hand
+    r = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--coco-file")
+    assert f"{out / 'p0.coco.json'}: cannot read it for the run's COCO file" in r.stderr
+    dataset = json.loads((out / "coco.json").read_text())  # strict JSON, the other image in it
+    assert [img["file_name"] for img in dataset["images"]] == ["p1.png"] and dataset["annotations"]

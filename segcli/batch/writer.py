@@ -106,36 +106,7 @@ class Writer:
                 assert pred.probs is not None
                 probs, topk = pred.probs, opts.topk
                 self.put(written, paths["probs"], lambda f: topk_npz(probs, topk, f) if topk else probs_npy(probs, f))
-            for kind in ("confidence", "entropy"):
-                values = getattr(pred, kind)
-                if kind in paths and values is not None and paths[kind].suffix == ".tif":  # a raster format
-                    from ..io.raster import write_float_tiff
-
-                    check_inside(opts.out, paths[kind])
-                    write_float_tiff(paths[kind], values, kind)
-                    written.append(paths[kind])
-                elif kind in paths and values is not None:
-                    self.put(written, paths[kind], unit_png(values))
-            if "vector" in paths:  # a photo: pixel coordinates
-                from ..io.vector import opened
-
-                check_inside(opts.out, paths["vector"])
-                with atomic_path(paths["vector"]) as tmp:
-                    vec = opened(tmp, labels.shape, self.class_set.classes, opts.vector, task.item.path)
-                    try:
-                        vec.write(0, labels)
-                        vec.close()
-                    finally:
-                        vec.abandon()
-                written.append(paths["vector"])
-            if "labelstudio" in paths:
-                from_name, to_name, prefix = opts.labelstudio
-                doc = labelstudio.task(labels, self.class_set.classes, prefix + task.item.rel.as_posix(),
-                                       from_name=from_name, to_name=to_name, model_version=self._version())  # fmt: skip
-                self.put(written, paths["labelstudio"], json_bytes(doc))
-            if "coco" in paths:
-                doc = coco.image_doc(labels, task.item.rel.as_posix(), self.class_set.classes)
-                self.put(written, paths["coco"], json_bytes(doc))
+            self._next_tools(written, paths, task, labels, pred)
             record.timings = {**timings, "write_s": time.perf_counter() - t}
             if "json" in paths:
                 self.put(written, paths["json"], json_bytes(record.file_json()))
@@ -161,6 +132,42 @@ class Writer:
         with contextlib.suppress(OSError):
             for kind, data in gallery.thumbnails(image, labels, self.class_set.palette_array, self.opts.alpha).items():
                 gallery.save(self.opts.out, folder / f"{key}-{kind}{gallery.KINDS[kind]}", data)
+
+    def _next_tools(
+        self, written: list[Path], paths: dict[str, Path], task: Task, labels: np.ndarray, pred: Prediction
+    ) -> None:
+        """Confidence and entropy maps, polygons, Label Studio and COCO files of a photo (decoded whole)."""
+        opts = self.opts
+        for kind in ("confidence", "entropy"):
+            values = getattr(pred, kind)
+            if kind in paths and values is not None and paths[kind].suffix == ".tif":  # a raster format
+                from ..io.raster import write_float_tiff
+
+                check_inside(opts.out, paths[kind])
+                write_float_tiff(paths[kind], values, kind)
+                written.append(paths[kind])
+            elif kind in paths and values is not None:
+                self.put(written, paths[kind], unit_png(values))
+        if "vector" in paths:  # a photo: pixel coordinates
+            from ..io.vector import opened
+
+            check_inside(opts.out, paths["vector"])
+            with atomic_path(paths["vector"]) as tmp:
+                vec = opened(tmp, labels.shape, self.class_set.classes, opts.vector, task.item.path)
+                try:
+                    vec.write(0, labels)
+                    vec.close()
+                finally:
+                    vec.abandon()
+            written.append(paths["vector"])
+        if "labelstudio" in paths:
+            from_name, to_name, prefix = opts.labelstudio
+            doc = labelstudio.task(labels, self.class_set.classes, prefix + task.item.rel.as_posix(),
+                                   from_name=from_name, to_name=to_name, model_version=self._version())  # fmt: skip
+            self.put(written, paths["labelstudio"], json_bytes(doc))
+        if "coco" in paths:
+            doc = coco.image_doc(labels, task.item.rel.as_posix(), self.class_set.classes)
+            self.put(written, paths["coco"], json_bytes(doc))
 
     def _version(self) -> str:
         """The predictions' `model_version`: the model's name and weights."""

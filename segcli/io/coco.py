@@ -126,17 +126,22 @@ def write_run_files(
     problems, images, n_ann = [], [], 0
     with tempfile.TemporaryFile("w+", encoding="utf-8", dir=dataset.parent) as anns:
         for image_id, path in docs:
-            try:
+            try:  # a file another process may have changed: read as data, written back as strict JSON
                 doc = read_json_object(path, MAX_IMAGE_DOC)
-                image, entries = doc["images"][0], doc["annotations"]
+                image = {**doc["images"][0], "id": image_id}
+                name = image.get("file_name")
+                lines = [
+                    json.dumps({**a, "id": n_ann + i + 1, "image_id": image_id, "file_name": name}, allow_nan=False)
+                    for i, a in enumerate(doc["annotations"])
+                ]
+                json.dumps(image, allow_nan=False)
             except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
                 problems.append(f"{path}: cannot read it for the run's COCO file ({e})")
                 continue
-            images.append({**image, "id": image_id})
-            for a in entries:
+            images.append(image)
+            for line in lines:
                 n_ann += 1
-                entry = {**a, "id": n_ann, "image_id": image_id, "file_name": image.get("file_name")}
-                anns.write(("," if n_ann > 1 else "") + json.dumps(entry, allow_nan=False))
+                anns.write(("," if n_ann > 1 else "") + line)
         cats = json.dumps(categories(classes))
         for path, head, tail in (
             (dataset, '{"images": ' + json.dumps(images) + ', "annotations": [', '], "categories": ' + cats + "}\n"),

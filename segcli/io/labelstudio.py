@@ -105,10 +105,11 @@ def write_tasks(files: list[Path], out: Path) -> list[str]:
                 doc = json.loads(read_regular(path, MAX_TASK_BYTES))
                 if not isinstance(doc, dict) or "data" not in doc:
                     raise ValueError("not a Label Studio task")
+                line = json.dumps(doc, allow_nan=False)  # strict JSON out, whatever the file held
             except (OSError, ValueError, RecursionError) as e:
                 problems.append(f"{path}: cannot read it for the run's Label Studio tasks ({e})")
                 continue
-            f.write(("" if first else ",\n") + json.dumps(doc))
+            f.write(("" if first else ",\n") + line)
             first = False
         f.write("]\n")
     return problems
