@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -126,17 +127,23 @@ def find(data: Path, val: Path | None = None, val_split: float | None = None, se
     elif val_split is not None:
         if split.val:
             raise UsageError("--val-split: the data has a val/ split already", hint="leave --val-split out")
-        if not 0 < val_split < 1:
-            raise UsageError(f"--val-split {val_split}: give a fraction between 0 and 1, e.g. 0.1")
-        order = list(range(len(split.train)))
-        random.Random(seed).shuffle(order)
-        n = max(1, round(len(order) * val_split))
-        held = set(order[:n])
-        split.val = [p for i, p in enumerate(split.train) if i in held]
-        split.train = [p for i, p in enumerate(split.train) if i not in held]
+        split.train, split.val = hold_out(split.train, val_split, seed)
     if not split.train:
         raise UsageError(f"{data}: no image / mask pairs found ({split.layout})", hint="see `segcli train --help`")
     return split
+
+
+T = TypeVar("T")
+
+
+def hold_out(items: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """(kept, held out): a seeded `fraction` of `items` (at least one) for validation (`--val-split`)."""
+    if not 0 < fraction < 1:
+        raise UsageError(f"--val-split {fraction}: give a fraction between 0 and 1, e.g. 0.1")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: max(1, round(len(order) * fraction))])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ present in the crop and a part survives the downsampling.
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..errors import ImageError, UsageError
 from ..fsutil import read_regular
 from ..io.images import image_size, load_image, read_labels
 from .augment import Pipeline
-from .data import Pair
+from .data import Pair, hold_out
 from .parsing_loss import local_parts
 from .step import Slice
 
@@ -94,13 +93,7 @@ def find(data: Path, scenes: tuple[str, ...], val: Path | None, val_split: float
     elif val_split is not None:
         if split.val:
             raise UsageError("--val-split: the data has validation images already", hint="leave --val-split out")
-        if not 0 < val_split < 1:
-            raise UsageError(f"--val-split {val_split}: give a fraction between 0 and 1, e.g. 0.1")
-        order = list(range(len(split.train)))
-        random.Random(seed).shuffle(order)
-        held = set(order[: max(1, round(len(order) * val_split))])
-        split.val = [r for i, r in enumerate(split.train) if i in held]
-        split.train = [r for i, r in enumerate(split.train) if i not in held]
+        split.train, split.val = hold_out(split.train, val_split, seed)
     if not split.train:
         raise UsageError(f"{data}: no training images ({split.layout})", hint="see README, Training a unified parser")
     return split
