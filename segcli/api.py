@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from .engine.presets import Params
 from .errors import UsageError
 from .io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .loading.checkpoint import load_weights
+from .loading.class_map import ClassMap
 from .loading.info import ModelInfo
 from .loading.registry import load_registry
 from .loading.sources import resolve
@@ -32,6 +34,7 @@ from .model import Segmentor
 
 if TYPE_CHECKING:
     from .backends import Choice
+    from .engine.grouped import Grouping
     from .engine.lazy import LazyImage
 
 DTYPES = {
@@ -113,6 +116,22 @@ class Segmenter:
         runs = {"onnx": "onnxruntime", "torchscript": "torchscript"}
         self.backend = "torch" if isinstance(model, Segmentor) else runs[getattr(model, "model_format", "onnx")]
         self.backend_choice: Choice | None = None
+        self.class_map: ClassMap | None = None
+        self.grouping: Grouping | None = None  # the engine's side of the class map
+
+    def map_classes(self, class_map: ClassMap | str | os.PathLike[str]) -> ClassMap:
+        """Merge the model's classes as `class_map` (a `ClassMap`, or a JSON / CSV file; see
+        `segcli.loading.class_map`) says, from now on: labels, probabilities, colours and every output are
+        the map's classes. Once per Segmenter."""
+        from .engine.grouped import Grouping
+        from .loading.class_map import load
+
+        if self.class_map is not None:
+            raise UsageError("this Segmenter's classes are merged already", hint="load the model again")
+        cm = class_map if isinstance(class_map, ClassMap) else load(Path(class_map), self.info.class_set)
+        self.grouping = Grouping(self.model.heads, cm)  # refuses a parser's or a binary head
+        self.class_map, self.info = cm, replace(self.info, class_set=cm.class_set)
+        return cm
 
     @classmethod
     def from_pretrained(
@@ -179,8 +198,9 @@ class Segmenter:
         from .backends import select
 
         params = self.params(preset) if not isinstance(preset, Params) else preset
+        info = self.info if self.class_map is None else replace(self.info, class_set=self.class_map.source_set)
         self.model, choice = select(
-            self.network, self.info, params, backend, allow_calibration=calibrate, remeasure=remeasure, log=log
+            self.network, info, params, backend, allow_calibration=calibrate, remeasure=remeasure, log=log
         )
         self.backend, self.backend_choice = choice.backend, choice
         return choice
@@ -225,9 +245,14 @@ class Segmenter:
         return self.model.dtype
 
     @property
-    def runtime(self) -> dict[str, str]:
-        """What besides the parameters changes the outputs: dtype, device type, backend."""
-        return {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type, "backend": self.backend}
+    def runtime(self) -> dict[str, Any]:
+        """What besides the parameters changes the outputs: dtype, device type, backend, a class map."""
+        out: dict[str, Any] = {
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device.type,
+            "backend": self.backend,
+        }
+        return out if self.class_map is None else {**out, "class_map": self.class_map.to_json()}
 
     def inference(self, params: Params) -> dict[str, Any]:
         """The `inference` record of outputs made with `params`: the parameters and the runtime."""
@@ -261,7 +286,9 @@ class Segmenter:
         float32 logits at the image's size, plus the resolved parameters."""
         params = self.params(preset, **overrides)
         rgb = load_image(image, max_pixels=max_pixels)
-        return predict_many(self.model, [rgb], params, labels=labels, probs=probs, logits=logits)[0]
+        return predict_many(
+            self.model, [rgb], params, labels=labels, probs=probs, logits=logits, grouping=self.grouping
+        )[0]
 
     def run_many(
         self,
@@ -276,7 +303,9 @@ class Segmenter:
         entropy per pixel) of decoded RGB uint8 images [H, W, 3] with resolved `params`; same-size images
         share forward passes; `progress(done, total)`: their windows (of every view) done. What batch
         prediction calls."""
-        return predict_many(self.model, images, params, probs=probs, progress=progress, confidence=confidence)
+        return predict_many(
+            self.model, images, params, probs=probs, progress=progress, confidence=confidence, grouping=self.grouping
+        )
 
     def stream(
         self,
@@ -293,7 +322,7 @@ class Segmenter:
         and "entropy" rows."""
         from .engine.stream import predict_rows
 
-        return predict_rows(self.model, image, params, emit, progress, probs, confidence)
+        return predict_rows(self.model, image, params, emit, progress, probs, confidence, self.grouping)
 
     def logits(self, image: ImageInput, preset: str | Params | None = None, **overrides: Any) -> torch.Tensor:
         """Float32 logits [num_classes, H, W] on the CPU, at the image's own size (a parser's: its objects').

@@ -245,14 +245,15 @@ class _Outputs:
             values = values.astype(np.uint16 if values.dtype.itemsize > 1 or self.k > 255 else np.uint8, copy=False)
             if name == "labels":
                 counted = values if valid is None else values[valid]
-                self.counts += np.bincount(counted.ravel(), minlength=self.k)
+                self.counts += np.bincount(counted.ravel(), minlength=self.k)[: self.k]  # ignored: none
                 self.nodata_pixels += 0 if valid is None else int(valid.size - np.count_nonzero(valid))
             nodata = NODATA_U16 if values.dtype == np.uint16 else NODATA_U8
             out[name] = values if valid is None else np.where(valid, values, values.dtype.type(nodata))
         for name, stream in self.streams:
             stream.write(y1, out[name])
         if self.vector is not None:
-            self.vector.write(y1, out["labels"], valid)
+            labels = out["labels"]  # a class map's ignored pixels (label ≥ k) belong to no polygon
+            self.vector.write(y1, labels, labels < self.k if valid is None else valid & (labels < self.k))
 
     def record(self, task: Task, pred: Any) -> ImageRecord:
         desc = self.raster.describe()
@@ -265,7 +266,9 @@ class _Outputs:
         raster = {**desc, "nodata_label": self.nodata, "nodata_pixels": self.nodata_pixels}
         raster.update(windows=pred.windows, windows_skipped=pred.skipped)
         w = self.writer
-        extra = {"confidence": self.tally.to_json()} if self.tally is not None else None
+        extra: dict[str, Any] = {"confidence": self.tally.to_json()} if self.tally is not None else {}
+        if w.merged:  # a class map: pixels of its ignored classes (in no class's count)
+            extra["ignored_pixels"] = self.size[0] * self.size[1] - self.nodata_pixels - int(self.counts.sum())
         return ImageRecord.done(
             task.item, task.paths, w.details, w.fingerprint, self.size, self.counts, classes, raster=raster, heads=extra
         )

@@ -39,6 +39,7 @@ from .runner import pipeline
 if TYPE_CHECKING:
     from ..api import Segmenter
     from ..engine.presets import Params
+    from ..loading.class_map import ClassMap
 
 PURPOSE = "it runs segcli on a Ray cluster (--ray, segcli.ray)"
 
@@ -58,6 +59,7 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
     cwd: str = ""  # the driver's working folder: relative inputs, --out and --registry are relative to it
     backend: str = "torch"  # torch, compile or onnxruntime (auto is torch: the driver cannot measure the workers)
+    class_map: ClassMap | None = None  # --class-map, as the driver read it
 
 
 def _ray() -> Any:
@@ -86,6 +88,8 @@ class _Worker:
         torch.set_num_threads(max(1, job.threads))
         self.seg = Segmenter.from_pretrained(job.model, device=job.device, dtype=job.dtype, registry=job.registry)
         self.seg.use_backend(job.backend, job.params)
+        if job.class_map is not None:
+            self.seg.map_classes(job.class_map)
         here = RunRecord.of(self.seg, job.params).inference
         if here != job.record.inference:  # another segcli / torch, another device: not the planned outputs
             raise UsageError(
@@ -343,13 +347,14 @@ def job_for(
     device = "cuda" if gpus else "cpu"
     if str(dtype).lower() == "auto":  # the driver cannot see the workers' hardware: name a dtype for bf16
         dtype = "float32"
-    if seg.backend == "onnxruntime" and seg.model is seg.network:  # an exported ONNX file runs in onnxruntime
+    if seg.backend == "onnxruntime" and hasattr(seg.network, "model_format"):  # an exported file runs as it is
         backend = "onnxruntime"
     elif str(backend).lower() == "auto":  # nor measure them: name a backend for another
         backend = "torch"
     dt = str(resolve_dtype(dtype)).removeprefix("torch.")
     record = RunRecord.of(seg, params, {"device": device, "dtype": dt, "backend": backend.lower()})
-    return Job(model, device, dtype, registry, params, opts, record, threads, cwd=os.getcwd(), backend=backend)
+    return Job(model, device, dtype, registry, params, opts, record, threads, cwd=os.getcwd(), backend=backend,
+               class_map=seg.class_map)  # fmt: skip
 
 
 def segment(

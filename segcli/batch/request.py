@@ -43,6 +43,7 @@ class Inference:
     dtype: str = "auto"
     backend: str = "auto"
     backend_measure: str = "auto"  # auto | again | never (backends.MEASURE)
+    class_map: str | None = None  # --class-map FILE: the model's classes merged (loading.class_map)
 
     def overrides(self) -> dict[str, Any]:
         """The preset overrides, as `Segmenter.params` takes them."""

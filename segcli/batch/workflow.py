@@ -134,12 +134,16 @@ def _load(req: Request, cluster: Cluster | None) -> Segmenter:
 
     inf = req.inference
     if cluster is not None:
-        return Segmenter.from_pretrained(req.model, dtype=cluster.driver_dtype(inf.dtype), registry=req.registry)
-    if req.threads is not None:
-        import torch
+        seg = Segmenter.from_pretrained(req.model, dtype=cluster.driver_dtype(inf.dtype), registry=req.registry)
+    else:
+        if req.threads is not None:
+            import torch
 
-        torch.set_num_threads(max(1, req.threads))
-    return Segmenter.from_pretrained(req.model, device=inf.device, dtype=inf.dtype, registry=req.registry)
+            torch.set_num_threads(max(1, req.threads))
+        seg = Segmenter.from_pretrained(req.model, device=inf.device, dtype=inf.dtype, registry=req.registry)
+    if inf.class_map is not None:
+        seg.map_classes(inf.class_map)
+    return seg
 
 
 def choose_backend(

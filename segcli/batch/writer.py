@@ -47,6 +47,12 @@ class Writer:
     head_sets: dict[str, ClassSet] = field(default_factory=dict)  # a parsing model's part, material, scene
     swept: set[Path] = field(default_factory=set)  # folders cleared of a killed run's temporary files
 
+    @property
+    def merged(self) -> bool:
+        """The classes are a class map's (`--class-map`)."""
+        inference = self.details.get("inference")
+        return isinstance(inference, dict) and "class_map" in inference
+
     def _parsing(self, pred: Prediction) -> dict[str, Any]:
         """JSON of the other heads: "materials" and "parts" present (pixels), the "scene" top 5."""
         out: dict[str, Any] = {}
@@ -75,6 +81,8 @@ class Writer:
         counts = class_counts(labels, k)
         classes = class_stats(counts, list(self.class_set.classes))
         extra = self._parsing(pred)
+        if self.merged:  # a class map: pixels of its ignored classes (in no class's count)
+            extra["ignored_pixels"] = int(labels.size - counts.sum())
         if pred.confidence is not None:
             extra["confidence"] = confidence_stats(pred.confidence, labels, self.class_set.classes, opts.low_confidence)
         record = ImageRecord.done(
@@ -137,7 +145,7 @@ class Writer:
         self, written: list[Path], paths: dict[str, Path], task: Task, labels: np.ndarray, pred: Prediction
     ) -> None:
         """Confidence and entropy maps, polygons, Label Studio and COCO files of a photo (decoded whole)."""
-        opts = self.opts
+        opts, k = self.opts, len(self.class_set.classes)
         for kind in ("confidence", "entropy"):
             values = getattr(pred, kind)
             if kind in paths and values is not None and paths[kind].suffix == ".tif":  # a raster format
@@ -155,7 +163,7 @@ class Writer:
             with atomic_path(paths["vector"]) as tmp:
                 vec = opened(tmp, labels.shape, self.class_set.classes, opts.vector, task.item.path)
                 try:
-                    vec.write(0, labels)
+                    vec.write(0, labels, labels < k if (labels >= k).any() else None)  # ignored: no polygon
                     vec.close()
                 finally:
                     vec.abandon()

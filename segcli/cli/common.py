@@ -156,6 +156,16 @@ TileBatchOpt = Annotated[
     typer.Option(metavar="N", help="Windows per forward pass (default 1 on CPU, 4 on GPU).", rich_help_panel=INFERENCE),
 ]
 
+ClassMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="FILE",
+        help="Merge the model's classes: JSON {source: target} or CSV source,target rows; '*' = every class not "
+        "named; a target null / empty = ignored (label 255). Every output uses the merged classes.",
+        rich_help_panel=INFERENCE,
+    ),
+]
+
 
 # name, annotation, default: the options every command that runs a model on images takes (`with_inference`)
 INFERENCE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
@@ -172,6 +182,7 @@ INFERENCE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("dtype", DtypeOpt, "auto"),
     ("backend", BackendOpt, "auto"),
     ("backend_measure", BackendMeasureOpt, "auto"),
+    ("class_map", ClassMapOpt, None),
 )
 
 

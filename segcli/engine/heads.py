@@ -38,6 +38,9 @@ class Heads:
     part_classes: int = 0  # size of the global part label set
     # a binary head (mmseg `out_channels=1`): one logit z, p = sigmoid(z) of class 1, label 1 where p > threshold
     binary_threshold: float | None = None
+    # a class map that ignores classes (`loading.class_map`): the primary's last channel is theirs, and its
+    # pixels get this label (no class)
+    ignore_label: int | None = None
     _bounds: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +56,11 @@ class Heads:
     @classmethod
     def binary(cls, threshold: float) -> Heads:
         return cls(2, binary_threshold=threshold)
+
+    @property
+    def classes(self) -> int:
+        """The primary head's classes (its channels less an ignore channel)."""
+        return self.primary - (self.ignore_label is not None)
 
     @property
     def channels(self) -> int:
@@ -108,6 +116,8 @@ class Heads:
             return {"labels": (p > self.binary_threshold).cpu().numpy().astype(np.uint8)}
         b = self._bounds
         objects = t[: self.primary].max(0).indices
+        if self.ignore_label is not None:
+            objects = objects.masked_fill(objects == self.primary - 1, self.ignore_label)
         out = {"labels": objects.cpu().numpy().astype(label_dtype(self.primary), copy=False)}
         for i, (name, n) in enumerate(self.extras, start=1):
             out[name] = t[b[i] : b[i + 1]].max(0).indices.cpu().numpy().astype(label_dtype(n), copy=False)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .grouped import Grouping
 from .heads import Heads, label_dtype
 from .presets import Params
 from .resample import RowResampler
@@ -90,10 +91,11 @@ class ProbSink:
 
     def __init__(self, size: tuple[int, int], heads: Heads) -> None:
         self.heads = heads
-        self.out = np.empty((heads.primary, *size), dtype=np.float16)
+        self.out = np.empty((heads.classes, *size), dtype=np.float16)
 
     def write(self, b: Block, kind: str) -> None:
-        p = self.heads.primary_probs(b.data, kind)  # the primary head is a softmax group of its own
+        # the primary head is a softmax group of its own (an ignore channel left out)
+        p = self.heads.primary_probs(b.data, kind)[: self.heads.classes]
         self.out[:, b.y1 : b.y2, b.x1 : b.x2] = p.half().cpu().numpy()
 
 
@@ -151,13 +153,16 @@ class Merger:
         values: str = "logits",
         sinks: tuple = (),
         confidence: bool = False,
+        grouping: Grouping | None = None,
     ) -> None:
         self.n, self.size, self.heads, self.device, self.values = views, size, heads, device, values
         self.k = heads.prob_channels  # what views are averaged as
-        self.labels = LabelSink(size, heads) if labels else None
-        self.probs = ProbSink(size, heads) if probs else None
-        self.logits = LogitSink(size, heads) if logits else None
-        self.confidence = ConfidenceSink(size, heads) if confidence else None
+        self.grouping = grouping  # --class-map: the sinks read the groups' values (their heads)
+        out = heads if grouping is None else grouping.heads
+        self.labels = LabelSink(size, out) if labels else None
+        self.probs = ProbSink(size, out) if probs else None
+        self.logits = LogitSink(size, out) if logits else None
+        self.confidence = ConfidenceSink(size, out) if confidence else None
         self.sinks = [s for s in (self.labels, self.probs, self.logits, self.confidence, *sinks) if s is not None]
         self.done = [0] * views  # rows each view has finished
         self.lo = 0  # first row not yet written
@@ -199,15 +204,13 @@ class Merger:
                     pending[i] = torch.cat([pending[i], self._probs(next(blocks).data)], 1)
             rows = min(p.shape[1] for p in pending)
             mean = _total([p[:, :rows] for p in pending]) / self.n
-            for s in self.sinks:
-                s.write(Block(self.lo, self.lo + rows, 0, self.size[1], mean), "probs")
+            self._write(Block(self.lo, self.lo + rows, 0, self.size[1], mean), "probs")
             pending = [p[:, rows:] for p in pending]
             self.lo += rows
 
     def add(self, view: int, b: Block) -> None:
         if self.n == 1:
-            for s in self.sinks:
-                s.write(b, self.values)
+            self._write(b, self.values)
             return
         need = b.y2 - self.lo - self.buf.shape[1]
         if need > 0:
@@ -219,11 +222,16 @@ class Merger:
         ready = min(self.done)
         if ready > self.lo:
             rows = ready - self.lo
-            mean = Block(self.lo, ready, 0, self.size[1], self.buf[:, :rows] / self.n)
-            for s in self.sinks:
-                s.write(mean, "probs")
+            self._write(Block(self.lo, ready, 0, self.size[1], self.buf[:, :rows] / self.n), "probs")
             self.buf = self.buf[:, rows:]
             self.lo = ready
+
+    def _write(self, b: Block, kind: str) -> None:
+        """A finished block [C, h, w] of `kind` values to every sink (grouped by the class map, if any)."""
+        if self.grouping is not None:
+            b = Block(b.y1, b.y2, b.x1, b.x2, self.grouping.apply(b.data, kind))
+        for s in self.sinks:
+            s.write(b, kind)
 
     def result(self) -> Prediction:
         if self.n > 1 and self.lo != self.size[0]:

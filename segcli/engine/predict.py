@@ -10,6 +10,7 @@ import torch
 
 from . import memory
 from .forward import forward
+from .grouped import Grouping
 from .lazy import LazyImage
 from .merge import Merger, Prediction, ViewChain
 from .model import SegModel
@@ -195,12 +196,14 @@ def predict_many(
     logits: bool = False,
     progress: Callable[[int, int], None] | None = None,
     confidence: bool = False,
+    grouping: Grouping | None = None,
 ) -> list[Prediction]:
     """Run the model on RGB uint8 images [H, W, 3] as `params` say; outputs at each image's own size.
 
     Windows of all images and views share forward passes (up to `tile_batch` × images per pass) wherever
     their shapes agree, so same-size images batch like a single image's windows do. `progress(done,
-    total)`: windows of all views done, after each pass, when there is more than one."""
+    total)`: windows of all views done, after each pass, when there is more than one. `grouping`: the
+    outputs are a class map's merged classes."""
     device, heads = model.device, model.heads
     native = params.resize_once and params.mode == "whole"
     memory.check(model, params, [image.shape[:2] for image in images], probs=probs, logits=logits)
@@ -216,6 +219,7 @@ def predict_many(
             device=device,
             values="probs" if params.window_softmax else "logits",
             confidence=confidence,
+            grouping=grouping,
         )
         for image, views in zip(images, all_views, strict=True)
     ]

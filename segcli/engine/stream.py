@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import memory
+from .grouped import Grouping
 from .heads import Heads, label_dtype
 from .lazy import LazyImage
 from .merge import Merger, Prediction, certainty
@@ -34,7 +35,7 @@ class RowSink:
     def write(self, b: Block, kind: str) -> None:
         labels = self.heads.labels(b.data)
         if self.probs:  # the primary head's probabilities, uint8-scaled [K, rows, cols]
-            p = self.heads.primary_probs(b.data, kind)
+            p = self.heads.primary_probs(b.data, kind)[: self.heads.classes]  # an ignore channel left out
             labels["probs"] = p.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
         if self.confidence:  # float32 [rows, cols] each
             top, entropy = certainty(self.heads.primary_probs(b.data, kind).float())
@@ -70,6 +71,7 @@ def predict_rows(
     progress: Callable[[int, int], None] | None = None,
     probs: bool = False,
     confidence: bool = False,
+    grouping: Grouping | None = None,
 ) -> Prediction:
     """Run the model on one image as `params` say; label rows go to `emit` (the Prediction holds no maps:
     its image-level values, windows and views). `progress(done, total)` counts windows; with `probs`, the
@@ -79,7 +81,7 @@ def predict_rows(
     native = params.resize_once and params.mode == "whole"
     memory.check(model, params, [size])
     views = plan(image, params, heads.value_channels(params.window_softmax), model.device)
-    sink = RowSink(size[1], heads, emit, probs, confidence)
+    sink = RowSink(size[1], heads if grouping is None else grouping.heads, emit, probs, confidence)
     values = "probs" if params.window_softmax else "logits"
     merger = Merger(
         len(views),
@@ -91,6 +93,7 @@ def predict_rows(
         device=model.device,
         values=values,
         sinks=(sink,),
+        grouping=grouping,
     )
     tiles = _schedule([views], [size[0]])
     report = None if progress is None else (lambda done: progress(done, len(tiles)))

@@ -111,7 +111,7 @@ class Settings:
 
 @dataclass
 class Result:
-    matrix: np.ndarray
+    matrix: np.ndarray  # [K, K + 1]: rows ground truth, columns prediction, the last "no class" (`confusion`)
     pairs: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     per_image: list[dict[str, Any]] = field(default_factory=list)
@@ -137,8 +137,9 @@ def pair_matrix(p: Pair, s: Settings) -> tuple[np.ndarray, bool, bool]:
         pred = np.asarray(Image.fromarray(pred).resize(gt.shape[::-1], Image.Resampling.NEAREST))
     where = f"{p.gt} (with {p.pred.name})"
     cm = confusion(
-        gt, pred, s.num_classes, ignore_index=s.ignore_index, reduce_zero_label=s.reduce_zero_label, where=where
-    )
+        gt, pred, s.num_classes, ignore_index=s.ignore_index, reduce_zero_label=s.reduce_zero_label, where=where,
+        misses=True,
+    )  # fmt: skip
     return cm, bool((gt == 0).any()), bool((gt == s.ignore_index).any())
 
 
@@ -148,7 +149,7 @@ def evaluate(
     """Sum the confusion matrices of all pairs, decoding in `s.workers` threads. A pair that cannot be read
     is recorded and skipped; ground truth in the raw ADE20K form stops everything (UnreducedLabelsError)."""
     k = s.num_classes
-    result = Result(np.zeros((k, k), dtype=np.int64))
+    result = Result(np.zeros((k, k + 1), dtype=np.int64))  # the last column: predicted "no class" (misses)
     start = time.perf_counter()
 
     def one(p: Pair) -> tuple[Pair, tuple[np.ndarray, bool, bool] | None, str | None]:

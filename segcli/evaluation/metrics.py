@@ -45,8 +45,11 @@ def confusion(
     ignore_index: int = 255,
     reduce_zero_label: bool = False,
     where: str = "",
+    misses: bool = False,
 ) -> np.ndarray:
-    """[K, K] int64 counts (rows ground truth, columns prediction) of one label-map pair."""
+    """[K, K] int64 counts (rows ground truth, columns prediction) of one label-map pair; with `misses`,
+    [K, K + 1]: the last column counts pixels predicted as the ignore index (a class map's ignored classes:
+    no class, so a miss of the true one). Without, those pixels are left out."""
     k = num_classes
     if gt.dtype == np.uint8 and pred.dtype == np.uint8:
         # 8-bit maps: one histogram of (gt, pred) value pairs, then rows mapped by value (no per-pixel gather)
@@ -69,18 +72,25 @@ def confusion(
             f"{where}: ground-truth values {_show(bad)} are outside 0..{k - 1} and are not the ignore index {ignore_index}",
             hint="check --num-classes / --ignore-index / --reduce-zero-label",
         )
-    if pred_values.size and int(pred_values.max()) >= k:
+    outside = pred_values[(pred_values >= k) & (pred_values != ignore_index)]
+    if outside.size:  # the ignore index (a class map's ignored pixels) is no class: a miss of the true class
         raise LabelRangeError(
-            f"{where}: predicted values {_show(pred_values[pred_values >= k])} are outside 0..{k - 1}",
+            f"{where}: predicted values {_show(outside)} are outside 0..{k - 1}",
             hint="the predictions come from a model with other classes",
         )
-    cm = np.zeros((k + 1, k), dtype=np.int64)  # the extra row collects ignored pixels
+    # the extra row collects ignored ground truth, the extra column predicted ignore values
+    none = ignore_index >= k  # the ignore index can be predicted (column k); below k it is a class
     if pairs is not None:
-        np.add.at(cm, lut[gt_values], pairs[gt_values, :k])
+        cm = np.zeros((k + 1, k + 1), dtype=np.int64)
+        np.add.at(cm[:, :k], lut[gt_values], pairs[gt_values, :k])
+        if none and ignore_index < 256:
+            np.add.at(cm[:, k], lut[gt_values], pairs[gt_values, ignore_index])
     else:
-        idx = lut[gt] * k + pred.astype(np.int64, copy=False)
-        cm = np.bincount(idx.ravel(), minlength=(k + 1) * k).reshape(k + 1, k)
-    return cm[:k]
+        p = pred.astype(np.int64, copy=False)
+        p = np.where(p == ignore_index, k, p) if none else p
+        idx = lut[gt] * (k + 1) + p
+        cm = np.bincount(idx.ravel(), minlength=(k + 1) * (k + 1)).reshape(k + 1, k + 1)
+    return cm[:k] if misses else cm[:k, :k]
 
 
 def _show(values: np.ndarray, n: int = 8) -> str:
@@ -90,10 +100,11 @@ def _show(values: np.ndarray, n: int = 8) -> str:
 
 def scores(cm: np.ndarray, convention: str = "nan") -> dict[str, Any]:
     """Per-class metrics (arrays) and their means (`mIoU`, …) and `aAcc`, all as fractions (not %)."""
-    cm = np.asarray(cm, dtype=np.int64)
-    i = np.diag(cm).astype(np.float64)
+    cm = np.asarray(cm, dtype=np.int64)  # [K, K], or [K, K + 1] with misses (`confusion`)
+    k = cm.shape[0]
+    i = np.diag(cm[:, :k]).astype(np.float64)
     g = cm.sum(axis=1).astype(np.float64)
-    p = cm.sum(axis=0).astype(np.float64)
+    p = cm[:, :k].sum(axis=0).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         per = {
             "IoU": i / (p + g - i),

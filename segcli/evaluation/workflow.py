@@ -145,10 +145,11 @@ def write_files(
     if html:
         from ..report import scores
 
-        scores.write(html, {**e.doc, "per_image": e.result.per_image}, e.result.matrix, e.doc.get("pred"), e.doc["gt"])
+        square = e.result.matrix[:, : e.result.matrix.shape[0]]  # pixels predicted as no class: in the rows' totals
+        scores.write(html, {**e.doc, "per_image": e.result.per_image}, square, e.doc.get("pred"), e.doc["gt"])
     if json_file:
         atomic_write_bytes(json_file, ev.json_text(e.doc).encode("utf-8"))
     if csv_file:
         ev.write_csv(e.doc, csv_file)
     if confusion:
-        ev.write_confusion(e.result.matrix, confusion)
+        ev.write_confusion(e.result.matrix[:, : e.result.matrix.shape[0]], confusion)

@@ -108,6 +108,8 @@ def image_doc(labels: np.ndarray, file_name: str, classes: tuple[str, ...]) -> d
     h, w = labels.shape
     anns: list[dict[str, Any]] = []
     for k in np.unique(labels).tolist():
+        if k >= len(classes):  # a class map's ignore label: no class
+            continue
         mask = labels == k
         anns.append({
             "id": len(anns) + 1, "image_id": 1, "category_id": int(k) + 1, "segmentation": encode(mask),

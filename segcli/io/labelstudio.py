@@ -70,6 +70,8 @@ def task(
     h, w = labels.shape
     results = []
     for k in np.unique(labels).tolist():
+        if k >= len(classes):  # a class map's ignore label: no class
+            continue
         results.append({
             "id": f"c{k}", "type": "brushlabels", "from_name": from_name, "to_name": to_name,
             "original_width": int(w), "original_height": int(h), "image_rotation": 0,

@@ -70,7 +70,7 @@ def legend_entries(
 ) -> list[tuple[str, tuple[int, int, int]]]:
     """(text, colour) of the classes present in `labels`, largest area first, each with its share of the
     image (`background`, a parser's "no part" class, left out of the list but not of the image)."""
-    counts = np.bincount(labels.ravel(), minlength=len(classes.classes))
+    counts = np.bincount(labels.ravel(), minlength=len(classes.classes))[: len(classes.classes)]  # ignored: none
     if background is not None:
         counts[background] = 0
     present = sorted((int(i) for i in np.flatnonzero(counts)), key=lambda i: (-int(counts[i]), i))

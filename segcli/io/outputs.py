@@ -104,10 +104,12 @@ def overlay_jpeg(
     """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4);
     pixels of the `background` label (a parsing map's "-": no part, no material) show the image alone. With
     `legend` (the map's classes), the classes present are listed under the image."""
-    colours = palette[labels]  # [H, W, 3]
+    none = labels >= len(palette)  # a class map's ignore label: the image alone
+    colours = palette[np.where(none, 0, labels)]  # [H, W, 3]
     blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
     if background is not None:
-        blend[labels == background] = image[labels == background]
+        none |= labels == background
+    blend[none] = image[none]
     picture = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
     if legend is not None:
         from .legend import legend_panel, with_legend
@@ -143,7 +145,8 @@ def topk_npz(probs: np.ndarray, k: int, f: BinaryIO) -> None:
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.bincount(labels.ravel(), minlength=num_classes)
+    """Pixels per class [num_classes] (a class map's ignore label counts for none)."""
+    return np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
 
 
 def class_stats(counts: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:

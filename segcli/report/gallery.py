@@ -57,7 +57,9 @@ def thumbnails(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha
     size = thumb_size(*labels.shape)
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
     idx = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.Resampling.NEAREST))
-    colours = palette[np.clip(idx, 0, len(palette) - 1)]
+    colours = np.concatenate([palette, np.zeros((1, 3), palette.dtype)])[
+        np.clip(idx, 0, len(palette))
+    ]  # ignored: black
     blend = np.clip(small * (1 - alpha) + colours * alpha, 0, 255).astype(np.uint8)
     out = {}
     for kind, array in (("image", small), ("overlay", blend), ("mask", colours.astype(np.uint8))):
