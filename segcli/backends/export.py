@@ -48,12 +48,13 @@ class Exportable(nn.Module):
         super().__init__()
         self.model, self.with_preprocess, self.labels = model, with_preprocess, labels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.with_preprocess:  # [B, H, W, 3] uint8 RGB
             x = self.model.normalize(x.permute(0, 3, 1, 2).float())
-        logits = self.model(x)  # [B, K, H, W] (a binary head: [B, 1, H, W])
+        logits = self.model(x)  # [B, K, H, W] (a binary head: [B, 1, H, W]; a parser: and the scene's [B, S])
         if not self.labels:
             return logits
+        assert isinstance(logits, torch.Tensor)  # `validate`: a parser exports logits only
         t = self.model.config.threshold
         return logits.argmax(1) if t is None else (logits[:, 0].sigmoid() > t).long()
 
@@ -103,7 +104,10 @@ def export_onnx(model: Segmentor, opts: ExportOptions, path: Path) -> None:
                 external_data=False,
                 verbose=False,
                 input_names=["pixels" if opts.with_preprocess else "input"],
-                output_names=["labels" if opts.labels else "logits"],
+                output_names=[
+                    "labels" if opts.labels else "logits",
+                    *(["scene"] if model.config.arch == "upp" else []),
+                ],
                 dynamic_shapes=(dims,),
             )
     finally:
@@ -147,14 +151,16 @@ def export_file(net: Segmentor, info: ModelInfo, opts: ExportOptions, out: Path,
     return sidecar.write(out, doc)
 
 
-def run_exported(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
-    """Output of the exported file for input `x` (onnxruntime / torch.jit)."""
+def run_exported(path: Path, fmt: str, x: torch.Tensor) -> list[np.ndarray]:
+    """Outputs of the exported file for input `x` (onnxruntime / torch.jit): the logits or labels (and a
+    parser's scene logits)."""
     if fmt == "onnx":
         s = session(path)
-        return s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
+        return list(s.run(None, {s.get_inputs()[0].name: x.numpy()}))
     module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
-        return module(x).numpy()
+        out = module(x)
+    return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
 @dataclass
@@ -166,13 +172,20 @@ class Verification:
         return all(c["ok"] for c in self.checks)
 
 
-def _check(name: str, x: torch.Tensor, ref: np.ndarray, out: np.ndarray, labels: bool, atol: float) -> dict[str, Any]:
+def _check(
+    name: str, x: torch.Tensor, refs: list[np.ndarray], outs: list[np.ndarray], labels: bool, atol: float, k: int
+) -> dict[str, Any]:
+    """One input's comparison: every output (a parser's scene too) within `atol`, the first `k` channels'
+    argmax agreement (a parser's objects)."""
+    ref, out = refs[0], outs[0]
+    if len(outs) != len(refs):
+        return {"input": name, "shape": list(x.shape), "max_abs_diff": None, "label_agreement": None, "ok": False}
     if labels:
         diff, agree = None, float((out == ref).mean())
         ok = agree >= 0.999
     else:
-        diff = float(np.abs(out - ref).max())
-        agree = float((out.argmax(1) == ref.argmax(1)).mean())
+        diff = max(float(np.abs(o - r).max()) for o, r in zip(outs, refs, strict=True))
+        agree = float((out[:, :k].argmax(1) == ref[:, :k].argmax(1)).mean())
         ok = diff <= atol
     return {"input": name, "shape": list(x.shape), "max_abs_diff": diff, "label_agreement": agree, "ok": ok}
 
@@ -191,19 +204,21 @@ def verify(model: Segmentor, path: Path, opts: ExportOptions, atol: float, image
     for name, pixels in inputs.items():
         x = to_model_input(pixels, model, opts)
         with torch.no_grad():
-            ref = eager(x).numpy()
-        checks.append(_check(name, x, ref, run_exported(path, opts.fmt, x), opts.labels, atol))
+            out = eager(x)
+        refs = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+        k = model.heads.primary
+        checks.append(_check(name, x, refs, run_exported(path, opts.fmt, x), opts.labels, atol, k))
     return Verification(checks)
 
 
 def validate(opts: ExportOptions, model: Segmentor) -> None:
     if opts.fmt not in FORMATS:
         raise UsageError(f"unknown --format {opts.fmt!r}", hint=f"one of {', '.join(FORMATS)}")
-    if model.config.arch == "upp" and opts.fmt != "safetensors-fp16":
+    if model.config.arch == "upp" and opts.labels:
         raise UsageError(
-            f"--format {opts.fmt}: a unified perceptual parser has four outputs (objects, parts, materials, the "
-            "scene) and segcli's exported-model layout describes one",
-            hint="export it with -f safetensors-fp16 (a model directory segcli runs with all four)",
+            "--labels: a unified perceptual parser's labels are four maps (the parts read within the objects'), "
+            "not one argmax",
+            hint="export its logits (leave --labels out): `segcli predict -m FILE` reads all four heads from them",
         )
     if opts.dynamic and opts.fmt != "onnx":
         raise UsageError("--dynamic applies to ONNX only", hint="TorchScript exports are traced at --size")

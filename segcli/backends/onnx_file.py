@@ -28,6 +28,7 @@ class OnnxRunner:
         self.path = path
         self.num_classes = num_classes
         self.threshold = sidecar.threshold(doc)  # a binary head: one logit channel
+        self._heads = sidecar.heads(doc, num_classes, str(sidecar.path_for(path)))  # a parser's: several
         self.align_corners = bool(doc.get("align_corners", False))
         self.size = sidecar.input_size(doc)
         norm = sidecar.normalization(doc)
@@ -66,9 +67,11 @@ class OnnxRunner:
 
     @property
     def heads(self) -> Heads:
-        return Heads.binary(self.threshold) if self.threshold is not None else Heads.single(self.num_classes)
+        return self._heads
 
-    def __call__(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:  # always at the input size
+    def __call__(
+        self, x: torch.Tensor, upsample: bool = True
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # always at the input size
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             h, w = self.size
             raise UsageError(
@@ -78,9 +81,12 @@ class OnnxRunner:
             )
         return self._run(x)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])
+        outs = self.session.run(None, {self.input_name: feed})
+        if self.heads.image_level:  # a parser: (pixels [B, C, H, W], scene [B, S])
+            return torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
+        return torch.from_numpy(outs[0])
 
 
 class TorchScriptRunner(OnnxRunner):
@@ -105,13 +111,16 @@ class TorchScriptRunner(OnnxRunner):
     def _check_channels(self, path: Path, num_classes: int) -> None:
         pass  # the first forward's output is checked against the classes (`_run`)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             out = self.module(x.to(torch.float32))
-        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[1] != self.heads.channels:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        h = self.heads
+        pixels, scene = out if h.image_level and isinstance(out, tuple) and len(out) == 2 else (out, None)
+        ok = isinstance(pixels, torch.Tensor) and pixels.ndim == 4 and pixels.shape[1] == h.channels
+        if not ok or (h.image_level and not (isinstance(scene, torch.Tensor) and scene.shape[-1] == h.image_level)):
+            shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(out).__name__
             raise ConfigError(
                 f"{sidecar.path_for(self.path)}: lists {self.num_classes} classes but {self.path.name} outputs {shape}",
                 hint="the sidecar belongs to another export",
             )
-        return out
+        return pixels if scene is None else (pixels, scene)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from ...engine.heads import PartGroup
+from ...engine.heads import Heads, PartGroup
 from ...errors import ConfigError
 from ...model.backbones import BackboneConfig, ConvNeXtConfig, ResNetConfig, SwinConfig
 from ...model.heads.fcn import FCNHeadConfig
@@ -209,6 +209,13 @@ def _upp_head(
         scales,
         ac,
     )
+
+
+def parser_heads(head: Any, num_classes: int, where: str) -> Heads:
+    """The channel layout of a upp `head` table (an export's sidecar: no network to build)."""
+    if not isinstance(head, dict) or head.get("type") != "upp":
+        raise ConfigError(f"{where}: `head` must be a upp head table")
+    return _upp_head(HEAD.check(head, where, "head"), (1, 1, 1, 1), num_classes, 1, (1,), False, where).heads
 
 
 def tables_from_network(net: SegmentorConfig) -> tuple[dict[str, Any], dict[str, Any]]:

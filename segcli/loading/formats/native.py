@@ -66,11 +66,16 @@ def _head_classes(block: Any, net: SegmentorConfig, where: str) -> dict[str, Cla
         if block is not None:
             raise ConfigError(f"{where}: `head_classes` belongs to upp models only")
         return {}
+    d = net.decode_head
+    sizes = {"part": d.part_classes, "material": d.material_classes, "scene": d.scene_classes}  # type: ignore[union-attr]
+    return head_classes(block, sizes, where)
+
+
+def head_classes(block: Any, sizes: dict[str, int], where: str) -> dict[str, ClassSet]:
+    """`"head_classes"` (a upp model directory's or export sidecar's): one set per head of `sizes` classes."""
     if block is None:
         raise ConfigError(f"{where}: a upp model needs `head_classes` (the part, material and scene names)")
     block = HEAD_CLASSES.check(block, where, "head_classes")
-    d = net.decode_head
-    sizes = {"part": d.part_classes, "material": d.material_classes, "scene": d.scene_classes}  # type: ignore[union-attr]
     out = {}
     for head, n in sizes.items():
         names = tuple(block.get(head, {}).get("names", ()))
@@ -81,6 +86,14 @@ def _head_classes(block: Any, net: SegmentorConfig, where: str) -> dict[str, Cla
         except ConfigError as e:
             raise ConfigError(f"{where}: `head_classes.{head}`: {e.message}") from None
     return out
+
+
+def head_classes_json(head_sets: dict[str, ClassSet]) -> dict[str, Any]:
+    """The inverse of `head_classes`."""
+    return {
+        head: {"names": list(c.classes), **({"palette": [list(p) for p in c.palette]} if head != "scene" else {})}
+        for head, c in head_sets.items()
+    }
 
 
 def read_info(
@@ -142,10 +155,7 @@ def write(
             {"size": list(input_size)} if input_size else {}, **({"bgr": True} if n.bgr else {})
         )
     if head_sets:
-        config["head_classes"] = {
-            head: {"names": list(c.classes), **({"palette": [list(p) for p in c.palette]} if head != "scene" else {})}
-            for head, c in head_sets.items()
-        }
+        config["head_classes"] = head_classes_json(head_sets)
     out_dir.mkdir(parents=True, exist_ok=True)
     # one metadata key only: safetensors writes metadata in hash-map order, which would vary between runs
     atomic_write_bytes(out_dir / WEIGHTS, save(dict(sorted(tensors.items())), metadata={"format": "pt"}))

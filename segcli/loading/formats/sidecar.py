@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...engine.heads import Heads
 from ...engine.presets import Protocol
 from ...errors import ConfigError
 from ...fsutil import atomic_write_bytes
@@ -69,6 +70,26 @@ def _binary(info: ModelInfo) -> dict[str, Any]:
     return {"threshold": t, "binary": "one logit channel: class 1 where sigmoid(logit) > threshold"}
 
 
+def _parser(info: ModelInfo) -> dict[str, Any]:
+    """A unified parser's channel layout and other heads' classes (written only then)."""
+    from .arch import tables_from_network
+    from .native import head_classes_json
+
+    if info.network is None or info.network.arch != "upp":
+        return {}
+    return {"head": tables_from_network(info.network)[1], "head_classes": head_classes_json(info.head_sets)}
+
+
+def heads(doc: dict[str, Any], num_classes: int, where: str) -> Heads:
+    """The channel layout an export's sidecar describes: a softmax head, a binary one, or a parser's."""
+    from .arch import parser_heads
+
+    if "head" in doc:
+        return parser_heads(doc["head"], num_classes, where)
+    t = threshold(doc)
+    return Heads.binary(t) if t is not None else Heads.single(num_classes)
+
+
 def threshold(doc: dict[str, Any]) -> float | None:
     """The binary head's threshold an export's sidecar records (None: a softmax head)."""
     t = doc.get("output", {}).get("threshold")
@@ -101,6 +122,7 @@ def describe(
             "name": "labels" if layout.labels else "logits",
             "layout": "NHW int64 class indices" if layout.labels else "NCHW float32 logits at the input size",
             **_binary(info),
+            **_parser_outputs(info),
         },
         "classes": list(info.classes),
         "palette": [[int(v) for v in c] for c in info.class_set.palette],
@@ -115,6 +137,17 @@ def describe(
             "sha256": o.sha256,
             "path": o.path,
         },
+        **_parser(info),
+    }
+
+
+def _parser_outputs(info: ModelInfo) -> dict[str, Any]:
+    if info.network is None or info.network.arch != "upp":
+        return {}
+    return {
+        "outputs": ["logits", "scene"],
+        "channels": "logits: objects, then materials, then one softmax group per object with parts (`head`)",
+        "scene": "NS float32 scene logits",
     }
 
 
@@ -180,8 +213,15 @@ def read_info(model_file: Path, doc: dict[str, Any]) -> ModelInfo:
         src.get("sha256"),
         str(model_file.resolve()),
     )
+    head_sets: dict[str, Any] = {}
+    if "head" in doc:
+        from .native import head_classes
+
+        h = heads(doc, len(classes.classes), str(path_for(model_file)))
+        sizes = {"part": h.part_classes, "material": dict(h.extras)["material"], "scene": h.image_level}
+        head_sets = head_classes(doc.get("head_classes"), sizes, str(path_for(model_file)))
     preset = doc.get("preset", {}).get("name", "hf")
     fixed = input_size(doc)
     if fixed is not None and not (proto.mode == "slide" and (proto.crop_size, proto.crop_size) == fixed):
         preset = "hf"  # a fixed-size export runs the fixed-size preset unless it slides windows of that size
-    return ModelInfo(str(model_file), None, classes, size, preset, origin, proto)
+    return ModelInfo(str(model_file), None, classes, size, preset, origin, proto, head_sets)
