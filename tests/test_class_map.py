@@ -98,9 +98,11 @@ def test_every_output_uses_the_merged_classes_and_resume_follows_the_map(cli, ti
     src.mkdir()
     image = photo(src / "a.png", 48, 64, seed=3)
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
-    want = _expected(seg.probs(str(image), mode="whole").numpy())
+    probs = seg.probs(str(image), mode="whole").numpy()
+    want = _expected(probs)
+    top = np.stack([probs[:50].sum(0), probs[50:100].sum(0), probs[100:].sum(0)]).max(0)
     cmap, out = _groups(tmp_path), tmp_path / "out"
-    save = "json,coco,labelstudio,vector,overlay,label"
+    save = "json,coco,labelstudio,vector,overlay,label,confidence"
     args = ("predict", str(src), "-m", str(tiny_convnext_dir), "-o", str(out), "--mode", "whole", "--save", save)
     assert cli(*args, "--class-map", str(cmap)).exit_code == 0
     np.testing.assert_array_equal(np.asarray(Image.open(out / "a_label.png")), want)
@@ -110,6 +112,9 @@ def test_every_output_uses_the_merged_classes_and_resume_follows_the_map(cli, ti
         "b": int((want == 1).sum()),
     }
     assert doc["ignored_pixels"] == int((want == 255).sum())
+    conf = doc["confidence"]  # over the classified pixels: the largest group's probability
+    assert conf["uncertain_fraction"] == pytest.approx(float((top[want != 255] < 0.5).mean()), abs=0.01)
+    assert conf["mean"] == pytest.approx(float(top[want != 255].mean()), abs=1e-3)
     assert doc["inference"]["class_map"]["classes"]["a"][:2] == ["wall", "building"]
     cocodoc = json.loads((out / "a.coco.json").read_text())
     assert [c["name"] for c in cocodoc["categories"]] == ["a", "b"]

@@ -64,19 +64,39 @@ def _outputs(out: Path) -> dict[str, Path]:
 
 
 def _comparable(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k not in ("timings", "outputs")}
+    """A JSON without what may differ (timings, paths; confidence means: float sums of one worker thread)"""
+    out = {k: v for k, v in doc.items() if k not in ("timings", "outputs")}
+    if "confidence" in out:
+        c = out["confidence"]
+        out["confidence"] = {**c, "mean": pytest.approx(c["mean"], rel=1e-5), "classes": [
+            {**x, "mean": pytest.approx(x["mean"], rel=1e-5)} for x in c["classes"]]}  # fmt: skip
+    return out
 
 
 def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tmp_path):
     _images(tmp_path / "in", 20)
     local, distributed = tmp_path / "local", tmp_path / "ray"
-    a = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", local, "--jsonl", "-q")
+    cmap = tmp_path / "groups.csv"  # the outputs for the next tools and a class map: the same on the workers
+    cmap.write_text("".join(f"{i},{'a' if i < 50 else 'b'}\n" for i in range(100)))
+    more = ("--save", "json,coco,vector,confidence", "--class-map", cmap)
+    a = segcli("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", local, "--jsonl", "-q", *more)
     stale = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths live under it
     (stale / "ray").mkdir()
     (stale / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # a dead `ray start` cluster
     env = {**os.environ, "RAY_TMPDIR": str(stale)}  # plain --ray starts its own Ray: it never joins that one
     b = segcli(
-        "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray", *RAY, env=env
+        "predict",
+        tmp_path / "in",
+        "-m",
+        tiny_convnext_dir,
+        "-o",
+        distributed,
+        "--jsonl",
+        "-q",
+        "--ray",
+        *RAY,
+        *more,
+        env=env,
     )
     shutil.rmtree(stale, ignore_errors=True)
     assert a.returncode == 1 and b.returncode == 1, b.stderr  # the two bad files
@@ -85,16 +105,35 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
         json.loads(x)["input"] for x in a.stdout.splitlines()
     ]  # input order
     files_a, files_b = _outputs(local), _outputs(distributed)
-    assert sorted(files_a) == sorted(files_b) and len([f for f in files_a if f.endswith(".png")]) == 21
+    assert sorted(files_a) == sorted(files_b)
+    assert len([f for f in files_a if f.endswith(".png") and not f.endswith("_confidence.png")]) == 21
     for name, path in files_a.items():
         if name.endswith(".png") and name != "legend.png":
             assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(files_b[name]))), name
         elif name.endswith(".json") and name not in ("summary.json",):
             assert _comparable(json.loads(path.read_text())) == _comparable(json.loads(files_b[name].read_text()))
+        elif name.endswith(".geojson"):
+            assert path.read_bytes() == files_b[name].read_bytes(), name
+    assert len([f for f in files_a if f.endswith(".geojson")]) == 20
+    docs = [json.loads(p.read_text()) for n, p in files_b.items() if n.endswith(".json") and "schema" in p.read_text()]
+    docs = [d for d in docs if d["schema"].startswith("segcli.prediction")]
+    assert len(docs) == 20 and all({c["name"] for c in d["classes"]} <= {"a", "b"} for d in docs)
+    assert all("ignored_pixels" in d and "confidence" in d for d in docs)
     summary = json.loads((distributed / "summary.json").read_text())
     assert summary["counts"] == {"total": 22, "done": 20, "skipped": 0, "failed": 2}
     again = segcli(  # on the running cluster (the run above started and stopped a Ray of its own)
-        "predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray", cluster, *RAY
+        "predict",
+        tmp_path / "in",
+        "-m",
+        tiny_convnext_dir,
+        "-o",
+        distributed,
+        "--jsonl",
+        "-q",
+        "--ray",
+        cluster,
+        *RAY,
+        *more,
     )
     statuses = [json.loads(x)["status"] for x in again.stdout.splitlines()]
     assert again.returncode == 1 and statuses.count("skipped") == 20 and statuses.count("failed") == 2

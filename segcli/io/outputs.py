@@ -201,6 +201,9 @@ class ConfidenceTally:
         """Values and class indices of the same (valid) pixels, any shape."""
         conf, lab = confidence.astype(np.float64).ravel(), labels.ravel().astype(np.int64)
         k = len(self.classes)
+        if lab.size and int(lab.max()) >= k:  # a class map's ignored pixels: in no class, not counted
+            keep = lab < k
+            conf, lab = conf[keep], lab[keep]
         self.sums += np.bincount(lab, conf, minlength=k)[:k]
         self.counts += np.bincount(lab, minlength=k)[:k]
         self.below += int((conf < self.low).sum())
