@@ -122,7 +122,8 @@ class Segmenter:
     def map_classes(self, class_map: ClassMap | str | os.PathLike[str]) -> ClassMap:
         """Merge the model's classes as `class_map` (a `ClassMap`, or a JSON / CSV file; see
         `segcli.loading.class_map`) says, from now on: labels, probabilities, colours and every output are
-        the map's classes. Once per Segmenter."""
+        the map's classes (`probs` / `logits`: one channel per output class, and when the map ignores
+        classes one more, last channel: theirs together). Once per Segmenter."""
         from .engine.grouped import Grouping
         from .loading.class_map import load
 
