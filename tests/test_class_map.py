@@ -89,6 +89,8 @@ def test_labels_are_the_most_probable_group_of_the_unmapped_model(tiny_convnext_
     assert {0, 1, 255} <= set(np.unique(want).tolist())  # the test sees both groups and ignored pixels
     np.testing.assert_array_equal(labels, want)
     assert seg.classes == ["a", "b"]
+    groups = np.stack([probs[:50].sum(0), probs[50:100].sum(0), probs[100:].sum(0)])
+    np.testing.assert_allclose(seg.probs(str(image), "hf", **overrides).numpy(), groups, atol=1e-5)  # + ignored
 
 
 def test_every_output_uses_the_merged_classes_and_resume_follows_the_map(cli, tiny_convnext_dir, tmp_path):
@@ -102,10 +104,12 @@ def test_every_output_uses_the_merged_classes_and_resume_follows_the_map(cli, ti
     want = _expected(probs)
     top = np.stack([probs[:50].sum(0), probs[50:100].sum(0), probs[100:].sum(0)]).max(0)
     cmap, out = _groups(tmp_path), tmp_path / "out"
-    save = "json,coco,labelstudio,vector,overlay,label,confidence"
+    save = "json,coco,labelstudio,vector,overlay,label,confidence,probs"
     args = ("predict", str(src), "-m", str(tiny_convnext_dir), "-o", str(out), "--mode", "whole", "--save", save)
     assert cli(*args, "--class-map", str(cmap)).exit_code == 0
     np.testing.assert_array_equal(np.asarray(Image.open(out / "a_label.png")), want)
+    saved = np.load(out / "a_probs.npy")  # the output classes only (the ignored ones' share is 1 - their sum)
+    np.testing.assert_allclose(saved, np.stack([probs[:50].sum(0), probs[50:100].sum(0)]), atol=2e-3)
     doc = json.loads((out / "a.json").read_text())
     assert {c["name"]: c["pixels"] for c in doc["classes"]} == {
         "a": int((want == 0).sum()),
