@@ -130,7 +130,8 @@ class Segmenter:
         if self.class_map is not None:
             raise UsageError("this Segmenter's classes are merged already", hint="load the model again")
         cm = class_map if isinstance(class_map, ClassMap) else load(Path(class_map), self.info.class_set)
-        self.grouping = Grouping(self.model.heads, cm)  # refuses a parser's or a binary head
+        outputs = len(cm.class_set.classes)
+        self.grouping = Grouping(self.model.heads, cm.table, outputs, cm.ignore_label)  # refuses a parser's head
         self.class_map, self.info = cm, replace(self.info, class_set=cm.class_set)
         return cm
 

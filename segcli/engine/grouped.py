@@ -9,35 +9,28 @@ get no class).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from ..errors import UsageError
 from .heads import Heads
 
-if TYPE_CHECKING:
-    from ..loading.class_map import ClassMap
-
 
 class Grouping:
-    """What the engine applies to a model's values for `class_map` (a single-head model's)."""
+    """What the engine applies to a model's values for a class map: `table` gives each of the model's
+    (single-head) classes its output class, or -1 (ignored: the pixels get `ignore_label`)."""
 
-    def __init__(self, heads: Heads, class_map: ClassMap) -> None:
+    def __init__(self, heads: Heads, table: tuple[int, ...], outputs: int, ignore_label: int) -> None:
         if heads.grouped or heads.image_level or heads.binary_threshold is not None:
             raise UsageError(
                 "--class-map merges the classes of a single-head model",
                 hint="a parser's or a binary model's classes cannot be merged; leave --class-map out",
             )
-        if len(class_map.table) != heads.primary:
-            raise UsageError(
-                f"{class_map.source}: made for {len(class_map.table)} classes, the model has {heads.primary}"
-            )
-        outputs = len(class_map.class_set.classes)
-        ignore = class_map.ignore_label if class_map.ignores else None
+        if len(table) != heads.primary:
+            raise UsageError(f"a class map for {len(table)} classes cannot merge a model's {heads.primary}")
+        ignore = ignore_label if -1 in table else None
         self.heads = Heads(outputs + (ignore is not None), ignore_label=ignore)  # what the sinks read
-        table = torch.tensor([t if t >= 0 else outputs for t in class_map.table])
-        self.member = torch.arange(self.heads.primary)[:, None] == table[None, :]  # [G, K]
+        index = torch.tensor([t if t >= 0 else outputs for t in table])
+        self.member = torch.arange(self.heads.primary)[:, None] == index[None, :]  # [G, K]
 
     def apply(self, values: torch.Tensor, kind: str) -> torch.Tensor:
         """Values [K, h, w] of `kind` ("logits" / "probs") → the groups' [G, h, w], of the same kind."""

@@ -1,11 +1,16 @@
 """Polygons of a label map (`--save vector`, the [geo] extra: rasterio's polygonizer, shapely, pyogrio).
 
 One polygon per 4-connected region per class, holes kept (`rasterio.features.shapes`). The map comes in
-bands of rows, top to bottom (a raster read by rows never exists whole): each band is polygonized alone;
-a polygon that reaches the band's bottom edge is held, and merged (`shapely.unary_union`) with the next
-band's polygons of its class that start at that edge; every other polygon is final and written at once.
-So memory holds one band and the regions that cross its lower edge. Coordinates are pixel edges (x right,
-y down) and exact: rasterised back, the polygons give the label map on every pixel (`--simplify 0`,
+bands of rows, top to bottom (a raster read by rows never exists whole), and each band is polygonized
+alone. A band's polygon that touches neither of its edges is a whole region: it is written as soon as the
+polygonizer yields it. One that touches an edge is a piece of a region that may cross bands: pieces are
+held in groups, one group per region, and joined across an edge by the label rows on either side of it
+(two pieces of a class are one region where some column has that class, inside both, in the upper band's
+last row and the lower band's first row; joins are transitive, so a piece may link groups that were
+apart). A group that no longer reaches the current band's bottom edge is finished: its pieces are unioned
+once (`shapely.union_all`) and written. So memory holds one band and the pieces of the regions crossing
+its lower edge, and no polygon is re-unioned band after band. Coordinates are pixel edges (x right, y
+down) and exact: rasterised back, the polygons give the label map on every pixel (`--simplify 0`,
 `--min-area 0`).
 
 Written as GeoJSON (RFC 7946: lon/lat in WGS84, reprojected from the raster's CRS; a photo's in pixel
@@ -28,6 +33,7 @@ from ..extras import require
 
 PURPOSE = "--save vector (polygons)"
 FLUSH = 5000  # GeoPackage features written per batch
+Group = tuple[int, list[Any]]  # a region's class and its pieces (shapely polygons, one per band it crosses)
 
 
 def modules() -> tuple[Any, Any, Any]:
@@ -61,7 +67,10 @@ class VectorWriter:
         self.path, self.size, self.classes, self.fmt = path, size, classes, fmt
         self.transform, self.crs, self.min_area, self.simplify = transform, crs, min_area, simplify
         self.pixel_area_m2 = pixel_area_m2
-        self.pending: dict[int, list[Any]] = {}  # class → polygons reaching the last band's bottom edge
+        self.pending: dict[int, Group] = {}  # group id → (class, pieces) of the regions crossing the last edge
+        self._below = np.full(size[1], -1, np.int64)  # group id of each pixel of the last band's bottom row
+        self._row: np.ndarray | None = None  # the classes of that row
+        self._next_y, self._ids = 0, 0  # the band that joins the pending groups; the last id given
         self.written, self._gpkg_started = 0, False
         self._batch: list[tuple[bytes, dict[str, Any]]] = []
         self._file = None
@@ -73,29 +82,84 @@ class VectorWriter:
 
     def write(self, y1: int, labels: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Class indices [rows, W] of rows [y1, y1 + rows) (pixels outside `valid` belong to no polygon)."""
+        if labels.shape[0] == 0:
+            return
+        if y1 != self._next_y:  # not the band below the last one: nothing of it joins what is held
+            self._finish(list(self.pending))
+        top, bottom, fresh = self._polygonize(y1, labels, valid)
+        self._join(top, labels[0], fresh, bottom)
+        self._row, self._next_y = labels[-1].copy(), y1 + labels.shape[0]
+
+    def _polygonize(
+        self, y1: int, labels: np.ndarray, valid: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, Group]]:
+        """Write the band's whole regions; return its pieces (id → group of one) and, for its first and
+        last rows, the id of the piece holding each pixel (-1: none, or an edge that joins nothing)."""
         from affine import Affine
 
         y2 = y1 + labels.shape[0]
-        mask = None if valid is None else valid.astype(bool)
-        fresh: dict[int, list[Any]] = {}
+        up, down = bool(self.pending), y2 < self.size[0]  # edges that may join: held groups above, rows below
+        top, bottom = np.full(labels.shape[1], -1, np.int64), np.full(labels.shape[1], -1, np.int64)
+        fresh: dict[int, Group] = {}
+        mask = None if valid is None else valid.astype(bool, copy=False)
         data = labels.astype(np.int32 if labels.dtype.itemsize > 2 else labels.dtype, copy=False)
         for geom, value in self.features.shapes(data, mask=mask, connectivity=4, transform=Affine.translation(0, y1)):
-            fresh.setdefault(int(value), []).append(self.shapely.geometry.shape(geom))
-        nxt: dict[int, list[Any]] = {}
-        for c in sorted(set(fresh) | set(self.pending)):
-            new = fresh.get(c, [])
-            top = [p for p in new if p.bounds[1] == y1]
-            held = self.pending.get(c, [])
-            merged = self._parts(self.shapely.unary_union(held + top)) if held and top else held + top
-            for p in merged + [p for p in new if p.bounds[1] != y1]:
-                if p.bounds[3] == y2 and y2 < self.size[0]:
-                    nxt.setdefault(c, []).append(p)
-                else:
-                    self._emit(p, c)
-        self.pending = nxt
+            poly, c = self._polygon(geom["coordinates"]), int(value)
+            _, ymin, _, ymax = poly.bounds
+            at_top, at_bottom = up and ymin == y1, down and ymax == y2
+            if not (at_top or at_bottom):
+                self._emit(poly, c)
+                continue
+            self._ids += 1
+            ring = self.shapely.get_coordinates(poly.exterior)  # an edge's pixels lie on the outer ring
+            if at_top:
+                _claim(top, ring, y1, self._ids)
+            if at_bottom:
+                _claim(bottom, ring, y2, self._ids)
+            fresh[self._ids] = (c, [poly])
+        return top, bottom, fresh
 
-    def _parts(self, geom: Any) -> list[Any]:
-        return list(geom.geoms) if hasattr(geom, "geoms") else [geom]
+    def _polygon(self, rings: list[list[tuple[float, float]]]) -> Any:
+        """A GeoJSON polygon's rings [outer, *holes] as a shapely polygon (through arrays, not per point)."""
+        shell, *holes = (self.shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in rings)
+        return self.shapely.polygons(shell, holes=holes or None)
+
+    def _join(self, top: np.ndarray, row: np.ndarray, fresh: dict[int, Group], bottom: np.ndarray) -> None:
+        """Link the held groups to the band's pieces below them (`top`, classes `row`); write the groups
+        that no longer reach the band's bottom edge, hold the others (ids per pixel of that edge: `bottom`)."""
+        parent: dict[int, int] = {}  # union-find over group and piece ids, the smaller id as root
+
+        def root(i: int) -> int:
+            while parent.get(i, i) != i:
+                parent[i] = parent.get(parent[i], parent[i])  # path halving
+                i = parent[i]
+            return i
+
+        if self._row is not None and self.pending:
+            same = (self._below >= 0) & (top >= 0) & (self._row == row)
+            for a, b in np.unique(np.stack([self._below[same], top[same]], axis=1), axis=0).tolist():
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[int, Group] = {}
+        for i, (c, pieces) in [*self.pending.items(), *fresh.items()]:
+            groups.setdefault(root(i), (c, []))[1].extend(pieces)
+        ids, at = np.unique(bottom, return_inverse=True)
+        roots = np.array([root(i) if i >= 0 else -1 for i in ids.tolist()], np.int64)
+        self._below = roots[at.reshape(bottom.shape)]
+        live = set(roots.tolist())
+        self.pending = {r: g for r, g in groups.items() if r in live}
+        self._write_groups([g for r, g in groups.items() if r not in live])
+
+    def _finish(self, ids: list[int]) -> None:
+        self._write_groups([self.pending.pop(i) for i in ids])
+        self._below[:] = -1
+
+    def _write_groups(self, groups: list[Group]) -> None:
+        for c, pieces in groups:
+            whole = pieces[0] if len(pieces) == 1 else self.shapely.union_all(pieces)
+            for p in self.shapely.get_parts(whole):  # one polygon: the pieces of a group are connected
+                self._emit(p, c)
 
     def _emit(self, poly: Any, c: int) -> None:
         area = float(poly.area)
@@ -146,10 +210,7 @@ class VectorWriter:
         )  # fmt: skip
 
     def close(self) -> None:
-        for c, polys in sorted(self.pending.items()):
-            for p in polys:
-                self._emit(p, c)
-        self.pending = {}
+        self._finish(sorted(self.pending))
         if self._file is not None:
             self._file.write("\n]}\n")
             self._file.close()
@@ -207,3 +268,11 @@ def parse_min_area(text: str | float | None) -> tuple[float, bool]:
 
 
 Emit = Callable[[int, np.ndarray, np.ndarray | None], None]
+
+
+def _claim(owner: np.ndarray, ring: np.ndarray, y: float, piece: int) -> None:
+    """Mark with `piece` the pixels of a band edge (row y) that a piece's outer ring [n, 2] runs along."""
+    on = ring[:, 1] == y
+    for i in np.flatnonzero(on[:-1] & on[1:]).tolist():
+        a, b = sorted((int(ring[i, 0]), int(ring[i + 1, 0])))
+        owner[a:b] = piece
