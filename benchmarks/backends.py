@@ -128,6 +128,19 @@ class Worker:
         self.p.wait()
 
 
+def _gflop_per_image(model_dir: Path, mode: dict, image: Path) -> float:
+    """GFLOP of one image's prediction in `mode` (every window and view), counted on eager's graph."""
+    from PIL import Image
+    from roofline import count_flops
+
+    from segcli import Segmenter
+
+    seg = Segmenter.from_pretrained(model_dir)
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    params = seg.params(**mode)
+    return count_flops(lambda: seg.predict(pixels, params)) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=",".join(MODELS))
@@ -136,6 +149,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where it is emulated")
+    ap.add_argument("--roofline", action="store_true", help="+ each backend's GFLOP/s and share of the conv peak")
     args = ap.parse_args()
 
     import torch
@@ -149,6 +163,13 @@ def main() -> None:
     images = make_images(tmp / "images", args.images)
     print(f"{cpu_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     bf16 = args.force_bf16 or native_bf16(torch.device("cpu"))
+    conv_peak = None
+    if args.roofline:
+        from roofline import peaks
+
+        peak = peaks(native_bf16(torch.device("cpu")))
+        print("measured peaks: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()), flush=True)
+        conv_peak = peak["conv3x3 fp32"]
     for family in args.models.split(","):
         model_dir = make_model(family, tmp / family)
         onnx = {
@@ -179,14 +200,19 @@ def main() -> None:
             eager = np.load(tmp / f"{family}-{mode_name}-eager.npy") if "eager" in workers else None
             base = statistics.median(times["eager"]) if "eager" in times else None
             print(f"\n{family} / {mode_name} ({args.images} images 512×683, median of {args.rounds} rounds)")
+            gflop = _gflop_per_image(model_dir, mode, images[0]) if conv_peak else None
             for b, t in times.items():
                 med = statistics.median(t)
                 labels = np.load(tmp / f"{family}-{mode_name}-{b}.npy")
                 agree = float((labels == eager).mean()) if eager is not None else float("nan")
                 ratio = base / med if base else float("nan")
+                roof = ""
+                if gflop and conv_peak:  # segcli's FLOPs (eager's graph) at this backend's rate
+                    rate = gflop * args.images / med
+                    roof = f"  {rate:6.1f} GFLOP/s = {100 * rate / conv_peak:4.1f} % conv peak"
                 print(
                     f"  {b:<13} {args.images / med:6.3f} images/s  ×{ratio:5.2f} eager  "
-                    f"peak RSS {rss[b]:5.2f} GiB  labels = eager {agree:.5f}  ({workers[b].runs})"
+                    f"peak RSS {rss[b]:5.2f} GiB  labels = eager {agree:.5f}  ({workers[b].runs}){roof}"
                 )
             if "default" in times:
                 best = min((b for b in times if b != "default"), key=lambda b: statistics.median(times[b]))
