@@ -191,19 +191,22 @@ class Segmenter:
         calibrate: bool = True,
         remeasure: bool = False,
         log: Callable[[str], None] | None = None,
+        run_images: int | None = None,
     ) -> Choice:
         """Run the network through `backend` from now on: "torch", "compile" (torch.compile), "onnxruntime"
         (its ONNX export, made once and cached) or "auto" (the fastest of those measured here for the views of
         `preset`, default the model's; measuring ~1 min once per machine, model and view size, when
         `calibrate`, else torch until a figure is cached; measured anew when `remeasure`). Returns what was
-        chosen and why."""
+        chosen and why. `run_images`: the run it serves; nothing cached, `auto` then measures only when that costs
+        at most a tenth of the run (`backends.budget`)."""
         from .backends import select
 
         params = self.params(preset) if not isinstance(preset, Params) else preset
         info = self.info if self.class_map is None else replace(self.info, class_set=self.class_map.source_set)
         self.model, choice = select(
-            self.network, info, params, backend, allow_calibration=calibrate, remeasure=remeasure, log=log
-        )
+            self.network, info, params, backend, allow_calibration=calibrate, remeasure=remeasure, log=log,
+            run_images=run_images,
+        )  # fmt: skip
         self.backend, self.backend_choice = choice.backend, choice
         return choice
 

@@ -16,8 +16,8 @@ hardware.py     what the machine computes natively (CPU flags, bfloat16) and wha
 """
 
 from .base import BackendError
-from .selection import BACKENDS, CALIBRATE_MIN, MEASURE, Choice, check, check_measure, select, view_shape
+from .selection import BACKENDS, MEASURE, Choice, check, check_measure, select, view_shape
 
 __all__ = [
-    "BACKENDS", "CALIBRATE_MIN", "MEASURE", "BackendError", "Choice", "check", "check_measure", "select", "view_shape"
+    "BACKENDS", "MEASURE", "BackendError", "Choice", "check", "check_measure", "select", "view_shape"
 ]  # fmt: skip

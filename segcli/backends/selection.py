@@ -1,8 +1,8 @@
 """Which backend runs a loaded network: the rules (`unsupported`), building one (`build`), and `select`,
 with `auto`'s measured choice (`calibrate`: a few interleaved calls per candidate at the preset's view
 size, once per machine, architecture and view size, then cached). `auto` folds BatchNorm into the
-convolutions first (`model.fold`); a small run with nothing cached (fewer than `CALIBRATE_MIN` images) runs
-torch rather than pay for the measurement. Only views of one fixed size qualify for compile (whole images
+convolutions first (`model.fold`); a run with nothing cached measures only when that costs at most a tenth
+of the run (`budget`; the API without a run size: when allowed), else runs torch. Only views of one fixed size qualify for compile (whole images
 at their own sizes would recompile per size)."""
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from ..engine.presets import Params
 from ..errors import MissingExtraError, UsageError
 from ..loading.info import ModelInfo
 from ..model import Segmentor
-from . import calibrate
+from . import budget, calibrate
 from .base import BackendError
 
 BACKENDS = ("auto", "torch", "compile", "onnxruntime")
 MEASURE = ("auto", "again", "never")  # --backend-measure
-CALIBRATE_MIN = 8  # images in a run that pay for a calibration (~1 min) when none is cached
 PHOTO = (512, 683)  # the view a keep-ratio whole-image preset is measured at (a 3:4 photo, short side 512)
 
 
@@ -136,10 +135,12 @@ def select(
     allow_calibration: bool = True,
     remeasure: bool = False,
     log: Callable[[str], None] | None = None,
+    run_images: int | None = None,
 ) -> tuple[SegModel, Choice]:
     """The model to run and the choice made: `requested` is one of `BACKENDS`; `params` the views it will
     run (None: any). `auto` calibrates when nothing is cached and `allow_calibration`, or now when
-    `remeasure` (the cached choice replaced)."""
+    `remeasure` (the cached choice replaced); given the `run_images` it serves, only when that pays off
+    (`budget`: at most a tenth of the run)."""
     requested = check(requested)
     if not isinstance(net, Segmentor):
         runs = "torchscript" if getattr(net, "model_format", "onnx") == "torchscript" else "onnxruntime"
@@ -160,7 +161,7 @@ def select(
             return build(requested, net, info, params, log), Choice(requested, requested, "asked for")
         except BackendError as e:
             raise UsageError(f"--backend {requested}: {e.message}", hint=e.hint) from None
-    return _auto(net, info, params, allow_calibration or remeasure, remeasure, log)
+    return _auto(net, info, params, allow_calibration or remeasure, remeasure, log, None if remeasure else run_images)
 
 
 def _measure(
@@ -190,11 +191,22 @@ def _measure(
             say(f"auto backend: {n} left out after {time.monotonic() - t:.0f} s ({e.message})")
     say(f"auto backend: timing {', '.join(built)} ({calibrate.ROUNDS} rounds) ...")
     x = torch.randn((batch, 3, h, w), generator=torch.Generator().manual_seed(0)).to(net.device, net.dtype)
-    seconds = calibrate.measure(built, x, upsample)
+    seconds = calibrate.measure(built, x, upsample, log=say)
     say(f"auto backend: measured in {time.monotonic() - started:.0f} s")
     about = {"model": info.name, "view": f"{h}x{w}", "device": str(net.device), "dtype": str(net.dtype)}
     when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"seconds": seconds, "choice": calibrate.pick(seconds), "notes": notes, **about, "measured_at": when}
+
+
+def _worth(
+    net: Segmentor, params: Params | None, eligible: list[str], call: tuple[tuple[int, int], int, bool], images: int
+) -> budget.Budget:
+    """Whether measuring pays off for a run of `images`: one torch call timed at the measured view."""
+    (h, w), batch, upsample = call
+    x = torch.randn((batch, 3, h, w), generator=torch.Generator().manual_seed(0)).to(net.device, net.dtype)
+    t_call = calibrate.measure({"torch": net}, x, upsample, rounds=1)["torch"]
+    calls = images * (params.views if params is not None else 1)  # at least one call per view
+    return budget.estimate(net, eligible, t_call, calls, dynamic=params is None or view_shape(params) is None)
 
 
 def check_measure(when: str) -> str:
@@ -211,6 +223,7 @@ def _auto(
     allow: bool,
     remeasure: bool,
     log: Callable[[str], None] | None,
+    run_images: int | None = None,
 ) -> tuple[SegModel, Choice]:
     from ..model.fold import fold_batchnorm
 
@@ -233,10 +246,17 @@ def _auto(
         if not allow:
             why = (
                 "not measured on this machine for this model and view size yet "
-                f"(runs of ≥ {CALIBRATE_MIN} images measure once)"
+                "(a run large enough to pay for it measures once)"
             )
             return net, Choice("auto", "torch", f"{why}; {said}" if said else why)
         check_pass(net.device, net.heads.channels, shape, VALUE_COPIES * batch, "measuring one forward pass")
+        if run_images is not None:
+            worth = _worth(net, params, eligible, (shape, batch, upsample), run_images)
+            if not worth.pays:
+                why = f"not measured: {worth.say()}; a larger run measures once"
+                return net, Choice("auto", "torch", f"{why}; {said}" if said else why)
+            if log is not None:
+                log(f"auto backend: {worth.say()}")
         entry = _measure(net, info, params, eligible, built, notes, (shape, batch, upsample), log)
         calibrate.store(k, entry)
     choice, seconds = entry["choice"], entry["seconds"]

@@ -156,9 +156,8 @@ def choose_backend(
     measure: str = "auto",
 ) -> Choice:
     """Pick the backend and say which: `auto` keeps the `earlier` run's backend where it still applies (resume),
-    else calibrates when nothing is cached and the run has enough images; `measure` ("again" / "never",
-    `--backend-measure`) measures now or never."""
-    from ..backends import CALIBRATE_MIN
+    else calibrates when nothing is cached and measuring costs at most a tenth of the run's `images`
+    (`backends.budget`); `measure` ("again" / "never", `--backend-measure`) measures now or never."""
 
     def log(message: str) -> None:
         events.say("info", message)
@@ -170,8 +169,11 @@ def choose_backend(
             choice = replace(choice, requested="auto", reason="the backend of the earlier run into this folder")
             seg.backend_choice = choice
     if choice is None:
-        calibrate = {"again": True, "never": False}.get(measure, images >= CALIBRATE_MIN)
-        choice = seg.use_backend(backend, params, calibrate=calibrate, remeasure=measure == "again", log=log)
+        calibrate = measure != "never"
+        run = None if measure == "again" else images
+        choice = seg.use_backend(
+            backend, params, calibrate=calibrate, remeasure=measure == "again", log=log, run_images=run
+        )
     if choice.requested != "torch":
         log(f"backend {choice.backend} ({choice.reason})")
     return choice

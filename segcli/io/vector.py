@@ -33,7 +33,10 @@ from ..extras import require
 
 PURPOSE = "--save vector (polygons)"
 FLUSH = 5000  # GeoPackage features written per batch
-Group = tuple[int, list[Any]]  # a region's class and its pieces (shapely polygons, one per band it crosses)
+# A region crossing band edges, held until it is whole: its class, its pieces (shapely polygons, one per
+# band and stretch of the region in it) noded along the edges they share, and those on the last band's
+# bottom edge (noded there when the band below comes)
+Group = tuple[int, list[Any], list[Any]]
 
 
 def modules() -> tuple[Any, Any, Any]:
@@ -67,9 +70,9 @@ class VectorWriter:
         self.path, self.size, self.classes, self.fmt = path, size, classes, fmt
         self.transform, self.crs, self.min_area, self.simplify = transform, crs, min_area, simplify
         self.pixel_area_m2 = pixel_area_m2
-        self.pending: dict[int, Group] = {}  # group id → (class, pieces) of the regions crossing the last edge
-        self._below = np.full(size[1], -1, np.int64)  # group id of each pixel of the last band's bottom row
-        self._row: np.ndarray | None = None  # the classes of that row
+        self.pending: dict[int, Group] = {}  # group id → a region reaching the last band's bottom edge
+        self._below = np.full(size[1], -1, np.int64)  # group id of each pixel of that edge's row (-1: none)
+        self._row = np.full(size[1], -1, np.int64)  # that row's classes (-1: no polygon)
         self._next_y, self._ids = 0, 0  # the band that joins the pending groups; the last id given
         self.written, self._gpkg_started = 0, False
         self._batch: list[tuple[bytes, dict[str, Any]]] = []
@@ -86,19 +89,26 @@ class VectorWriter:
             return
         if y1 != self._next_y:  # not the band below the last one: nothing of it joins what is held
             self._finish(list(self.pending))
+        first = _classes(labels[0], None if valid is None else valid[0])
+        ends = _run_ends(first)
+        for c, pieces, edge in self.pending.values():  # the held pieces meet this band's first row
+            pieces += [self._node(p, y1, ends.get(c)) for p in edge]
+            edge.clear()
         top, bottom, fresh = self._polygonize(y1, labels, valid)
-        self._join(top, labels[0], fresh, bottom)
-        self._row, self._next_y = labels[-1].copy(), y1 + labels.shape[0]
+        self._join(top, first, fresh, bottom)
+        self._row = _classes(labels[-1], None if valid is None else valid[-1])
+        self._next_y = y1 + labels.shape[0]
 
     def _polygonize(
         self, y1: int, labels: np.ndarray, valid: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, dict[int, Group]]:
-        """Write the band's whole regions; return its pieces (id → group of one) and, for its first and
-        last rows, the id of the piece holding each pixel (-1: none, or an edge that joins nothing)."""
+        """Write the band's whole regions; return its pieces on an edge (id → a group of one) and, for the
+        band's first and last rows, the id of the piece holding each pixel (-1: none, or nothing to join)."""
         from affine import Affine
 
         y2 = y1 + labels.shape[0]
         up, down = bool(self.pending), y2 < self.size[0]  # edges that may join: held groups above, rows below
+        ends = _run_ends(self._row) if up else {}
         top, bottom = np.full(labels.shape[1], -1, np.int64), np.full(labels.shape[1], -1, np.int64)
         fresh: dict[int, Group] = {}
         mask = None if valid is None else valid.astype(bool, copy=False)
@@ -114,15 +124,38 @@ class VectorWriter:
             ring = self.shapely.get_coordinates(poly.exterior)  # an edge's pixels lie on the outer ring
             if at_top:
                 _claim(top, ring, y1, self._ids)
+                poly = self._node(poly, y1, ends.get(c))
             if at_bottom:
                 _claim(bottom, ring, y2, self._ids)
-            fresh[self._ids] = (c, [poly])
+            fresh[self._ids] = (c, [], [poly]) if at_bottom else (c, [poly], [])
         return top, bottom, fresh
 
     def _polygon(self, rings: list[list[tuple[float, float]]]) -> Any:
         """A GeoJSON polygon's rings [outer, *holes] as a shapely polygon (through arrays, not per point)."""
         shell, *holes = (self.shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in rings)
         return self.shapely.polygons(shell, holes=holes or None)
+
+    def _node(self, poly: Any, y: int, ends: np.ndarray | None) -> Any:
+        """`poly` with a vertex where a run of its class ends (`ends`, x) on the far side of the band edge
+        at row y, inside one of its segments along that edge: the pieces on the two sides then share their
+        edge segments vertex for vertex, as a coverage union wants."""
+        if ends is None:
+            return poly
+        ring = self.shapely.get_coordinates(poly.exterior)
+        on = ring[:, 1] == y
+        parts: list[np.ndarray] = []
+        last = 0
+        for i in np.flatnonzero(on[:-1] & on[1:]).tolist():
+            a, b = ring[i, 0], ring[i + 1, 0]
+            xs = ends[np.searchsorted(ends, min(a, b), "right") : np.searchsorted(ends, max(a, b), "left")]
+            if xs.size:
+                xs = xs if a < b else xs[::-1]
+                parts += [ring[last : i + 1], np.column_stack([xs, np.full(xs.size, y)])]
+                last = i + 1
+        if not parts:
+            return poly
+        shell = self.shapely.linearrings(np.concatenate([*parts, ring[last:]]))
+        return self.shapely.polygons(shell, holes=list(self.shapely.get_rings(poly)[1:]) or None)
 
     def _join(self, top: np.ndarray, row: np.ndarray, fresh: dict[int, Group], bottom: np.ndarray) -> None:
         """Link the held groups to the band's pieces below them (`top`, classes `row`); write the groups
@@ -135,15 +168,17 @@ class VectorWriter:
                 i = parent[i]
             return i
 
-        if self._row is not None and self.pending:
+        if self.pending:
             same = (self._below >= 0) & (top >= 0) & (self._row == row)
             for a, b in np.unique(np.stack([self._below[same], top[same]], axis=1), axis=0).tolist():
                 ra, rb = root(a), root(b)
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
         groups: dict[int, Group] = {}
-        for i, (c, pieces) in [*self.pending.items(), *fresh.items()]:
-            groups.setdefault(root(i), (c, []))[1].extend(pieces)
+        for i, (c, pieces, edge) in [*self.pending.items(), *fresh.items()]:
+            _, into, into_edge = groups.setdefault(root(i), (c, [], []))
+            into += pieces
+            into_edge += edge
         ids, at = np.unique(bottom, return_inverse=True)
         roots = np.array([root(i) if i >= 0 else -1 for i in ids.tolist()], np.int64)
         self._below = roots[at.reshape(bottom.shape)]
@@ -156,9 +191,12 @@ class VectorWriter:
         self._below[:] = -1
 
     def _write_groups(self, groups: list[Group]) -> None:
-        for c, pieces in groups:
-            whole = pieces[0] if len(pieces) == 1 else self.shapely.union_all(pieces)
-            for p in self.shapely.get_parts(whole):  # one polygon: the pieces of a group are connected
+        for c, pieces, edge in groups:
+            pieces += edge
+            whole = pieces[0] if len(pieces) == 1 else _stitch(self.shapely, pieces)
+            if whole is None:  # not one shell and its holes (not met: the pieces of a group are connected)
+                whole = self.shapely.coverage_union_all(pieces)
+            for p in self.shapely.get_parts(whole):
                 self._emit(p, c)
 
     def _emit(self, poly: Any, c: int) -> None:
@@ -268,6 +306,105 @@ def parse_min_area(text: str | float | None) -> tuple[float, bool]:
 
 
 Emit = Callable[[int, np.ndarray, np.ndarray | None], None]
+
+
+def _classes(row: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """A row's class indices, -1 where no polygon goes."""
+    out = row.astype(np.int64)
+    if valid is not None:
+        out[~valid.astype(bool)] = -1
+    return out
+
+
+def _run_ends(row: np.ndarray) -> dict[int, np.ndarray]:
+    """class → sorted x (pixel edges) where a run of that class in `row` (classes, -1: none) starts or ends."""
+    ext = np.concatenate([[-1], row, [-1]])
+    x = np.flatnonzero(ext[:-1] != ext[1:])  # edge x lies between pixels x - 1 and x
+    cls, xs = np.concatenate([ext[x], ext[x + 1]]), np.concatenate([x, x])
+    keep = cls >= 0
+    cls, xs = cls[keep], xs[keep]
+    order = np.lexsort((xs, cls))
+    cls, xs = cls[order], xs[order]
+    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+    return {int(cls[i]): part for i, part in zip(starts.tolist(), np.split(xs, starts[1:]), strict=True)}
+
+
+def _stitch(shapely: Any, pieces: list[Any]) -> Any | None:
+    """The union of a region's pieces: their outer rings joined where two of them run along the same
+    band-edge segment (both then drop it), their holes kept (a piece's hole never reaches a band edge);
+    None where the joined rings are not one shell and its holes.
+
+    What a coverage union does, without its graph (some 200 bytes a vertex, for a region of millions). The
+    pieces are noded alike along the edges they share (`_node`), and at a vertex where a shared segment
+    ends at most two boundary edges meet, so each run of kept segments ("chain") has one successor."""
+    outer = shapely.get_exterior_ring(np.array(pieces, dtype=object))
+    ccw = shapely.is_ccw(outer)  # all clockwise, as GDAL's are: the shell then turns clockwise, holes not
+    rings = [r[::-1] if k else r for r, k in zip(map(shapely.get_coordinates, outer), ccw.tolist(), strict=True)]
+    edges = np.unique(shapely.bounds(outer)[:, 1::2])  # the band edges the pieces reach
+    ends: dict[tuple[float, float], int] = {}  # chain start → chain index
+    chains: list[np.ndarray] = []
+    closed: list[np.ndarray] = []
+    for ring, gone in zip(rings, _shared(rings, edges), strict=True):
+        if not gone.any():
+            closed.append(ring)
+            continue
+        k = int(np.argmax(gone))  # the ring from a dropped segment on, so that no chain wraps around
+        ring, gone = np.concatenate([ring[k:-1], ring[: k + 1]]), np.roll(gone, -k)
+        step = np.diff(np.r_[True, gone, True].astype(np.int8))
+        for i, j in zip(np.flatnonzero(step == -1).tolist(), np.flatnonzero(step == 1).tolist(), strict=True):
+            ends[(ring[i, 0], ring[i, 1])] = len(chains)
+            chains.append(ring[i : j + 1])
+    if len(ends) != len(chains):
+        return None
+    joined = _link(chains, ends)
+    if joined is None:
+        return None
+    joined += closed
+    area = np.array([np.dot(r[:-1, 0], r[1:, 1]) - np.dot(r[1:, 0], r[:-1, 1]) for r in joined])
+    shell = np.flatnonzero(area < 0)
+    if shell.size != 1:
+        return None
+    holes = [shapely.linearrings(r) for i, r in enumerate(joined) if i != shell[0]]
+    holes += [h for p in pieces for h in shapely.get_rings(p)[1:]]
+    return shapely.polygons(shapely.linearrings(joined[shell[0]]), holes=holes or None)
+
+
+def _shared(rings: list[np.ndarray], edges: np.ndarray) -> list[np.ndarray]:
+    """For each closed ring [n + 1, 2], which of its n segments another ring has too (along a band edge)."""
+    ys, lo, hi, where = [], [], [], []
+    for k, r in enumerate(rings):
+        i = np.flatnonzero((r[:-1, 1] == r[1:, 1]) & np.isin(r[:-1, 1], edges))
+        ys.append(r[i, 1]), lo.append(np.minimum(r[i, 0], r[i + 1, 0])), hi.append(np.maximum(r[i, 0], r[i + 1, 0]))
+        where.append(np.column_stack([np.full(i.size, k), i]))
+    y, a, b, at = np.concatenate(ys), np.concatenate(lo), np.concatenate(hi), np.concatenate(where)
+    order = np.lexsort((b, a, y))
+    y, a, b, at = y[order], a[order], b[order], at[order]
+    twin = (y[1:] == y[:-1]) & (a[1:] == a[:-1]) & (b[1:] == b[:-1])
+    at = at[np.r_[twin, False] | np.r_[False, twin]]
+    sizes = np.array([len(r) - 1 for r in rings])
+    offsets = np.r_[0, np.cumsum(sizes)]
+    flat = np.zeros(offsets[-1], bool)
+    flat[offsets[at[:, 0]] + at[:, 1]] = True
+    return np.split(flat, offsets[1:-1])
+
+
+def _link(chains: list[np.ndarray], ends: dict[tuple[float, float], int]) -> list[np.ndarray] | None:
+    """Closed rings of chains, each followed by the one that starts where it ends; None where one is missing."""
+    rings, used = [], np.zeros(len(chains), bool)
+    for first in range(len(chains)):
+        parts, k = [], first
+        while not used[k]:
+            used[k] = True
+            parts.append(chains[k][1:] if parts else chains[k])
+            nxt = ends.get((chains[k][-1, 0], chains[k][-1, 1]))
+            if nxt is None:
+                return None
+            k = nxt
+        if parts:
+            if k != first:
+                return None
+            rings.append(np.concatenate(parts))
+    return rings
 
 
 def _claim(owner: np.ndarray, ring: np.ndarray, y: float, piece: int) -> None:
