@@ -252,8 +252,8 @@ def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached
 
 @pytest.mark.slow
 def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_path):
-    """A machine without the [onnx] extra (onnxruntime blocked in sys.modules): a run large enough to measure
-    measures what is there, and the JSON and stderr say why onnxruntime is not among them. (128x128 views:
+    """A machine without the [onnx] extra (onnxruntime blocked in sys.modules): a run that measures
+    (`--backend-measure again`: a tiny model's run never pays for it, see test_budget) measures what is there, and the JSON and stderr say why onnxruntime is not among them. (128x128 views:
     the graph the tests above compiled, so inductor's on-disk cache serves this process.)"""
     src = tmp_path / "in"
     src.mkdir()
@@ -263,7 +263,8 @@ def test_auto_without_onnxruntime_falls_back_and_says_so(tiny_convnext_dir, tmp_
         "import sys; sys.modules['onnxruntime'] = None\n"
         "from segcli.cli.app import main\n"
         f"sys.argv = ['segcli', 'predict', {str(src)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', "
-        f"{str(tiny_convnext_dir)!r}, '--preset', 'hf', '--resize', '128x128', '--backend', 'auto']\n"
+        f"{str(tiny_convnext_dir)!r}, '--preset', 'hf', '--resize', '128x128', '--backend', 'auto', "
+        "'--backend-measure', 'again']\n"
         "main()\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
