@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import photo
+from helpers import assert_labels_agree, photo
 from PIL import Image
 
 from segcli import Segmenter
@@ -78,7 +78,9 @@ def _expected(probs: np.ndarray) -> np.ndarray:
     return np.where(g.argmax(0) == 2, 255, g.argmax(0)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("overrides", [{"mode": "whole"}, {"mode": "slide", "crop": "32", "stride": "20"}])
+@pytest.mark.parametrize(
+    "overrides", [{"mode": "whole"}, {"mode": "slide", "crop": "32", "stride": "20", "resize": "none"}]
+)
 def test_labels_are_the_most_probable_group_of_the_unmapped_model(tiny_convnext_dir, tmp_path, overrides):
     image = photo(tmp_path / "a.png", 48, 64, seed=3)
     seg = Segmenter.from_pretrained(tiny_convnext_dir)
@@ -87,9 +89,11 @@ def test_labels_are_the_most_probable_group_of_the_unmapped_model(tiny_convnext_
     labels = seg.predict(str(image), "hf", **overrides)
     want = _expected(probs)
     assert {0, 1, 255} <= set(np.unique(want).tolist())  # the test sees both groups and ignored pixels
-    np.testing.assert_array_equal(labels, want)
-    assert seg.classes == ["a", "b"]
     groups = np.stack([probs[:50].sum(0), probs[50:100].sum(0), probs[100:].sum(0)])
+    # equal but at float32 near-ties of two groups' sums (the engine sums in logit space)
+    assert_labels_agree(np.where(labels == 255, 2, labels), groups, 1e-6)
+    assert (labels == want).mean() > 0.998
+    assert seg.classes == ["a", "b"]
     np.testing.assert_allclose(seg.probs(str(image), "hf", **overrides).numpy(), groups, atol=1e-5)  # + ignored
 
 
