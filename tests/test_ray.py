@@ -84,20 +84,8 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
     (stale / "ray").mkdir()
     (stale / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # a dead `ray start` cluster
     env = {**os.environ, "RAY_TMPDIR": str(stale)}  # plain --ray starts its own Ray: it never joins that one
-    b = segcli(
-        "predict",
-        tmp_path / "in",
-        "-m",
-        tiny_convnext_dir,
-        "-o",
-        distributed,
-        "--jsonl",
-        "-q",
-        "--ray",
-        *RAY,
-        *more,
-        env=env,
-    )
+    into_ray = ("predict", tmp_path / "in", "-m", tiny_convnext_dir, "-o", distributed, "--jsonl", "-q", "--ray")
+    b = segcli(*into_ray, *RAY, *more, env=env)
     shutil.rmtree(stale, ignore_errors=True)
     assert a.returncode == 1 and b.returncode == 1, b.stderr  # the two bad files
     assert [line for line in b.stderr.splitlines() if ".cc:" in line] == []  # no Ray C++ core log lines
@@ -121,20 +109,8 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
     assert all("ignored_pixels" in d and "confidence" in d for d in docs)
     summary = json.loads((distributed / "summary.json").read_text())
     assert summary["counts"] == {"total": 22, "done": 20, "skipped": 0, "failed": 2}
-    again = segcli(  # on the running cluster (the run above started and stopped a Ray of its own)
-        "predict",
-        tmp_path / "in",
-        "-m",
-        tiny_convnext_dir,
-        "-o",
-        distributed,
-        "--jsonl",
-        "-q",
-        "--ray",
-        cluster,
-        *RAY,
-        *more,
-    )
+    # on the running cluster (the run above started and stopped a Ray of its own)
+    again = segcli(*into_ray, cluster, *RAY, *more)
     statuses = [json.loads(x)["status"] for x in again.stdout.splitlines()]
     assert again.returncode == 1 and statuses.count("skipped") == 20 and statuses.count("failed") == 2
     assert not list(distributed.rglob(".*.tmp"))
