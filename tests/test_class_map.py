@@ -168,6 +168,8 @@ def test_evaluate_scores_merged_predictions_and_ignored_pixels_are_misses(cli, t
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     b = int((truth == 1).sum())
+    r = cli("evaluate", "--pred", str(gt), "--gt", str(gt), "--num-classes", "2", "--class-map", str(_groups(tmp_path)))
+    assert r.exit_code == 2 and "--class-map merges the classes of predictions made here" in r.stderr
     iou = {c["name"]: c["IoU"] for c in doc["classes"]}
     assert iou["a"] == pytest.approx(1.0)
     assert iou["b"] == pytest.approx((want == 1).sum() / b)

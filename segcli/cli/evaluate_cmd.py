@@ -220,6 +220,11 @@ def evaluate(
         _check_report(report_out)
     silent, suffixes = quiet or json_out == "-", wf.Suffixes(gt_suffix, pred_suffix)
     extra: dict[str, Any] = {"gt": str(gt)}
+    if model is None and inference.class_map is not None:  # saved predictions are scored as they are
+        raise UsageError(
+            "--class-map merges the classes of predictions made here (--model with --images)",
+            hint="predict with `segcli predict --class-map FILE`, then evaluate --pred that folder",
+        )
     with tempfile.TemporaryDirectory(prefix="segcli-eval-") as tmp:
         if model is not None and images is not None:
             inference.check()
