@@ -2,8 +2,9 @@
 
 The run's cost is estimated from one timed torch forward at the measured view (`t_view`) times the views
 the run plans (at least one per image: scales × flips × windows); the measurement's from what it does: an
-ONNX export (`export.estimate_seconds`), a torch.compile (`COMPILE_*`, measured like the export by
-benchmarks/export_time.py), then one warm-up and `ROUNDS` timed calls per candidate at about `t_view` each.
+ONNX export (`export.estimate_seconds`, measured by benchmarks/export_time.py), a torch.compile (`COMPILE_*`:
+a rough guess, not measured per model — a cold compile of the tiny test model took 35–64 s in the tests, so
+it errs towards measuring), then one warm-up and `ROUNDS` timed calls per candidate at about `t_view` each.
 A 40-image run of a real model on 2 cores does not pay for a minute of measuring; 2000 images do.
 """
 
@@ -16,7 +17,7 @@ from torch import nn
 from .calibrate import ROUNDS
 
 SHARE = 0.10  # the measurement may cost at most this share of the run
-COMPILE_FIXED, COMPILE_PER_MODULE = 15.0, 0.05  # seconds: torch.compile (inductor, cold cache) on 2 cores
+COMPILE_FIXED, COMPILE_PER_MODULE = 15.0, 0.05  # seconds: torch.compile (inductor, cold cache), a guess
 
 
 @dataclass(frozen=True)

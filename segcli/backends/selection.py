@@ -1,9 +1,9 @@
 """Which backend runs a loaded network: the rules (`unsupported`), building one (`build`), and `select`,
 with `auto`'s measured choice (`calibrate`: a few interleaved calls per candidate at the preset's view
 size, once per machine, architecture and view size, then cached). `auto` folds BatchNorm into the
-convolutions first (`model.fold`); a run with nothing cached measures only when that costs at most a tenth
-of the run (`budget`; the API without a run size: when allowed), else runs torch. Only views of one fixed size qualify for compile (whole images
-at their own sizes would recompile per size)."""
+convolutions first (`model.fold`); a run with nothing cached measures only when that costs at most a
+tenth of the run (`budget`; through the API without a run size: whenever allowed), else runs torch. Only
+views of one fixed size qualify for compile (whole images at their own sizes would recompile per size)."""
 
 from __future__ import annotations
 

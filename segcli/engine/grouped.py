@@ -30,11 +30,13 @@ class Grouping:
         ignore = ignore_label if -1 in table else None
         self.heads = Heads(outputs + (ignore is not None), ignore_label=ignore)  # what the sinks read
         index = torch.tensor([t if t >= 0 else outputs for t in table])
-        self.member = torch.arange(self.heads.primary)[:, None] == index[None, :]  # [G, K]
+        self.member = (torch.arange(self.heads.primary)[:, None] == index[None, :]).float()  # [G, K] 0 / 1
 
     def apply(self, values: torch.Tensor, kind: str) -> torch.Tensor:
         """Values [K, h, w] of `kind` ("logits" / "probs") → the groups' [G, h, w], of the same kind."""
-        member = self.member.to(device=values.device, dtype=torch.float32)
+        if self.member.device != values.device:  # once: the blocks of a run stay on one device
+            self.member = self.member.to(values.device)
+        member = self.member
         if kind == "probs":
             return torch.einsum("gk,khw->ghw", member, values.float())
         return merge_logits(values.float(), member)
