@@ -217,3 +217,31 @@ def save_tiny_upp(path: Path, seed: int = 4) -> Path:
     proto = Protocol(resize="300:1000/8")
     sets = head_sets("unifiedparsing")
     return native.write(path, tensors, network, known_set("unifiedparsing"), "upp", proto, {}, head_sets=sets)
+
+
+VIDEO_W, VIDEO_H, VIDEO_FPS = 64, 48, 10  # the test videos: frames 0.1 s apart
+
+
+def frame_image(i: int, w: int = VIDEO_W, h: int = VIDEO_H) -> np.ndarray:
+    """Textured shapes that move from frame to frame (the model sees something different each time)."""
+    rng = np.random.default_rng(i)
+    image = np.kron(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8), np.ones((h // 4, w // 4, 1), np.uint8))
+    image[8:28, (3 * i) % (w - 12) : (3 * i) % (w - 12) + 12] = (230, 40, 90)
+    return image
+
+
+def encode_video(path: Path, codec: str = "libx264", n: int = 12, w: int = VIDEO_W, h: int = VIDEO_H) -> Path:
+    """A video of `n` frames at VIDEO_FPS, encoded with PyAV: libx264 in .mp4 (B-frames: decode order ≠
+    presentation order), mjpeg in .avi (each packet one JPEG: a damaged one fails alone)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=VIDEO_FPS)
+        s.width, s.height = w, h
+        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for i in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path

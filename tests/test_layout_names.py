@@ -7,20 +7,46 @@ from pathlib import Path, PurePosixPath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segcli.io.layout import RUN_FILES, SUFFIXES, assign_bases, output_paths
+from segcli.io.layout import RUN_FILES, SUFFIXES, assign_bases, frame_base, output_paths, video_paths
+from segcli.io.video import is_video_path
 
-FOLDERS = ["", "a", "A", "a.png", "x.png", "sub/deeper", "summary.json", "Summary.JSON", "summary.json~", "index.html"]
-STEMS = ["x", "X", "x_label", "x.jpg", "x.png", "x~2", "summary", "legend", "classes", "index", "x_overlay", "a"]
-EXTS = [".jpg", ".png", ".JPG", ".jpg.png", "", "_label.png", ".json", ".npy"]
+FOLDERS = [
+    "", "a", "A", "a.png", "x.png", "sub/deeper", "summary.json", "Summary.JSON", "summary.json~", "index.html", "x",
+    "x/000001", "x.mp4",
+]  # fmt: skip
+STEMS = [
+    "x",
+    "X",
+    "x_label",
+    "x.jpg",
+    "x.png",
+    "x~2",
+    "summary",
+    "legend",
+    "classes",
+    "index",
+    "x_overlay",
+    "a",
+    "000001",
+]
+EXTS = [".jpg", ".png", ".JPG", ".jpg.png", "", "_label.png", ".json", ".npy", ".mp4", ".MKV", "_overlay.mp4"]
 rel_paths = st.builds(
     lambda d, s, e: PurePosixPath(d) / f"{s}{e}", *(st.sampled_from(v) for v in (FOLDERS, STEMS, EXTS))
 )
 
 
-def all_outputs(bases: list[PurePosixPath]) -> list[str]:
-    kinds = frozenset({"label", "overlay", "probs", "json"})
-    paths = [p for b in bases for p in output_paths(Path("out"), b, kinds, None).values()]
-    paths += [p for b in bases for p in output_paths(Path("out"), b, frozenset({"probs"}), 5).values()][1::2]
+def all_outputs(rels: list[PurePosixPath], bases: list[PurePosixPath]) -> list[str]:
+    """Every output path of every input; a video's: its own files and its frames' (frames 0, 1 and 10**6)."""
+    kinds, out = frozenset({"label", "overlay", "probs", "json"}), Path("out")
+    photos = [b for r, b in zip(rels, bases, strict=True) if not is_video_path(r.name)]
+    frames = [
+        frame_base(b, i) for r, b in zip(rels, bases, strict=True) if is_video_path(r.name) for i in (0, 1, 10**6)
+    ]
+    paths = [p for b in photos + frames for p in output_paths(out, b, kinds, None).values()]
+    paths += [p for b in photos + frames for p in output_paths(out, b, frozenset({"probs"}), 5).values()][1::2]
+    paths += [
+        p for r, b in zip(rels, bases, strict=True) if is_video_path(r.name) for p in video_paths(out, b).values()
+    ]
     return [p.relative_to("out").as_posix().casefold() for p in paths]
 
 
@@ -28,10 +54,11 @@ def all_outputs(bases: list[PurePosixPath]) -> list[str]:
 @given(st.lists(rel_paths, unique=True, max_size=25), st.randoms())
 def test_names_are_injective_and_do_not_depend_on_order(rels, rnd):
     bases = assign_bases(rels)
-    outs = all_outputs(bases)
+    outs = all_outputs(rels, bases)
     assert len(outs) == len(set(outs))  # no two outputs (of any inputs, any kinds) share a path
     assert not any("/" not in o and RUN_FILES.fullmatch(o) for o in outs)  # nor a run-level file's
-    folders = {p.as_posix().casefold() for b in bases for p in b.parents if p.as_posix() != "."}
+    videos = [frame_base(b, 0) for r, b in zip(rels, bases, strict=True) if is_video_path(r.name)]
+    folders = {p.as_posix().casefold() for b in bases + videos for p in b.parents if p.as_posix() != "."}
     assert not folders & set(outs)  # nor a folder other outputs need
     assert not any(RUN_FILES.fullmatch(f) for f in folders)  # nor is a folder where a run-level file goes
     shuffled = list(rels)

@@ -247,3 +247,22 @@ def test_an_address_that_never_answers_is_one_line_in_bounded_time(
     else:
         assert proc.returncode == 128 + stop, stderr
     assert "Traceback" not in stderr and not _probes()
+
+
+def test_video_frames_are_read_on_the_workers_as_locally(cluster, tiny_convnext_dir, tmp_path):
+    pytest.importorskip("av", reason="PyAV is not installed (the [video] extra)")
+    from helpers import encode_video
+
+    video = encode_video(tmp_path / "clip.mp4", n=9)  # chunks of frames: each worker seeks to its own
+    args = ("predict", video, "-m", tiny_convnext_dir, "--save", "json,video", "--jsonl", "-q")
+    a = segcli(*args, "-o", tmp_path / "local")
+    b = segcli(*args, "-o", tmp_path / "ray", "--ray", cluster, *RAY)
+    assert a.returncode == 0 and b.returncode == 0, b.stderr
+    frames = [json.loads(x)["frame"]["index"] for x in b.stdout.splitlines()]
+    assert frames == list(range(9))
+    for i in range(9):
+        name = f"clip/{i:06d}.png"
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "local" / name)), np.asarray(Image.open(tmp_path / "ray" / name))
+        )
+    assert (tmp_path / "local" / "clip_areas.csv").read_text() == (tmp_path / "ray" / "clip_areas.csv").read_text()

@@ -40,7 +40,7 @@ def _failure(task: Task, error: BaseException, what: str) -> ImageRecord:
         reason = str(error) if str(task.item.path) in str(error) else f"{task.item.path}: {error}"
     else:
         reason = f"{task.item.path}: {what} ({first_line(error, typed=True)})"
-    return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), reason)
+    return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), reason, task.item)
 
 
 class Stopped(Exception):
@@ -229,6 +229,8 @@ class Pipeline:
     batch_size: int = 1
     decoders: int = 2
     stream: Stream | None = None  # what segments and writes an input `decode` opened rather than decoded
+    prepare: Callable[[list[Task]], None] = lambda tasks: None  # before a run: what decode will be asked for
+    release: Callable[[], None] = lambda: None  # after a run: what decode opened (a video's reader) closed
 
     def run(
         self,
@@ -240,6 +242,14 @@ class Pipeline:
         batches (what is in flight is finished). Returns True when stopped before the end. At most
         `batch_size + 2` finished predictions wait for the writer (memory stays bounded). An exception that
         stops the run is raised after the records of the writes already under way are emitted."""
+        tasks = list(tasks)
+        self.prepare(tasks)
+        try:
+            return self._run(tasks, emit, should_stop)
+        finally:
+            self.release()
+
+    def _run(self, tasks: list[Task], emit: Callable[[ImageRecord], None], should_stop: Callable[[], bool]) -> bool:
         with (
             ThreadPoolExecutor(self.decoders, "segcli-decode") as decoders,
             ThreadPoolExecutor(1, "segcli-write") as writer,

@@ -20,7 +20,7 @@ from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.inputs import Item
 from ..io.outputs import read_fingerprint
 from ..io.raster import RasterOptions, gdal_reads
-from .records import ImageRecord, RunRecord
+from .records import ImageRecord, RunRecord, frame_of
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def fingerprint(run: RunRecord, opts: Options) -> str:
     what = {
         "model": run.model.get("sha256") or run.model,
         "inference": run.inference,
-        "save": sorted(opts.save),
+        "save": sorted(opts.save - {"video"}),  # a video's own files: made from the frames' outputs
         "alpha": opts.alpha if "overlay" in opts.save else None,
         **({"legend": opts.legend} if "overlay" in opts.save else {}),  # only with overlays: other runs resume
         "topk": opts.topk,
@@ -123,9 +123,9 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
         name = item.name.as_posix()
         if any(p.resolve() in inputs for p in paths.values()):
             reason = f"{item.path}: its output would overwrite an input image; choose another --out"
-            tasks.append(Task(item, paths, ImageRecord.failed(str(item.path), name, reason)))
+            tasks.append(Task(item, paths, ImageRecord.failed(str(item.path), name, reason, item)))
         elif not opts.overwrite and finished_before(paths, fp):
-            record = ImageRecord(str(item.path), name, "skipped", outputs=paths)
+            record = ImageRecord(str(item.path), name, "skipped", outputs=paths, frame=frame_of(item))
             record.counts, record.scene, record.uncertain = _earlier(paths, num_classes)
             tasks.append(Task(item, paths, record))
         else:

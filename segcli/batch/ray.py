@@ -99,9 +99,21 @@ class _Worker:
         self.pipeline = pipeline(self.seg, job.params, job.opts, job.record)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        rows = zip(
+            batch["path"], batch["name"], batch["rel"], batch["frame"], batch["time"], batch["outputs"], strict=True
+        )
         tasks = [
-            Task(Item(Path(p), PurePosixPath(n), PurePosixPath(r)), {k: Path(v) for k, v in json.loads(o).items()})
-            for p, n, r, o in zip(batch["path"], batch["name"], batch["rel"], batch["outputs"], strict=True)
+            Task(
+                Item(
+                    Path(p),
+                    PurePosixPath(n),
+                    PurePosixPath(r),
+                    int(f) if f >= 0 else None,
+                    float(t) if f >= 0 else None,
+                ),
+                {k: Path(v) for k, v in json.loads(o).items()},
+            )
+            for p, n, r, f, t, o in rows
         ]
         records: list[ImageRecord] = []
         fatal = self.error
@@ -110,14 +122,14 @@ class _Worker:
                 self.pipeline.run(tasks, records.append)
         except SegcliError as e:  # the model is broken (say, NaN logits on every image): the run stops
             fatal = str(e)
-        done = {r.input for r in records}
+        done = {r.key for r in records}
         for t in tasks:  # every row answers, whatever happened
-            if str(t.item.path) not in done:
-                records.append(ImageRecord.failed(str(t.item.path), t.item.name.as_posix(), fatal or "not run"))
-        by_input = {r.input: r for r in records}
+            if t.item.key not in done:
+                records.append(ImageRecord.failed(str(t.item.path), t.item.name.as_posix(), fatal or "not run", t.item))
+        by_key = {r.key: r for r in records}
         return {
             "index": list(batch["index"]),
-            "record": [json.dumps(by_input[str(t.item.path)].to_wire()) for t in tasks],
+            "record": [json.dumps(by_key[t.item.key].to_wire()) for t in tasks],
             "fatal": [fatal] * len(tasks),
         }
 
@@ -267,6 +279,8 @@ def _rows(tasks: list[Task]) -> list[dict[str, Any]]:
             "path": str(t.item.path),
             "name": t.item.name.as_posix(),
             "rel": t.item.rel.as_posix(),
+            "frame": -1 if t.item.frame is None else t.item.frame,  # a video's frame (columns have one type)
+            "time": t.item.time or 0.0,
             "outputs": json.dumps({k: str(v) for k, v in t.paths.items()}),
         }
         for i, t in enumerate(tasks)

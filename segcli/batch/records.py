@@ -5,10 +5,10 @@ per run. `ImageRecord`: one input's outcome; its `to_json()` is the `--jsonl` li
 `<stem>.json` file (the same without status and error). `RunSummary`: the run's `summary.json`, accumulated
 from the records.
 
-    done     schema, input, name, image, model, preset, inference, software, [raster], classes, [materials,
+    done     schema, input, name, [frame], image, model, preset, inference, software, [raster], classes, [materials,
              parts, scene: a parsing model's], outputs, fingerprint, timings, status, error
-    skipped  schema, input, name, status, error, outputs
-    failed   schema, input, name, status, error
+    skipped  schema, input, name, [frame], status, error, outputs
+    failed   schema, input, name, [frame], status, error
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ def model_record(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+def frame_of(item: Item | None) -> dict[str, Any] | None:
+    """A video frame's record entry: its number and timestamp (None for other inputs)."""
+    if item is None or item.frame is None:
+        return None
+    return {"index": item.frame, "time_s": round(item.time or 0.0, 6)}
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What made a run's outputs, the same for every image: the weights, the preset, the inference parameters
@@ -78,10 +85,16 @@ class ImageRecord:
     counts: np.ndarray | None = None  # pixels per class (done, or skipped with an earlier JSON); not in the JSON
     scene: int | None = None  # a parsing model's most probable scene (likewise)
     uncertain: float | None = None  # --save confidence: the fraction of pixels below --low-confidence (likewise)
+    frame: dict[str, Any] | None = None  # a video's frame: {"index", "time_s"} (every status)
 
     @classmethod
-    def failed(cls, input: str, name: str | None, error: str) -> ImageRecord:
-        return cls(input, name, "failed", error)
+    def failed(cls, input: str, name: str | None, error: str, item: Item | None = None) -> ImageRecord:
+        return cls(input, name, "failed", error, frame=frame_of(item))
+
+    @property
+    def key(self) -> str:
+        """`Item.key` of the input this record is about."""
+        return self.input if self.frame is None else f"{self.input}#{self.frame['index']}"
 
     @classmethod
     def done(
@@ -111,7 +124,7 @@ class ImageRecord:
         name = item.name.as_posix()
         return cls(
             str(item.path), name, "done", None, paths, details, fingerprint, counts=counts, scene=scene,
-            uncertain=uncertain,
+            uncertain=uncertain, frame=frame_of(item),
         )  # fmt: skip
 
     def to_wire(self) -> dict[str, Any]:
@@ -123,8 +136,8 @@ class ImageRecord:
     def from_wire(cls, doc: dict[str, Any]) -> ImageRecord:
         """The inverse of `to_wire`."""
         fixed = {
-            "schema", "input", "name", "status", "error", "outputs", "fingerprint", "timings", "_counts", "_scene",
-            "_uncertain",
+            "schema", "input", "name", "frame", "status", "error", "outputs", "fingerprint", "timings", "_counts",
+            "_scene", "_uncertain",
         }  # fmt: skip
         counts = doc.get("_counts")
         return cls(
@@ -139,6 +152,7 @@ class ImageRecord:
             None if counts is None else np.asarray(counts, dtype=np.int64),
             doc.get("_scene"),
             doc.get("_uncertain"),
+            doc.get("frame"),
         )
 
     def file_json(self) -> dict[str, Any]:
@@ -147,11 +161,15 @@ class ImageRecord:
             "schema": PREDICTION_SCHEMA,
             "input": self.input,
             "name": self.name,
+            **self.frame_json(),
             **self.details,
             "outputs": {k: str(p) for k, p in self.outputs.items()},
             "fingerprint": self.fingerprint,
             "timings": self.timings,
         }
+
+    def frame_json(self) -> dict[str, Any]:
+        return {"frame": self.frame} if self.frame is not None else {}
 
     def to_json(self) -> dict[str, Any]:
         """The record streamed with `--jsonl` (and handed to `report` callbacks)."""
@@ -161,6 +179,7 @@ class ImageRecord:
             "schema": PREDICTION_SCHEMA,
             "input": self.input,
             "name": self.name,
+            **self.frame_json(),
             "status": self.status,
             "error": self.error,
         }
@@ -202,7 +221,7 @@ class RunSummary:
         elif record.status == "skipped":
             self.skipped += 1
         else:
-            self.failures.append({"input": record.input, "error": record.error or ""})
+            self.failures.append({"input": record.input, **record.frame_json(), "error": record.error or ""})
         if record.status == "done":
             for stage, seconds in record.timings.items():
                 if isinstance(seconds, (int, float)):
@@ -211,7 +230,7 @@ class RunSummary:
             self.class_pixels += record.counts
         for kind in ("coco", "labelstudio"):
             if record.status != "failed" and kind in record.outputs:
-                self.collected.setdefault(kind, {})[record.input] = record.outputs[kind]
+                self.collected.setdefault(kind, {})[record.key] = record.outputs[kind]
         if record.scene is not None and record.status != "failed" and 0 <= record.scene < len(self.scenes):
             self.scene_images[record.scene] += 1
 

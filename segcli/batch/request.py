@@ -122,6 +122,10 @@ class Request:
     ls_from_name: str = "tag"  # --save labelstudio: the BrushLabels tag, the Image tag, what image URLs start with
     ls_to_name: str = "image"
     ls_image_prefix: str = ""
+    every: int | None = None  # videos: every N-th frame (io.video.Selection) …
+    fps: float | None = None  # … or about F frames per second
+    start: str | float | None = None  # … from this time (seconds or [HH:]MM:SS) …
+    end: str | float | None = None  # … to this one (exclusive)
     coco_file: bool = False  # OUT/coco.json + coco-results.json from the images' COCO files (io.coco)
     trust_vrt: bool = False  # VRT sources may leave their folder and reach the network
     ray: str | None = None  # a Ray address ("local": start one)
@@ -226,7 +230,8 @@ def discovery_notes(found: Discovery, say: Callable[[str, str], None]) -> None:
         say("info", f"note: left out {found.own_outputs} PNG(s) segcli wrote{folders} (e.g. earlier masks)")
     if not found.items and not found.errors:
         raise UsageError(
-            "no images found in the inputs", hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp"
+            "no images found in the inputs",
+            hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp and videos (mp4 mov avi mkv webm …)",
         )
 
 

@@ -16,6 +16,7 @@ from ..loading.info import ModelInfo
 from .pipeline import Pipeline
 from .plan import Options, Task, fingerprint, plan
 from .records import ImageRecord, RunRecord, RunSummary
+from .video import Frames
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -25,16 +26,25 @@ if TYPE_CHECKING:
 PROBS_LIMIT_BYTES = 4 << 30  # --save probs holds a float16 [K, H, W] array per image: at most 4 GiB
 
 
-def _decode(opts: Options, num_classes: int, task: Task) -> Any:
-    """The image, after checking (from its header) that its probabilities would fit the limit; a raster
-    that needs GDAL opened instead (see `batch.raster`)."""
+def _decode(opts: Options, num_classes: int, frames: Frames, task: Task) -> Any:
+    """The image (a video's frame), after checking (from its header) that its probabilities would fit the
+    limit; a raster that needs GDAL opened instead (see `batch.raster`)."""
     from .raster import open_raster
 
+    if task.item.frame is not None:
+        image = frames.decode(task.item)
+        _check_probs(opts, num_classes, task, image.shape[1], image.shape[0])
+        return image
     raster = open_raster(task.item.path, opts)
     if raster is not None:
         return raster
     if "probs" in opts.save:
-        w, h = image_size(task.item.path)
+        _check_probs(opts, num_classes, task, *image_size(task.item.path))
+    return load_image(task.item.path, max_pixels=opts.max_pixels)
+
+
+def _check_probs(opts: Options, num_classes: int, task: Task, w: int, h: int) -> None:
+    if "probs" in opts.save:
         need = 2 * num_classes * w * h
         if need > PROBS_LIMIT_BYTES:
             raise ImageError(
@@ -42,7 +52,6 @@ def _decode(opts: Options, num_classes: int, task: Task) -> Any:
                 f"({num_classes} classes, float16); the limit is {PROBS_LIMIT_BYTES >> 30} GiB per image",
                 hint="leave probs out of --save for images this large, or shrink them first",
             )
-    return load_image(task.item.path, max_pixels=opts.max_pixels)
 
 
 def write_run_files(out: Path, info: ModelInfo) -> None:
@@ -70,8 +79,9 @@ def pipeline(
 
     run = run or RunRecord.of(seg, params)
     write = Writer(seg.info.class_set, opts, run.details(), fingerprint(run, opts), seg.info.head_sets)
+    frames = Frames(opts.max_pixels)
     return Pipeline(
-        decode=partial(_decode, opts, seg.num_classes),
+        decode=partial(_decode, opts, seg.num_classes, frames),
         infer=partial(
             seg.run_many,
             params=params,
@@ -83,6 +93,8 @@ def pipeline(
         batch_size=opts.batch_size,
         decoders=opts.decoders,
         stream=RasterStream(seg, params, opts, write, on_windows),
+        prepare=frames.want,
+        release=frames.close,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
     if req.report:
         check_report(shard)
     found = req.found if req.found is not None else _discover(req, out)
+    videos = _videos(req, found, kinds, events)
     discovery_notes(found, events.say)
     items = [it for it in found.items if in_shard(it, shard)]  # an empty shard is a normal, empty run
     check_out(out, found)
@@ -92,12 +93,14 @@ def run_request(req: Request, events: Events) -> RunSummary:
         run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))
         run.execute(items, summary)
+        if videos and "video" in kinds and not summary.interrupted:
+            run.video_files(summary, found.items)
         summary.extra = {"inputs": list(req.inputs), "shard": list(shard) if shard else None, "out": str(out)}
         tail = "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
         if req.coco_file:
-            run.coco_files(summary, [str(it.path) for it in found.items], tail)
+            run.coco_files(summary, [it.key for it in found.items], tail)
         if "labelstudio" in kinds:
-            run.labelstudio_files(summary, [str(it.path) for it in items], tail)
+            run.labelstudio_files(summary, [it.key for it in items], tail)
         run.finish(summary, f"summary{tail}.json")
     finally:
         if cluster is not None:
@@ -112,6 +115,22 @@ def _discover(req: Request, out: Path) -> Discovery:
 
     exts = parse_extensions(req.ext)
     return discover(list(req.inputs), extensions=exts, recursive=req.recursive, null=req.null, exclude=out)
+
+
+def _videos(req: Request, found: Discovery, kinds: frozenset[str], events: Events) -> int:
+    """Each video of `found` replaced by its chosen frames (`batch.video`); how many there were."""
+    from ..io.video import Selection, is_video_path
+    from .video import expand
+
+    selection = Selection.parse(req.every, req.fps, req.start, req.end)
+    given = sum(is_video_path(it.path) for it in found.items)
+    videos = expand(found, selection, req.max_pixels)
+    if videos:
+        events.say("info", f"{videos} video(s): {sum(it.frame is not None for it in found.items)} frames to segment")
+    for flag, used in (("--every/--fps/--start/--end", not selection.default), ("--save video", "video" in kinds)):
+        if used and not given:
+            events.say("warning", f"{flag}: no video among the inputs, so it changes nothing")
+    return videos
 
 
 def _connect(req: Request) -> Cluster:
@@ -194,6 +213,8 @@ class _Run:
     job: Job | None = None
     gallery: list[Any] | None = None
     fatal: SegcliError | None = None  # the error that stopped the run, raised once it is summed up
+    touched: set[str] = field(default_factory=set)  # videos with a frame done in this run
+    failed: set[str] = field(default_factory=set)  # names of video frames that failed in this run
 
     def start(self, found: Discovery, planned: int) -> RunSummary:
         """Choose the backend (or the Ray workers' job), then the summary with discovery's failures in it."""
@@ -221,7 +242,12 @@ class _Run:
         return summary
 
     def report(self, image: ImageRecord) -> None:
-        if self.gallery is not None and image.status != "failed":
+        if image.frame is not None:  # a video's frame: not in the report's gallery (no image file to show)
+            if image.status == "done":
+                self.touched.add(image.input)
+            elif image.status == "failed":
+                self.failed.add(image.name or "")
+        elif self.gallery is not None and image.status != "failed":
             from ..report.gallery import Entry
 
             name = image.name or image.input
@@ -286,6 +312,20 @@ class _Run:
             page = self._write(summary, what, gallery.write, out, self.gallery, doc, c, self.opts.alpha, links)
             if page is not None:
                 self.events.say("info", f"report: {page}")
+
+    def video_files(self, summary: RunSummary, items: list[Item]) -> None:
+        """Each video's overlay video and class-area CSV (`--save video`; batch.video)."""
+        from .plan import fingerprint
+        from .video import VideoOutputs, write_video_files
+        from .writer import background
+
+        assert summary.run is not None
+        c, o = self.seg.info.class_set, self.opts
+        run = VideoOutputs(o.out, c, o.alpha, background(c), fingerprint(summary.run, o), o.max_pixels)
+        inputs = {it.path.resolve() for it in items}
+        for line in write_video_files(items, run, self.touched, self.failed, inputs, self.events.say):
+            summary.run_errors.append(line)
+            self.events.say("error", line)
 
     def coco_files(self, summary: RunSummary, inputs: list[str], tail: str) -> None:
         """OUT/coco{tail}.json and coco-results{tail}.json from the images' COCO files (io.coco)."""

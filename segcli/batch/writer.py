@@ -125,7 +125,7 @@ class Writer:
                     path.unlink()
             reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
             error = f"{task.item.path}: cannot write outputs under {opts.out} ({reason})"
-            return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), error)
+            return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), error, task.item)
         if opts.report:
             self._thumbnails(paths["png"], image, labels)
         record.timings["write_s"] = time.perf_counter() - t

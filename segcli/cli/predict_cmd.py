@@ -41,6 +41,7 @@ from .predict_opts import (
 from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt, TrustVrtOpt
 from .reporter import Reporter
 from .signals import GracefulStop
+from .video_opts import EndOpt, EveryOpt, FpsOpt, StartOpt
 
 if TYPE_CHECKING:
     from ..batch import RunSummary
@@ -102,12 +103,17 @@ def predict(
     stretch: StretchOpt = None,
     overviews: OverviewsOpt = False,
     trust_vrt: TrustVrtOpt = False,
+    every: EveryOpt = None,
+    fps: FpsOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
 ) -> None:
     """Segment images: for each input, <out>/<path relative to its input root>/<stem>.png (palette PNG,
     pixel value = class index) plus what --save asks for: <stem>.json (summary; default), <stem>_label.png
     (grayscale indices), <stem>_overlay.jpg, <stem>_probs.npy (float16) or <stem>_topK.npz; a unified
     perceptual parser also writes <stem>_part.png and <stem>_material.png (and their overlays), and its
-    JSON names the scene (top 5), the materials and the parts.
+    JSON names the scene (top 5), the materials and the parts. A video (clip.mp4) gets that per frame
+    under clip/ (000123.png, …); --save video adds clip_overlay.mp4 and clip_areas.csv.
 
     Images already done with the same model and parameters are skipped (resume by re-running the same
     command); summary.json sums up the run. Unreadable images get one error line on stderr each and the
@@ -143,6 +149,10 @@ def predict(
         stretch=stretch,
         trust_vrt=trust_vrt,
         overviews=overviews,
+        every=every,
+        fps=fps,
+        start=start,
+        end=end,
         ray=ray,
         workers=workers,
         gpus_per_worker=gpus_per_worker,

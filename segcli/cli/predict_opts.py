@@ -12,8 +12,8 @@ InputsArg = Annotated[
     list[str],
     typer.Argument(
         metavar="INPUT",
-        help="Image files, folders (searched recursively), glob patterns ('scans/*/*.tif'), or - to read "
-        "paths from stdin, one per line.",
+        help="Image or video files, folders (searched recursively), glob patterns ('scans/*/*.tif'), or - to "
+        "read paths from stdin, one per line.",
     ),
 ]
 OutOpt = Annotated[
@@ -25,7 +25,10 @@ NullOpt = Annotated[
 ExtOpt = Annotated[
     str | None,
     typer.Option(
-        metavar="EXT,...", help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp].", rich_help_panel=IN
+        metavar="EXT,...",
+        help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp and the videos'"
+        " mp4,m4v,mov,avi,mkv,webm,mpg,mpeg,ts,wmv].",
+        rich_help_panel=IN,
     ),
 ]
 RecursiveOpt = Annotated[
@@ -47,7 +50,7 @@ SaveOpt = Annotated[
     str | None,
     typer.Option(
         metavar="KIND,...",
-        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy, labelstudio, vector (comma list), or "
+        help="Besides <stem>.png: any of label, overlay, probs, json, part, material, geotiff, coco, confidence, entropy, labelstudio, vector, video (comma list), or "
         "none [json; json,part,material for a parsing model]. probs holds float16 [classes, H, W] per image: images "
         "needing more than 4 GiB fail.",
         rich_help_panel=OUT,

@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import ImageError, UsageError
 from ..fsutil import atomic_write_bytes
 from ..io.images import read_labels
-from ..io.inputs import DEFAULT_EXTENSIONS
+from ..io.inputs import IMAGE_EXTENSIONS
 from ..io.layout import RUN_FILES
 from .metrics import METRICS, LabelRangeError, UnreducedLabelsError, confusion, scores
 
@@ -62,7 +62,7 @@ def _known(key: str, gts: dict[str, Path]) -> str:
     """`key`, or — when only that has ground truth — `key` without a trailing image extension: segcli
     predict names the outputs of `x.jpg` and `x.png` in one folder `x.jpg.png` and `x.png.png`."""
     stem, dot, ext = key.rpartition(".")
-    if key not in gts and dot and "/" not in ext and f".{ext.lower()}" in DEFAULT_EXTENSIONS and stem in gts:
+    if key not in gts and dot and "/" not in ext and f".{ext.lower()}" in IMAGE_EXTENSIONS and stem in gts:
         return stem
     return key
 

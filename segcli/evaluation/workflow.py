@@ -80,11 +80,11 @@ def predict_first(
     """Predict the images of `images` that have ground truth in `gt` into `out` (palette PNGs);
     (the model's class names, what the report records of the prediction)."""
     from ..batch import predict
-    from ..io.inputs import discover
+    from ..io.inputs import IMAGE_EXTENSIONS, discover
 
     if not images.is_dir():
         raise UsageError(f"--images {images}: not a directory")
-    found = discover([str(images)])
+    found = discover([str(images)], extensions=IMAGE_EXTENSIONS)
     gt_keys = {ev.pair_key(p, gt, suffixes.gt) for p in ev.label_files(gt)}
     found.items = [it for it in found.items if ev.strip_suffix(it.rel.with_suffix(""), suffixes.pred) in gt_keys]
     if not found.items:

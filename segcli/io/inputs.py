@@ -29,10 +29,12 @@ from ..errors import UsageError
 from ..fsutil import read_regular
 from .layout import RUN_FILES, assign_bases
 from .outputs import read_fingerprint
+from .video import VIDEO_EXTENSIONS
 
 RUN_SCHEMA = "segcli.run/1"
 
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # videos: batch.video makes frames of them
 _GLOB_CHARS = set("*?[")
 
 
@@ -41,6 +43,13 @@ class Item:
     path: Path  # the image as given (or found)
     name: PurePosixPath  # output base relative to --out: <relative folder>/<stem> (see layout)
     rel: PurePosixPath = field(default_factory=PurePosixPath)  # <relative folder>/<file name>: unique per input
+    frame: int | None = None  # a video's frame (batch.video): its number, from 0 in presentation order
+    time: float | None = None  # … and its timestamp, seconds from the first frame
+
+    @property
+    def key(self) -> str:
+        """What tells this input's records apart (a video's frames share its path)."""
+        return str(self.path) if self.frame is None else f"{self.path}#{self.frame}"
 
 
 @dataclass

@@ -10,6 +10,10 @@ inputs, and no input and a run-level file (`RUN_FILES`: summary.json, ...), ever
 2. otherwise, in sorted order, the first free one of `<folder>/<file name>` (`x.jpg` → `x.jpg.png`) and
    `<folder>/<file name>~2`, `~3`, … — each checked against every path already taken.
 
+A video (`clip.mp4`) claims, instead of SUFFIXES, its own files (`VIDEO_SUFFIXES`: `clip_overlay.mp4`,
+`clip_areas.csv`) and the whole folder `clip/`, where its frames' outputs go (`clip/000123.png`, …): it
+keeps that base only when no input lies in such a folder and no other video claims it.
+
 A top-level folder named like a run-level file (`summary.json/…`) is written as `summary.json~/…`. Paths
 are compared case-folded (outputs may be copied to case-insensitive file systems). Step 1 keeps only
 bases whose outputs collide with nobody's, and step 2 only takes free paths, so the map is injective for
@@ -56,12 +60,17 @@ RUN_FILES = re.compile(
     r"|legend\.png|classes\.json|index\.html|segcli-report",
     re.IGNORECASE,
 )
+# a video's own files beside its frames' folder `<base>/` (its frames: `<base>/<frame number>` + SUFFIXES)
+VIDEO_SUFFIXES = {"video": "_overlay.mp4", "areas": "_areas.csv"}
 _TOPK_KEY = "_top#.npz"  # stands for every K when checking collisions
 
 
-def _keys(base: PurePosixPath) -> list[str]:
-    """Case-folded output paths of a base (the top-k file for any K as one key)."""
+def _keys(base: PurePosixPath, video: bool = False) -> list[str]:
+    """Case-folded output paths of a base (the top-k file for any K as one key); a video's: its own files
+    and its frames' folder (`<base>`, claimed whole: no file may take that path)."""
     b = base.as_posix()
+    if video:
+        return [(b + s).casefold() for s in (*VIDEO_SUFFIXES.values(), "")]
     return [(b + (_TOPK_KEY if kind == "topk" else s)).casefold() for kind, s in SUFFIXES.items()]
 
 
@@ -83,17 +92,18 @@ def _short(rel: PurePosixPath) -> PurePosixPath:
     return rel.parent / rel.stem if rel.suffix else rel
 
 
-def _needs_full_names(rels: list[PurePosixPath], folders: set[str]) -> set[int]:
+def _needs_full_names(rels: list[PurePosixPath], folders: set[str], videos: list[bool]) -> set[int]:
     """Inputs that cannot keep the short base: one of its outputs is claimed twice (by short bases, or by
     the full names of inputs already known to need them), reserved, or a folder. Grown to a fixed point."""
     full: set[int] = set()
     while True:
         bases = [rels[i] if i in full else _short(rels[i]) for i in range(len(rels))]
-        claims = Counter(key for base in bases for key in set(_keys(base)))
+        keys = [_keys(base, video) for base, video in zip(bases, videos, strict=True)]
+        claims = Counter(key for k in keys for key in set(k))
         more = {
             i
             for i in range(len(rels))
-            if i not in full and any(claims[k] > 1 or _reserved(k) or k in folders for k in _keys(bases[i]))
+            if i not in full and any(claims[k] > 1 or _reserved(k) or k in folders for k in keys[i])
         }
         if not more:
             return full
@@ -119,23 +129,37 @@ def _top_folders(rels: list[PurePosixPath]) -> list[PurePosixPath]:
 
 
 def assign_bases(rels: list[PurePosixPath]) -> list[PurePosixPath]:
-    """The output base of each relative input path (same order), per the module docstring."""
+    """The output base of each relative input path (same order), per the module docstring; a video's
+    (`video.VIDEO_EXTENSIONS`) is the folder of its frames' outputs."""
+    from .video import is_video_path
+
+    videos = [is_video_path(rel.name) for rel in rels]
     rels = _top_folders(rels)
     folders = _folders(rels)
-    full = _needs_full_names(rels, folders)
+    full = _needs_full_names(rels, folders, videos)
     bases = {i: _short(rel) for i, rel in enumerate(rels) if i not in full}
-    taken = {key for base in bases.values() for key in _keys(base)}
+    taken = {key for i, base in bases.items() for key in _keys(base, videos[i])}
     for i in sorted(full, key=lambda i: rels[i].as_posix()):
         n = 1
         while True:
             candidate = rels[i] if n == 1 else rels[i].parent / f"{rels[i].name}~{n}"
-            keys = _keys(candidate)
+            keys = _keys(candidate, videos[i])
             if not any(k in taken or _reserved(k) or k in folders for k in keys):
                 break
             n += 1
         bases[i] = candidate
         taken.update(keys)
     return [bases[i] for i in range(len(rels))]
+
+
+def video_paths(out: Path, base: PurePosixPath) -> dict[str, Path]:
+    """A video's own files (`--save video`): the overlay video and the per-frame class areas."""
+    return {kind: out / f"{base.as_posix()}{suffix}" for kind, suffix in VIDEO_SUFFIXES.items()}
+
+
+def frame_base(base: PurePosixPath, frame: int) -> PurePosixPath:
+    """The output base of a video's frame: `<video base>/<frame number, 6 digits or more>`."""
+    return base / f"{frame:06d}"
 
 
 def output_paths(

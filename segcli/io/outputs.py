@@ -32,6 +32,7 @@ SAVE_KINDS = (
     "entropy",
     "labelstudio",
     "vector",
+    "video",  # a video input's overlay video and per-frame class areas (batch.video)
 )
 MAP_KINDS = ("part", "material")  # label maps besides the objects' (a `--save overlay` overlays each)
 
@@ -93,6 +94,20 @@ def read_fingerprint(path: Path) -> str | None:
     return None
 
 
+def overlay_rgb(
+    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float, background: int | None = None
+) -> np.ndarray:
+    """uint8 [H, W, 3]: (1 - alpha)·image + alpha·colour; pixels of the `background` label and of a class
+    map's ignore label (≥ the palette's length) show the image alone."""
+    none = labels >= len(palette)
+    colours = palette[np.where(none, 0, labels)]  # [H, W, 3]
+    blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    if background is not None:
+        none |= labels == background
+    blend[none] = image[none]
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
 def overlay_jpeg(
     image: np.ndarray,
     labels: np.ndarray,
@@ -104,13 +119,7 @@ def overlay_jpeg(
     """The image blended with the class colours: (1 - alpha)·image + alpha·colour, as JPEG (quality 90, 4:4:4);
     pixels of the `background` label (a parsing map's "-": no part, no material) show the image alone. With
     `legend` (the map's classes), the classes present are listed under the image."""
-    none = labels >= len(palette)  # a class map's ignore label: the image alone
-    colours = palette[np.where(none, 0, labels)]  # [H, W, 3]
-    blend = image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
-    if background is not None:
-        none |= labels == background
-    blend[none] = image[none]
-    picture = Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
+    picture = Image.fromarray(overlay_rgb(image, labels, palette, alpha, background))
     if legend is not None:
         from .legend import legend_panel, with_legend
 

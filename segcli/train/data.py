@@ -30,7 +30,7 @@ from PIL import Image
 from ..errors import ImageError, UsageError
 from ..fsutil import read_regular, require_regular
 from ..io.images import image_size, read_labels
-from ..io.inputs import DEFAULT_EXTENSIONS
+from ..io.inputs import IMAGE_EXTENSIONS
 
 MASK_FOLDERS = ("masks", "labels", "annotations")
 MAX_LIST_BYTES = 64 << 20
@@ -52,7 +52,7 @@ class Split:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def _pairs(images: Path, masks: Path) -> tuple[list[Pair], list[str]]:
