@@ -268,6 +268,7 @@ def test_raster_confidence_is_streamed_as_float_geotiffs(tiny_convnext_dir, tmp_
     assert doc["mean"] == pytest.approx(float(maps["confidence"][valid].astype(np.float64).mean()), rel=1e-6)
 
 
+@pytest.mark.slow  # two segcli processes through GDAL
 def test_raster_probabilities_are_a_uint8_geotiff(tiny_convnext_dir, tmp_path):
     path = tmp_path / "r.tif"
     write_raster(path, 300, 700)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import photo
+from helpers import photo, run_cli
 from PIL import Image
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed (the [ray] extra)")
@@ -254,10 +254,10 @@ def test_video_frames_are_read_on_the_workers_as_locally(cluster, tiny_convnext_
     from helpers import encode_video
 
     video = encode_video(tmp_path / "clip.mp4", n=9)  # chunks of frames: each worker seeks to its own
-    args = ("predict", video, "-m", tiny_convnext_dir, "--save", "json,video", "--jsonl", "-q")
-    a = segcli(*args, "-o", tmp_path / "local")
+    args = ("predict", video, "-m", tiny_convnext_dir, "--resize", "none", "--save", "json,video", "--jsonl", "-q")
+    a = run_cli(*args, "-o", tmp_path / "local")  # here, in this process
     b = segcli(*args, "-o", tmp_path / "ray", "--ray", cluster, *RAY)
-    assert a.returncode == 0 and b.returncode == 0, b.stderr
+    assert a.exit_code == 0 and b.returncode == 0, b.stderr
     frames = [json.loads(x)["frame"]["index"] for x in b.stdout.splitlines()]
     assert frames == list(range(9))
     for i in range(9):

@@ -63,6 +63,7 @@ def test_photo_polygons_are_pixel_geojson(cli, tiny_convnext_dir, tmp_path):
     assert bad.exit_code == 1 and "needs a raster with a projected CRS" in bad.stderr
 
 
+@pytest.mark.slow  # three segcli processes through GDAL
 def test_raster_polygons_keep_the_crs_and_rasterise_to_the_labels(tiny_convnext_dir, tmp_path):
     path = tmp_path / "r.tif"
     write_raster(path, 300, 420)

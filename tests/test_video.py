@@ -21,6 +21,7 @@ from segcli.io.video import FrameReader, Selection, parse_time, probe
 av = pytest.importorskip("av", reason="PyAV is not installed (the [video] extra)")
 
 W, H, N, FPS = VIDEO_W, VIDEO_H, 12, VIDEO_FPS  # frames 0.1 s apart
+SMALL = ("--resize", "none")  # the frames at their own 64×48 (the hf preset would resize to 512²)
 
 
 def decoded(path: Path) -> list[np.ndarray]:
@@ -68,14 +69,14 @@ def test_predict_segments_every_frame_as_the_decoded_image(tmp_path, cli, tiny_c
     frames_dir.mkdir()
     for i, image in enumerate(decoded(video)):
         Image.fromarray(image).save(frames_dir / f"{i:06d}.png")
-    r = cli("predict", video, "-o", tmp_path / "out", "-m", tiny_convnext_dir, "--jsonl", "--batch-size", "3")
+    r = cli("predict", video, "-o", tmp_path / "out", "-m", tiny_convnext_dir, *SMALL, "--jsonl", "--batch-size", "3")
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert [d["frame"]["index"] for d in records] == list(range(N))
     assert [d["frame"]["time_s"] for d in records] == [round(i / FPS, 6) for i in range(N)]
     assert {d["input"] for d in records} == {str(video)} and records[4]["name"] == "clip/000004"
     assert all(d["image"] == {"width": W, "height": H} for d in records)
-    r = cli("predict", frames_dir, "-o", tmp_path / "ref", "-m", tiny_convnext_dir)
+    r = cli("predict", frames_dir, "-o", tmp_path / "ref", "-m", tiny_convnext_dir, *SMALL)
     assert r.exit_code == 0, r.output
     for i in range(N):
         got = np.asarray(Image.open(tmp_path / "out" / "clip" / f"{i:06d}.png"))
@@ -88,7 +89,7 @@ def test_predict_segments_every_frame_as_the_decoded_image(tmp_path, cli, tiny_c
 def test_resume_redoes_only_frames_without_outputs(tmp_path, cli, tiny_convnext_dir):
     video = encode(tmp_path / "clip.mp4", n=8)
     out = tmp_path / "out"
-    args = ("predict", video, "-o", out, "-m", tiny_convnext_dir, "--jsonl", "--every", "2")
+    args = ("predict", video, "-o", out, "-m", tiny_convnext_dir, *SMALL, "--jsonl", "--every", "2")
     assert cli(*args).exit_code == 0
     assert sorted(p.name for p in (out / "clip").glob("*.png")) == [f"{i:06d}.png" for i in (0, 2, 4, 6)]
     before = (out / "clip" / "000002.png").read_bytes()
@@ -108,7 +109,7 @@ def test_a_damaged_frame_is_that_frames_line_and_the_video_goes_on(tmp_path, cli
     pos, size = packets[5]
     data[pos + 20 : pos + size] = b"\xff" * (size - 20)  # frame 5's JPEG, all but its header, destroyed
     video.write_bytes(bytes(data))
-    r = cli("predict", video, "-o", tmp_path / "out", "-m", tiny_convnext_dir, "--jsonl")
+    r = cli("predict", video, "-o", tmp_path / "out", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
     assert r.exit_code == 1, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     failed = [d for d in records if d["status"] == "failed"]
@@ -120,7 +121,21 @@ def test_a_damaged_frame_is_that_frames_line_and_the_video_goes_on(tmp_path, cli
 def test_save_video_writes_the_overlay_video_and_the_areas(tmp_path, cli, tiny_convnext_dir):
     video = encode(tmp_path / "clip.mp4", n=10)
     out = tmp_path / "out"
-    r = cli("predict", video, "-o", out, "-m", tiny_convnext_dir, "--save", "video", "--every", "3", "--alpha", "0.6")
+    r = cli(
+        "predict",
+        video,
+        "-o",
+        out,
+        "-m",
+        tiny_convnext_dir,
+        *SMALL,
+        "--save",
+        "video",
+        "--every",
+        "3",
+        "--alpha",
+        "0.6",
+    )
     assert r.exit_code == 0, r.output
     chosen = [0, 3, 6, 9]
     source = decoded(video)
@@ -150,7 +165,9 @@ def test_unreadable_and_oversized_videos_are_one_line_each(tmp_path, cli, tiny_c
     (tmp_path / "fake.mp4").write_bytes(b"not a video at all")
     big = encode(tmp_path / "big.mp4", n=2)
     Image.fromarray(frame_image(0, 32, 24)).save(tmp_path / "p.png")  # 768 pixels: within the limit
-    r = cli("predict", tmp_path, "-o", tmp_path / "out", "-m", tiny_convnext_dir, "--max-pixels", "3000", "--jsonl")
+    r = cli(
+        "predict", tmp_path, "-o", tmp_path / "out", "-m", tiny_convnext_dir, *SMALL, "--max-pixels", "3000", "--jsonl"
+    )
     assert r.exit_code == 1, r.output
     records = {json.loads(line)["input"]: json.loads(line) for line in r.stdout.splitlines()}
     assert records[str(tmp_path / "fake.mp4")]["error"].startswith(
@@ -179,7 +196,7 @@ def test_odd_sizes_and_frame_rates_survive_the_overlay_video(tmp_path, cli, tiny
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-    r = cli("predict", video, "-o", tmp_path / "out", "-m", tiny_convnext_dir, "--save", "video")
+    r = cli("predict", video, "-o", tmp_path / "out", "-m", tiny_convnext_dir, *SMALL, "--save", "video")
     assert r.exit_code == 0, r.output
     with av.open(str(tmp_path / "out" / "odd_overlay.mp4")) as c:
         frames = list(c.decode(video=0))

@@ -101,8 +101,11 @@ class Frames:
             for path, frames in wanted.items():
                 if path in self.readers:
                     self.readers[path].pending |= frames
-                else:
+                    continue
+                try:
                     self.readers[path] = FrameReader(probed(path, self.max_pixels), frames)
+                except (SegcliError, OSError):  # gone or changed since discovery: each frame's decode says so
+                    continue
 
     def decode(self, item: Item) -> np.ndarray:
         assert item.frame is not None
