@@ -117,7 +117,7 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
 
 
 def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
-    from segcli.batch.ray import native_log_lines_dropped
+    from segcli.batch.ray_connect import native_log_lines_dropped
 
     native = b"[2026-12-02 10:23:12,986 I 5189 5189] logging.cc:303: Set ray log level from environment variable\n"
     with native_log_lines_dropped():

@@ -14,12 +14,8 @@ killed worker left are removed when the run ends.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import Interrupted, SegcliError, UsageError, first_line
-from ..extras import require
+from ..errors import SegcliError, UsageError, first_line
 from ..fsutil import remove_stale_temps
 from ..io.inputs import Item
 from .plan import Options, Task, fingerprint, plan
+from .ray_connect import cluster_defaults, connect, data_context, ray_module
 from .records import ImageRecord, RunRecord, RunSummary
 from .runner import pipeline
 
@@ -40,8 +36,6 @@ if TYPE_CHECKING:
     from ..api import Segmenter
     from ..engine.presets import Params
     from ..loading.class_map import ClassMap
-
-PURPOSE = "it runs segcli on a Ray cluster (--ray, segcli.ray)"
 
 
 @dataclass(frozen=True)
@@ -60,10 +54,6 @@ class Job:
     cwd: str = ""  # the driver's working folder: relative inputs, --out and --registry are relative to it
     backend: str = "torch"  # torch, compile or onnxruntime (auto is torch: the driver cannot measure the workers)
     class_map: ClassMap | None = None  # --class-map, as the driver read it
-
-
-def _ray() -> Any:
-    return require("ray", "ray", PURPOSE)
 
 
 class _Worker:
@@ -134,144 +124,6 @@ class _Worker:
         }
 
 
-CONNECT_TIMEOUT_S = 60.0  # joining a running cluster ($SEGCLI_RAY_CONNECT_TIMEOUT overrides)
-_PROBE = (
-    "import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, "
-    "logging_level=logging.ERROR); ray.shutdown()"
-)
-
-
-def connect(address: str | None, quiet: bool = True) -> bool:
-    """Connect to Ray (`address` "local" or None: start a local Ray of this run's own — never a cluster a
-    stale session file names; "auto" or an address: join that cluster, within `CONNECT_TIMEOUT_S`). True when
-    this call initialized Ray (a connection, and the local Ray it started), which `ray.shutdown()` ends;
-    False when it already was."""
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if quiet:  # Ray's own log lines (its C++ core and Ray Data's progress notes) would bury segcli's
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet, "logging_level": logging.ERROR}
-    if address and address != "local":
-        probe(address)
-    with native_log_lines_dropped(quiet):
-        ray.init(address=address if address and address != "local" else "local", **kwargs)
-    return True
-
-
-_NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] [\w.]+\.cc:\d+: ")
-
-
-@contextlib.contextmanager
-def native_log_lines_dropped(active: bool = True) -> Iterator[None]:
-    """Ray's C++ core log lines written to this process's stderr (file descriptor 2) inside the block left
-    out; everything else written there is passed on when the block ends. Ray's core says
-    "logging.cc: Set ray log level from environment variable …" as it starts, whatever that level is."""
-    if not active:
-        yield
-        return
-    import sys
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read(1 << 20).splitlines(keepends=True) if not _NATIVE_LINE.match(line)]
-            if kept:
-                os.write(2, b"".join(kept))
-
-
-def probe(address: str, timeout: float | None = None) -> None:
-    """Join `address` once in a child process, bounded in time (Ray's own connect retries for minutes, in
-    native code that a SIGTERM does not interrupt); UsageError when no cluster answers there."""
-    import signal
-    import subprocess
-    import sys
-
-    if timeout is None:
-        timeout = _timeout()
-    env = {**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", _PROBE, address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, env=env, start_new_session=True,
-    )  # fmt: skip
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Interrupted(128 + signum)
-
-    main = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
-    try:
-        _, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UsageError(
-            f"--ray {address}: no Ray cluster answered there within {timeout:.0f} s",
-            hint="check the address (`ray status` on the head node; $SEGCLI_RAY_CONNECT_TIMEOUT waits longer), "
-            "or give --ray alone to start a local Ray",
-        ) from None
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    if child.returncode != 0:
-        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-        why = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
-        raise UsageError(
-            f"--ray {address}: cannot join a Ray cluster there ({why.strip()[:300]})",
-            hint="start one (`ray start --head`), check the address, or give --ray alone to start a local Ray",
-        )
-
-
-def _timeout() -> float:
-    text = os.environ.get("SEGCLI_RAY_CONNECT_TIMEOUT", "")
-    try:
-        value = float(text) if text else CONNECT_TIMEOUT_S
-    except ValueError:
-        raise UsageError(f"SEGCLI_RAY_CONNECT_TIMEOUT={text!r}: give seconds, e.g. 120") from None
-    if not 0 < value <= 86400:
-        raise UsageError(f"SEGCLI_RAY_CONNECT_TIMEOUT={text!r}: give 1..86400 seconds")
-    return value
-
-
-def _data_context() -> Any:
-    ctx = _ray().data.DataContext.get_current()
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # after ray.data set up its logging
-    ctx.execution_options.preserve_order = True  # records in input order, like a local run
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    return ctx
-
-
-def cluster_defaults(threads: int | None, gpus_per_worker: float | None, workers: int | None) -> tuple[int, float, int]:
-    """(workers, GPUs per worker, threads per worker): the cluster's GPUs, one worker each; else its CPUs."""
-    resources = _ray().cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = max(1, int(resources.get("CPU", 1)))
-    per_gpu = float(gpus_per_worker) if gpus_per_worker is not None else (1.0 if gpus else 0.0)
-    if per_gpu and not gpus:  # no actor could ever be placed: the run would wait forever
-        raise UsageError(
-            f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has no GPUs",
-            hint="leave --gpus-per-worker out (or 0) on a CPU cluster",
-        )
-    threads = max(1, threads or (cpus // max(gpus, 1) if per_gpu else 1))
-    if workers is None:
-        workers = max(1, int(gpus / per_gpu)) if per_gpu else max(1, cpus // threads)
-    return workers, per_gpu, threads
-
-
 def _rows(tasks: list[Task]) -> list[dict[str, Any]]:
     return [
         {
@@ -289,8 +141,8 @@ def _rows(tasks: list[Task]) -> list[dict[str, Any]]:
 
 
 def _stream(job: Job, rows: list[dict[str, Any]], workers: int, gpus: float) -> Iterator[tuple[int, ImageRecord]]:
-    ray = _ray()
-    _data_context()
+    ray = ray_module()
+    data_context()
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
     out = ds.map_batches(
         _Worker,
@@ -377,7 +229,7 @@ def segment(
     """A Ray Dataset with an image column (as `ray.data.read_images(..., include_paths=True)` makes: RGB
     uint8 `image`, and `path`) → the same rows plus `labels` ([H, W] class indices) and `record` (JSON: the
     image's classes with pixel counts, the model, the parameters), each actor loading `model` once."""
-    ray = _ray()
+    ray = ray_module()
     n, gpus, threads = cluster_defaults(overrides.pop("threads", None), overrides.pop("gpus_per_worker", None), workers)
     return dataset.map_batches(
         _Labeller,
@@ -483,7 +335,7 @@ class Cluster:
 
     def stop(self) -> None:
         if self.started:
-            _ray().shutdown()
+            ray_module().shutdown()
             self.started = False
 
 

@@ -51,7 +51,7 @@ def fit_on_ray(
 ) -> Summary:
     """`fit` on `ray_workers` Ray Train workers, one rank each (`address`: as `segcli predict --ray` takes
     it; `options["workers"]` stays each rank's loader processes)."""
-    from ..batch.ray import connect
+    from ..batch.ray_connect import connect
 
     ev = events or Events()
     if not 1 <= ray_workers <= 4096:
