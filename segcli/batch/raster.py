@@ -31,18 +31,10 @@ from ..engine.predict import view_size
 from ..engine.presets import Params
 from ..errors import ImageError
 from ..fsutil import atomic_path, check_inside
+from ..io.geotiff import FloatTiffWriter, GeoTiffWriter, ProbsTiffWriter
 from ..io.outputs import MAP_KINDS, ConfidenceTally, class_stats, json_bytes
 from ..io.pngstream import PngStream
-from ..io.raster import (
-    NODATA_U8,
-    NODATA_U16,
-    FloatTiffWriter,
-    GeoTiffWriter,
-    ProbsTiffWriter,
-    Raster,
-    RasterOptions,
-    is_raster_path,
-)
+from ..io.raster import NODATA_U8, NODATA_U16, Raster, RasterOptions, is_raster_path
 from .pipeline import Stopped
 from .plan import Options, Task
 from .records import ImageRecord

@@ -97,14 +97,14 @@ class Writer:
                 self.put(written, paths["overlay"], self._overlay(image, labels, self.class_set))
             self._maps(written, paths, image, pred)
             if "geotiff" in paths:  # an image decoded whole: class indices, no georeference
-                from ..io.raster import write_labels_tiff
+                from ..io.geotiff import write_labels_tiff
 
                 check_inside(opts.out, paths["geotiff"])
                 c = self.class_set
                 write_labels_tiff(paths["geotiff"], labels, c.palette_array, c.classes, self.fingerprint)
                 written.append(paths["geotiff"])
             if "probs" in paths and paths["probs"].suffix == ".tif":  # a raster format decoded whole
-                from ..io.raster import write_probs_tiff
+                from ..io.geotiff import write_probs_tiff
 
                 check_inside(opts.out, paths["probs"])
                 assert pred.probs is not None  # asked for with --save probs
@@ -149,7 +149,7 @@ class Writer:
         for kind in ("confidence", "entropy"):
             values = getattr(pred, kind)
             if kind in paths and values is not None and paths[kind].suffix == ".tif":  # a raster format
-                from ..io.raster import write_float_tiff
+                from ..io.geotiff import write_float_tiff
 
                 check_inside(opts.out, paths[kind])
                 write_float_tiff(paths[kind], values, kind)
