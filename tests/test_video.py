@@ -219,3 +219,13 @@ def test_without_pyav_each_video_is_one_line_naming_the_extra(tmp_path, tiny_con
     assert summary.done == 1 and [f["input"] for f in summary.failures] == [str(video)]
     assert "video inputs need PyAV" in summary.failures[0]["error"]
     assert "pip install 'segcli[video]'" in summary.failures[0]["error"]
+
+
+def test_folder_scans_find_videos_but_not_typescript(tmp_path):
+    from segcli.io.inputs import discover
+
+    for name in ("a.mp4", "b.MKV", "c.ts", "d.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(it.rel.as_posix() for it in discover([str(tmp_path)]).items) == ["a.mp4", "b.MKV", "d.jpg"]
+    named = discover([str(tmp_path / "c.ts")]).items  # named, it is read as a video
+    assert [it.rel.as_posix() for it in named] == ["c.ts"]

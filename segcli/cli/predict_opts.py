@@ -27,7 +27,7 @@ ExtOpt = Annotated[
     typer.Option(
         metavar="EXT,...",
         help="Extensions searched in folders [jpg,jpeg,png,bmp,tif,tiff,webp and the videos'"
-        " mp4,m4v,mov,avi,mkv,webm,mpg,mpeg,ts,wmv].",
+        " mp4,m4v,mov,avi,mkv,webm,mpg,mpeg,wmv; ts when named or with --ext].",
         rich_help_panel=IN,
     ),
 ]

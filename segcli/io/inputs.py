@@ -34,7 +34,8 @@ from .video import VIDEO_EXTENSIONS
 RUN_SCHEMA = "segcli.run/1"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # videos: batch.video makes frames of them
+# videos (batch.video makes frames of them); .ts only when named or asked for: TypeScript sources share it
+DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS + tuple(e for e in VIDEO_EXTENSIONS if e != ".ts")
 _GLOB_CHARS = set("*?[")
 
 
