@@ -161,7 +161,8 @@ def write_video_files(
         missing = [it for it, png in pngs if read_fingerprint(png) != run.fingerprint]
         if missing:
             say("info", f"{path}: overlay video not written: frame {missing[0].frame} and {len(missing) - 1} more "
-                        "are not done (other shards?); rerun without --shard once they are")  # fmt: skip
+                        "are not done (failed in an earlier run, or another --shard's); rerun without --shard "
+                        "once they are")  # fmt: skip
             continue
         try:
             _write(path, pngs, paths, run)
