@@ -26,7 +26,16 @@ from ..fsutil import atomic_path, check_inside
 from ..io.inputs import Discovery, Item
 from ..io.layout import frame_base, video_paths
 from ..io.outputs import overlay_rgb, read_fingerprint
-from ..io.video import FrameReader, Selection, VideoInfo, VideoWriter, encoder, is_video_path, probe
+from ..io.video import (
+    FrameReader,
+    Selection,
+    VideoInfo,
+    VideoWriter,
+    check_size,
+    encoder,
+    is_video_path,
+    probe,
+)
 from ..loading.classes import ClassSet
 from .plan import Task
 
@@ -47,8 +56,7 @@ def probed(path: Path, max_pixels: int) -> VideoInfo:
             if len(_PROBED) >= _PROBED_MAX:
                 _PROBED.clear()
             _PROBED[key] = info
-    if info.width * info.height > max_pixels:
-        probe(path, max_pixels)  # raises the size error
+    check_size(path, info.width, info.height, max_pixels)  # remembered under another run's limit
     return info
 
 

@@ -134,6 +134,15 @@ class VideoInfo:
         return [self.time(i) for i in range(len(self.pts))]
 
 
+def check_size(path: Path, w: int, h: int, max_pixels: int) -> None:
+    """An ImageError when frames of w×h exceed `max_pixels` (checked before any frame is decoded)."""
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{path}: frames of {w}x{h} = {w * h} pixels exceed --max-pixels {max_pixels}",
+            hint="raise --max-pixels if the video is trusted",
+        )
+
+
 def probe(path: Path, max_pixels: int) -> VideoInfo:
     """The video at `path`, from its packets (nothing decoded); an ImageError naming the file and the fix
     when it is not a video PyAV reads, has no frames or timestamps, or frames above `max_pixels`."""
@@ -148,11 +157,7 @@ def probe(path: Path, max_pixels: int) -> VideoInfo:
                 raise ImageError(
                     f"{path}: the video stream has no frame size", hint="re-encode it (ffmpeg -i IN OUT.mp4)"
                 )
-            if w * h > max_pixels:
-                raise ImageError(
-                    f"{path}: frames of {w}x{h} = {w * h} pixels exceed --max-pixels {max_pixels}",
-                    hint="raise --max-pixels if the video is trusted",
-                )
+            check_size(path, w, h, max_pixels)
             stamps = _stamps(path, container.demux(stream))
             codec, rate, base = stream.codec_context.name, stream.average_rate, stream.time_base
     except module.FFmpegError as e:
