@@ -14,6 +14,7 @@ EXTRAS = {
     "report": "jinja2 matplotlib",
     "ray": "'ray[data]'",
     "geo": "rasterio shapely pyogrio",
+    "remote": "fsspec s3fs aiohttp",
 }
 
 

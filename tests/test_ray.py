@@ -21,6 +21,8 @@ import pytest
 from helpers import photo, run_cli
 from PIL import Image
 
+from segcli.extras import has_module
+
 pytest.importorskip("ray.data", reason="Ray Data is not installed (the [ray] extra)")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real local Ray starts in seconds, per run
 
@@ -28,7 +30,27 @@ RAY = ["--workers", "2", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3_endpoint():
+    """moto's S3-API server for the module (None without moto), its address in the standard AWS variables
+    before Ray starts: the workers inherit them, as a cluster's nodes would have their own."""
+    if not has_module("moto.server") or not has_module("s3fs"):
+        yield None
+        return
+    from servers import moto_server, s3_env
+
+    with moto_server() as url:
+        env = s3_env(url)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield url
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint):
     """One local Ray for the module, started here (a start costs seconds): the runs of `segcli predict --ray
     ADDRESS` connect to it, the in-process tests use it; it stops with the module."""
     import ray
@@ -266,3 +288,42 @@ def test_video_frames_are_read_on_the_workers_as_locally(cluster, tiny_convnext_
             np.asarray(Image.open(tmp_path / "local" / name)), np.asarray(Image.open(tmp_path / "ray" / name))
         )
     assert (tmp_path / "local" / "clip_areas.csv").read_text() == (tmp_path / "ray" / "clip_areas.csv").read_text()
+
+
+# the driver of a Ray run, with io.remote.read broken: an object read there (not on a worker) fails the run
+DRIVER_CANNOT_READ = """
+import sys
+import segcli.io.remote as remote
+def read(obj, opts):
+    raise AssertionError(f"{obj.url} read by the driver")
+remote.read = read
+from segcli.cli.app import main
+sys.argv[0] = "segcli"
+main()
+"""
+
+
+def test_objects_in_a_bucket_are_read_on_the_workers(cluster, s3_endpoint, tiny_convnext_dir, tmp_path):
+    if s3_endpoint is None:
+        pytest.skip("moto's server or s3fs is not installed")
+    import boto3
+
+    _images(tmp_path / "in", 6, bad=False)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="ray-inputs")
+    for p in sorted((tmp_path / "in").rglob("*.png")):
+        client.put_object(
+            Bucket="ray-inputs", Key=f"x/{p.relative_to(tmp_path / 'in').as_posix()}", Body=p.read_bytes()
+        )
+    args = ("predict", "s3://ray-inputs/x/", "-m", tiny_convnext_dir, "--resize", "none", "--jsonl", "-q")
+    a = run_cli(*args, "-o", tmp_path / "local")  # here, in this process
+    cmd = [sys.executable, "-c", DRIVER_CANNOT_READ, *map(str, args), "-o", str(tmp_path / "ray"), "--ray", cluster]
+    b = subprocess.run([*cmd, *RAY], capture_output=True, text=True)
+    assert a.exit_code == 0 and b.returncode == 0, b.stderr
+    records = [json.loads(x) for x in b.stdout.splitlines()]
+    assert [d["status"] for d in records] == ["done"] * 6 and all(d["source"]["etag"] for d in records)
+    local, ray = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
+    masks = [k for k in local if k.endswith(".png") and k != "legend.png"]
+    assert len(masks) == 6 and set(local) == set(ray)
+    for k in masks:
+        assert np.array_equal(np.asarray(Image.open(local[k])), np.asarray(Image.open(ray[k]))), k

@@ -37,10 +37,10 @@ def _finished(record: ImageRecord) -> Future:
 def _failure(task: Task, error: BaseException, what: str) -> ImageRecord:
     """One input's failure record: a segcli error as it is, anything else named with its type."""
     if isinstance(error, SegcliError):
-        reason = str(error) if str(task.item.path) in str(error) else f"{task.item.path}: {error}"
+        reason = str(error) if task.item.source in str(error) else f"{task.item.source}: {error}"
     else:
-        reason = f"{task.item.path}: {what} ({first_line(error, typed=True)})"
-    return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), reason, task.item)
+        reason = f"{task.item.source}: {what} ({first_line(error, typed=True)})"
+    return ImageRecord.failed(task.item.source, task.item.name.as_posix(), reason, task.item)
 
 
 class Stopped(Exception):

@@ -20,6 +20,7 @@ from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.inputs import Item
 from ..io.outputs import read_fingerprint
 from ..io.raster import RasterOptions, gdal_reads
+from ..io.remote import RemoteOptions
 from .records import ImageRecord, RunRecord, frame_of
 
 
@@ -40,6 +41,7 @@ class Options:
     labelstudio: tuple[str, str, str] = ("tag", "image", "")  # --save labelstudio: from_name, to_name, image prefix
     vector: tuple[str, str, float] = ("geojson", "0", 0.0)  # --save vector: format, --min-area, --simplify
     low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction counts pixels below it
+    remote: RemoteOptions = field(default_factory=RemoteOptions)  # how URLs are read (timeouts, retries, size)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ def fingerprint(run: RunRecord, opts: Options) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def item_fingerprint(fp: str, item: Item) -> str:
+    """The run's fingerprint `fp`, and for an object read from a URL its version (ETag or last-modified):
+    a changed object is segmented again."""
+    version = item.remote.version if item.remote is not None else None
+    return fp if version is None else hashlib.sha256(f"{fp}\0{version}".encode()).hexdigest()[:32]
+
+
 def _raster(options: RasterOptions) -> dict[str, object]:
     """The raster options that change values (runs without any keep resuming; --trust-vrt changes none)."""
     computed = replace(options, trust_vrt=False)
@@ -80,7 +89,8 @@ def _raster(options: RasterOptions) -> dict[str, object]:
 
 def output_paths(item: Item, opts: Options) -> dict[str, Path]:
     gpkg = opts.vector[0] == "gpkg"
-    return layout.output_paths(opts.out, item.name, opts.save, opts.topk, raster=gdal_reads(item.path), gpkg=gpkg)
+    raster = item.remote is None and gdal_reads(item.path)  # objects from URLs: decoded whole by Pillow
+    return layout.output_paths(opts.out, item.name, opts.save, opts.topk, raster=raster, gpkg=gpkg)
 
 
 def finished_before(paths: dict[str, Path], fp: str) -> bool:
@@ -116,16 +126,16 @@ def _earlier(paths: dict[str, Path], num_classes: int) -> tuple[np.ndarray | Non
 
 def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Task]:
     """One task per item, in order."""
-    inputs = {it.path.resolve() for it in items}
+    inputs = {it.path.resolve() for it in items if it.remote is None}
     tasks = []
     for item in items:
         paths = output_paths(item, opts)
         name = item.name.as_posix()
         if any(p.resolve() in inputs for p in paths.values()):
-            reason = f"{item.path}: its output would overwrite an input image; choose another --out"
-            tasks.append(Task(item, paths, ImageRecord.failed(str(item.path), name, reason, item)))
-        elif not opts.overwrite and finished_before(paths, fp):
-            record = ImageRecord(str(item.path), name, "skipped", outputs=paths, frame=frame_of(item))
+            reason = f"{item.source}: its output would overwrite an input image; choose another --out"
+            tasks.append(Task(item, paths, ImageRecord.failed(item.source, name, reason, item)))
+        elif not opts.overwrite and finished_before(paths, item_fingerprint(fp, item)):
+            record = ImageRecord(item.source, name, "skipped", outputs=paths, frame=frame_of(item))
             record.counts, record.scene, record.uncertain = _earlier(paths, num_classes)
             tasks.append(Task(item, paths, record))
         else:

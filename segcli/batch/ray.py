@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import SegcliError, UsageError, first_line
 from ..fsutil import remove_stale_temps
 from ..io.inputs import Item
+from ..io.remote import RemoteObject
 from .plan import Options, Task, fingerprint, plan
 from .ray_connect import cluster_defaults, connect, data_context, ray_module
 from .records import ImageRecord, RunRecord, RunSummary
@@ -89,9 +90,8 @@ class _Worker:
         self.pipeline = pipeline(self.seg, job.params, job.opts, job.record)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        rows = zip(
-            batch["path"], batch["name"], batch["rel"], batch["frame"], batch["time"], batch["outputs"], strict=True
-        )
+        columns = ("path", "name", "rel", "frame", "time", "url", "bytes", "version", "outputs")
+        rows = zip(*(batch[c] for c in columns), strict=True)
         tasks = [
             Task(
                 Item(
@@ -100,10 +100,11 @@ class _Worker:
                     PurePosixPath(r),
                     int(f) if f >= 0 else None,
                     float(t) if f >= 0 else None,
+                    RemoteObject(str(u), int(b) if b >= 0 else None, str(v) or None) if u else None,
                 ),
                 {k: Path(v) for k, v in json.loads(o).items()},
             )
-            for p, n, r, f, t, o in rows
+            for p, n, r, f, t, u, b, v, o in rows
         ]
         records: list[ImageRecord] = []
         fatal = self.error
@@ -115,7 +116,7 @@ class _Worker:
         done = {r.key for r in records}
         for t in tasks:  # every row answers, whatever happened
             if t.item.key not in done:
-                records.append(ImageRecord.failed(str(t.item.path), t.item.name.as_posix(), fatal or "not run", t.item))
+                records.append(ImageRecord.failed(t.item.source, t.item.name.as_posix(), fatal or "not run", t.item))
         by_key = {r.key: r for r in records}
         return {
             "index": list(batch["index"]),
@@ -133,6 +134,9 @@ def _rows(tasks: list[Task]) -> list[dict[str, Any]]:
             "rel": t.item.rel.as_posix(),
             "frame": -1 if t.item.frame is None else t.item.frame,  # a video's frame (columns have one type)
             "time": t.item.time or 0.0,
+            "url": t.item.remote.url if t.item.remote else "",  # an object read from a URL: by the worker
+            "bytes": t.item.remote.size if t.item.remote and t.item.remote.size is not None else -1,
+            "version": (t.item.remote.version or "") if t.item.remote else "",
             "outputs": json.dumps({k: str(v) for k, v in t.paths.items()}),
         }
         for i, t in enumerate(tasks)

@@ -5,7 +5,7 @@ per run. `ImageRecord`: one input's outcome; its `to_json()` is the `--jsonl` li
 `<stem>.json` file (the same without status and error). `RunSummary`: the run's `summary.json`, accumulated
 from the records.
 
-    done     schema, input, name, [frame], image, model, preset, inference, software, [raster], classes, [materials,
+    done     schema, input, name, [frame], [source: a URL's], image, model, preset, inference, software, [raster], classes, [materials,
              parts, scene: a parsing model's], outputs, fingerprint, timings, status, error
     skipped  schema, input, name, [frame], status, error, outputs
     failed   schema, input, name, [frame], status, error
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..api import Segmenter
     from ..engine.presets import Params
     from ..io.inputs import Item
+    from ..io.remote import RemoteObject
 
 PREDICTION_SCHEMA = "segcli.prediction/1"
 RUN_SCHEMA = "segcli.run/1"  # inputs.RUN_SCHEMA recognises earlier runs by it
@@ -51,6 +52,17 @@ def frame_of(item: Item | None) -> dict[str, Any] | None:
     if item is None or item.frame is None:
         return None
     return {"index": item.frame, "time_s": round(item.time or 0.0, 6)}
+
+
+def source_of(obj: RemoteObject) -> dict[str, Any]:
+    """An object read from a URL, as its record names it: the URL, its ETag or last-modified, its size."""
+    kind, _, value = (obj.version or "").partition(":")
+    return {
+        "url": obj.url,
+        "etag": value if kind == "etag" else None,
+        "last_modified": value if kind == "modified" else None,
+        "bytes": obj.size,
+    }
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ class ImageRecord:
         """A finished image (photo or raster): `run` is `RunRecord.details()`, `size` (H, W), `counts` the pixels
         per class and `classes` their JSON; `raster` its georeference, `heads` a parser's other heads."""
         details = {
+            **({"source": source_of(item.remote)} if item.remote is not None else {}),
             "image": {"width": int(size[1]), "height": int(size[0])},
             **run,
             **({"raster": raster} if raster is not None else {}),
@@ -123,7 +136,7 @@ class ImageRecord:
         uncertain = details["confidence"]["uncertain_fraction"] if details.get("confidence") else None
         name = item.name.as_posix()
         return cls(
-            str(item.path), name, "done", None, paths, details, fingerprint, counts=counts, scene=scene,
+            item.source, name, "done", None, paths, details, fingerprint, counts=counts, scene=scene,
             uncertain=uncertain, frame=frame_of(item),
         )  # fmt: skip
 

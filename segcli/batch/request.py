@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..fsutil import overlap, probe_writable, read_json_object
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.raster import RasterOptions
+from ..io.remote import RemoteOptions, scheme
 
 if TYPE_CHECKING:
     from ..io.inputs import Discovery
@@ -128,6 +129,8 @@ class Request:
     end: str | float | None = None  # … to this one (exclusive)
     coco_file: bool = False  # OUT/coco.json + coco-results.json from the images' COCO files (io.coco)
     trust_vrt: bool = False  # VRT sources may leave their folder and reach the network
+    timeout: float = 30.0  # URLs: seconds without an answer before a request fails (io.remote)
+    retries: int = 2  # … and how many more times a timeout, dropped connection or 5xx is tried
     ray: str | None = None  # a Ray address ("local": start one)
     workers: int | None = None
     gpus_per_worker: float | None = None
@@ -192,6 +195,15 @@ def check_options(req: Request, kinds: frozenset[str]) -> Path:
         raise UsageError("--batch-size must be 1..1024")
     if not str(req.out).strip():
         raise UsageError("--out is empty", hint="name the output folder, e.g. -o masks")
+    if scheme(str(req.out)) is not None:
+        raise UsageError(
+            f"--out {req.out}: outputs are written to a local folder (not to a URL)",
+            hint="write to a folder, then copy it with the store's own tool (aws s3 sync, gcloud storage rsync)",
+        )
+    if not 0 < req.timeout <= 3600:
+        raise UsageError(f"--timeout {req.timeout:g}: give seconds, more than 0 and at most 3600")
+    if not 0 <= req.retries <= 10:
+        raise UsageError(f"--retries {req.retries}: give 0..10")
     path = Path(req.out).expanduser()
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} exists and is not a directory")
@@ -233,6 +245,12 @@ def discovery_notes(found: Discovery, say: Callable[[str, str], None]) -> None:
             "no images found in the inputs",
             hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp and videos (mp4 mov avi mkv webm …)",
         )
+
+
+def remote_options(req: Request) -> RemoteOptions:
+    """How URLs are read: `--timeout`, `--retries`, and a byte limit that follows --max-pixels (no image
+    file is larger than 8 bytes a pixel; 64 MiB at least)."""
+    return RemoteOptions(req.timeout, req.retries, max(64 << 20, 8 * req.max_pixels))
 
 
 def check_out(out: Path, found: Discovery) -> None:

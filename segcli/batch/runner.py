@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.presets import Params
 from ..errors import ImageError
-from ..io.images import image_size, load_image
+from ..io.images import decode_image, image_size, load_image
 from ..io.inputs import Item
 from ..loading.info import ModelInfo
 from .pipeline import Pipeline
@@ -31,6 +31,12 @@ def _decode(opts: Options, num_classes: int, frames: Frames, task: Task) -> Any:
     limit; a raster that needs GDAL opened instead (see `batch.raster`)."""
     from .raster import open_raster
 
+    if task.item.remote is not None:
+        from ..io.remote import read
+
+        image = decode_image(read(task.item.remote, opts.remote), task.item.source, max_pixels=opts.max_pixels)
+        _check_probs(opts, num_classes, task, image.shape[1], image.shape[0])
+        return image
     if task.item.frame is not None:
         image = frames.decode(task.item)
         _check_probs(opts, num_classes, task, image.shape[1], image.shape[0])
@@ -48,7 +54,7 @@ def _check_probs(opts: Options, num_classes: int, task: Task, w: int, h: int) ->
         need = 2 * num_classes * w * h
         if need > PROBS_LIMIT_BYTES:
             raise ImageError(
-                f"{task.item.path}: --save probs would hold {need / 2**30:.1f} GiB for this {w}x{h} image "
+                f"{task.item.source}: --save probs would hold {need / 2**30:.1f} GiB for this {w}x{h} image "
                 f"({num_classes} classes, float16); the limit is {PROBS_LIMIT_BYTES >> 30} GiB per image",
                 hint="leave probs out of --save for images this large, or shrink them first",
             )

@@ -69,6 +69,9 @@ def expand(found: Discovery, selection: Selection, max_pixels: int) -> int:
         if not is_video_path(it.path):
             items.append(it)
             continue
+        if it.remote is not None:
+            found.errors.append((it.source, "videos are read from local files only: download it first"))
+            continue
         try:
             info = probed(it.path, max_pixels)
         except (SegcliError, OSError) as e:

@@ -30,6 +30,7 @@ from .request import (
     earlier_backend,
     model_kinds,
     raster_options,
+    remote_options,
     save_kinds,
 )
 
@@ -89,6 +90,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
             low_confidence=req.low_confidence,
             labelstudio=(req.ls_from_name, req.ls_to_name, req.ls_image_prefix),
             vector=(req.vector_format, str(req.min_area), float(req.simplify)),
+            remote=remote_options(req),
         )
         run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))
@@ -114,7 +116,10 @@ def _discover(req: Request, out: Path) -> Discovery:
     from ..io.inputs import discover, parse_extensions
 
     exts = parse_extensions(req.ext)
-    return discover(list(req.inputs), extensions=exts, recursive=req.recursive, null=req.null, exclude=out)
+    remote = remote_options(req)
+    return discover(
+        list(req.inputs), extensions=exts, recursive=req.recursive, null=req.null, exclude=out, remote=remote
+    )
 
 
 def _videos(req: Request, found: Discovery, kinds: frozenset[str], events: Events) -> int:
@@ -123,7 +128,7 @@ def _videos(req: Request, found: Discovery, kinds: frozenset[str], events: Event
     from .video import expand
 
     selection = Selection.parse(req.every, req.fps, req.start, req.end)
-    given = sum(is_video_path(it.path) for it in found.items)
+    given = sum(is_video_path(it.path) and it.remote is None for it in found.items)
     videos = expand(found, selection, req.max_pixels)
     if videos:
         events.say("info", f"{videos} video(s): {sum(it.frame is not None for it in found.items)} frames to segment")
@@ -322,7 +327,7 @@ class _Run:
         assert summary.run is not None
         c, o = self.seg.info.class_set, self.opts
         run = VideoOutputs(o.out, c, o.alpha, background(c), fingerprint(summary.run, o), o.max_pixels)
-        inputs = {it.path.resolve() for it in items}
+        inputs = {it.path.resolve() for it in items if it.remote is None}
         for line in write_video_files(items, run, self.touched, self.failed, inputs, self.events.say):
             summary.run_errors.append(line)
             self.events.say("error", line)

@@ -29,7 +29,7 @@ from ..io.outputs import (
     unit_png,
 )
 from ..loading.classes import ClassSet
-from .plan import Options, Task
+from .plan import Options, Task, item_fingerprint
 from .records import ImageRecord
 
 
@@ -64,19 +64,20 @@ class Writer:
             out["scene"] = top_classes(pred.image_probs, self.head_sets["scene"].classes)
         return out
 
-    def _maps(self, written: list[Path], paths: dict[str, Path], image: np.ndarray, pred: Prediction) -> None:
+    def _maps(self, written: list[Path], paths: dict[str, Path], image: np.ndarray, pred: Prediction, fp: str) -> None:
         for kind in MAP_KINDS:
             if kind not in pred.maps:
                 continue
             classes = self.head_sets[kind]
             if kind in paths:
-                self.put(written, paths[kind], label_png(pred.maps[kind], classes.palette_array, self.fingerprint))
+                self.put(written, paths[kind], label_png(pred.maps[kind], classes.palette_array, fp))
             if f"{kind}_overlay" in paths:
                 self.put(written, paths[f"{kind}_overlay"], self._overlay(image, pred.maps[kind], classes))
 
     def __call__(self, task: Task, image: np.ndarray, pred: Prediction, timings: dict[str, float]) -> ImageRecord:
         """Write the outputs `task.paths` asks for, the palette PNG last (it marks the image done)."""
         labels, paths, opts, k = pred.labels, task.paths, self.opts, len(self.class_set.classes)
+        fp = item_fingerprint(self.fingerprint, task.item)
         assert labels is not None  # batch prediction asks for labels
         counts = class_counts(labels, k)
         classes = class_stats(counts, list(self.class_set.classes))
@@ -85,9 +86,7 @@ class Writer:
             extra["ignored_pixels"] = int(labels.size - counts.sum())
         if pred.confidence is not None:
             extra["confidence"] = confidence_stats(pred.confidence, labels, self.class_set.classes, opts.low_confidence)
-        record = ImageRecord.done(
-            task.item, paths, self.details, self.fingerprint, labels.shape, counts, classes, heads=extra
-        )
+        record = ImageRecord.done(task.item, paths, self.details, fp, labels.shape, counts, classes, heads=extra)
         written: list[Path] = []
         try:
             t = time.perf_counter()
@@ -95,13 +94,13 @@ class Writer:
                 self.put(written, paths["label"], index_png(labels, k))
             if "overlay" in paths:
                 self.put(written, paths["overlay"], self._overlay(image, labels, self.class_set))
-            self._maps(written, paths, image, pred)
+            self._maps(written, paths, image, pred, fp)
             if "geotiff" in paths:  # an image decoded whole: class indices, no georeference
                 from ..io.geotiff import write_labels_tiff
 
                 check_inside(opts.out, paths["geotiff"])
                 c = self.class_set
-                write_labels_tiff(paths["geotiff"], labels, c.palette_array, c.classes, self.fingerprint)
+                write_labels_tiff(paths["geotiff"], labels, c.palette_array, c.classes, fp)
                 written.append(paths["geotiff"])
             if "probs" in paths and paths["probs"].suffix == ".tif":  # a raster format decoded whole
                 from ..io.geotiff import write_probs_tiff
@@ -118,14 +117,14 @@ class Writer:
             record.timings = {**timings, "write_s": time.perf_counter() - t}
             if "json" in paths:
                 self.put(written, paths["json"], json_bytes(record.file_json()))
-            self.put(written, paths["png"], label_png(labels, self.class_set.palette_array, self.fingerprint))
+            self.put(written, paths["png"], label_png(labels, self.class_set.palette_array, fp))
         except Exception as e:  # noqa: BLE001 - a full disk, a bad class list...: this image's failure
             for path in written:  # no half-finished image: what this call wrote goes again
                 with contextlib.suppress(OSError):
                     path.unlink()
             reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
-            error = f"{task.item.path}: cannot write outputs under {opts.out} ({reason})"
-            return ImageRecord.failed(str(task.item.path), task.item.name.as_posix(), error, task.item)
+            error = f"{task.item.source}: cannot write outputs under {opts.out} ({reason})"
+            return ImageRecord.failed(task.item.source, task.item.name.as_posix(), error, task.item)
         if opts.report:
             self._thumbnails(paths["png"], image, labels)
         record.timings["write_s"] = time.perf_counter() - t

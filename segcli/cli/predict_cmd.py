@@ -39,6 +39,7 @@ from .predict_opts import (
     VectorFormatOpt,
 )
 from .raster_opts import BandsOpt, OverviewsOpt, ScaleRangeOpt, StretchOpt, TrustVrtOpt
+from .remote_opts import RetriesOpt, TimeoutOpt
 from .reporter import Reporter
 from .signals import GracefulStop
 from .video_opts import EndOpt, EveryOpt, FpsOpt, StartOpt
@@ -107,6 +108,8 @@ def predict(
     fps: FpsOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 2,
 ) -> None:
     """Segment images: for each input, <out>/<path relative to its input root>/<stem>.png (palette PNG,
     pixel value = class index) plus what --save asks for: <stem>.json (summary; default), <stem>_label.png
@@ -153,6 +156,8 @@ def predict(
         fps=fps,
         start=start,
         end=end,
+        timeout=timeout,
+        retries=retries,
         ray=ray,
         workers=workers,
         gpus_per_worker=gpus_per_worker,

@@ -12,8 +12,9 @@ InputsArg = Annotated[
     list[str],
     typer.Argument(
         metavar="INPUT",
-        help="Image or video files, folders (searched recursively), glob patterns ('scans/*/*.tif'), or - to "
-        "read paths from stdin, one per line.",
+        help="Image or video files, folders (searched recursively), glob patterns ('scans/*/*.tif'), URLs "
+        "(s3://bucket/prefix/, s3://bucket/**/*.jpg, https://host/img.jpg; the [remote] extra), or - to read "
+        "paths or URLs from stdin, one per line.",
     ),
 ]
 OutOpt = Annotated[

@@ -9,10 +9,13 @@ composited on a background; CMYK / YCbCr / LAB converted by Pillow; 16-bit data 
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -45,24 +48,23 @@ def image_size(path: Path) -> tuple[int, int]:
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _open(path: Path, max_pixels: int) -> Image.Image:
-    require_regular(path)
+def _open(src: Path | BinaryIO, label: str, max_pixels: int) -> Image.Image:
     try:
-        im = Image.open(path)
+        im = Image.open(src)
     except Image.DecompressionBombError:
         if max_pixels <= 2 * DEFAULT_MAX_PIXELS:
             raise
         with _BOMB_LOCK:  # the caller raised the limit above Pillow's: open once without its check
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                im = Image.open(path)
+                im = Image.open(src)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     w, h = im.size
     if w * h > max_pixels:
         im.close()
         raise ImageError(
-            f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}",
+            f"{label}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}",
             hint="raise it with --max-pixels if the image is trusted",
         )
     return im
@@ -98,30 +100,43 @@ def load_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     if not isinstance(src, (str, os.PathLike)):
         raise UsageError(f"unsupported image input of type {type(src).__name__}: give a path, PIL image or array")
     path = Path(src)
+    size = lambda: path.stat().st_size if path.exists() else 0  # noqa: E731
+    return _decode(path, str(path), max_pixels, size, check=lambda: require_regular(path))
+
+
+def decode_image(data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """`load_image` of an image's bytes (an object read from a URL, say); errors name `label`."""
+    return _decode(io.BytesIO(data), label, max_pixels, lambda: len(data))
+
+
+def _decode(
+    src: Path | BinaryIO, label: str, max_pixels: int, size: Callable[[], int], check: Callable[[], object] = int
+) -> np.ndarray:
+    """The image `src` decoded (`check()` first: a file's regularity), every failure one ImageError."""
     try:
-        with _open(path, max_pixels) as im:
+        check()
+        with _open(src, label, max_pixels) as im:
             im.load()
             rgb = _to_rgb8(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: {e}", hint="raise the limit with --max-pixels if the image is trusted") from None
+        raise ImageError(f"{label}: {e}", hint="raise the limit with --max-pixels if the image is trusted") from None
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory") from None
+        raise ImageError(f"{label}: is a directory") from None
     except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
+        raise ImageError(f"{label}: permission denied") from None
     except Image.UnidentifiedImageError:
-        size = path.stat().st_size if path.exists() else 0
-        what = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
-        raise ImageError(f"{path}: {what}") from None
+        what = "empty file (0 bytes)" if size() == 0 else "not an image Pillow can read"
+        raise ImageError(f"{label}: {what}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated data, broken chunks, FIFOs
-        raise ImageError(f"{path}: cannot decode image ({first_line(e, strerror=True)})") from None
+        raise ImageError(f"{label}: cannot decode image ({first_line(e, strerror=True)})") from None
     except MemoryError:
-        raise ImageError(f"{path}: not enough memory to decode this image", hint="lower --max-pixels") from None
+        raise ImageError(f"{label}: not enough memory to decode this image", hint="lower --max-pixels") from None
     except Exception as e:  # noqa: BLE001 - a decoder bug or an unsupported variant (e.g. NotImplementedError)
-        raise ImageError(f"{path}: cannot decode image ({first_line(e, typed=True)})") from None
+        raise ImageError(f"{label}: cannot decode image ({first_line(e, typed=True)})") from None
     return np.ascontiguousarray(rgb)
 
 

@@ -29,6 +29,7 @@ from ..errors import UsageError
 from ..fsutil import read_regular
 from .layout import RUN_FILES, assign_bases
 from .outputs import read_fingerprint
+from .remote import RemoteObject, RemoteOptions, scheme
 from .video import VIDEO_EXTENSIONS
 
 RUN_SCHEMA = "segcli.run/1"
@@ -46,11 +47,17 @@ class Item:
     rel: PurePosixPath = field(default_factory=PurePosixPath)  # <relative folder>/<file name>: unique per input
     frame: int | None = None  # a video's frame (batch.video): its number, from 0 in presentation order
     time: float | None = None  # … and its timestamp, seconds from the first frame
+    remote: RemoteObject | None = None  # an object read from a URL (io.remote); `path` is then its `rel`
+
+    @property
+    def source(self) -> str:
+        """The input as records and messages name it: its path, or its URL."""
+        return self.remote.url if self.remote is not None else str(self.path)
 
     @property
     def key(self) -> str:
         """What tells this input's records apart (a video's frames share its path)."""
-        return str(self.path) if self.frame is None else f"{self.path}#{self.frame}"
+        return self.source if self.frame is None else f"{self.source}#{self.frame}"
 
 
 @dataclass
@@ -225,12 +232,16 @@ def discover(
     stdin: IO[bytes] | None = None,
     null: bool = False,
     exclude: Path | None = None,
+    remote: RemoteOptions | None = None,
 ) -> Discovery:
-    """The images named by `inputs`; `exclude` (the output folder) is never searched."""
+    """The images named by `inputs` (paths, or URLs read with `remote`); `exclude` (the output folder) is
+    never searched."""
     found = Discovery()
     walk = _Walk(found, extensions, recursive, exclude.resolve() if exclude is not None else None)
     pairs: list[tuple[Path, Path]] = []  # (file, its input root)
-    for arg in _args(inputs, stdin, null):
+    args = _args(inputs, stdin, null)
+    urls = [a for a in args if scheme(a) is not None]
+    for arg in (a for a in args if scheme(a) is None):
         p = Path(arg).expanduser()
         globbed = not os.path.lexists(p) and bool(_GLOB_CHARS & set(arg))
         matches = walk.glob(arg) if globbed else [p]
@@ -241,8 +252,23 @@ def discover(
                 _add(m, arg, globbed, found, walk, pairs)
             except OSError as e:  # a folder on the way that cannot be entered, say
                 found.errors.append((arg, f"cannot be read ({e.strerror or e})"))
-    found.items = _items(pairs)
+    named = _remote(urls, extensions, recursive, remote or RemoteOptions(), found, full=bool(pairs))
+    found.items = _items(pairs, named, found)
     return found
+
+
+def _remote(
+    urls: list[str], exts: tuple[str, ...], recursive: bool, opts: RemoteOptions, found: Discovery, full: bool
+) -> list[tuple[RemoteObject, PurePosixPath]]:
+    """The objects URL arguments name, with their relative names (io.remote)."""
+    if not urls:
+        return []
+    from .remote import expand, relative
+
+    listing = expand(urls, exts, recursive, opts)
+    named, refused = relative(listing.objects, full)
+    found.errors.extend(listing.errors + refused)
+    return named
 
 
 def _add(m: Path, arg: str, globbed: bool, found: Discovery, walk: _Walk, pairs: list[tuple[Path, Path]]) -> None:
@@ -272,21 +298,25 @@ def _missing(m: Path) -> str:
     return "no such file or directory"
 
 
-def _items(pairs: list[tuple[Path, Path]]) -> list[Item]:
+def _items(
+    pairs: list[tuple[Path, Path]], named: list[tuple[RemoteObject, PurePosixPath]], found: Discovery
+) -> list[Item]:
+    """Files (with their roots) and named objects as items, in order of their relative names."""
     unique: dict[Path, tuple[Path, Path]] = {}  # resolved file → (file as found, its root)
     for f, root in pairs:
         unique.setdefault(f.resolve(), (f, root))
-    if not unique:
-        return []
-    roots = {root.resolve() for _, root in unique.values()}
-    common = Path(os.path.commonpath([str(r) for r in roots]))
-    # <root relative to the common ancestor> / <file relative to its root> (symlinks inside a root stay put)
-    found = sorted(
-        (
-            (f, PurePosixPath((root.resolve().relative_to(common) / f.relative_to(root)).as_posix()))
-            for f, root in unique.values()
-        ),
-        key=lambda t: t[1].as_posix(),
-    )
-    bases = assign_bases([rel for _, rel in found])
-    return [Item(f, base, rel) for (f, rel), base in zip(found, bases, strict=True)]
+    listed: dict[PurePosixPath, tuple[Path, RemoteObject | None]] = {}
+    if unique:
+        roots = {root.resolve() for _, root in unique.values()}
+        common = Path(os.path.commonpath([str(r) for r in roots]))
+        # <root relative to the common ancestor> / <file relative to its root> (symlinks inside a root stay put)
+        for f, root in unique.values():
+            listed[PurePosixPath((root.resolve().relative_to(common) / f.relative_to(root)).as_posix())] = (f, None)
+    for obj, rel in named:
+        if rel in listed:
+            found.errors.append((obj.url, f"has the same name ({rel}) as another input: give it in a run of its own"))
+        else:
+            listed[rel] = (Path(rel), obj)
+    ordered = sorted(listed.items(), key=lambda t: t[0].as_posix())
+    bases = assign_bases([rel for rel, _ in ordered])
+    return [Item(f, base, rel, remote=obj) for (rel, (f, obj)), base in zip(ordered, bases, strict=True)]

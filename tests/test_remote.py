@@ -1,0 +1,201 @@
+"""Inputs from URLs (io.remote, the [remote] extra) against real servers on 127.0.0.1: moto's S3-API server
+(listing, globs, reading, a missing key, keys that would escape --out, a changed object redone) and an HTTP
+server (reading, 404, 403, a slow server timing out after bounded retries, a redirect to file://, a bomb)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+from helpers import photo
+from PIL import Image
+from servers import http_site, moto_server, s3_env
+
+from segcli.errors import ImageError, UsageError
+from segcli.io.remote import RemoteObject, RemoteOptions, check_scheme, read, relative
+
+pytest.importorskip("s3fs", reason="s3fs is not installed (the [remote] extra)")
+pytest.importorskip("moto.server", reason="moto's server is not installed (tests run against it)")
+
+SMALL = ("--resize", "none")  # the images at their own 24×32
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3(endpoint, monkeypatch, request):
+    """A boto3 client of the moto server with a fresh bucket (named after the test); the process's
+    environment points the store's standard variables at the server."""
+    import boto3
+
+    for k, v in s3_env(endpoint).items():
+        monkeypatch.setenv(k, v)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    bucket = request.node.name.lower().replace("_", "-")[:50].strip("-")
+    client.create_bucket(Bucket=bucket)
+    client.bucket = bucket
+    return client
+
+
+def _png(seed: int, h: int = 24, w: int = 32) -> bytes:
+    buf = io.BytesIO()
+    Image.open(photo(Path(f"/tmp/segcli-remote-{seed}.png"), h, w, seed=seed)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _put(s3, key: str, data: bytes, disk: Path | None = None) -> None:
+    s3.put_object(Bucket=s3.bucket, Key=key, Body=data)
+    if disk is not None:
+        (disk / key).parent.mkdir(parents=True, exist_ok=True)
+        (disk / key).write_bytes(data)
+
+
+def _records(stdout: str) -> dict[str, dict]:
+    return {d["input"]: d for d in map(json.loads, stdout.splitlines())}
+
+
+def _masks(out: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(out).as_posix(): np.asarray(Image.open(p)) for p in sorted(out.rglob("*.png"))
+            if p.name != "legend.png"}  # fmt: skip
+
+
+def test_an_s3_prefix_gives_what_the_same_files_on_disk_give(tmp_path, cli, s3, tiny_convnext_dir):
+    disk = tmp_path / "disk"
+    _put(s3, "photos/a.png", _png(1), disk)
+    _put(s3, "photos/sub/b.png", _png(2), disk)
+    _put(s3, "photos/.hidden.png", _png(3))  # hidden names and other extensions are left out, as on disk
+    _put(s3, "photos/notes.txt", b"text")
+    prefix = f"s3://{s3.bucket}/photos/"
+    r = cli("predict", prefix, "-o", tmp_path / "s3", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
+    assert r.exit_code == 0, r.output
+    records = _records(r.stdout)
+    assert set(records) == {prefix + "a.png", prefix + "sub/b.png"}
+    doc = records[prefix + "sub/b.png"]
+    head = s3.head_object(Bucket=s3.bucket, Key="photos/sub/b.png")
+    assert doc["source"] == {"url": prefix + "sub/b.png", "etag": head["ETag"], "last_modified": None,
+                             "bytes": head["ContentLength"]}  # fmt: skip
+    assert doc["name"] == "sub/b" and json.loads((tmp_path / "s3" / "sub" / "b.json").read_text())["source"]
+    r = cli("predict", disk / "photos", "-o", tmp_path / "disk-out", "-m", tiny_convnext_dir, *SMALL)
+    assert r.exit_code == 0, r.output
+    got, want = _masks(tmp_path / "s3"), _masks(tmp_path / "disk-out")
+    assert set(got) == set(want) == {"a.png", "sub/b.png"}
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+    # resume: nothing redone; an object replaced in the bucket (a new ETag) is redone, alone
+    r = cli("predict", prefix, "-o", tmp_path / "s3", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
+    assert {d["status"] for d in _records(r.stdout).values()} == {"skipped"}
+    _put(s3, "photos/a.png", _png(7))
+    r = cli("predict", prefix, "-o", tmp_path / "s3", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
+    status = {k.removeprefix(prefix): d["status"] for k, d in _records(r.stdout).items()}
+    assert status == {"a.png": "done", "sub/b.png": "skipped"}, r.output
+
+
+def test_globs_url_lists_and_a_missing_key(tmp_path, cli, s3, tiny_convnext_dir):
+    for key in ("photos/a.png", "photos/sub/b.png", "photos/sub/c.jpg", "other/d.png"):
+        _put(s3, key, _png(len(key)))
+    base = f"s3://{s3.bucket}"
+    r = cli("predict", f"{base}/photos/**/*.png", "-o", tmp_path / "glob", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
+    assert r.exit_code == 0, r.output
+    assert set(_records(r.stdout)) == {f"{base}/photos/a.png", f"{base}/photos/sub/b.png"}
+    assert sorted(p.relative_to(tmp_path / "glob").as_posix() for p in (tmp_path / "glob").rglob("*.json")) == [
+        "a.json", "classes.json", "sub/b.json", "summary.json"]  # fmt: skip
+    listed = f"{base}/photos/a.png\n{base}/missing.png\n{base}/other/d.png\n"
+    r = cli("predict", "-", "-o", tmp_path / "list", "-m", tiny_convnext_dir, *SMALL, "--jsonl", input=listed)
+    assert r.exit_code == 1, r.output  # a partial failure
+    assert f"{base}/missing.png: cannot be read (no such object (404))" in r.stderr
+    done = {k for k, d in _records(r.stdout).items() if d["status"] == "done"}
+    assert done == {f"{base}/photos/a.png", f"{base}/other/d.png"}
+    assert (tmp_path / "list" / "photos" / "a.png").is_file() and (tmp_path / "list" / "other" / "d.png").is_file()
+
+
+def test_keys_that_would_leave_out_are_refused(tmp_path, cli, s3, tiny_convnext_dir):
+    for key in ("photos/../../../escaped.png", "photos//double.png", "photos/fine.png"):
+        _put(s3, key, _png(5))
+    out = tmp_path / "deep" / "out"
+    r = cli("predict", f"s3://{s3.bucket}/photos/", "-o", out, "-m", tiny_convnext_dir, *SMALL)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("its name has an empty, '.' or '..' part") == 2
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert written == ["deep/out/fine.png", "deep/out/legend.png"]
+
+
+def test_file_urls_unknown_schemes_and_url_outputs_are_refused(tmp_path, cli, tiny_convnext_dir):
+    image = photo(tmp_path / "x.png")
+    r = cli("predict", f"file://{image}", "ftp://host/y.png", "-o", tmp_path / "out", "-m", tiny_convnext_dir)
+    assert r.exit_code == 1, r.output
+    assert f"file://{image}: file:// URLs are not read" in r.stderr and "ftp:// is not a store" in r.stderr
+    r = cli("predict", image, "-o", "s3://bucket/out/", "-m", tiny_convnext_dir)
+    assert r.exit_code == 2 and "outputs are written to a local folder" in r.output
+    with pytest.raises(UsageError, match="file:// URLs"):
+        check_scheme("FILE:///etc/passwd")
+
+
+def test_http_reads_and_each_failure_is_one_line(tmp_path, cli, tiny_convnext_dir):
+    big = io.BytesIO()
+    Image.new("RGB", (200, 100)).save(big, format="PNG")  # 20,000 pixels: over --max-pixels 10000
+    with http_site() as site:
+        good = site.file("/img/good.png", _png(11), etag='"v1"')
+        bomb = site.file("/img/big.png", big.getvalue())
+        slow = site.file("/img/slow.png", _png(12))
+        site.slow.add("/img/slow.png")
+        site.routes["/img/forbidden.png"] = (403, {}, b"no")
+        site.routes["/img/moved.png"] = (302, {"Location": "file:///etc/passwd"}, b"")
+        names = ["good", "big", "slow", "forbidden", "moved", "missing"]
+        listed = "".join(f"{site.url}/img/{n}.png\n" for n in names)
+        args = ("--timeout", "0.5", "--retries", "1", "--max-pixels", "10000", "--jsonl")
+        t = time.monotonic()
+        r = cli("predict", "-", "-o", tmp_path / "out", "-m", tiny_convnext_dir, *SMALL, *args, input=listed)
+        elapsed = time.monotonic() - t
+        assert r.exit_code == 1, r.output
+        lines = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert len(lines) == 5, r.stderr  # one line per failed object; the good one done
+        expect = {
+            "big": "20,000 pixels exceeds the limit of 10,000",
+            "slow": "no answer within 0.5 s (--timeout)",
+            "forbidden": "access denied (403)",
+            "moved": "redirected to a URL that is not http(s): not followed",
+            "missing": "no such object (404)",
+        }
+        for name, text in expect.items():
+            assert any(f"/img/{name}.png" in line and text in line for line in lines), (name, r.stderr)
+        assert site.hits["/img/slow.png"] == 1 + 2  # HEAD once, GET tried twice (--retries 1)
+        assert elapsed < 30  # timeouts bounded (2 × 0.5 s and a 0.5 s pause for the slow one)
+        doc = _records(r.stdout)[good]
+        assert doc["status"] == "done" and doc["source"]["etag"] == '"v1"' and doc["name"] == "good"
+        assert slow not in {k for k, d in _records(r.stdout).items() if d["status"] == "done"} and bomb
+
+
+def test_reads_stop_at_the_byte_limit():
+    with http_site() as site:
+        url = site.file("/x.bin", b"x" * 1000)
+        opts = RemoteOptions(timeout=5, retries=0, max_bytes=100)
+        with pytest.raises(ImageError, match="1,000 bytes exceeds the 100-byte read limit"):
+            read(RemoteObject(url, 1000, None), opts)  # the listed size: refused before any GET
+        assert site.hits["/x.bin"] == 0
+        with pytest.raises(ImageError, match="more than the 100-byte read limit"):
+            read(RemoteObject(url, None, None), opts)  # a stream cut at 101 bytes
+        assert read(RemoteObject(url, None, None), RemoteOptions(5, 0, 1000)) == b"x" * 1000
+
+
+def test_relative_names_of_objects():
+    objs = [
+        (RemoteObject("s3://b/photos/a/x.jpg", 1, None), "s3://b/photos"),
+        (RemoteObject("s3://b/other/y.jpg", 1, None), "s3://b/other"),
+        (RemoteObject("https://h/img?id=1", 1, None), "https://h"),
+        (RemoteObject("https://h/img?id=2", 1, None), "https://h"),
+    ]
+    named, errors = relative(objs[:2], full=False)
+    assert [str(rel) for _, rel in named] == ["photos/a/x.jpg", "other/y.jpg"] and not errors
+    named, _ = relative(objs[:1], full=True)  # beside local inputs: scheme and bucket kept
+    assert [str(rel) for _, rel in named] == ["s3/b/photos/a/x.jpg"]
+    named, _ = relative(objs[2:], full=False)
+    rels = [rel for _, rel in named]
+    assert len(set(rels)) == 2 and all(r.parent == PurePosixPath(".") and r.name.startswith("img_") for r in rels)
