@@ -102,11 +102,17 @@ def test_globs_url_lists_and_a_missing_key(tmp_path, cli, s3, tiny_convnext_dir)
     for key in ("photos/a.png", "photos/sub/b.png", "photos/sub/c.jpg", "other/d.png"):
         _put(s3, key, _png(len(key)))
     base = f"s3://{s3.bucket}"
-    r = cli("predict", f"{base}/photos/**/*.png", "-o", tmp_path / "glob", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
+    glob = f"{base}/photos/**/*.png"
+    r = cli("predict", glob, "-o", tmp_path / "glob", "-m", tiny_convnext_dir, *SMALL, "--jsonl", "--report")
     assert r.exit_code == 0, r.output
     assert set(_records(r.stdout)) == {f"{base}/photos/a.png", f"{base}/photos/sub/b.png"}
+    page = (tmp_path / "glob" / "index.html").read_text()  # the report links to the objects themselves
+    assert f'href="{base}/photos/sub/b.png"' in page and "file://" not in page
     assert sorted(p.relative_to(tmp_path / "glob").as_posix() for p in (tmp_path / "glob").rglob("*.json")) == [
         "a.json", "classes.json", "sub/b.json", "summary.json"]  # fmt: skip
+    r = cli("predict", f"{base}/photos", "--no-recursive", "-o", tmp_path / "flat", "-m", tiny_convnext_dir, *SMALL,
+            "--jsonl")  # fmt: skip
+    assert set(_records(r.stdout)) == {f"{base}/photos/a.png"}, r.output  # a prefix named without its slash
     listed = f"{base}/photos/a.png\n{base}/missing.png\n{base}/other/d.png\n"
     r = cli("predict", "-", "-o", tmp_path / "list", "-m", tiny_convnext_dir, *SMALL, "--jsonl", input=listed)
     assert r.exit_code == 1, r.output  # a partial failure

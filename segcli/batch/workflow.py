@@ -253,10 +253,12 @@ class _Run:
             elif image.status == "failed":
                 self.failed.add(image.name or "")
         elif self.gallery is not None and image.status != "failed":
+            from ..io.remote import scheme
             from ..report.gallery import Entry
 
-            name = image.name or image.input
-            entry = Entry(Path(image.input), name, image.status, image.outputs, image.counts, uncertain=image.uncertain)
+            name, url = image.name or image.input, image.input if scheme(image.input) else None
+            entry = Entry(Path(image.input), name, image.status, image.outputs, image.counts, uncertain=image.uncertain,
+                          url=url)  # fmt: skip
             self.gallery.append(entry)
         self.events.record(image)
 

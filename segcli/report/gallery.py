@@ -82,6 +82,7 @@ class Entry:
     top: list[dict[str, Any]] = field(default_factory=list)
     copy: Path | None = None  # the input's copy in the report (links "copy")
     uncertain: float | None = None  # --save confidence: the fraction of pixels below --low-confidence
+    url: str | None = None  # an image read from a URL: linked as such, never copied or read again
 
 
 def _top(counts: np.ndarray | None, classes: ClassSet) -> list[dict[str, Any]]:
@@ -105,7 +106,7 @@ def _ensure_thumbs(entry: Entry, out: Path, palette: np.ndarray, alpha: float) -
     from ..io.images import load_image, read_labels
 
     folder = out / FOLDER / "thumbs"
-    if all((folder / f"{entry.key}-{k}{ext}").is_file() for k, ext in KINDS.items()):
+    if entry.url is not None or all((folder / f"{entry.key}-{k}{ext}").is_file() for k, ext in KINDS.items()):
         return
     try:
         labels = read_labels(entry.outputs["png"])
@@ -122,6 +123,8 @@ def _ensure_thumbs(entry: Entry, out: Path, palette: np.ndarray, alpha: float) -
 def _copy_input(entry: Entry, out: Path) -> Path | None:
     """The input copied to OUT/segcli-report/inputs/<key><ext> (kept when a copy of its size is there);
     None when it cannot be read or written (the link then stays absolute)."""
+    if entry.url is not None:
+        return None
     ext = entry.input.suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", entry.input.suffix) else ""
     target = out / FOLDER / "inputs" / f"{entry.key}{ext}"
     try:
@@ -140,6 +143,8 @@ def _href(target: Path, page_dir: Path) -> str:
 
 
 def _input_href(e: Entry, page_dir: Path, links: str) -> str:
+    if e.url is not None:
+        return e.url
     if links == "relative":
         return _href(e.input, page_dir)
     if links == "copy" and e.copy is not None:
