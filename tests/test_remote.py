@@ -142,6 +142,9 @@ def test_file_urls_unknown_schemes_and_url_outputs_are_refused(tmp_path, cli, ti
     assert r.exit_code == 2 and "outputs are written to a local folder" in r.output
     with pytest.raises(UsageError, match="file:// URLs"):
         check_scheme("FILE:///etc/passwd")
+    r = cli("predict", "https://me:secret@host/x.png", "-o", tmp_path / "out", "-m", tiny_convnext_dir)
+    assert r.exit_code == 1 and "credentials in a URL are not accepted" in r.stderr and "secret" not in r.output
+    assert "secret" not in (tmp_path / "out" / "summary.json").read_text()
 
 
 def test_http_reads_and_each_failure_is_one_line(tmp_path, cli, tiny_convnext_dir):

@@ -55,6 +55,7 @@ def predict(
 def run_request(req: Request, events: Events) -> RunSummary:
     """`predict` of a `Request`."""
     from ..io.inputs import in_shard, parse_shard
+    from ..io.remote import redact
 
     began = time.perf_counter()
     req.inference.check()
@@ -97,7 +98,11 @@ def run_request(req: Request, events: Events) -> RunSummary:
         run.execute(items, summary)
         if videos and "video" in kinds and not summary.interrupted:
             run.video_files(summary, found.items)
-        summary.extra = {"inputs": list(req.inputs), "shard": list(shard) if shard else None, "out": str(out)}
+        summary.extra = {
+            "inputs": [redact(a) for a in req.inputs],
+            "shard": list(shard) if shard else None,
+            "out": str(out),
+        }
         tail = "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
         if req.coco_file:
             run.coco_files(summary, [it.key for it in found.items], tail)

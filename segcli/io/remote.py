@@ -57,6 +57,13 @@ def scheme(text: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def redact(url: str) -> str:
+    """`url` without the user and password its host part may carry (`https://…@host/x.jpg`)."""
+    head, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{head}{sep}…@{host.rsplit('@', 1)[1]}{slash}{path}" if sep and "@" in host else url
+
+
 def check_scheme(url: str) -> str:
     """The fsspec protocol for `url`; UsageError for `file://` and schemes segcli does not read."""
     s = scheme(url) or ""
@@ -64,6 +71,11 @@ def check_scheme(url: str) -> str:
         raise UsageError(f"{url}: file:// URLs are not read", hint="give the local path itself")
     if s not in PROTOCOLS:
         raise UsageError(f"{url}: {s}:// is not a store segcli reads", hint="use s3://, gs://, http:// or https://")
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:  # user:password@host: it would be in every record
+        raise UsageError(
+            f"{redact(url)}: credentials in a URL are not accepted (they would be logged)",
+            hint="give them the store's own way (AWS_* variables, ~/.aws profiles, a .netrc for HTTP)",
+        )
     return PROTOCOLS[s]
 
 
@@ -218,7 +230,7 @@ def expand(args: list[str], exts: tuple[str, ...], recursive: bool, opts: Remote
         try:
             protocol = check_scheme(arg)
         except UsageError as e:
-            found.errors.append((arg, str(e).removeprefix(f"{arg}: ")))
+            found.errors.append((redact(arg), str(e).removeprefix(f"{redact(arg)}: ")))
             continue
         try:
             if protocol == "http" and not arg.endswith("/"):
