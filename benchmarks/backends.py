@@ -9,7 +9,8 @@ weights) and PSPNet ResNet-50-D8 (segcli's own model directory). Modes: `hf` (re
 window) and `slide` (mmseg: 512-pixel windows, stride 341, on the image resized to 512 short side).
 Backends: `eager` (torch float32: segcli's default here), `bf16` (torch bfloat16; skipped unless the CPU has
 AVX512-BF16/AMX or --force-bf16), `compile` (torch.compile, inductor), `ort-static` / `ort-dynamic`
-(`segcli export` to ONNX at 512×512 / any size, run by onnxruntime through segcli), `transformers`
+(`segcli export` to ONNX at 512×512 / any size, run by onnxruntime through segcli), `openvino` (`--backend
+openvino`: segcli's export compiled by OpenVINO, static at a preset's one view size), `transformers`
 (UperNetForSemanticSegmentation + its image processor, `hf` mode only: the outside reference), `default`
 (what `segcli predict` runs without flags: `--dtype auto --backend auto`, its calibration made at start-up
 in a fresh cache). For each model and mode the default's rate is printed as a share of the fastest.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 MODELS = {"convnext": "upernet-convnext-tiny", "swin": "upernet-swin-tiny", "pspnet": "pspnet-r50-d8-ade20k"}
 MODES = {"hf": {"preset": "hf"}, "slide": {"preset": "mmseg", "mode": "slide"}}
-BACKENDS = ("eager", "bf16", "compile", "ort-static", "ort-dynamic", "transformers", "default")
+BACKENDS = ("eager", "bf16", "compile", "ort-static", "ort-dynamic", "openvino", "transformers", "default")
 
 
 def make_model(family: str, folder: Path) -> Path:
@@ -93,8 +94,8 @@ else:
     if backend == "default":  # what `segcli predict` does without flags: --dtype auto --backend auto
         seg = Segmenter.from_pretrained(source, dtype="auto")
         seg.use_backend("auto", params, log=lambda m: print(m, file=sys.stderr))
-    elif backend == "compile":
-        seg.use_backend("compile", params)
+    elif backend in ("compile", "openvino"):
+        seg.use_backend(backend, params)
     def predict(im):
         return seg.predict(im, params)
 predict(pixels[0])  # warm-up (and compilation)

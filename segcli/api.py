@@ -153,7 +153,7 @@ class Segmenter:
         against the registry's sha256, and loaded strictly: any missing, unexpected or mis-shaped key is
         an error. `registry` adds a user registry file (else $SEGCLI_REGISTRY).
 
-        `backend`: "torch" (eager; the default here), "compile", "onnxruntime" or "auto" (the fastest measured
+        `backend`: "torch" (eager; the default here), "compile", "onnxruntime", "openvino" or "auto" (the fastest measured
         on this machine for the default preset's views; see `use_backend`).
         """
         dev = resolve_device(device)
@@ -194,7 +194,7 @@ class Segmenter:
         run_images: int | None = None,
     ) -> Choice:
         """Run the network through `backend` from now on: "torch", "compile" (torch.compile), "onnxruntime"
-        (its ONNX export, made once and cached) or "auto" (the fastest of those measured here for the views of
+        (its ONNX export, made once and cached), "openvino" (that export compiled by OpenVINO) or "auto" (the fastest of those measured here for the views of
         `preset`, default the model's; measuring ~1 min once per machine, model and view size, when
         `calibrate`, else torch until a figure is cached; measured anew when `remeasure`). Returns what was
         chosen and why. `run_images`: the run it serves; nothing cached, `auto` then measures only when that costs

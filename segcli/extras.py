@@ -15,6 +15,7 @@ EXTRAS = {
     "ray": "'ray[data]'",
     "geo": "rasterio shapely pyogrio",
     "remote": "fsspec s3fs aiohttp",
+    "openvino": "openvino onnx onnxscript onnxruntime",
 }
 
 

@@ -20,6 +20,7 @@ from segcli.backends import BackendError, Choice, calibrate, view_shape
 from segcli.backends.ort import _intact, export_key
 from segcli.engine.presets import Params, Resize
 from segcli.errors import UsageError
+from segcli.extras import has_module
 from segcli.loading.hub import segcli_cache
 from segcli.model.fold import fold_batchnorm
 
@@ -117,10 +118,12 @@ def cached_export(convnext_exports) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "compile", "openvino"])
 @pytest.mark.parametrize("mode", ["hf", "slide"])
 def test_backend_labels_equal_eager(backend, mode, tiny_convnext_dir, cached_export):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO is not installed (the [openvino] extra)")
     if backend == "compile" and not COMPILER:
         pytest.skip("torch.compile (inductor) needs a C++ compiler")
     overrides = HF if mode == "hf" else SLIDE
@@ -217,10 +220,17 @@ def test_auto_measures_once_caches_and_uses_the_winner(tiny_convnext_dir, cached
 
     said: list[str] = []
     choice = seg.use_backend("auto", params, log=said.append)
-    assert any("measuring torch, compile, onnxruntime at 128x128" in s for s in said)
-    for step in ("preparing compile (1 of 2)", "compile ready in", "preparing onnxruntime (2 of 2)", "measured in"):
+    candidates = ["compile", "onnxruntime", *(["openvino"] if has_module("openvino") else [])]
+    assert any(f"measuring {', '.join(['torch', *candidates])} at 128x128" in s for s in said), said
+    n = len(candidates)
+    for step in (
+        f"preparing compile (1 of {n})",
+        "compile ready in",
+        f"preparing onnxruntime (2 of {n})",
+        "measured in",
+    ):
         assert any(step in s for s in said), (step, said)  # each candidate said, with its time
-    assert set(choice.seconds) == {"torch", "compile", "onnxruntime"}
+    assert set(choice.seconds) == {"torch", *candidates}
     assert choice.backend == calibrate.pick(choice.seconds) == seg.runtime["backend"]
     entries = json.loads(calibrate.cache_file().read_text())
     (entry,) = entries.values()
@@ -344,3 +354,29 @@ def test_ray_workers_get_a_named_backend(cli, model, asked, runs, tiny_convnext_
     inference = job.record.inference
     assert job.backend == runs and inference["backend"] == runs and inference["dtype"] == "float32"
     assert inference == {**seg.inference(params), "backend": runs}  # what a worker checks it would record
+
+
+def test_openvino_compiles_the_cached_export_in_float32(tiny_convnext_dir, cached_export):
+    """The onnxruntime backend's export (cached, checked) is what OpenVINO compiles — no second export — and
+    in float32 whatever the CPU: OpenVINO's own default on AVX512-BF16 / AMX CPUs is bfloat16."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (the [openvino] extra)")
+    said: list[str] = []
+    seg = Segmenter.from_pretrained(tiny_convnext_dir)
+    params = seg.params("hf", **HF)
+    seg.use_backend("openvino", params, log=said.append)
+    assert not any("exporting" in s for s in said) and any("compiling the ONNX export with OpenVINO" in s for s in said)
+    assert str(seg.model.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    assert seg.model.size == (128, 128) and not seg.model.runs(torch.randn(1, 3, 96, 160))
+    img = random_image(150, 200, seed=9)
+    ref = Segmenter.from_pretrained(tiny_convnext_dir).run(img, params, logits=True)
+    got = seg.run(img, params, logits=True)
+    assert agreement(got.labels, ref.labels) >= 0.999
+    torch.testing.assert_close(got.logits, ref.logits, rtol=0, atol=1e-4 * max(1.0, float(ref.logits.abs().max())))
+
+
+def test_openvino_missing_is_one_line_naming_the_extra(tiny_convnext_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as on a machine without the [openvino] extra
+    seg = Segmenter.from_pretrained(tiny_convnext_dir)
+    with pytest.raises(UsageError, match=r"--backend openvino: openvino is not installed.*pip install openvino"):
+        seg.use_backend("openvino", seg.params("hf", **HF))
+    assert seg.runtime["backend"] == "torch"

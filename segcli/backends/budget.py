@@ -35,13 +35,16 @@ class Budget:
 
 
 def estimate(net: nn.Module, candidates: list[str], t_view: float, views: int, dynamic: bool) -> Budget:
-    """The budget of measuring `candidates` ("compile", "onnxruntime") besides torch for a run of `views`
+    """The budget of measuring `candidates` ("compile", "onnxruntime", "openvino") besides torch for a run of `views`
     forward passes of about `t_view` seconds each (`dynamic`: the ONNX export is a dynamic one)."""
     from .export import estimate_seconds
+    from .openvino import COMPILE_S
 
     prepare = 0.0
-    if "onnxruntime" in candidates:
+    if "onnxruntime" in candidates or "openvino" in candidates:  # one export for both
         prepare += estimate_seconds(net, "onnx", dynamic)
+    if "openvino" in candidates:
+        prepare += COMPILE_S
     if "compile" in candidates:
         prepare += COMPILE_FIXED + COMPILE_PER_MODULE * sum(1 for _ in net.modules())
     timing = (1 + ROUNDS) * (1 + len(candidates)) * t_view

@@ -97,8 +97,9 @@ def export_key(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None) ->
     }
 
 
-def _verify(net: Segmentor, model: OrtModel, shape: tuple[int, int]) -> None:
-    """The export's logits on a random input against the eager network's: labels ≥ 99.9 % equal."""
+def verify(net: Segmentor, model: Wrapped, shape: tuple[int, int], what: str = "the ONNX export") -> None:
+    """`model`'s logits (an export run another way) on a random input against the eager network's: labels
+    ≥ 99.9 % equal, logits within 1e-3 of their largest magnitude."""
     x = torch.randn((1, 3, *shape), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref, out = net(x), model(x)
@@ -107,7 +108,7 @@ def _verify(net: Segmentor, model: OrtModel, shape: tuple[int, int]) -> None:
     diff = float((ref - out).abs().max())
     if agree < 0.999 or not diff <= 1e-3 * max(1.0, float(ref.abs().max())):
         raise BackendError(
-            f"the ONNX export disagrees with the PyTorch model (labels {share_text(agree, 2)} equal, max diff {diff:.3g})",
+            f"{what} disagrees with the PyTorch model (labels {share_text(agree, 2)} equal, max diff {diff:.3g})",
             hint="use --backend torch, and report this with the model's name",
         )
 
@@ -116,7 +117,7 @@ def load(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any
     """An `OrtModel` of `net` (export at `size`, None: dynamic), exporting and verifying it on first use."""
     require_ort()
     key = export_key(net, info, size)
-    folder = segcli_cache() / "exports" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    folder = _folder(key)
     intact = _intact(folder, key)
     if intact:
         try:
@@ -130,6 +131,19 @@ def load(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any
             f"cannot write the ONNX export into {folder.parent} ({e.strerror or e})",
             hint="make segcli's cache writable (or point $SEGCLI_CACHE elsewhere), or use --backend torch",
         ) from None
+
+
+def export_file(net: Segmentor, info: ModelInfo, size: tuple[int, int] | None, log: Any = None) -> Path:
+    """The cached, verified export `load` uses (made now when missing): what another runtime compiles."""
+    load(net, info, size, log)
+    path = _folder(export_key(net, info, size)) / "model.onnx"
+    if not path.is_file():  # (only if the cache lost it between the two lines)
+        raise BackendError(f"the ONNX export is missing from {path.parent}", hint="run again, or use --backend torch")
+    return path
+
+
+def _folder(key: dict[str, Any]) -> Path:
+    return segcli_cache() / "exports" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _intact(folder: Path, key: dict[str, Any]) -> bool | None:
@@ -168,7 +182,7 @@ def _export(
             raise BackendError(
                 f"the model does not export to ONNX ({first_line(e)})", hint="use --backend torch"
             ) from None
-        _verify(net, model, size or VERIFY_SHAPE)
+        verify(net, model, size or VERIFY_SHAPE)
         doc = {**key, "sha256": sha256_file(tmp / "model.onnx")}
         (tmp / "export.json").write_text(json.dumps(doc, indent=1))
         os.chmod(tmp, 0o777 & ~umask())

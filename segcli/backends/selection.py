@@ -24,7 +24,8 @@ from ..model import Segmentor
 from . import budget, calibrate
 from .base import BackendError
 
-BACKENDS = ("auto", "torch", "compile", "onnxruntime")
+BACKENDS = ("auto", "torch", "compile", "onnxruntime", "openvino")
+CANDIDATES = ("compile", "onnxruntime", "openvino")  # what `auto` measures against torch
 MEASURE = ("auto", "again", "never")  # --backend-measure
 PHOTO = (512, 683)  # the view a keep-ratio whole-image preset is measured at (a 3:4 photo, short side 512)
 
@@ -80,20 +81,20 @@ def unsupported(name: str, net: Segmentor, params: Params | None, auto: bool) ->
             return "views of varying sizes would recompile per size"
         return None
     if net.device.type != "cpu" or net.dtype != torch.float32:
-        return "onnxruntime runs float32 on the CPU only"
+        return f"{name} runs float32 on the CPU only"
     if net.heads.grouped or net.heads.image_level:
         return "exports carry one head, not a parser's four heads"
     if params is not None and params.resize_once:
         return "this preset resizes logits once from the model's resolution; an export gives them at the input size"
+    from .openvino import require_openvino
     from .ort import dynamic_ok, require_ort
 
     if fixed is None and not dynamic_ok(net):
         return "Swin exports need one fixed view size (slide windows or an HxW resize)"
     try:
-        require_ort()
+        (require_openvino if name == "openvino" else require_ort)()
     except MissingExtraError as e:
         return f"{e.message} ({e.hint})"
-    return None
     return None
 
 
@@ -113,6 +114,10 @@ def build(
         upsample = params is None or not params.resize_once
         model.warm(fixed or (64, 64), call_batch(params), upsample)
         return model
+    if name == "openvino":
+        from . import openvino
+
+        return openvino.load(net, info, fixed, log)  # the onnxruntime backend's export, compiled by OpenVINO
     from .ort import load
 
     return load(net, info, fixed, log)  # one view size: a static export at it; else dynamic (not Swin)
@@ -228,8 +233,8 @@ def _auto(
     from ..model.fold import fold_batchnorm
 
     fold_batchnorm(net)  # in place: this network only runs from now on (benchmarks/eager_gap.py measures it)
-    notes = {n: why for n in ("compile", "onnxruntime") if (why := unsupported(n, net, params, auto=True))}
-    eligible = [n for n in ("compile", "onnxruntime") if n not in notes]
+    notes = {n: why for n in CANDIDATES if (why := unsupported(n, net, params, auto=True))}
+    eligible = [n for n in CANDIDATES if n not in notes]
     said = "; ".join(f"{n}: {why}" for n, why in notes.items())
     if not eligible:
         return net, Choice("auto", "torch", f"the only backend for this model and preset here ({said})")

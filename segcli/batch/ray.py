@@ -53,7 +53,9 @@ class Job:
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     cwd: str = ""  # the driver's working folder: relative inputs, --out and --registry are relative to it
-    backend: str = "torch"  # torch, compile or onnxruntime (auto is torch: the driver cannot measure the workers)
+    backend: str = (
+        "torch"  # torch, compile, onnxruntime or openvino (auto is torch: the driver cannot measure the workers)
+    )
     class_map: ClassMap | None = None  # --class-map, as the driver read it
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .records import ImageRecord
 
 DEFAULT_MODEL = "upernet-convnext-tiny"
-BACKENDS_KEPT = ("torch", "compile", "onnxruntime")  # what a resumed run's `auto` may keep
+BACKENDS_KEPT = ("torch", "compile", "onnxruntime", "openvino")  # what a resumed run's `auto` may keep
 
 
 @dataclass(frozen=True)

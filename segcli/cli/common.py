@@ -82,7 +82,7 @@ BackendOpt = Annotated[
     typer.Option(
         metavar="BACKEND",
         envvar="SEGCLI_BACKEND",
-        help="auto | torch | compile | onnxruntime. auto: the fastest of those that support the model and preset "
+        help="auto | torch | compile | onnxruntime | openvino. auto: the fastest of those that support the model and preset "
         "here, measured on this machine (about a minute, once per model and view size; cached).",
     ),
 ]
