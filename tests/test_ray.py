@@ -4,6 +4,7 @@ single-process run, the same resume, records in input order, and a worker killed
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -327,3 +328,11 @@ def test_objects_in_a_bucket_are_read_on_the_workers(cluster, s3_endpoint, tiny_
     assert len(masks) == 6 and set(local) == set(ray)
     for k in masks:
         assert np.array_equal(np.asarray(Image.open(local[k])), np.asarray(Image.open(ray[k]))), k
+    # outputs to the bucket: the workers upload what they make
+    b = subprocess.run(
+        [*cmd[:-4], "-o", "s3://ray-inputs/masks/", "--ray", cluster, *RAY], capture_output=True, text=True
+    )
+    assert b.returncode == 0, b.stderr
+    for k in masks:
+        body = client.get_object(Bucket="ray-inputs", Key=f"masks/{k}")["Body"].read()
+        assert np.array_equal(np.asarray(Image.open(local[k])), np.asarray(Image.open(io.BytesIO(body)))), k

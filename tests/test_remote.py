@@ -133,13 +133,11 @@ def test_keys_that_would_leave_out_are_refused(tmp_path, cli, s3, tiny_convnext_
     assert written == ["deep/out/fine.png", "deep/out/legend.png"]
 
 
-def test_file_urls_unknown_schemes_and_url_outputs_are_refused(tmp_path, cli, tiny_convnext_dir):
+def test_file_urls_unknown_schemes_and_credentials_are_refused(tmp_path, cli, tiny_convnext_dir):
     image = photo(tmp_path / "x.png")
     r = cli("predict", f"file://{image}", "ftp://host/y.png", "-o", tmp_path / "out", "-m", tiny_convnext_dir)
     assert r.exit_code == 1, r.output
     assert f"file://{image}: file:// URLs are not read" in r.stderr and "ftp:// is not a store" in r.stderr
-    r = cli("predict", image, "-o", "s3://bucket/out/", "-m", tiny_convnext_dir)
-    assert r.exit_code == 2 and "outputs are written to a local folder" in r.output
     with pytest.raises(UsageError, match="file:// URLs"):
         check_scheme("FILE:///etc/passwd")
     r = cli("predict", "https://me:secret@host/x.png", "-o", tmp_path / "out", "-m", tiny_convnext_dir)
@@ -208,3 +206,50 @@ def test_relative_names_of_objects():
     named, _ = relative(objs[2:], full=False)
     rels = [rel for _, rel in named]
     assert len(set(rels)) == 2 and all(r.parent == PurePosixPath(".") and r.name.startswith("img_") for r in rels)
+
+
+def test_outputs_to_a_bucket_are_uploaded_and_resume_from_the_bucket(tmp_path, cli, s3, tiny_convnext_dir, monkeypatch):
+    disk = tmp_path / "disk"
+    _put(s3, "photos/a.png", _png(1), disk)
+    _put(s3, "photos/sub/b.png", _png(2), disk)
+    base = f"s3://{s3.bucket}"
+    run = ("predict", f"{base}/photos/", "-o", f"{base}/masks/", "-m", tiny_convnext_dir, *SMALL, "--jsonl")
+    r = cli(*run)
+    assert r.exit_code == 0, r.output
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket, Prefix="masks/")["Contents"]}
+    assert keys == {f"masks/{k}" for k in ("a.png", "a.json", "sub/b.png", "sub/b.json", "summary.json",
+                                           "legend.png", "classes.json")}  # fmt: skip
+    doc = _records(r.stdout)[f"{base}/photos/sub/b.png"]
+    assert doc["outputs"] == {"png": f"{base}/masks/sub/b.png", "json": f"{base}/masks/sub/b.json"}
+    uploaded = json.loads(s3.get_object(Bucket=s3.bucket, Key="masks/sub/b.json")["Body"].read())
+    assert uploaded["outputs"] == doc["outputs"] and uploaded["source"]["url"] == f"{base}/photos/sub/b.png"
+    summary = json.loads(s3.get_object(Bucket=s3.bucket, Key="masks/summary.json")["Body"].read())
+    assert summary["counts"]["done"] == 2 and summary["out"] == f"{base}/masks"
+    r = cli("predict", disk / "photos", "-o", tmp_path / "local", "-m", tiny_convnext_dir, *SMALL)
+    for k in ("a.png", "sub/b.png"):  # the bucket's masks are the local run's
+        body = s3.get_object(Bucket=s3.bucket, Key=f"masks/{k}")["Body"].read()
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), np.asarray(Image.open(tmp_path / "local" / k)))
+
+    # another machine (an empty cache, no staging folder): the bucket says what is done
+    monkeypatch.setenv("SEGCLI_CACHE", str(tmp_path / "other-cache"))
+    r = cli(*run)
+    assert {d["status"] for d in _records(r.stdout).values()} == {"skipped"}, r.output
+    s3.delete_object(Bucket=s3.bucket, Key="masks/sub/b.json")  # an image's output missing there: made again
+    r = cli(*run)
+    status = {k.removeprefix(f"{base}/photos/"): d["status"] for k, d in _records(r.stdout).items()}
+    assert status == {"a.png": "skipped", "sub/b.png": "done"}, r.output
+
+
+def test_outputs_to_a_url_that_cannot_take_them(tmp_path, cli, s3, tiny_convnext_dir):
+    _put(s3, "photos/a.png", _png(1))
+    base = f"s3://{s3.bucket}"
+    args = ("-m", tiny_convnext_dir, *SMALL)
+    r = cli("predict", f"{base}/photos/", "-o", f"{base}/photos/masks/", *args)
+    assert r.exit_code == 2 and "overlaps the input prefix" in r.output  # its outputs would be listed as inputs
+    r = cli("predict", f"{base}/photos/", "-o", f"{base}/masks/", "--report", *args)
+    assert r.exit_code == 2 and "--report with --out" in r.output
+    r = cli("predict", f"{base}/photos/", "-o", "https://host/masks/", *args)
+    assert r.exit_code == 2 and "HTTP servers take no writes" in r.output
+    r = cli("predict", f"{base}/photos/", "-o", "s3://no-such-bucket-here/masks/", *args)
+    line = "cannot upload a.json to s3://no-such-bucket-here/masks/a.json (no such bucket)"  # the JSON goes first
+    assert r.exit_code == 1 and line in r.stderr, r.output

@@ -42,6 +42,12 @@ class Options:
     vector: tuple[str, str, float] = ("geojson", "0", 0.0)  # --save vector: format, --min-area, --simplify
     low_confidence: float = 0.5  # --save confidence / entropy: the JSON's uncertain_fraction counts pixels below it
     remote: RemoteOptions = field(default_factory=RemoteOptions)  # how URLs are read (timeouts, retries, size)
+    publish: str | None = None  # -o URL: `out` is its staging folder, every output is uploaded (batch.outbox)
+
+    @property
+    def published(self) -> tuple[str, str] | None:
+        """What records of a run that uploads carry: (staging folder, URL prefix)."""
+        return (str(self.out), self.publish.rstrip("/")) if self.publish else None
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,25 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
             reason = f"{item.source}: its output would overwrite an input image; choose another --out"
             tasks.append(Task(item, paths, ImageRecord.failed(item.source, name, reason, item)))
         elif not opts.overwrite and finished_before(paths, item_fingerprint(fp, item)):
-            record = ImageRecord(item.source, name, "skipped", outputs=paths, frame=frame_of(item))
+            record = ImageRecord(
+                item.source, name, "skipped", outputs=paths, frame=frame_of(item), published=opts.published
+            )
             record.counts, record.scene, record.uncertain = _earlier(paths, num_classes)
             tasks.append(Task(item, paths, record))
         else:
             tasks.append(Task(item, paths))
-    return tasks
+    return _in_the_bucket(tasks, opts, fp) if opts.publish and not opts.overwrite else tasks
+
+
+def _in_the_bucket(tasks: list[Task], opts: Options, fp: str) -> list[Task]:
+    """`tasks` with those finished in the bucket `-o URL` names skipped (batch.outbox)."""
+    from .outbox import Outbox
+
+    assert opts.publish is not None
+    box = Outbox(opts.publish.rstrip("/"), opts.out, opts.remote)
+    done = box.finished([(t.paths, item_fingerprint(fp, t.item)) for t in tasks if t.record is None])
+    skipped = lambda t: ImageRecord(  # noqa: E731
+        t.item.source, t.item.name.as_posix(), "skipped", outputs=t.paths, frame=frame_of(t.item),
+        published=opts.published,
+    )  # fmt: skip
+    return [Task(t.item, t.paths, skipped(t)) if t.record is None and t.paths["png"] in done else t for t in tasks]

@@ -98,6 +98,7 @@ class ImageRecord:
     scene: int | None = None  # a parsing model's most probable scene (likewise)
     uncertain: float | None = None  # --save confidence: the fraction of pixels below --low-confidence (likewise)
     frame: dict[str, Any] | None = None  # a video's frame: {"index", "time_s"} (every status)
+    published: tuple[str, str] | None = None  # outputs uploaded (batch.outbox): (staging folder, URL prefix)
 
     @classmethod
     def failed(cls, input: str, name: str | None, error: str, item: Item | None = None) -> ImageRecord:
@@ -143,22 +144,25 @@ class ImageRecord:
     def to_wire(self) -> dict[str, Any]:
         """`to_json` plus what the JSON leaves out (class counts, top scene): a record sent between processes."""
         counts = None if self.counts is None else self.counts.tolist()
-        return {**self.to_json(), "_counts": counts, "_scene": self.scene, "_uncertain": self.uncertain}
+        local = {k: str(p) for k, p in self.outputs.items()}
+        wire = {"_counts": counts, "_scene": self.scene, "_uncertain": self.uncertain, "_outputs": local}
+        return {**self.to_json(), **wire, "_published": list(self.published) if self.published else None}
 
     @classmethod
     def from_wire(cls, doc: dict[str, Any]) -> ImageRecord:
         """The inverse of `to_wire`."""
         fixed = {
             "schema", "input", "name", "frame", "status", "error", "outputs", "fingerprint", "timings", "_counts",
-            "_scene", "_uncertain",
+            "_scene", "_uncertain", "_outputs", "_published",
         }  # fmt: skip
+        published = doc.get("_published")
         counts = doc.get("_counts")
         return cls(
             doc["input"],
             doc["name"],
             doc["status"],
             doc.get("error"),
-            {k: Path(v) for k, v in (doc.get("outputs") or {}).items()},
+            {k: Path(v) for k, v in (doc.get("_outputs", doc.get("outputs")) or {}).items()},
             {k: v for k, v in doc.items() if k not in fixed},
             doc.get("fingerprint"),
             doc.get("timings") or {},
@@ -166,7 +170,15 @@ class ImageRecord:
             doc.get("_scene"),
             doc.get("_uncertain"),
             doc.get("frame"),
+            (str(published[0]), str(published[1])) if published else None,
         )
+
+    def outputs_json(self) -> dict[str, str]:
+        """The outputs as the JSON names them: paths, or the URLs they were uploaded to."""
+        if self.published is None:
+            return {k: str(p) for k, p in self.outputs.items()}
+        root, url = Path(self.published[0]), self.published[1]
+        return {k: f"{url}/{p.relative_to(root).as_posix()}" for k, p in self.outputs.items()}
 
     def file_json(self) -> dict[str, Any]:
         """The `<stem>.json` written beside a finished image's PNG."""
@@ -176,7 +188,7 @@ class ImageRecord:
             "name": self.name,
             **self.frame_json(),
             **self.details,
-            "outputs": {k: str(p) for k, p in self.outputs.items()},
+            "outputs": self.outputs_json(),
             "fingerprint": self.fingerprint,
             "timings": self.timings,
         }
@@ -197,7 +209,7 @@ class ImageRecord:
             "error": self.error,
         }
         if self.status == "skipped":
-            doc["outputs"] = {k: str(p) for k, p in self.outputs.items()}
+            doc["outputs"] = self.outputs_json()
         return doc
 
 

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..fsutil import overlap, probe_writable, read_json_object
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.raster import RasterOptions
-from ..io.remote import RemoteOptions, scheme
+from ..io.remote import RemoteOptions, redact, scheme
 
 if TYPE_CHECKING:
     from ..io.inputs import Discovery
@@ -195,15 +195,12 @@ def check_options(req: Request, kinds: frozenset[str]) -> Path:
         raise UsageError("--batch-size must be 1..1024")
     if not str(req.out).strip():
         raise UsageError("--out is empty", hint="name the output folder, e.g. -o masks")
-    if scheme(str(req.out)) is not None:
-        raise UsageError(
-            f"--out {req.out}: outputs are written to a local folder (not to a URL)",
-            hint="write to a folder, then copy it with the store's own tool (aws s3 sync, gcloud storage rsync)",
-        )
     if not 0 < req.timeout <= 3600:
         raise UsageError(f"--timeout {req.timeout:g}: give seconds, more than 0 and at most 3600")
     if not 0 <= req.retries <= 10:
         raise UsageError(f"--retries {req.retries}: give 0..10")
+    if scheme(str(req.out)) is not None:
+        return _staging(req, kinds)
     path = Path(req.out).expanduser()
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} exists and is not a directory")
@@ -245,6 +242,38 @@ def discovery_notes(found: Discovery, say: Callable[[str, str], None]) -> None:
             "no images found in the inputs",
             hint="see --ext; folders are searched for jpg jpeg png bmp tif tiff webp and videos (mp4 mov avi mkv webm …)",
         )
+
+
+def _staging(req: Request, kinds: frozenset[str]) -> Path:
+    """The staging folder of `-o URL` (batch.outbox), once what it cannot do yet is refused."""
+    from .outbox import Outbox
+
+    box = Outbox.of(str(req.out), remote_options(req))
+    for flag, used in (("--report", req.report), ("--save video", "video" in kinds), ("--coco-file", req.coco_file),
+                       ("--save labelstudio", "labelstudio" in kinds)):  # fmt: skip
+        if used:
+            raise UsageError(
+                f"{flag} with --out {redact(str(req.out))}: not with outputs to a URL yet",
+                hint="write to a local folder, then copy it (aws s3 sync, gcloud storage rsync)",
+            )
+    box.root.mkdir(parents=True, exist_ok=True)
+    return box.root
+
+
+def publish_url(req: Request) -> str | None:
+    """`-o URL`'s prefix (None for a local --out)."""
+    return str(req.out).rstrip("/") if scheme(str(req.out)) is not None else None
+
+
+def check_inputs_apart(publish: str, found: Discovery) -> None:
+    """An output prefix must not be, hold or lie inside an input prefix (a listing would take the outputs
+    as images, or the outputs would land among the inputs)."""
+    for prefix in sorted(found.prefixes):
+        if publish == prefix or publish.startswith(prefix + "/") or prefix.startswith(publish + "/"):
+            raise UsageError(
+                f"--out {redact(publish)} overlaps the input prefix {redact(prefix)}: outputs would mix with inputs",
+                hint="choose a prefix beside the inputs, e.g. s3://bucket/masks/",
+            )
 
 
 def remote_options(req: Request) -> RemoteOptions:

@@ -23,12 +23,14 @@ from .records import ImageRecord, RunRecord, RunSummary
 from .request import (
     Events,
     Request,
+    check_inputs_apart,
     check_options,
     check_out,
     check_report,
     discovery_notes,
     earlier_backend,
     model_kinds,
+    publish_url,
     raster_options,
     remote_options,
     save_kinds,
@@ -70,6 +72,9 @@ def run_request(req: Request, events: Events) -> RunSummary:
     discovery_notes(found, events.say)
     items = [it for it in found.items if in_shard(it, shard)]  # an empty shard is a normal, empty run
     check_out(out, found)
+    publish = publish_url(req)
+    if publish is not None:
+        check_inputs_apart(publish, found)
     cluster = _connect(req) if req.ray is not None else None
     try:
         seg = _load(req, cluster)
@@ -92,6 +97,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
             labelstudio=(req.ls_from_name, req.ls_to_name, req.ls_image_prefix),
             vector=(req.vector_format, str(req.min_area), float(req.simplify)),
             remote=remote_options(req),
+            publish=publish,
         )
         run = _Run(req, seg, params, opts, cluster, events, began, loaded)
         summary = run.start(found, len(items))
@@ -101,7 +107,7 @@ def run_request(req: Request, events: Events) -> RunSummary:
         summary.extra = {
             "inputs": [redact(a) for a in req.inputs],
             "shard": list(shard) if shard else None,
-            "out": str(out),
+            "out": redact(publish) if publish else str(out),
         }
         tail = "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
         if req.coco_file:
@@ -314,6 +320,11 @@ class _Run:
             summary, f"{out / name}: cannot write the run summary", atomic_write_bytes, out / name, json_bytes(doc)
         )
         self._write(summary, f"{out}: cannot write legend.png / classes.json", write_run_files, out, self.seg.info)
+        if self.opts.publish:  # the run-level files after the images', summary.json last (batch.outbox)
+            from .outbox import Outbox
+
+            box = Outbox(self.opts.publish.rstrip("/"), out, self.opts.remote)
+            self._write(summary, "the run files were not all uploaded", box.upload, box.run_files(name))
         if self.gallery is not None:
             from ..report import gallery
 

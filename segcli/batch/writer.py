@@ -87,6 +87,7 @@ class Writer:
         if pred.confidence is not None:
             extra["confidence"] = confidence_stats(pred.confidence, labels, self.class_set.classes, opts.low_confidence)
         record = ImageRecord.done(task.item, paths, self.details, fp, labels.shape, counts, classes, heads=extra)
+        record.published = opts.published
         written: list[Path] = []
         try:
             t = time.perf_counter()
@@ -118,12 +119,18 @@ class Writer:
             if "json" in paths:
                 self.put(written, paths["json"], json_bytes(record.file_json()))
             self.put(written, paths["png"], label_png(labels, self.class_set.palette_array, fp))
+            if opts.publish:  # each file one PUT, the PNG last (batch.outbox)
+                from .outbox import Outbox
+
+                Outbox(opts.publish.rstrip("/"), opts.out, opts.remote).upload(written)
         except Exception as e:  # noqa: BLE001 - a full disk, a bad class list...: this image's failure
             for path in written:  # no half-finished image: what this call wrote goes again
                 with contextlib.suppress(OSError):
                     path.unlink()
             reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
             error = f"{task.item.source}: cannot write outputs under {opts.out} ({reason})"
+            if isinstance(e, OSError) and str(e).startswith("cannot upload"):
+                error = f"{task.item.source}: {e}"
             return ImageRecord.failed(task.item.source, task.item.name.as_posix(), error, task.item)
         if opts.report:
             self._thumbnails(paths["png"], image, labels)

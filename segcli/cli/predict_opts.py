@@ -18,7 +18,14 @@ InputsArg = Annotated[
     ),
 ]
 OutOpt = Annotated[
-    str, typer.Option("--out", "-o", metavar="DIR", help="Output folder (created if missing).", rich_help_panel=OUT)
+    str,
+    typer.Option(
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="Output folder (created if missing), or an s3:// / gs:// prefix to upload to.",
+        rich_help_panel=OUT,
+    ),
 ]
 NullOpt = Annotated[
     bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=IN)

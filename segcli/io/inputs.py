@@ -68,6 +68,7 @@ class Discovery:
     own_outputs: int = 0  # PNGs segcli wrote (they carry its fingerprint), left out of folder scans
     own_folders: list[Path] = field(default_factory=list)  # output folders of earlier runs, not searched
     roots: set[Path] = field(default_factory=set)  # the input roots (folders given, folders of files given)
+    prefixes: set[str] = field(default_factory=set)  # URL prefixes listed (io.remote), and folders of URLs named
 
 
 def parse_extensions(text: str | None) -> tuple[str, ...]:
@@ -266,6 +267,7 @@ def _remote(
     from .remote import expand, relative
 
     listing = expand(urls, exts, recursive, opts)
+    found.prefixes.update(root.rstrip("/") for _, root in listing.objects)
     named, refused = relative(listing.objects, full)
     found.errors.extend(listing.errors + refused)
     return named

@@ -75,22 +75,27 @@ def read_fingerprint(path: Path) -> str | None:
     try:
         require_regular(path)
         with open(path, "rb") as f:
-            if f.read(8) != PNG_SIGNATURE:
-                return None
-            for _ in range(64):  # the text chunk comes right after the header and palette
-                head = f.read(8)
-                if len(head) < 8:
-                    return None
-                size, kind = struct.unpack(">I4s", head)
-                if kind == b"IDAT" or size > 1 << 16:
-                    return None
-                data = f.read(size)
-                f.seek(4, io.SEEK_CUR)  # CRC
-                key, _, value = data.partition(b"\0")
-                if kind == b"tEXt" and key == FINGERPRINT_KEY.encode():
-                    return value.decode("latin-1")
+            return read_fingerprint_bytes(f)
     except OSError:
         return None
+
+
+def read_fingerprint_bytes(f: BinaryIO) -> str | None:
+    """`read_fingerprint` of a PNG's bytes in `f` (its first chunks suffice: an object's header read)."""
+    if f.read(8) != PNG_SIGNATURE:
+        return None
+    for _ in range(64):  # the text chunk comes right after the header and palette
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        size, kind = struct.unpack(">I4s", head)
+        if kind == b"IDAT" or size > 1 << 16:
+            return None
+        data = f.read(size)
+        f.seek(4, io.SEEK_CUR)  # CRC
+        key, _, value = data.partition(b"\0")
+        if kind == b"tEXt" and key == FINGERPRINT_KEY.encode():
+            return value.decode("latin-1")
     return None
 
 

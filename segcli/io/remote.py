@@ -134,6 +134,8 @@ def describe(error: BaseException, opts: RemoteOptions) -> str:
         return describe(error.__cause__, opts)
     name = type(error).__name__
     status = getattr(error, "status", None)
+    if "NoSuchBucket" in str(error):
+        return "no such bucket"
     if isinstance(error, FileNotFoundError) or status == 404:
         return "no such object (404)"
     if isinstance(error, PermissionError) or status == 403:
