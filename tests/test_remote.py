@@ -238,6 +238,10 @@ def test_outputs_to_a_bucket_are_uploaded_and_resume_from_the_bucket(tmp_path, c
     r = cli(*run)
     status = {k.removeprefix(f"{base}/photos/"): d["status"] for k, d in _records(r.stdout).items()}
     assert status == {"a.png": "skipped", "sub/b.png": "done"}, r.output
+    s3.delete_object(Bucket=s3.bucket, Key="masks/sub/b.png")  # the bucket is the truth, not the staging copy
+    r = cli(*run)
+    status = {k.removeprefix(f"{base}/photos/"): d["status"] for k, d in _records(r.stdout).items()}
+    assert status == {"a.png": "skipped", "sub/b.png": "done"}, r.output
 
 
 def test_outputs_to_a_url_that_cannot_take_them(tmp_path, cli, s3, tiny_convnext_dir):

@@ -78,6 +78,10 @@ class Outbox:
             found = with_retries(lambda: fs.find(base), self.opts)
         except FileNotFoundError:
             return set()
+        except Exception as e:  # noqa: BLE001 - 403, timeouts…: the run cannot know what is done there
+            from ..io.remote import describe
+
+            raise UsageError(f"--out {redact(self.url)}: cannot be listed ({describe(e, self.opts)})") from None
         return {p[len(base) :] for p in found if p.startswith(base)}
 
     def finished(self, candidates: list[tuple[dict[str, Path], str]]) -> set[Path]:

@@ -140,7 +140,7 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
         if any(p.resolve() in inputs for p in paths.values()):
             reason = f"{item.source}: its output would overwrite an input image; choose another --out"
             tasks.append(Task(item, paths, ImageRecord.failed(item.source, name, reason, item)))
-        elif not opts.overwrite and finished_before(paths, item_fingerprint(fp, item)):
+        elif not opts.overwrite and not opts.publish and finished_before(paths, item_fingerprint(fp, item)):
             record = ImageRecord(
                 item.source, name, "skipped", outputs=paths, frame=frame_of(item), published=opts.published
             )
@@ -148,18 +148,25 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
             tasks.append(Task(item, paths, record))
         else:
             tasks.append(Task(item, paths))
-    return _in_the_bucket(tasks, opts, fp) if opts.publish and not opts.overwrite else tasks
+    return _in_the_bucket(tasks, opts, fp, num_classes) if opts.publish and not opts.overwrite else tasks
 
 
-def _in_the_bucket(tasks: list[Task], opts: Options, fp: str) -> list[Task]:
-    """`tasks` with those finished in the bucket `-o URL` names skipped (batch.outbox)."""
+def _in_the_bucket(tasks: list[Task], opts: Options, fp: str, num_classes: int) -> list[Task]:
+    """`tasks` with those finished in the bucket `-o URL` names skipped (batch.outbox): the bucket, not the
+    staging folder, says what is done (the staging copy only gives the totals, when it is this run's)."""
     from .outbox import Outbox
 
     assert opts.publish is not None
     box = Outbox(opts.publish.rstrip("/"), opts.out, opts.remote)
     done = box.finished([(t.paths, item_fingerprint(fp, t.item)) for t in tasks if t.record is None])
-    skipped = lambda t: ImageRecord(  # noqa: E731
-        t.item.source, t.item.name.as_posix(), "skipped", outputs=t.paths, frame=frame_of(t.item),
-        published=opts.published,
-    )  # fmt: skip
-    return [Task(t.item, t.paths, skipped(t)) if t.record is None and t.paths["png"] in done else t for t in tasks]
+    out = []
+    for t in tasks:
+        if t.record is None and t.paths["png"] in done:
+            name = t.item.name.as_posix()
+            record = ImageRecord(t.item.source, name, "skipped", outputs=t.paths, frame=frame_of(t.item))
+            record.published = opts.published
+            if read_fingerprint(t.paths["png"]) == item_fingerprint(fp, t.item):
+                record.counts, record.scene, record.uncertain = _earlier(t.paths, num_classes)
+            t = Task(t.item, t.paths, record)
+        out.append(t)
+    return out
