@@ -1,5 +1,6 @@
 """Throughput of `segcli predict` on images in an S3 bucket (moto's S3-API server on 127.0.0.1) vs the same
-images on disk, single process and with `--ray` (a local Ray, N workers × T threads), on this machine.
+images on disk, single process and with `--ray` (a local Ray, N workers × T threads), on this machine; and
+with the outputs uploaded to the bucket too (`-o s3://…`, "S3→S3").
 
     python benchmarks/remote_throughput.py                       # 64 JPEGs 512×683, tiny model: I/O shows
     python benchmarks/remote_throughput.py --model convnext-t    # the real UPerNet ConvNeXt-T architecture
@@ -54,10 +55,12 @@ def main() -> None:
     from segcli import batch
     from segcli.api import Segmenter
     from segcli.batch import ray as seg_ray
+    from segcli.batch.outbox import Outbox
     from segcli.io.inputs import discover
     from segcli.io.remote import RemoteOptions
 
     tmp = Path(tempfile.mkdtemp(prefix="segcli-remote-bench-"))
+    os.environ["SEGCLI_CACHE"] = str(tmp / "cache")  # the staging folders of S3→S3 (and Ray's workers')
     _model(args.model, tmp / "model")
     paths = make_images(tmp / "in", args.images)
     seg = Segmenter.from_pretrained(tmp / "model")
@@ -68,7 +71,7 @@ def main() -> None:
         client.create_bucket(Bucket="bench")
         for p in paths:
             client.put_object(Bucket="bench", Key=f"in/{p.name}", Body=p.read_bytes())
-        sources = {"disk": str(tmp / "in"), "s3": "s3://bench/in/"}
+        sources = {"disk": str(tmp / "in"), "s3": "s3://bench/in/", "s3→s3": "s3://bench/in/"}
         modes = ["single"] if args.no_ray else ["single", "ray"]
         startup = 0.0
         if "ray" in modes:
@@ -80,8 +83,12 @@ def main() -> None:
         for r in range(args.rounds):
             for mode in modes:
                 for where, source in sources.items():
-                    out = tmp / f"out-{r}-{mode}-{where}"
-                    opts = batch.Options(out, frozenset({"json"}), remote=RemoteOptions())
+                    out, publish = tmp / f"out-{r}-{mode}-{where}", None
+                    if where == "s3→s3":  # outputs uploaded to the bucket as they are made (batch.outbox)
+                        publish = f"s3://bench/out-{r}-{mode}"
+                        out = Outbox.of(publish, RemoteOptions()).root
+                        out.mkdir(parents=True, exist_ok=True)
+                    opts = batch.Options(out, frozenset({"json"}), remote=RemoteOptions(), publish=publish)
                     summary = batch.RunSummary(tuple(seg.classes))
                     t = time.perf_counter()
                     items = discover([source], remote=RemoteOptions()).items
@@ -104,10 +111,11 @@ def main() -> None:
     name = "UPerNet ConvNeXt-T (random weights)" if args.model == "convnext-t" else "tiny UPerNet-ConvNeXt"
     ray_line = f"; Ray {workers}×{threads}, start-up {startup:.1f} s (not in the rates)" if "ray" in modes else ""
     print(f"{args.images} JPEGs 512×683 → hf 512×512, {name}, --save json{ray_line}")
-    print(f"{'':>8} {'disk img/s':>11} {'S3 img/s':>9} {'S3 / disk':>10}   (medians of {args.rounds})")
+    print(f"{'':>8} {'disk img/s':>11} {'S3 img/s':>9} {'S3 / disk':>10} {'S3→S3 img/s':>12} {'/ disk':>7}"
+          f"   (medians of {args.rounds}; S3→S3: outputs uploaded too)")  # fmt: skip
     for mode in modes:
-        disk, s3 = (statistics.median(rates[(mode, w)]) for w in ("disk", "s3"))
-        print(f"{mode:>8} {disk:>11.2f} {s3:>9.2f} {s3 / disk:>10.3f}")
+        disk, s3, both = (statistics.median(rates[(mode, w)]) for w in sources)
+        print(f"{mode:>8} {disk:>11.2f} {s3:>9.2f} {s3 / disk:>10.3f} {both:>12.2f} {both / disk:>7.3f}")
 
 
 if __name__ == "__main__":
