@@ -16,7 +16,8 @@ from PIL import Image
 from servers import http_site, moto_server, s3_env
 
 from segcli.errors import ImageError, UsageError
-from segcli.io.remote import RemoteObject, RemoteOptions, check_scheme, read, relative
+from segcli.io.listing import relative
+from segcli.io.remote import RemoteObject, RemoteOptions, check_scheme, read, redact
 
 pytest.importorskip("s3fs", reason="s3fs is not installed (the [remote] extra)")
 pytest.importorskip("moto.server", reason="moto's server is not installed (tests run against it)")
@@ -257,3 +258,52 @@ def test_outputs_to_a_url_that_cannot_take_them(tmp_path, cli, s3, tiny_convnext
     r = cli("predict", f"{base}/photos/", "-o", "s3://no-such-bucket-here/masks/", *args)
     line = "cannot upload a.json to s3://no-such-bucket-here/masks/a.json (no such bucket)"  # the JSON goes first
     assert r.exit_code == 1 and line in r.stderr, r.output
+
+
+def test_signatures_are_redacted_and_transient_failures_classified():
+    signed = "https://b.s3.amazonaws.com/k/x.jpg?X-Amz-Credential=AKIA1%2F2&X-Amz-Date=1&X-Amz-Signature=abc123"
+    assert redact(signed) == "https://b.s3.amazonaws.com/k/x.jpg?X-Amz-Credential=…&X-Amz-Date=1&X-Amz-Signature=…"
+    assert redact("https://me:pw@host/a?sig=s3cret&v=2") == "https://…@host/a?sig=…&v=2"
+    import errno
+
+    from segcli.io.remote import _transient, with_retries
+
+    wrapped = FileNotFoundError("https://h/x")  # fsspec's HEAD: any failure becomes FileNotFoundError
+    wrapped.__cause__ = TimeoutError()
+    for error, transient in [(OSError(errno.EBUSY, "SlowDown"), True), (OSError(errno.EREMOTEIO, "500"), True),
+                             (wrapped, True), (FileNotFoundError("k"), False), (PermissionError("403"), False),
+                             (ConnectionResetError(), True), (ValueError("bad"), False)]:  # fmt: skip
+        assert _transient(error) is transient, error
+    calls, pauses = [], []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError(errno.EBUSY, "SlowDown")
+        return "ok"
+
+    assert with_retries(flaky, RemoteOptions(retries=2), sleep=pauses.append) == "ok" and pauses == [0.5, 1.0]
+    calls.clear()
+    with pytest.raises(OSError):
+        with_retries(flaky, RemoteOptions(retries=1), sleep=pauses.append)  # 2 tries: still failing
+    with pytest.raises(PermissionError):
+        with_retries(lambda: (_ for _ in ()).throw(PermissionError("403")), RemoteOptions(), sleep=pauses.append)
+    assert pauses == [0.5, 1.0, 0.5]  # a refusal is not tried again
+
+
+def test_an_http_index_page_lists_the_images_inside_its_folder(tmp_path, cli, tiny_convnext_dir):
+    with http_site() as site:
+        site.file("/dir/a.png", _png(21))
+        site.file("/dir/sub/b.png", _png(22))
+        site.file("/dir/.hidden/c.png", _png(23))
+        site.file("/outside.png", _png(24))
+        links = ["a.png", "sub/b.png", ".hidden/c.png", "../outside.png", "http://elsewhere.invalid/x.png", "x.txt"]
+        page = "".join(f'<a href="{u}">{u}</a>' for u in links).encode()
+        site.routes["/dir/"] = (200, {"Content-Type": "text/html"}, page)
+        r = cli("predict", f"{site.url}/dir/", site.url, "-o", tmp_path / "out", "-m", tiny_convnext_dir, *SMALL,
+                "--jsonl")  # fmt: skip
+        assert r.exit_code == 1, r.output  # the bare host: its "/" is a 404, one line
+        done = {k for k, d in _records(r.stdout).items() if d["status"] == "done"}
+        assert done == {f"{site.url}/dir/a.png", f"{site.url}/dir/sub/b.png"}
+        assert f"{site.url}: cannot be read (no such object (404))" in r.stderr and "Traceback" not in r.output
+        assert (tmp_path / "out" / "sub" / "b.png").is_file()

@@ -59,7 +59,8 @@ class OvModel(Wrapped):
         if not self.runs(x, upsample):
             return self.net(x, upsample)
         feed = np.ascontiguousarray(x.detach().cpu().numpy())
-        out = self.compiled([feed])[self.compiled.output(0)]  # a request of its own per call: thread-safe
+        request = self.compiled.create_infer_request()  # one per call: calls from several threads do not share it
+        out = request.infer([feed])[self.compiled.output(0)]
         return torch.from_numpy(np.array(out))  # [B, K, H, W] at the input size (copied out of OpenVINO's buffer)
 
 

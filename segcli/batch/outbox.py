@@ -6,17 +6,16 @@ The run writes into the staging folder (`<segcli cache>/outbox/<hash of the URL>
 palette PNG last — S3 and GCS show an object whole or not at all, so a reader never sees half a file, and
 the PNG marks the image done in the bucket as on disk. An upload that fails is that image's failure line
 (its staged files removed, so a rerun makes it again). The run-level files (summary.json last) follow at
-the end. A resumed run skips an image finished with the same fingerprint in the staging folder or in the
-bucket: the prefix is listed once, and an image whose output keys are all there has its PNG's first 64 KiB
-read for the fingerprint (16 at a time). The staging folder keeps a copy of every output; delete it at
-will (a later run then checks the bucket).
+the end. A resumed run skips an image finished with the same fingerprint in the bucket: the prefix is listed once, and an image whose output keys are all there has its PNG's first 64 KiB
+read for the fingerprint (16 at a time). The bucket, not the staging folder, says what is done; the staging
+folder keeps a copy of every output: delete it at will. With `--ray` the workers write under the driver's
+staging path on their own machines (it must be writable there) and upload from there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,12 @@ class Outbox:
         from ..loading.hub import segcli_cache
 
         url = url.rstrip("/")
+        parts = url.split("://", 1)[1].split("/")
+        if not parts[0] or any(p in ("", ".", "..") for p in parts):
+            raise UsageError(
+                f"--out {redact(url)}: give a bucket and a prefix without empty, '.' or '..' parts",
+                hint="e.g. -o s3://bucket/masks/",
+            )
         key = hashlib.sha256(url.encode()).hexdigest()[:16]
         return cls(url, segcli_cache() / "outbox" / key, opts)
 
@@ -106,8 +111,6 @@ class Outbox:
         return {paths["png"] for (paths, _), ok in zip(complete, flags, strict=True) if ok}
 
     def run_files(self, summary_name: str) -> list[Path]:
-        """The run-level files in the staging folder, the summary last (what `finish` uploads)."""
-        from ..io.layout import RUN_FILES
-
-        names = sorted(e.name for e in os.scandir(self.root) if e.is_file() and RUN_FILES.fullmatch(e.name))
-        return [self.root / n for n in names if n != summary_name] + [self.root / summary_name]
+        """This run's run-level files, the summary last (what `finish` uploads; an earlier run's left in the
+        staging folder, another shard's summary say, are not sent again)."""
+        return [self.root / n for n in ("legend.png", "classes.json", summary_name)]

@@ -137,7 +137,10 @@ def plan(items: list[Item], opts: Options, fp: str, num_classes: int) -> list[Ta
     for item in items:
         paths = output_paths(item, opts)
         name = item.name.as_posix()
-        if any(p.resolve() in inputs for p in paths.values()):
+        if opts.publish and item.remote is None and gdal_reads(item.path):
+            reason = f"{item.source}: outputs of GDAL rasters are not uploaded yet; give a local --out for them"
+            tasks.append(Task(item, paths, ImageRecord.failed(item.source, name, reason, item)))
+        elif any(p.resolve() in inputs for p in paths.values()):
             reason = f"{item.source}: its output would overwrite an input image; choose another --out"
             tasks.append(Task(item, paths, ImageRecord.failed(item.source, name, reason, item)))
         elif not opts.overwrite and not opts.publish and finished_before(paths, item_fingerprint(fp, item)):

@@ -56,9 +56,11 @@ def frame_of(item: Item | None) -> dict[str, Any] | None:
 
 def source_of(obj: RemoteObject) -> dict[str, Any]:
     """An object read from a URL, as its record names it: the URL, its ETag or last-modified, its size."""
+    from ..io.remote import redact
+
     kind, _, value = (obj.version or "").partition(":")
     return {
-        "url": obj.url,
+        "url": redact(obj.url),
         "etag": value if kind == "etag" else None,
         "last_modified": value if kind == "modified" else None,
         "bytes": obj.size,

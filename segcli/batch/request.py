@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..fsutil import overlap, probe_writable, read_json_object
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..io.raster import RasterOptions
-from ..io.remote import RemoteOptions, redact, scheme
+from ..io.remote import PROTOCOLS, RemoteOptions, redact, scheme
 
 if TYPE_CHECKING:
     from ..io.inputs import Discovery
@@ -268,8 +268,15 @@ def publish_url(req: Request) -> str | None:
 def check_inputs_apart(publish: str, found: Discovery) -> None:
     """An output prefix must not be, hold or lie inside an input prefix (a listing would take the outputs
     as images, or the outputs would land among the inputs)."""
+
+    def same(url: str) -> str:  # s3a:// is s3://, gcs:// is gs://, the scheme in any case
+        s, _, rest = url.partition("://")
+        return f"{PROTOCOLS.get(s.lower(), s.lower())}://{rest}"
+
+    out = same(publish)
     for prefix in sorted(found.prefixes):
-        if publish == prefix or publish.startswith(prefix + "/") or prefix.startswith(publish + "/"):
+        p = same(prefix)
+        if out == p or out.startswith(p + "/") or p.startswith(out + "/"):
             raise UsageError(
                 f"--out {redact(publish)} overlaps the input prefix {redact(prefix)}: outputs would mix with inputs",
                 hint="choose a prefix beside the inputs, e.g. s3://bucket/masks/",

@@ -29,7 +29,7 @@ from ..errors import UsageError
 from ..fsutil import read_regular
 from .layout import RUN_FILES, assign_bases
 from .outputs import read_fingerprint
-from .remote import RemoteObject, RemoteOptions, scheme
+from .remote import RemoteObject, RemoteOptions, redact, scheme
 from .video import VIDEO_EXTENSIONS
 
 RUN_SCHEMA = "segcli.run/1"
@@ -52,7 +52,7 @@ class Item:
     @property
     def source(self) -> str:
         """The input as records and messages name it: its path, or its URL."""
-        return self.remote.url if self.remote is not None else str(self.path)
+        return redact(self.remote.url) if self.remote is not None else str(self.path)
 
     @property
     def key(self) -> str:
@@ -264,7 +264,7 @@ def _remote(
     """The objects URL arguments name, with their relative names (io.remote)."""
     if not urls:
         return []
-    from .remote import expand, relative
+    from .listing import expand, relative
 
     listing = expand(urls, exts, recursive, opts)
     found.prefixes.update(root.rstrip("/") for _, root in listing.objects)

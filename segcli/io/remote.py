@@ -1,40 +1,43 @@
 """Inputs from object stores and web servers, through fsspec (the `[remote]` extra: fsspec, s3fs, aiohttp).
 
-A URL names one object (`s3://bucket/key.jpg`, `https://host/img.jpg`), a prefix to list (`s3://bucket/dir/`,
-recursively unless --no-recursive; an HTTP folder is read from its index page's links) or, on object stores, a
-glob (`s3://bucket/**/*.jpg`). Listing gives each object's size and version (its ETag, else its last-modified
-time); a URL named directly is asked for them (HEAD, 16 at a time). Objects are read whole into memory, never
+A URL names one object (`s3://bucket/key.jpg`, `https://host/img.jpg`), a prefix to list or, on object
+stores, a glob (`io.listing`). Listing gives each object's size and version (its ETag, else its last-modified
+time); a URL named directly is asked for them (HEAD). Objects are read whole into memory, never
 more than `RemoteOptions.max_bytes` (S3: one ranged GET; HTTP: a stream cut at the limit), then decoded with
 the same pixel limit as files (`images.decode_image`).
 
 Bounded: every request has connect and read timeouts (`timeout`), an HTTP object at most 10 × that in all;
-timeouts, dropped connections and 5xx answers are tried `retries` more times (0.5 s, 1 s, 2 s … apart), other
+timeouts, dropped connections, bodies cut short, 429 and 5xx answers (S3's SlowDown among them) are tried
+`retries` more times (0.5 s, 1 s, 2 s … apart), other
 failures are that object's one line. Credentials come only from each store's own mechanisms (AWS_* variables,
 ~/.aws profiles, instance roles; AWS_ENDPOINT_URL_S3 for another S3 API): segcli takes none and logs none.
-Redirects are followed to http(s) only (aiohttp refuses others: no `file://`); `file://` URLs are refused.
+Redirects are followed to http(s) only (aiohttp refuses others: no `file://`); `file://` URLs, and URLs with
+`user:password@`, are refused; signatures in pre-signed URLs are shown and recorded as `…` (`redact`).
 """
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
-from ..errors import ImageError, UsageError, first_line
+from ..errors import ImageError, MissingExtraError, UsageError, first_line
 from ..extras import require
 
 # URL scheme → fsspec protocol (and the packages its store needs)
 PROTOCOLS = {"s3": "s3", "s3a": "s3", "http": "http", "https": "http", "gs": "gcs", "gcs": "gcs"}
 _PACKAGES = {"s3": ("s3fs", "s3fs"), "http": ("aiohttp", "aiohttp"), "gcs": ("gcsfs", "gcsfs")}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_GLOB_CHARS = set("*?[")
-HEAD_THREADS = 16  # URLs named directly: their HEAD requests in flight at once
+# query parameters of pre-signed URLs that grant access (S3, GCS, Azure SAS): never shown or recorded
+_SIGNED = re.compile(
+    r"((?:^|[?&])(?:X-Amz-(?:Signature|Credential|Security-Token)|X-Goog-(?:Signature|Credential)|Signature|sig|"
+    r"token|access_token)=)[^&#]*",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -58,19 +61,26 @@ def scheme(text: str) -> str | None:
 
 
 def redact(url: str) -> str:
-    """`url` without the user and password its host part may carry (`https://…@host/x.jpg`)."""
+    """`url` as it may be shown: without the user and password of its host part (`https://…@host/x.jpg`)
+    and the signatures of a pre-signed URL (`?X-Amz-Signature=…`)."""
     head, sep, rest = url.partition("://")
+    if not sep:
+        return url
     host, slash, path = rest.partition("/")
-    return f"{head}{sep}…@{host.rsplit('@', 1)[1]}{slash}{path}" if sep and "@" in host else url
+    host = f"…@{host.rsplit('@', 1)[1]}" if "@" in host else host
+    base, q, query = path.partition("?")
+    return f"{head}{sep}{host}{slash}{base}{q}{_SIGNED.sub(lambda m: m.group(1) + '…', query)}"
 
 
 def check_scheme(url: str) -> str:
     """The fsspec protocol for `url`; UsageError for `file://` and schemes segcli does not read."""
     s = scheme(url) or ""
     if s == "file":
-        raise UsageError(f"{url}: file:// URLs are not read", hint="give the local path itself")
+        raise UsageError(f"{redact(url)}: file:// URLs are not read", hint="give the local path itself")
     if s not in PROTOCOLS:
-        raise UsageError(f"{url}: {s}:// is not a store segcli reads", hint="use s3://, gs://, http:// or https://")
+        raise UsageError(
+            f"{redact(url)}: {s}:// is not a store segcli reads", hint="use s3://, gs://, http:// or https://"
+        )
     if "@" in url.split("://", 1)[1].split("/", 1)[0]:  # user:password@host: it would be in every record
         raise UsageError(
             f"{redact(url)}: credentials in a URL are not accepted (they would be logged)",
@@ -98,6 +108,11 @@ _FRESH = {"skip_instance_cache": True, "use_listings_cache": False}  # every lis
 def _make(protocol: str, opts: RemoteOptions) -> Any:
     fsspec = require("fsspec", "remote", "reading URLs and object stores")
     module, _ = _PACKAGES[protocol]
+    if protocol == "gcs":  # not in the extra: installed by those who need it
+        try:
+            require(module, "remote", "reading gs:// URLs")
+        except MissingExtraError:
+            raise MissingExtraError("gcsfs is not installed: it reads gs:// URLs", hint="pip install gcsfs") from None
     require(module, "remote", f"reading {protocol} URLs")
     t = opts.timeout
     if protocol == "http":
@@ -136,13 +151,13 @@ def describe(error: BaseException, opts: RemoteOptions) -> str:
     status = getattr(error, "status", None)
     if "NoSuchBucket" in str(error):
         return "no such bucket"
-    if isinstance(error, FileNotFoundError) or status == 404:
+    if isinstance(error, FileNotFoundError) or status == 404 or "NoSuchKey" in str(error):
         return "no such object (404)"
     if isinstance(error, PermissionError) or status == 403:
         return "access denied (403): check the store's credentials and permissions"
     if _timeout(error):
         return f"no answer within {opts.timeout:g} s (--timeout)"
-    if "Redirect" in name:
+    if "Redirect" in name and "TooMany" not in name:
         return f"redirected to a URL that is not http(s): not followed ({first_line(error)})"
     if isinstance(status, int):
         return f"HTTP {status} {getattr(error, 'message', '') or ''}".rstrip()
@@ -155,15 +170,24 @@ def _timeout(error: BaseException) -> bool:
     return isinstance(error, TimeoutError) or "Timeout" in type(error).__name__ or "timed out" in str(error).lower()
 
 
+_TRANSIENT_NAMES = ("Connect", "Disconnect", "Payload", "IncompleteRead", "ResponseParser", "SlowDown")
+
+
 def _transient(error: BaseException) -> bool:
+    """Whether trying again may help: timeouts, dropped connections, bodies cut short, 429 and 5xx answers
+    (through fsspec's and s3fs's wrappings: a FileNotFoundError from a failed HEAD, an OSError with EBUSY
+    for SlowDown / 503 and EREMOTEIO for 500)."""
+    if isinstance(error, FileNotFoundError) and error.__cause__ is not None:
+        return _transient(error.__cause__)
     status = getattr(error, "status", None)
     name = type(error).__name__
     return (
         _timeout(error)
-        or (isinstance(status, int) and status >= 500)
-        or "Connect" in name
-        or "Disconnect" in name
+        or (isinstance(status, int) and (status >= 500 or status == 429))
+        or any(n in name for n in _TRANSIENT_NAMES)
         or isinstance(error, ConnectionError)
+        or (isinstance(error, OSError) and error.errno in (errno.EBUSY, errno.EREMOTEIO))
+        or (error.__cause__ is not None and not isinstance(error, FileNotFoundError) and _transient(error.__cause__))
     )
 
 
@@ -184,19 +208,26 @@ def read(obj: RemoteObject, opts: RemoteOptions) -> bytes:
     limit = opts.max_bytes
     if obj.size is not None and obj.size > limit:
         raise ImageError(
-            f"{obj.url}: {obj.size:,} bytes exceeds the {limit:,}-byte read limit",
+            f"{redact(obj.url)}: {obj.size:,} bytes exceeds the {limit:,}-byte read limit",
             hint="raise --max-pixels if the image is trusted (the limit follows it)",
         )
-    protocol = check_scheme(obj.url)
     try:
-        data = b"" if obj.size == 0 else with_retries(lambda: _read(protocol, obj.url, limit + 1, opts), opts)
+        data = b"" if obj.size == 0 else fetch(obj.url, limit + 1, opts)
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the store is this object's one line
-        raise ImageError(f"{obj.url}: cannot be read ({describe(e, opts)})") from None
+        raise ImageError(f"{redact(obj.url)}: cannot be read ({describe(e, opts)})") from None
     if len(data) > limit:
-        raise ImageError(f"{obj.url}: more than the {limit:,}-byte read limit", hint="raise --max-pixels if trusted")
+        raise ImageError(
+            f"{redact(obj.url)}: more than the {limit:,}-byte read limit", hint="raise --max-pixels if trusted"
+        )
     return data
+
+
+def fetch(url: str, n: int, opts: RemoteOptions) -> bytes:
+    """At most `n` bytes of `url`, tried again after transient failures (the store's exceptions raised)."""
+    protocol = check_scheme(url)
+    return bytes(with_retries(lambda: _read(protocol, url, n, opts), opts))
 
 
 def _read(protocol: str, url: str, n: int, opts: RemoteOptions) -> bytes:
@@ -214,152 +245,3 @@ def _read(protocol: str, url: str, n: int, opts: RemoteOptions) -> bytes:
             chunks.append(chunk)
             got += len(chunk)
     return b"".join(chunks)
-
-
-@dataclass
-class Listing:
-    """What one URL argument names: objects (each with the URL prefix its name is taken relative to)."""
-
-    objects: list[tuple[RemoteObject, str]]
-    errors: list[tuple[str, str]]  # (URL as given, reason)
-
-
-def expand(args: list[str], exts: tuple[str, ...], recursive: bool, opts: RemoteOptions) -> Listing:
-    """The objects URL arguments name: prefixes listed, globs matched, single URLs asked for their size."""
-    found = Listing([], [])
-    singles: list[str] = []
-    for arg in args:
-        try:
-            protocol = check_scheme(arg)
-        except UsageError as e:
-            found.errors.append((redact(arg), str(e).removeprefix(f"{redact(arg)}: ")))
-            continue
-        try:
-            if protocol == "http" and not arg.endswith("/"):
-                singles.append(arg)  # ? and * belong to URLs: no globs over HTTP
-            elif protocol != "http" and _GLOB_CHARS & set(fs_path(arg)):
-                found.objects.extend(_glob(arg, protocol, exts, opts) or _none(found, arg))
-            else:
-                found.objects.extend(_listed(arg, protocol, exts, recursive, opts, singles))
-        except Exception as e:  # noqa: BLE001 - a listing that fails is this argument's one line
-            what = "cannot be listed" if arg.endswith("/") or _GLOB_CHARS & set(arg) else "cannot be read"
-            found.errors.append((arg, f"{what} ({describe(e, opts)})"))
-    _heads(singles, opts, found)
-    return found
-
-
-def _none(found: Listing, arg: str) -> list[tuple[RemoteObject, str]]:
-    found.errors.append((arg, "the pattern matches nothing"))
-    return []
-
-
-def _url(protocol: str, arg: str, path: str) -> str:
-    return path if protocol == "http" else f"{arg.split('://', 1)[0]}://{path}"
-
-
-def _wanted(path: str, exts: tuple[str, ...]) -> bool:
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return not name.startswith(".") and PurePosixPath(name).suffix.lower() in exts
-
-
-def _glob(arg: str, protocol: str, exts: tuple[str, ...], opts: RemoteOptions) -> list[tuple[RemoteObject, str]]:
-    fs = filesystem(protocol, opts)
-    pattern = fs_path(arg)
-    parts = pattern.split("/")
-    fixed = next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))
-    root = _url(protocol, arg, "/".join(parts[:fixed]))
-    hits = with_retries(lambda: fs.glob(pattern, detail=True), opts)
-    return [
-        (RemoteObject(_url(protocol, arg, p), info.get("size"), version_of(info)), root)
-        for p, info in sorted(hits.items())
-        if info.get("type") == "file" and _wanted(p, exts)
-    ]
-
-
-def _listed(
-    arg: str, protocol: str, exts: tuple[str, ...], recursive: bool, opts: RemoteOptions, singles: list[str]
-) -> Iterator[tuple[RemoteObject, str]]:
-    """A prefix's objects (an argument that names one object goes to `singles`)."""
-    fs = filesystem(protocol, opts)
-    path = fs_path(arg)
-    if not arg.endswith("/"):
-        info = with_retries(lambda: fs.info(path), opts)
-        if info.get("type") != "directory":
-            yield RemoteObject(arg, info.get("size"), version_of(info)), arg.rsplit("/", 1)[0]
-            return
-    root = arg.rstrip("/")
-    if protocol == "http":  # an index page's links; HTTP has no recursive listing
-        hits = {e["name"]: e for e in with_retries(lambda: fs.ls(path, detail=True), opts)}
-    else:
-        hits = with_retries(lambda: fs.find(path, detail=True, maxdepth=None if recursive else 1), opts)
-    for p, info in sorted(hits.items()):
-        if info.get("type") == "file" and _wanted(p, exts):
-            url = _url(protocol, arg, p)
-            if protocol == "http" and not url.startswith(root + "/"):
-                continue  # an index page's link to elsewhere: not inside the folder
-            if protocol == "http":
-                singles.append(url)
-            else:
-                yield RemoteObject(url, info.get("size"), version_of(info)), root
-
-
-def _heads(urls: list[str], opts: RemoteOptions, found: Listing) -> None:
-    """Size and version of each URL named directly (HEAD requests, HEAD_THREADS at a time)."""
-    if not urls:
-        return
-    fs = filesystem("http", opts)
-
-    def head(url: str) -> tuple[str, dict[str, Any] | str]:
-        try:
-            return url, with_retries(lambda: fs.info(url), opts)
-        except Exception as e:  # noqa: BLE001 - this URL's one line
-            return url, describe(e, opts)
-
-    with ThreadPoolExecutor(min(HEAD_THREADS, len(urls))) as pool:
-        for url, info in pool.map(head, dict.fromkeys(urls)):
-            if isinstance(info, str):
-                found.errors.append((url, f"cannot be read ({info})"))
-            else:
-                folder = url.split("?", 1)[0].rsplit("/", 1)[0]
-                found.objects.append((RemoteObject(url, info.get("size"), version_of(info)), folder))
-
-
-def relative(
-    pairs: list[tuple[RemoteObject, str]], full: bool
-) -> tuple[list[tuple[RemoteObject, PurePosixPath]], list[tuple[str, str]]]:
-    """Each object's relative name: `<its root relative to the roots' common prefix>/<the rest of its URL>`
-    (`full`: `<scheme>/<host or bucket>/<path>`, when local inputs share the run); objects whose name has an
-    empty, `.` or `..` part are refused (their outputs could land outside --out)."""
-    named, errors = [], []
-    unique = {obj.url: (obj, root) for obj, root in pairs}
-    split = {url: _parts(url) for url in unique}
-    roots = {root: _parts(root) for _, root in unique.values()}
-    common = 0 if full or not roots else _common(list(roots.values()))
-    for url, (obj, root) in unique.items():
-        parts, base = split[url], roots[root]
-        if parts[: len(base)] != base:
-            base = parts[:-1]  # (an HTTP redirect aside, every object lies under its root)
-        rel = parts[min(common, len(base)) :]
-        if not rel or any(p in ("", ".", "..") for p in rel):
-            errors.append((url, "its name has an empty, '.' or '..' part: outputs cannot be named inside --out"))
-        else:
-            named.append((obj, PurePosixPath(*rel)))
-    return named, errors
-
-
-def _parts(url: str) -> list[str]:
-    """`s3://b/k/x.jpg?v=1` → [s3, b, k, x_<crc of v=1>.jpg]: a query makes the name its own."""
-    s, rest = url.split("://", 1)
-    path, _, query = rest.partition("?")
-    parts = [s.lower(), *path.rstrip("/").split("/")] if path.rstrip("/") else [s.lower()]
-    if query and len(parts) > 2:
-        stem = PurePosixPath(parts[-1])
-        parts[-1] = f"{stem.stem}_{zlib.crc32(query.encode()):08x}{stem.suffix}"
-    return parts
-
-
-def _common(lists: list[list[str]]) -> int:
-    """How many leading parts all of `lists` share."""
-    n = min(len(p) for p in lists)
-    first = lists[0]
-    return next((i for i in range(n) if any(p[i] != first[i] for p in lists)), n)
