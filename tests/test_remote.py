@@ -134,6 +134,24 @@ def test_keys_that_would_leave_out_are_refused(tmp_path, cli, s3, tiny_convnext_
     assert written == ["deep/out/fine.png", "deep/out/legend.png"]
 
 
+def test_a_changed_endpoint_is_reached_in_the_same_process(tmp_path, cli, s3, tiny_convnext_dir, monkeypatch):
+    """The store's variables are read again when they change (another module's server, a Python user
+    switching profiles): a filesystem made for an endpoint that is gone is not reused."""
+    _put(s3, "photos/a.png", _png(1))
+    prefix = f"s3://{s3.bucket}/photos/"
+    args = ("-m", tiny_convnext_dir, *SMALL)
+    real = s3.meta.endpoint_url
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.setenv(k, "http://127.0.0.1:9")  # the discard port: nothing answers
+    r = cli("predict", prefix, "-o", tmp_path / "gone", *args)
+    assert r.exit_code == 1 and "cannot be listed" in r.stderr
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.setenv(k, real)
+    r = cli("predict", prefix, "-o", tmp_path / "back", *args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "back" / "a.png").is_file()
+
+
 def test_file_urls_unknown_schemes_and_credentials_are_refused(tmp_path, cli, tiny_convnext_dir):
     image = photo(tmp_path / "x.png")
     r = cli("predict", f"file://{image}", "ftp://host/y.png", "-o", tmp_path / "out", "-m", tiny_convnext_dir)

@@ -18,6 +18,7 @@ Redirects are followed to http(s) only (aiohttp refuses others: no `file://`); `
 from __future__ import annotations
 
 import errno
+import os
 import re
 import threading
 import time
@@ -89,16 +90,24 @@ def check_scheme(url: str) -> str:
     return PROTOCOLS[s]
 
 
-_FILESYSTEMS: dict[tuple[str, RemoteOptions], Any] = {}
+_FILESYSTEMS: dict[tuple[str, RemoteOptions, tuple[tuple[str, str], ...]], Any] = {}
 _LOCK = threading.Lock()
+# the variables a store reads when its filesystem is made (endpoints, credentials, profiles, proxies)
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCE_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy")
+
+
+def _store_env() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
 
 
 def filesystem(protocol: str, opts: RemoteOptions) -> Any:
-    """This process's fsspec filesystem for `protocol` with `opts`' timeouts (one per options, thread-safe)."""
+    """This process's fsspec filesystem for `protocol` with `opts`' timeouts (one per options and store
+    environment: a changed AWS_ENDPOINT_URL or profile makes a new one; thread-safe)."""
+    key = (protocol, opts, _store_env())
     with _LOCK:
-        fs = _FILESYSTEMS.get((protocol, opts))
+        fs = _FILESYSTEMS.get(key)
         if fs is None:
-            fs = _FILESYSTEMS[(protocol, opts)] = _make(protocol, opts)
+            fs = _FILESYSTEMS[key] = _make(protocol, opts)
         return fs
 
 
