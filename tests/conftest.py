@@ -35,6 +35,11 @@ _ENV_CLEARED = (
 def isolated_env(tmp_path_factory, monkeypatch):
     """Every test gets its own empty HF cache and segcli cache, and no Hub / registry settings."""
     base = tmp_path_factory.mktemp("env")
+    _isolate(monkeypatch, base)
+    yield base
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch, base: Path) -> None:
     for name in _ENV_CLEARED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(base / "hf"))
@@ -45,7 +50,6 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEGCLI_DTYPE", "float32")
     # and --backend auto would calibrate (a minute): tests run eager torch unless they say otherwise
     monkeypatch.setenv("SEGCLI_BACKEND", "torch")
-    yield base
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +97,55 @@ def tiny_upp_dir(tmp_path_factory) -> Path:
     """A reduced unified perceptual parser (ResNet-18 with one block per stage, 32-channel heads) with the
     real class sets and part hierarchy, as `segcli convert` writes a model directory. Read-only."""
     return save_tiny_upp(tmp_path_factory.mktemp("tiny-upp"))
+
+
+@pytest.fixture(scope="session")
+def backend_exports(tmp_path_factory):
+    """`put(model_dir, **view)`: this test's segcli cache gets the onnxruntime backend's export of the model
+    for that view's shape, made (exported and verified, in a cache of its own) once per session — for the
+    tests that use an export; those that prove one is made start from an empty cache."""
+    import shutil
+
+    from segcli import Segmenter
+    from segcli.backends import view_shape
+    from segcli.loading.hub import segcli_cache
+
+    made: dict[tuple[str, object], Path] = {}
+
+    def put(src: Path, **view: object) -> None:
+        seg = Segmenter.from_pretrained(src)
+        params = seg.params("hf", **view)
+        key = (str(src), view_shape(params))
+        if key not in made:
+            base = tmp_path_factory.mktemp("backend-export")
+            with pytest.MonkeyPatch.context() as mp:
+                _isolate(mp, base)
+                seg.use_backend("onnxruntime", params)
+            made[key] = base / "segcli-cache" / "exports"
+        shutil.copytree(made[key], segcli_cache() / "exports", dirs_exist_ok=True)
+
+    return put
+
+
+@pytest.fixture(scope="session")
+def onnx_kept(tiny_convnext_dir, tmp_path_factory):
+    """(the CliRunner result, the file) of `segcli export` of the tiny ConvNeXt to ONNX at 128x128 with a
+    --atol no export meets (1e-12): the verification fails and the file is kept. Read-only."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
+    base = tmp_path_factory.mktemp("onnx")
+    out = base / "convnext.onnx"
+    with pytest.MonkeyPatch.context() as mp:
+        _isolate(mp, base)
+        r = run_cli("export", tiny_convnext_dir, "-f", "onnx", "-o", out, "--size", "128x128", "--atol", "1e-12")
+    return r, out
+
+
+@pytest.fixture(scope="session")
+def onnx_convnext(onnx_kept) -> Path:
+    """The tiny ConvNeXt's 128x128 ONNX export, as `segcli export` writes it (with its sidecar). Read-only."""
+    r, out = onnx_kept
+    assert out.is_file() and Path(f"{out}.json").is_file(), r.stderr
+    return out
 
 
 @pytest.fixture()

@@ -95,26 +95,12 @@ def test_fold_batchnorm_is_exact(which, tiny_pspnet_dir, tiny_convnext_dir, tiny
 # --- each backend against eager float32 -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def convnext_exports(tiny_convnext_dir, tmp_path_factory) -> Path:
-    """segcli's exports folder holding the tiny ConvNeXt's 128x128 ONNX export (made once per module)."""
-    import os
-
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
-    cache, before = tmp_path_factory.mktemp("exports-cache"), os.environ.get("SEGCLI_CACHE")
-    os.environ["SEGCLI_CACHE"] = str(cache)
-    try:
-        seg = Segmenter.from_pretrained(tiny_convnext_dir)
-        seg.use_backend("onnxruntime", seg.params("hf", **HF))  # 128x128: the HF and SLIDE views
-    finally:
-        os.environ["SEGCLI_CACHE"] = before or ""
-    return cache / "exports"
-
-
 @pytest.fixture()
-def cached_export(convnext_exports) -> None:
-    """This test's (empty) segcli cache starts with the tiny ConvNeXt's export in it."""
-    shutil.copytree(convnext_exports, segcli_cache() / "exports")
+def cached_export(backend_exports, tiny_convnext_dir) -> None:
+    """This test's (empty) segcli cache starts with the tiny ConvNeXt's 128x128 export in it (the HF and SLIDE
+    views), made once per session."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
+    backend_exports(tiny_convnext_dir, **HF)
 
 
 @pytest.mark.slow
@@ -169,11 +155,12 @@ def test_onnx_export_is_cached_keyed_and_checked(tiny_pspnet_dir):
 
 
 @pytest.mark.slow
-def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir):
+def test_swin_gets_a_fixed_size_export_and_other_sizes_run_eagerly(tiny_swin_dir, backend_exports):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
     seg = Segmenter.from_pretrained(tiny_swin_dir)
     with pytest.raises(UsageError, match="Swin exports need one fixed view size"):
         seg.use_backend("onnxruntime", seg.params("hf", resize="128:512"))  # whole images at their own sizes
+    backend_exports(tiny_swin_dir, **SLIDE)  # the export for this view, made once per session (as below)
     params = seg.params("hf", **SLIDE)
     seg.use_backend("onnxruntime", params)
     assert seg.model.size == (128, 128)
@@ -337,17 +324,12 @@ def test_unknown_backend_is_a_usage_error(cli, tiny_convnext_dir, tmp_path):
         pytest.param("onnx", "torch", "onnxruntime", marks=pytest.mark.slow),
     ],
 )
-def test_ray_workers_get_a_named_backend(cli, model, asked, runs, tiny_convnext_dir, tmp_path):
+def test_ray_workers_get_a_named_backend(request, model, asked, runs, tiny_convnext_dir, tmp_path):
     """The driver cannot measure the workers: auto means torch there; a named backend is every worker's."""
     from segcli.batch import Options
     from segcli.batch.ray import job_for
 
-    src = tiny_convnext_dir
-    if model == "onnx":
-        pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [onnx] extra)")
-        src = tmp_path / "m.onnx"
-        r = cli("export", tiny_convnext_dir, "-o", src, "--format", "onnx", "--size", "64x64", "-q")
-        assert r.exit_code == 0, r.stderr
+    src = request.getfixturevalue("onnx_convnext") if model == "onnx" else tiny_convnext_dir  # (made once)
     seg = Segmenter.from_pretrained(src)
     params = seg.params("hf")
     job = job_for(seg, "m", params, Options(tmp_path), gpus=0, threads=1, dtype="auto", registry=None, backend=asked)

@@ -73,7 +73,7 @@ def test_a_bad_summary_in_out_is_ignored(cli, tiny_convnext_dir, tmp_path, conte
 
 
 @pytest.mark.slow
-def test_an_export_cache_holds_only_this_models_export(tiny_convnext_dir, tiny_pspnet_dir):
+def test_an_export_cache_holds_only_this_models_export(tiny_convnext_dir, tiny_swin_dir, backend_exports):
     """Another model's export (with its record) copied into this model's cache folder: detected and made
     again, and the labels stay this model's; a FIFO or a device in place of the graph: detected as not intact
     in bounded time (what then follows is the same re-export)."""
@@ -83,14 +83,12 @@ def test_an_export_cache_holds_only_this_models_export(tiny_convnext_dir, tiny_p
     from segcli.loading.hub import segcli_cache
 
     exports = segcli_cache() / "exports"
-    params = {"resize": "64x64"}
-    conv = Segmenter.from_pretrained(tiny_convnext_dir)
-    conv.use_backend("onnxruntime", conv.params("hf", **params))
+    params = {"resize": "128x128"}  # the two exports (made once per session, as the backends' tests use them)
+    backend_exports(tiny_convnext_dir, **params)
     (mine,) = exports.iterdir()
-    psp = Segmenter.from_pretrained(tiny_pspnet_dir)
-    psp.use_backend("onnxruntime", psp.params("hf", **params))
+    backend_exports(tiny_swin_dir, **params)
     (theirs,) = [d for d in exports.iterdir() if d != mine]
-    image = random_image(64, 64, seed=1)
+    image = random_image(128, 128, seed=1)
     eager = Segmenter.from_pretrained(tiny_convnext_dir).predict(image, "hf", **params)
     shutil.rmtree(mine)
     shutil.copytree(theirs, mine)
@@ -100,7 +98,7 @@ def test_an_export_cache_holds_only_this_models_export(tiny_convnext_dir, tiny_p
         again.use_backend("onnxruntime", again.params("hf", **params), log=said.append)
     assert any("exporting" in s for s in said)  # made again
     assert (again.predict(image, "hf", **params) == eager).mean() > 0.999
-    key = export_key(again.network, again.info, (64, 64))
+    key = export_key(again.network, again.info, (128, 128))
     assert _intact(mine, key) is True  # the export made again is this model's
     for plant in ("fifo", "zero"):
         _plant(mine / "model.onnx", plant)
