@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from .._version import __version__
-from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd, train_cmd
+from . import convert_cmd, download_cmd, evaluate_cmd, export_cmd, models_cmd, predict_cmd, quantize_cmd, train_cmd
 from .common import STATE
 from .help import EXIT_CODES, SHORT_HELP, SegcliCommand
 
@@ -56,6 +56,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_cmd.evaluate,
     "convert": convert_cmd.convert,
     "export": export_cmd.export,
+    "quantize": quantize_cmd.quantize,
     "train": train_cmd.train,
 }
 for _name, _fn in COMMANDS.items():

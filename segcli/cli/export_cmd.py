@@ -71,7 +71,7 @@ def _verify(net: Segmentor, out: Path, opts: ExportOptions, atol: float, quiet: 
     return {"verified": v.ok, "checks": v.checks}
 
 
-def _check_out(out: Path, seg: Segmenter, directory: bool) -> None:
+def check_out(out: Path, seg: Segmenter, directory: bool) -> None:
     """The export may not go into the model's own folder (or the download cache): it would replace files there."""
     from ..fsutil import overlap, probe_writable
     from ..loading.hub import cache_dir
@@ -121,7 +121,7 @@ def export(
     if not isinstance(net, ex.Segmentor):
         raise UsageError(f"{model}: already an exported model")
     ex.validate(opts, net)
-    _check_out(out, seg, directory=fmt == "safetensors-fp16")
+    check_out(out, seg, directory=fmt == "safetensors-fp16")
     if fmt == "safetensors-fp16":
         done = ex.save_native(net, seg.info, out)
         print(json.dumps({"format": fmt, "path": str(done)}))

@@ -42,6 +42,10 @@ EXIT_CODES = {
         "Exit codes: 0 exported (and verified); 1 the export differs from the model beyond --atol (file kept); "
         "2 usage error, missing extra (onnx, onnxruntime) or unreadable model."
     ),
+    "quantize": (
+        "Exit codes: 0 quantized and written; 1 the int8 model lost more than --min-agreement / --max-miou-drop "
+        "allow (nothing written); 2 usage error, missing extra (onnx, onnxruntime) or unreadable model."
+    ),
 }
 SHORT_HELP = {  # the command list's one line each (Click would cut the first sentence at 45 characters)
     "models": "List the registry's models and whether they are ready here.",
@@ -50,6 +54,7 @@ SHORT_HELP = {  # the command list's one line each (Click would cut the first se
     "evaluate": "Score predictions against ground truth: mIoU, aAcc, per class.",
     "convert": "Convert an mmseg / CSAIL / semseg checkpoint to safetensors.",
     "export": "Export a model: ONNX, TorchScript, fp16 safetensors.",
+    "quantize": "Quantize a model to int8 (ONNX), calibrated on your images.",
     "train": "Fine-tune a model on your own images and masks.",
 }
 
