@@ -109,7 +109,7 @@ def _view(path: Path):
     import torch
     from PIL import Image
 
-    rgb = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
+    rgb = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
     return torch.nn.functional.interpolate(rgb, size=(512, 512), mode="bilinear", align_corners=False)
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 
 def cpu_line() -> str:
-    """CPU model, CPU count and the flags that decide the kernels (AVX2, AVX-512, BF16, AMX)."""
+    """CPU model, CPU count and the flags that decide the kernels (AVX2, AVX-512, BF16, VNNI, AMX)."""
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
         line = next(x for x in text.splitlines() if x.startswith("flags"))
-        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+        wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
         flags = " ".join(f for f in wanted if f" {f}" in line)
         model = next(x for x in text.splitlines() if x.startswith("model name")).split(":", 1)[1].strip()
     except (OSError, StopIteration):

@@ -96,6 +96,7 @@ LAYERS = [
     ("report",),
     ("batch",),  # runs over collections: prediction
     ("evaluation",),  # predicts first when asked (batch), then scores
+    ("quantization",),  # int8 models, checked with evaluation's metrics
     ("train",),  # fine-tuning, validated with evaluation's metrics
     ("cli",),  # the command line: parses, calls the library, prints
     ("ray", "__init__", "__main__"),  # the package's public faces

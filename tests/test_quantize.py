@@ -1,4 +1,4 @@
-"""`segcli quantize` (backends.quantize): a real int8 QDQ model from the tiny ConvNeXt, calibrated on generated
+"""`segcli quantize` (segcli.quantization): a real int8 QDQ model from the tiny ConvNeXt, calibrated on generated
 photos, compared with float32 on the held-out ones, run by `predict -m FILE.onnx`; refusals write nothing."""
 
 from __future__ import annotations

@@ -94,22 +94,24 @@ def quantize(
     its views have one size (slide windows, an HxW resize), else any size (not Swin). Run it with
     `segcli predict -m OUT.onnx` and the same preset options."""
     from ..api import Segmenter
-    from ..backends import quantize as q
     from ..engine.presets import check
     from ..io.inputs import IMAGE_EXTENSIONS, discover
+    from ..quantization.check import ground_truth
+    from ..quantization.options import QuantizeOptions
+    from ..quantization.workflow import quantize as run
 
     _check_flags(out, calib, calib_images, check_images, min_agreement, max_miou_drop)
     overrides = {"resize": resize, "mode": mode, "crop": crop, "stride": stride}
     check(preset, **overrides)
-    opts = q.QuantizeOptions(calib_images, check_images, min_agreement, max_miou_drop, ignore_index, reduce_zero_label)
+    opts = QuantizeOptions(calib_images, check_images, min_agreement, max_miou_drop, ignore_index, reduce_zero_label)
     seg = Segmenter.from_pretrained(model, registry=STATE.registry)
     check_out(out, seg, directory=False)
     params = seg.params(preset, **overrides)
     images = [it.path for it in discover([str(calib)], extensions=IMAGE_EXTENSIONS).items]
-    truth = q.ground_truth(images, calib, gt, gt_suffix)
+    truth = ground_truth(images, calib, gt, gt_suffix)
     say = (lambda m: None) if quiet else (lambda m: eprint(f"segcli: {m}"))
     with Activity("quantizing", not quiet):
-        result = q.quantize(seg, params, images, out, opts, gt=truth, log=say)
+        result = run(seg, params, images, out, opts, gt=truth, log=say)
     for line in result.comparison.skipped:
         eprint(f"segcli: skipped {line}")
     doc = result.to_json()
