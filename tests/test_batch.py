@@ -322,10 +322,12 @@ def test_ctrl_c_finishes_in_flight_images_and_exits_130(cli, tiny_convnext_dir, 
     import sys
     import time
 
-    n = 50  # the signal follows the first PNG: dozens of images are still to come
+    n = 100  # the signal follows the first PNG: dozens of images are still to come (at 128x128 too)
     src = make(tmp_path / "in", {f"{i:03d}.png": (96, 96) for i in range(n)})
     out = tmp_path / "out"
+    small = ["--resize", "128x128"]  # not the preset's 512x512: the re-run below runs the rest in this process
     cmd = [sys.executable, "-m", "segcli", "predict", str(src), "-m", str(tiny_convnext_dir), "-o", str(out), "-q"]
+    cmd += small
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(out.glob("0*.png"))) and time.monotonic() < deadline and proc.poll() is None:
@@ -340,7 +342,7 @@ def test_ctrl_c_finishes_in_flight_images_and_exits_130(cli, tiny_convnext_dir, 
     assert not list(out.glob(".*.tmp"))
     for png in out.glob("0*.png"):
         assert np.asarray(Image.open(png)).shape == (96, 96)  # complete files only
-    again = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "-q")
+    again = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "-q", *small)
     assert again.exit_code == 0
     after = json.loads((out / "summary.json").read_text())["counts"]
     assert after["skipped"] == summary["counts"]["done"] and after["done"] + after["skipped"] == n

@@ -71,11 +71,12 @@ def test_the_report_orders_the_images_most_uncertain_first(cli, tiny_convnext_di
     src.mkdir()
     for i in range(4):
         Image.fromarray(random_image(40, 56, seed=40 + i)).save(src / f"p{i}.png")
-    first = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o1", "--save", "json,confidence")
+    model = ["-m", tiny_convnext_dir, "--resize", "128x128"]  # not the preset's 512x512: three runs of four images
+    first = cli("predict", src, *model, "-o", tmp_path / "o1", "--save", "json,confidence")
     assert first.exit_code == 0, first.stderr  # a random network is unsure everywhere: a threshold among its values
     means = sorted(json.loads((tmp_path / "o1" / f"p{i}.json").read_text())["confidence"]["mean"] for i in range(4))
     out = tmp_path / "out"
-    r = cli("predict", src, "-m", tiny_convnext_dir, "-o", out, "--save", "json,confidence", "--report",
+    r = cli("predict", src, *model, "-o", out, "--save", "json,confidence", "--report",
             "--low-confidence", f"{(means[1] + means[2]) / 2:.6f}")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     fractions = {
@@ -89,5 +90,5 @@ def test_the_report_orders_the_images_most_uncertain_first(cli, tiny_convnext_di
     assert [n for n, _ in shown] == sorted(fractions, key=lambda n: -fractions[n])
     for name, value in shown:
         assert float(value) == pytest.approx(100 * fractions[name], abs=0.051)
-    plain = cli("predict", src, "-m", tiny_convnext_dir, "-o", tmp_path / "o2", "--report")
+    plain = cli("predict", src, *model, "-o", tmp_path / "o2", "--report")
     assert plain.exit_code == 0 and 'id="order-uncertain"' not in (tmp_path / "o2" / "index.html").read_text()

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 rasterio = pytest.importorskip("rasterio", reason="rasterio is not installed (the [geo] extra)")
+from helpers import run_cli  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
 from segcli import Segmenter  # noqa: E402
@@ -54,7 +55,10 @@ def segcli(*args) -> subprocess.CompletedProcess:
 SLIDE = ["--resize", "none", "--mode", "slide", "--threads", "2"]
 
 
-BIG = (1000, 1500)  # several rows and columns of 256-pixel windows, and a no-data corner that holds whole windows
+# several rows (5) and columns (6) of 256-pixel windows, the last of each off the 170-pixel stride; a no-data
+# corner (the top 260 rows of the right 412 columns) that holds whole windows (2); the longer side ≥ 1024
+# for two overview levels; the smallest such raster (the windowed run is the suite's longest)
+BIG = (780, 1030)
 WINDOWS = ["--crop", "256", "--stride", "170"]
 
 
@@ -99,8 +103,8 @@ def test_windowed_raster_equals_in_memory_and_keeps_the_georeference(big, tiny_c
         assert c["area_m2"] == pytest.approx(c["pixels"] * PIXEL * PIXEL)
         assert c["area_ha"] == pytest.approx(c["pixels"] * PIXEL * PIXEL / 1e4)
     assert sum(c["pixels"] for c in doc["classes"]) == int(valid.sum())
-    again = segcli(*args)
-    assert again.returncode == 0 and "0 done, 1 skipped" in again.stderr
+    again = run_cli(*args)  # the resume needs no second process (the first proved the GDAL path)
+    assert again.exit_code == 0 and "0 done, 1 skipped" in again.stderr
 
 
 @pytest.mark.slow
@@ -108,9 +112,10 @@ def test_resized_windowed_raster_equals_in_memory_next_to_nodata(tiny_convnext_d
     """A bilinear preset resize, computed per band of rows, with windows over nodata skipped: the same labels
     as resizing and running the decoded image (also next to the nodata, which the resize back reads)."""
     path = tmp_path / "r.tif"
-    write_raster(path, 900, 1400, empty_from=400)  # in the 600-row view: no data right of column 267
+    write_raster(path, 450, 700, empty_from=200)  # in the 300-row view (x 2/3): no data right of column 133
     out = tmp_path / "out"
-    proto = ["--preset", "mmseg", "--mode", "slide", "--resize", "600:4000", "--stride", "300"]
+    # 256-pixel windows (2 rows, 3 columns, the last off the stride): those right of column 133 are skipped
+    proto = ["--preset", "mmseg", "--mode", "slide", "--resize", "300:4000", "--crop", "256", "--stride", "150"]
     r = segcli("predict", path, "-o", out, "-m", tiny_convnext_dir, *proto, "--save", "json,geotiff")
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "r.json").read_text())
@@ -120,7 +125,7 @@ def test_resized_windowed_raster_equals_in_memory_next_to_nodata(tiny_convnext_d
     raster = Raster(path)
     rgb, _ = raster.read(0, raster.height)
     seg = Segmenter.from_pretrained(str(tiny_convnext_dir))
-    expected = seg.predict(rgb, preset="mmseg", mode="slide", resize="600:4000", stride=300)
+    expected = seg.predict(rgb, preset="mmseg", mode="slide", resize="300:4000", crop=256, stride=150)
     assert np.array_equal(got[valid], expected[valid])
 
 
