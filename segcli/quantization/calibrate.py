@@ -45,9 +45,9 @@ def split(images: list[Path], opts: QuantizeOptions) -> tuple[list[Path], list[P
     if not images:
         raise UsageError("no images to calibrate with")
     n = min(opts.calib_images, len(images))
-    picks = sorted({round(i * (len(images) - 1) / max(n - 1, 1)) for i in range(n)})
-    calib = [images[i] for i in picks]
-    rest = [p for i, p in enumerate(images) if i not in set(picks)]
+    picks = {round(i * (len(images) - 1) / max(n - 1, 1)) for i in range(n)}
+    calib = [images[i] for i in sorted(picks)]
+    rest = [p for i, p in enumerate(images) if i not in picks]
     if rest:
         return calib, rest[: opts.check_images], True
     return calib, calib[: opts.check_images], False
