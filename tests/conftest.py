@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 # test: 65 s instead of 107 s on 2 cores); the tests check what segcli makes of a compiled graph, not its speed
 # (benchmarks/backends.py measures the vectorised one). Set here, so the CLI subprocesses inherit it.
 os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of the two workers `-n 2` runs on a core each: a thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # theirs and their subprocesses' (two threads per worker
+    # on 2 cores spin-wait on each other: a parity test took 38 s instead of 2 s)
 
 from fakehub import FakeHub
 from helpers import randomize_, run_cli, save_hf_dir, save_tiny_upp, tiny_convnext, tiny_swin

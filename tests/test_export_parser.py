@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import photo
+from helpers import assert_labels_agree, photo
 from PIL import Image
 
 from segcli import Segmenter
@@ -24,12 +24,16 @@ def _export(cli, model, out, fmt):
 
 
 def _same_parse(exported, tiny_upp_dir, image):
-    ref = Segmenter.from_pretrained(tiny_upp_dir).parse(str(image), "hf", resize="none")
+    eager = Segmenter.from_pretrained(tiny_upp_dir)
+    ref = eager.parse(str(image), "hf", resize="none")
     seg = Segmenter.from_pretrained(exported)
     assert seg.maps == ("part", "material") and len(seg.scenes) == 365
     got = seg.parse(str(image), "hf", resize="none")
-    for kind in ("object", "part", "material"):
-        np.testing.assert_array_equal(getattr(got, kind), getattr(ref, kind), err_msg=kind)
+    scores = eager.logits(str(image), "hf", resize="none").numpy()  # the objects'
+    assert_labels_agree(got.object, scores, 1e-4, "object")  # the export's verified bound: only near-ties flip
+    flipped = got.object != ref.object  # a part is read within its object's group: it follows the object
+    for kind in ("part", "material"):
+        np.testing.assert_array_equal(getattr(got, kind)[~flipped], getattr(ref, kind)[~flipped], err_msg=kind)
     assert got.part.any() and len(np.unique(got.object)) > 3  # parts were read within the objects' groups
     assert [n for n, _ in got.scene] == [n for n, _ in ref.scene]
     np.testing.assert_allclose([p for _, p in got.scene], [p for _, p in ref.scene], atol=1e-5)

@@ -119,7 +119,10 @@ def test_ray_run_equals_the_local_run_and_resumes(cluster, tiny_convnext_dir, tm
     assert sorted(files_a) == sorted(files_b)
     assert len([f for f in files_a if f.endswith(".png") and not f.endswith("_confidence.png")]) == 11
     for name, path in files_a.items():
-        if name.endswith(".png") and name != "legend.png":
+        if name.endswith("_confidence.png"):  # a worker's one thread rounds floats otherwise: a level apart at most
+            here, there = (np.asarray(Image.open(p), np.int16) for p in (path, files_b[name]))
+            assert np.abs(here - there).max() <= 1, name
+        elif name.endswith(".png") and name != "legend.png":
             assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(files_b[name]))), name
         elif name.endswith(".json") and name not in ("summary.json",):
             assert _comparable(json.loads(path.read_text())) == _comparable(json.loads(files_b[name].read_text()))
@@ -318,21 +321,17 @@ def test_objects_in_a_bucket_are_read_on_the_workers(cluster, s3_endpoint, tiny_
         )
     args = ("predict", "s3://ray-inputs/x/", "-m", tiny_convnext_dir, "--resize", "none", "--jsonl", "-q")
     a = run_cli(*args, "-o", tmp_path / "local")  # here, in this process
-    cmd = [sys.executable, "-c", DRIVER_CANNOT_READ, *map(str, args), "-o", str(tmp_path / "ray"), "--ray", cluster]
-    b = subprocess.run([*cmd, *RAY], capture_output=True, text=True)
+    # one Ray run, objects in and out: the workers read the inputs and upload what they make
+    cmd = [sys.executable, "-c", DRIVER_CANNOT_READ, *map(str, args), "-o", "s3://ray-inputs/masks/"]
+    b = subprocess.run([*cmd, "--ray", cluster, *RAY], capture_output=True, text=True)
     assert a.exit_code == 0 and b.returncode == 0, b.stderr
     records = [json.loads(x) for x in b.stdout.splitlines()]
     assert [d["status"] for d in records] == ["done"] * 6 and all(d["source"]["etag"] for d in records)
-    local, ray = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
+    local = _outputs(tmp_path / "local")
+    listed = client.list_objects_v2(Bucket="ray-inputs", Prefix="masks/")["Contents"]
+    uploaded = {o["Key"].removeprefix("masks/") for o in listed}
     masks = [k for k in local if k.endswith(".png") and k != "legend.png"]
-    assert len(masks) == 6 and set(local) == set(ray)
-    for k in masks:
-        assert np.array_equal(np.asarray(Image.open(local[k])), np.asarray(Image.open(ray[k]))), k
-    # outputs to the bucket: the workers upload what they make
-    b = subprocess.run(
-        [*cmd[:-4], "-o", "s3://ray-inputs/masks/", "--ray", cluster, *RAY], capture_output=True, text=True
-    )
-    assert b.returncode == 0, b.stderr
+    assert len(masks) == 6 and set(local) == uploaded
     for k in masks:
         body = client.get_object(Bucket="ray-inputs", Key=f"masks/{k}")["Body"].read()
         assert np.array_equal(np.asarray(Image.open(local[k])), np.asarray(Image.open(io.BytesIO(body)))), k

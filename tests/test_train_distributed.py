@@ -149,11 +149,12 @@ def test_two_ranks_train_as_one_process_and_a_killed_rank_resumes(small_model, o
     assert out.count(f"{run.name}/model") == 1  # rank 0 alone reports the model it wrote
     ours, ref = _curve(run), _curve(one)  # 2 ranks × batch 1, killed and resumed = 1 process × batch 2
     assert [r[0] for r in ours] == list(range(1, ITERS + 1)) and [r[2] for r in ours] == [r[2] for r in ref]
-    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
+    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=5e-4)  # rounding only
     a, b = load_file(run / "model" / "model.safetensors"), load_file(one / "model" / "model.safetensors")
     assert a.keys() == b.keys()
-    for k in a:  # BatchNorm running statistics included: SyncBatchNorm kept the global batch's
-        np.testing.assert_allclose(a[k].float().numpy(), b[k].float().numpy(), rtol=1e-3, atol=1e-4, err_msg=k)
+    for k in a:  # BatchNorm running statistics included: SyncBatchNorm kept the global batch's (per-rank
+        # statistics of batch 1 would be tens of % off; two ranks' sums round otherwise: 2.5e-4 on AVX2)
+        np.testing.assert_allclose(a[k].float().numpy(), b[k].float().numpy(), rtol=1e-3, atol=1e-3, err_msg=k)
     state = json.loads((run / "checkpoints" / f"iter_{ITERS:08d}" / "state.json").read_text())
     assert state["settings"]["ranks"] == 2 and len(state["rank_rng"]) == 2
 
@@ -197,7 +198,7 @@ def test_ray_train_follows_the_curve_and_survives_a_killed_worker(small_model, o
     assert "iteration 6: loss" in err  # the driver's progress, from RUN/log.jsonl
     ours, ref = _curve(run), _curve(one)
     assert [r[0] for r in ours] == list(range(1, ITERS + 1)), ours
-    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=1e-4)
+    np.testing.assert_allclose([r[1] for r in ours], [r[1] for r in ref], rtol=5e-4)  # rounding only
     assert (run / "model" / "model.safetensors").is_file()
 
 

@@ -225,8 +225,8 @@ def test_upp_network_equals_the_authors(upp_files):
     assert seg.maps == ("part", "material") and len(seg.scenes) == 365 and seg.num_classes == 336
     image = random_image(*REAL, seed=3)
     with torch.no_grad():
-        expected = decoder.logits(encoder(_bgr_input(image), return_feature_maps=True))
-        probs = decoder(encoder(_bgr_input(image), return_feature_maps=True), REAL)
+        features = encoder(_bgr_input(image), return_feature_maps=True)  # the authors' encoder, once
+        expected, probs = decoder.logits(features), decoder(features, REAL)
         pixels, scene = seg.model(seg.model.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float()), False)
     obj, mat = pixels[:, :336], pixels[:, 336:362]
     diffs = {

@@ -91,7 +91,8 @@ BackendMeasureOpt = Annotated[
     typer.Option(
         metavar="WHEN",
         envvar="SEGCLI_BACKEND_MEASURE",
-        help="For --backend auto: auto (measure once when nothing is cached and the run has 8+ images) | again "
+        help="For --backend auto: auto (measure once when nothing is cached and measuring costs at most 10 % of the "
+        "run) | again "
         "(measure now, replacing the cached choice: after a busy machine) | never (the cached choice, else "
         "torch). `segcli models --backends` lists the cached choices.",
     ),
