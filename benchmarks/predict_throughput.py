@@ -15,10 +15,10 @@ with transformers' save_pretrained; images: synthetic 512×683 JPEGs. Both use t
                 summary.json's `seconds` (decode → infer → encode → write, model loading excluded), the
                 process's wall time beside it
 
-Before the rounds, one `segcli predict --backend-measure again` over 8 of the images in a fresh cache makes the
-backend calibration `--backend auto` caches (a one-time cost per machine and model, printed; without it a
-first run measures only when that costs at most 10 % of the run, so the rounds show the cached choice). Rounds interleave the two sides;
-medians, the ratio, label agreement and summary.json's per-stage breakdown are printed.
+Before the rounds, one `segcli predict --backend-measure again` over 8 of the images in a fresh cache makes
+the backend calibration `--backend auto` caches (a one-time cost per machine and model, printed; a first run
+measures only when that costs at most 10 % of it, so the rounds show the cached choice). Rounds interleave
+the two sides; medians, the ratio, label agreement and summary.json's per-stage breakdown are printed.
 """
 
 from __future__ import annotations
